@@ -1,0 +1,177 @@
+"""Running the graph for a range of business dates on a Dagster instance, and summarising it.
+
+`velocity-platform run` and `demo` use this; so do the integration tests and the benchmarks, so
+there is one code path from the command line to the tables. Each business date is one run of
+the nightly job (the same job the 02:00 schedule and UI backfills launch), in date order,
+because a day's velocity reads the days before it and its moves start from the previous day's.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import duckdb
+import polars as pl
+
+from velocity_platform.settings import LOCAL_STATE_DIR, Settings
+
+JOB_NAME = "nightly_slotting_batch"
+
+
+def ensure_dagster_home(template: Path | None = None) -> Path:
+    """DAGSTER_HOME from the environment, or a git-ignored one under the local state dir.
+
+    The repo's dagster.yaml is a template: it is copied in when the home has none, and the
+    repository root itself is never used as DAGSTER_HOME.
+    """
+    home = Path(os.environ.get("DAGSTER_HOME") or LOCAL_STATE_DIR / "dagster_home").resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    config = home / "dagster.yaml"
+    template = template or Path.cwd() / "dagster.yaml"
+    if not config.exists() and template.exists():
+        shutil.copyfile(template, config)
+    os.environ["DAGSTER_HOME"] = str(home)
+    return home
+
+
+def business_dates(start: dt.date, end: dt.date) -> list[dt.date]:
+    if end < start:
+        raise ValueError(f"--to {end} is before --from {start}")
+    return [start + dt.timedelta(days=i) for i in range((end - start).days + 1)]
+
+
+@dataclass
+class DayOutcome:
+    business_date: dt.date
+    success: bool
+    seconds: float
+    checks_passed: int
+    checks_failed: list[str] = field(default_factory=list)
+    error: str | None = None
+
+
+def run_range(
+    dates: list[dt.date],
+    progress: Callable[[DayOutcome, int, int], None] | None = None,
+) -> list[DayOutcome]:
+    """Materialize every asset for each date, in order, on the instance at DAGSTER_HOME."""
+    from dagster import DagsterInstance
+
+    from velocity_platform.definitions import defs
+
+    job = defs().resolve_job_def(JOB_NAME)
+    outcomes: list[DayOutcome] = []
+    with DagsterInstance.get() as instance:
+        for index, day in enumerate(dates, start=1):
+            started = time.perf_counter()
+            result = job.execute_in_process(instance=instance, partition_key=day.isoformat(), raise_on_error=False)
+            evaluations = result.get_asset_check_evaluations()
+            failed = [f"{e.asset_key.to_user_string()}.{e.check_name}" for e in evaluations if not e.passed]
+            error = None
+            if not result.success:
+                failure = next((e for e in result.all_events if e.is_step_failure), None)
+                error = failure.step_failure_data.error.message.strip() if failure and failure.step_failure_data.error else "run failed"
+            outcome = DayOutcome(day, result.success, time.perf_counter() - started, len(evaluations) - len(failed), failed, error)
+            outcomes.append(outcome)
+            if progress:
+                progress(outcome, index, len(dates))
+    return outcomes
+
+
+def summarize(dates: list[dt.date], outcomes: list[DayOutcome], erp_lines: int, settings: Settings) -> dict:
+    """The KPI summary of a range, read back from the tables the run wrote."""
+    first, last = dates[0], dates[-1]
+    window = "business_date BETWEEN ? AND ?"
+    with duckdb.connect(settings.duckdb_path, read_only=True) as con:
+
+        def count(table: str) -> int:
+            if not _exists(con, table):
+                return 0
+            return con.execute(f"SELECT count(*) FROM velocity.{table} WHERE {window}", [first, last]).fetchone()[0]
+
+        def classes(column: str) -> dict[str, int]:
+            if not _exists(con, "sku_velocity"):
+                return {}
+            rows = con.execute(
+                f"SELECT {column}, count(*) FROM velocity.sku_velocity WHERE business_date = ? GROUP BY 1 ORDER BY 1",
+                [last],
+            ).fetchall()
+            return {k: v for k, v in rows}
+
+        raw, valid, dead = count("raw_transactions"), count("validated_transactions"), count("dead_letter_transactions")
+        acked = 0
+        if _exists(con, "wms_directive_acks"):
+            acked = con.execute(
+                f"SELECT count(*) FROM velocity.wms_directive_acks WHERE {window} AND status = 'acked'", [first, last]
+            ).fetchone()[0]
+        abc = classes("abc_class")
+        summary = {
+            "partitions": [d.isoformat() for d in dates],
+            "partitions_succeeded": sum(o.success for o in outcomes),
+            "erp_lines": erp_lines,
+            "raw_lines": raw,
+            "validated_lines": valid,
+            "dead_letter_lines": dead,
+            "dlq_rate": round(dead / raw, 6) if raw else 0.0,
+            "skus_classified": sum(abc.values()),
+            "abc_counts": abc,
+            "xyz_counts": classes("xyz_class"),
+            "directives": count("slotting_directives"),
+            "directives_acked": acked,
+            "checks_passed": sum(o.checks_passed for o in outcomes),
+            "checks_failed": sum(len(o.checks_failed) for o in outcomes),
+            "failed_checks": sorted({c for o in outcomes for c in o.checks_failed}),
+            "wall_seconds": round(sum(o.seconds for o in outcomes), 2),
+        }
+    return summary
+
+
+def _exists(con: duckdb.DuckDBPyConnection, table: str) -> bool:
+    return bool(
+        con.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'velocity' AND table_name = ?", [table]
+        ).fetchone()[0]
+    )
+
+
+def print_progress(outcome: DayOutcome, index: int, total: int) -> None:
+    mark = "ok " if outcome.success and not outcome.checks_failed else "FAIL"
+    line = f"[{index:>3}/{total}] {outcome.business_date}  {mark}  {outcome.seconds:5.1f}s  checks {outcome.checks_passed} passed"
+    if outcome.checks_failed:
+        line += f", failed: {', '.join(outcome.checks_failed)}"
+    if outcome.error:
+        line += f"\n           {outcome.error.splitlines()[0][:200]}"
+    print(line, file=sys.stderr, flush=True)
+
+
+def format_summary(summary: dict) -> str:
+    reconciled = summary["raw_lines"] == summary["validated_lines"] + summary["dead_letter_lines"]
+    lines = [
+        f"Business dates      {summary['partitions'][0]} .. {summary['partitions'][-1]} "
+        f"({summary['partitions_succeeded']}/{len(summary['partitions'])} succeeded)",
+        f"ERP lines           {summary['erp_lines']:>12,}",
+        f"Raw lines           {summary['raw_lines']:>12,}",
+        f"  validated         {summary['validated_lines']:>12,}",
+        f"  dead-lettered     {summary['dead_letter_lines']:>12,}   DLQ rate {summary['dlq_rate']:.4%}"
+        f"   {'reconciled' if reconciled else 'NOT RECONCILED'}",
+        f"SKUs classified     {summary['skus_classified']:>12,}   ABC {summary['abc_counts']}  XYZ {summary['xyz_counts']}",
+        f"Directives          {summary['directives']:>12,}   acknowledged by the WMS: {summary['directives_acked']:,}",
+        f"Checks              {summary['checks_passed']:>12,} passed, {summary['checks_failed']} failed"
+        + (f" ({', '.join(summary['failed_checks'])})" if summary["failed_checks"] else ""),
+    ]
+    return "\n".join(lines)
+
+
+def frame_of(table: str, settings: Settings, where: str = "", params: list | None = None) -> pl.DataFrame:
+    """Read one asset table (tests and reports); an absent table reads as empty."""
+    with duckdb.connect(settings.duckdb_path, read_only=True) as con:
+        if not _exists(con, table):
+            return pl.DataFrame()
+        return con.execute(f"SELECT * FROM velocity.{table} {where}", params or []).pl()

@@ -1,0 +1,139 @@
+"""The WMS side: the location master, and delivering directives exactly once through the outbox."""
+
+
+import dagster as dg
+import orjson
+import polars as pl
+
+from velocity_platform.connectors.http import UpstreamError
+from velocity_platform.defs.partitions import DUCKDB_POOL, PARTITION_METADATA, business_days, partition_date
+from velocity_platform.defs.resources import OperationalStoreResource, WmsResource
+from velocity_platform.domain.contracts import WMS_DIRECTIVE_ACKS_SCHEMA
+from velocity_platform.domain.history import locations_from_records
+
+ACK_CHECK = "every_directive_acknowledged"
+
+
+@dg.asset(
+    group_name="wms",
+    kinds={"duckdb", "polars"},
+    pool=DUCKDB_POOL,
+    description="The WMS location master (zone, aisle, bay, level, capacity, distance) and each location's occupant.",
+)
+def wms_locations(context: dg.AssetExecutionContext, wms: WmsResource) -> pl.DataFrame:
+    with wms.client() as client:
+        locations = locations_from_records(client.locations(), client.assignments())
+    context.add_output_metadata(
+        {
+            "dagster/row_count": locations.height,
+            "occupied": locations.filter(pl.col("sku_id").is_not_null()).height,
+            "aisles": locations["aisle"].n_unique(),
+            "by_zone": dict(locations.group_by("zone").len().sort("zone").iter_rows()),
+        }
+    )
+    return locations
+
+
+def _payload(directive: dict) -> str:
+    return orjson.dumps(
+        {
+            "directive_id": directive["directive_id"],
+            "business_date": directive["business_date"].isoformat(),
+            "sku_id": directive["sku_id"],
+            "from_location": directive["from_location"],
+            "to_location": directive["to_location"],
+            "reason": directive["reason"],
+            "expected_saving_m_per_day": round(directive["expected_saving_m_per_day"], 3),
+        }
+    ).decode()
+
+
+@dg.asset(
+    partitions_def=business_days,
+    metadata=PARTITION_METADATA,
+    group_name="wms",
+    kinds={"duckdb", "polars"},
+    pool=DUCKDB_POOL,
+    check_specs=[
+        dg.AssetCheckSpec(
+            ACK_CHECK, asset="wms_directive_acks", description="Every directive of the day is acknowledged by the WMS."
+        )
+    ],
+    description="What the WMS acknowledged for each of the day's directives (outbox pattern: sent once per key).",
+)
+def wms_directive_acks(
+    context: dg.AssetExecutionContext,
+    wms: WmsResource,
+    state_store: OperationalStoreResource,
+    slotting_directives: pl.DataFrame,
+):
+    day = partition_date(context)
+    store = state_store.store()
+    directives = slotting_directives.to_dicts()
+    newly_enqueued = store.enqueue({**d, "payload": _payload(d)} for d in directives)
+    pending = store.claim_pending(day)
+    failures: list[str] = []
+    with wms.client() as client:
+        for row in pending:
+            try:
+                outcome = client.push_directive(orjson.loads(row.payload))
+            except UpstreamError as exc:
+                store.record_failed_attempt(row.directive_id, str(exc))
+                failures.append(f"{row.directive_id} ({row.sku_id}): {exc}")
+                continue
+            status = "rejected" if outcome.status == "rejected" else "acked"
+            store.record_outcome(
+                row.directive_id,
+                status,
+                outcome.http_status,
+                outcome.ack_id,
+                outcome.detail,
+                watermark=("wms:last_acked_business_date", day.isoformat()) if status == "acked" else None,
+            )
+        http = client.stats.as_metadata()
+    if failures:
+        raise dg.Failure(
+            description=f"{len(failures)} of {len(pending)} directives for {day} are still pending after retries; "
+            "they stay in the outbox and a re-run re-sends them with the same Idempotency-Key.",
+            metadata={"first_failures": dg.MetadataValue.md("\n".join(f"- {f}" for f in failures[:10]))},
+        )
+    planned = {d["directive_id"] for d in directives}
+    outbox = [r for r in store.outbox(day) if r.directive_id in planned]
+    acks = pl.DataFrame(
+        [
+            {
+                "business_date": r.business_date,
+                "directive_id": r.directive_id,
+                "sku_id": r.sku_id,
+                "status": r.status,
+                "http_status": r.http_status,
+                "ack_id": r.ack_id,
+                "attempts": r.attempts,
+                "acked_at": r.acked_at,
+                "detail": r.detail,
+            }
+            for r in outbox
+        ],
+        schema=WMS_DIRECTIVE_ACKS_SCHEMA,
+    )
+    acked = acks.filter(pl.col("status") == "acked").height
+    yield dg.Output(
+        acks,
+        metadata={
+            "dagster/row_count": acks.height,
+            "directives": len(planned),
+            "newly_enqueued": newly_enqueued,
+            "sent_this_run": len(pending),
+            "acked": acked,
+            "rejected": acks.filter(pl.col("status") == "rejected").height,
+            "http_requests": http["requests"],
+            "http_retries": http["retries"],
+        },
+    )
+    yield dg.AssetCheckResult(
+        check_name=ACK_CHECK,
+        passed=acked == len(planned),
+        severity=dg.AssetCheckSeverity.ERROR,
+        metadata={"directives": len(planned), "acked": acked, "not_acked": len(planned) - acked},
+        description=None if acked == len(planned) else f"{len(planned) - acked} directives were rejected by the WMS; see detail",
+    )

@@ -1,0 +1,463 @@
+"""SKU velocity taxonomy: rolling windows, ABC, XYZ, cubic velocity, COI, seasonality.
+
+Input is ``daily_sku_demand`` (contracts.DAILY_SKU_DEMAND_SCHEMA, one row per SKU per business
+day), output is ``sku_velocity`` (contracts.SKU_VELOCITY_SCHEMA, one row per SKU at the evaluation
+date D). Everything is a lazy polars plan built from the small expression functions below: one
+``group_by`` over the demand rows of the look-back window (conditional sums, no SKU x day grid),
+a join to the SKU master and one sort for the ABC ranking. Nothing loops over rows or SKUs.
+
+Definitions (docs/architecture.md, "Velocity taxonomy"; bracketed values are TaxonomyConfig):
+
+- Demand is the ``units`` column (outbound eaches); returns and adjustments do not count.
+- Windows end on D inclusive. A row's age is ``D - business_date`` in days; the N-day window is
+  age 0..N-1 (30d = D-29..D [windows]; units_7d = D-6..D). Rows outside D-89..D (the longest
+  window), including rows dated after D, are ignored.
+- ABC [basis units_30d or pick_lines_30d; cut-offs 0.80/0.95]: SKUs sorted by basis descending,
+  then sku_id ascending; ``abc_rank`` is the 1-based position in that order and ``share_before``
+  the basis of all SKUs ranked above divided by the total basis. A if share_before < 0.80, B if
+  < 0.95, else C. A SKU with zero basis is C. When the total basis is 0 every SKU is C and
+  share_before is null (0 / 0: no share is defined).
+- XYZ [12 trailing weeks, cut-offs 0.5/1.0]: week w covers D-7w-6 .. D-7w (w = 0..11), i.e. the
+  row's age // 7. Weekly demand counts empty weeks as zero; ``weekly_mean_12w`` is the mean over
+  all 12 weeks and ``demand_cv`` the population standard deviation over the mean. X if
+  cv <= 0.5, Y if cv <= 1.0, else Z. A zero weekly mean is Z with demand_cv null.
+- ``cubic_velocity_ft3_per_day`` = units_30d * unit_cube_ft3 / 30.
+- ``coi`` (cube-per-order index; lower means it belongs closer to the pick face). We read "cube
+  of 7 days of demand" as the slot cube a week of stock needs at the 30-day demand rate:
+  ``units_30d / 30 * 7 * unit_cube_ft3``, divided by ``pick_lines_30d`` (the pick frequency).
+  Null when pick_lines_30d is 0 or the unit cube is unknown.
+- ``seasonality_index`` = (units_30d / 30) / (units_90d / 90) clipped to [0.1, 5.0]; 1.0 when
+  history_days < 90 or units_90d == 0. With non-negative demand the raw ratio is at most 3 (all
+  of the 90-day demand inside the 30 days), so only the lower clip can bite at the default
+  windows; the upper bound guards other window settings and bad input.
+- ``history_days`` = D - max(history_start, introduced_on) + 1, floored at 0. history_start
+  defaults to the earliest business_date present in daily_demand (all rows, not just the
+  window); a null introduced_on (or a SKU unknown to the master) uses history_start alone. With
+  no demand rows at all and no history_start, history_start is D.
+
+Population: every SKU of the master introduced on or before D (a null introduced_on counts as
+introduced), plus every SKU with at least one daily_demand row in the window (a master SKU
+introduced after D that has such rows keeps its master attributes). A SKU unknown to the master
+has a null unit cube, so its cubic velocity and COI are null. Rows are returned in abc_rank
+order, one per SKU.
+
+Numerics: the class decisions are made without division (see the note over the per-SKU
+expressions), so for whole-unit demand they are exact at the cut-offs and independent of row
+order. The reported floats (share_before, demand_cv, rates) can differ in the last bit between
+runs with differently chunked input, and with fractional units the per-SKU sums themselves
+depend on summation order, so two SKUs whose basis differs only in the last bits may swap ranks.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import polars as pl
+
+from velocity_platform.domain.contracts import ABC_CLASSES, SKU_VELOCITY_SCHEMA, conform
+
+_EPOCH = dt.date(1970, 1, 1)
+AGE = "_age_days"  # D - business_date in days, on the demand rows
+WEEK_PREFIX = "_week_units_"
+BASIS = "_abc_basis"
+RUNNING = "_abc_basis_running"
+BEFORE = "_abc_basis_before"
+TOTAL = "_abc_basis_total"
+WEEK_TOTAL = "_week_total"
+WEEK_SQDEV = "_week_scaled_sq_dev"
+ROWS = "_rows_in_window"
+
+
+@dataclass(frozen=True)
+class TaxonomyConfig:
+    """The configurable values of the taxonomy.
+
+    ``windows`` are the (short, medium, long) windows in days feeding units_30d / units_60d /
+    units_90d (the contract names are fixed; the defaults are what those names say). The short
+    window is the rate for cubic velocity, COI and the seasonality numerator, the long one the
+    seasonality denominator, the history needed for a seasonality index, and the look-back.
+    """
+
+    abc_basis: Literal["units", "pick_lines"] = "units"
+    abc_cutoffs: tuple[float, float] = (0.80, 0.95)
+    xyz_weeks: int = 12
+    xyz_cutoffs: tuple[float, float] = (0.5, 1.0)
+    seasonality_clip: tuple[float, float] = (0.1, 5.0)
+    windows: tuple[int, int, int] = (30, 60, 90)
+
+    def __post_init__(self) -> None:
+        if self.abc_basis not in ("units", "pick_lines"):
+            raise ValueError(f"abc_basis must be 'units' or 'pick_lines', got {self.abc_basis!r}")
+        a, b = self.abc_cutoffs
+        if not 0.0 < a <= b <= 1.0:
+            raise ValueError(f"abc_cutoffs must satisfy 0 < A <= B <= 1, got {self.abc_cutoffs}")
+        x, y = self.xyz_cutoffs
+        if not 0.0 <= x <= y:
+            raise ValueError(f"xyz_cutoffs must satisfy 0 <= X <= Y, got {self.xyz_cutoffs}")
+        lo, hi = self.seasonality_clip
+        if not 0.0 <= lo <= hi:
+            raise ValueError(f"seasonality_clip must satisfy 0 <= lo <= hi, got {lo, hi}")
+        short, medium, long = self.windows
+        if not 0 < short <= medium <= long:
+            raise ValueError(f"windows must be three ascending day counts, got {self.windows}")
+        if self.xyz_weeks < 1 or 7 * self.xyz_weeks > self.lookback_days:
+            raise ValueError(
+                f"xyz_weeks must be >= 1 and fit in the {self.lookback_days}-day look-back, "
+                f"got {self.xyz_weeks}"
+            )
+
+    @property
+    def basis_column(self) -> str:
+        return "units_30d" if self.abc_basis == "units" else "pick_lines_30d"
+
+    @property
+    def lookback_days(self) -> int:
+        return self.windows[2]
+
+
+# --- expressions on demand rows (inside the per-SKU group_by) ------------------------------------
+
+
+def age_days(evaluation_date: dt.date, date_col: str = "business_date") -> pl.Expr:
+    """Days from the row's date to D (0 on D itself), as Int32 arithmetic on the date's days."""
+    today = pl.lit(_day_number(evaluation_date), pl.Int32)
+    return (today - pl.col(date_col).cast(pl.Int32)).alias(AGE)
+
+
+def window_sum(column: str, days: int, age: pl.Expr | None = None) -> pl.Expr:
+    """Sum of ``column`` over the trailing ``days`` days ending on D (age 0..days-1)."""
+    age = pl.col(AGE) if age is None else age
+    return pl.when(age < days).then(pl.col(column)).otherwise(0).sum()
+
+
+def week_sum(column: str, week: int, age: pl.Expr | None = None) -> pl.Expr:
+    """Sum of ``column`` over trailing week ``week``: D-7w-6 .. D-7w (age 7w .. 7w+6)."""
+    age = pl.col(AGE) if age is None else age
+    return (
+        pl.when(age.is_between(7 * week, 7 * week + 6))
+        .then(pl.col(column))
+        .otherwise(0.0)
+        .sum()
+        .alias(_week_name(week))
+    )
+
+
+def weekly_sums(column: str, weeks: int) -> list[pl.Expr]:
+    """One conditional sum per trailing week; a week with no rows sums to zero."""
+    return [week_sum(column, w) for w in range(weeks)]
+
+
+# --- expressions on the per-SKU frame ------------------------------------------------------------
+#
+# Polars divides by a broadcast scalar as a multiplication by its reciprocal, which can be 1 ulp
+# off, and whether a value takes that path depends on the frame's length and chunking. So the
+# class decisions never divide: "share_before < 0.80" is decided as "basis_before < 0.80 * total"
+# and "cv <= 0.5" as "n^2 * sum of squared deviations <= 0.5^2 * n * total^2", both exact for
+# whole-unit demand. The reported share_before and demand_cv are the quotients themselves.
+
+
+def weekly_columns(weeks: int) -> list[pl.Expr]:
+    return [pl.col(_week_name(w)) for w in range(weeks)]
+
+
+def weekly_total(weekly: Sequence[pl.Expr]) -> pl.Expr:
+    """Demand over all the weeks."""
+    return pl.sum_horizontal(weekly)
+
+
+def weekly_mean(weekly: Sequence[pl.Expr]) -> pl.Expr:
+    """Mean over all the weeks (empty weeks are zeros, not missing)."""
+    return weekly_total(weekly) / len(weekly)
+
+
+def scaled_squared_deviations(weekly: Sequence[pl.Expr]) -> pl.Expr:
+    """sum((n * w - total)^2) = n^2 * sum((w - mean)^2), without dividing by n."""
+    n, total = len(weekly), weekly_total(weekly)
+    deviations = [w * n - total for w in weekly]
+    return pl.sum_horizontal([d * d for d in deviations])
+
+
+def population_cv(total: pl.Expr, scaled_sq_dev: pl.Expr, weeks: int) -> pl.Expr:
+    """Population std / mean = sqrt(scaled_sq_dev / (n * total^2)); null unless total > 0."""
+    return pl.when(total > 0).then((scaled_sq_dev / (total * total * weeks)).sqrt())
+
+
+def xyz_class(
+    total: pl.Expr,
+    scaled_sq_dev: pl.Expr,
+    weeks: int,
+    cutoffs: tuple[float, float] = (0.5, 1.0),
+) -> pl.Expr:
+    """X if cv <= x, Y if cv <= y, else Z (and Z for a zero mean), decided as cv^2 without
+    division: scaled_sq_dev <= x^2 * n * total^2."""
+    x, y = cutoffs
+    scale = total * total * weeks
+    has_demand = total > 0
+    return (
+        pl.when(has_demand & (scaled_sq_dev <= scale * (x * x)))
+        .then(pl.lit("X"))
+        .when(has_demand & (scaled_sq_dev <= scale * (y * y)))
+        .then(pl.lit("Y"))
+        .otherwise(pl.lit("Z"))
+    )
+
+
+def abc_rank() -> pl.Expr:
+    """1-based position; the frame must already be in ABC order (see ``with_abc``)."""
+    return pl.int_range(1, pl.len() + 1, dtype=pl.Int64)
+
+
+def basis_before(running_total: pl.Expr) -> pl.Expr:
+    """Basis of all rows above this one, from the running total in frame order."""
+    return running_total.shift(1, fill_value=0.0)
+
+
+def basis_total(running_total: pl.Expr) -> pl.Expr:
+    """The last running total, so that 0 <= before <= total holds exactly on every row."""
+    return running_total.last()
+
+
+def share_before(before: pl.Expr, total: pl.Expr) -> pl.Expr:
+    """before / total; null when the total is 0."""
+    return pl.when(total > 0).then(before / total)
+
+
+def abc_class(
+    before: pl.Expr,
+    total: pl.Expr,
+    basis: pl.Expr,
+    cutoffs: tuple[float, float] = (0.80, 0.95),
+) -> pl.Expr:
+    """A if before / total < a, B if < b, else C (decided as before < a * total); zero (or
+    null) basis is always C."""
+    a, b = cutoffs
+    has_basis = basis > 0
+    return (
+        pl.when(has_basis & (before < total * a))
+        .then(pl.lit("A"))
+        .when(has_basis & (before < total * b))
+        .then(pl.lit("B"))
+        .otherwise(pl.lit("C"))
+    )
+
+
+def with_abc(
+    frame: pl.LazyFrame, basis: str, cutoffs: tuple[float, float] = (0.80, 0.95)
+) -> pl.LazyFrame:
+    """Sort by ``basis`` desc then sku_id asc and add abc_rank, share_before, abc_class."""
+    b, before, total = pl.col(BASIS), pl.col(BEFORE), pl.col(TOTAL)
+    return (
+        frame.with_columns(pl.col(basis).cast(pl.Float64).fill_null(0.0).alias(BASIS))
+        .sort([BASIS, "sku_id"], descending=[True, False])
+        .with_columns(b.cum_sum().alias(RUNNING))
+        .with_columns(
+            basis_before(pl.col(RUNNING)).alias(BEFORE), basis_total(pl.col(RUNNING)).alias(TOTAL)
+        )
+        .with_columns(
+            abc_rank().alias("abc_rank"),
+            share_before(before, total).alias("share_before"),
+            abc_class(before, total, b, cutoffs).alias("abc_class"),
+        )
+        .drop(BASIS, RUNNING, BEFORE, TOTAL)
+    )
+
+
+def cubic_velocity(units_30d: pl.Expr, unit_cube: pl.Expr, window_days: int = 30) -> pl.Expr:
+    """Cubic feet of demand per day over the short window."""
+    return units_30d * unit_cube / window_days
+
+
+def coi(
+    units_30d: pl.Expr,
+    unit_cube: pl.Expr,
+    pick_lines_30d: pl.Expr,
+    window_days: int = 30,
+    cover_days: int = 7,
+) -> pl.Expr:
+    """Cube of ``cover_days`` of demand at the short-window rate / pick lines in that window:
+    (units_30d / 30 * 7 * unit_cube) / pick_lines_30d; null without pick lines."""
+    cover_cube = units_30d * unit_cube * cover_days
+    return pl.when(pick_lines_30d > 0).then(cover_cube / (pick_lines_30d * window_days))
+
+
+def history_days(
+    evaluation_date: dt.date, history_start: dt.date, introduced_on: pl.Expr
+) -> pl.Expr:
+    """D - max(history_start, introduced_on) + 1 (a null introduced_on is ignored), floored at 0."""
+    start = pl.max_horizontal(
+        pl.lit(_day_number(history_start), pl.Int32), introduced_on.cast(pl.Int32)
+    )
+    days = pl.lit(_day_number(evaluation_date) + 1, pl.Int32) - start
+    return days.clip(lower_bound=0).cast(pl.Int32)
+
+
+def seasonality_index(
+    units_short: pl.Expr,
+    units_long: pl.Expr,
+    history: pl.Expr,
+    windows: tuple[int, int] = (30, 90),
+    clip: tuple[float, float] = (0.1, 5.0),
+) -> pl.Expr:
+    """(units_short / short) / (units_long / long), clipped; 1.0 when history < long or there
+    is no long-window demand. Computed as one division of exact products."""
+    short, long = windows
+    ratio = (units_short * long) / (units_long * short)
+    known = (history >= long) & (units_long > 0)
+    return pl.when(known).then(ratio.clip(*clip)).otherwise(1.0)
+
+
+# --- the taxonomy --------------------------------------------------------------------------------
+
+
+def classify_skus(
+    daily_demand: pl.DataFrame | pl.LazyFrame,
+    sku_master: pl.DataFrame | pl.LazyFrame,
+    evaluation_date: dt.date,
+    config: TaxonomyConfig = TaxonomyConfig(),
+    history_start: dt.date | None = None,
+) -> pl.DataFrame:
+    """The sku_velocity table at ``evaluation_date`` (see the module docstring for definitions).
+
+    ``daily_demand`` follows DAILY_SKU_DEMAND_SCHEMA (only business_date, sku_id, units,
+    pick_lines and orders are read); ``sku_master`` follows SKU_MASTER_SCHEMA (sku_id,
+    unit_cube_ft3, introduced_on are read) and must have unique sku_ids.
+    """
+    demand = daily_demand.lazy()
+    if history_start is None:
+        history_start = _earliest_date(demand) or evaluation_date
+    short, medium, long = config.windows
+    weeks = config.xyz_weeks
+    weekly = weekly_columns(weeks)
+    counters = ["units_30d", "units_60d", "units_90d", "pick_lines_30d", "orders_30d", "units_7d"]
+
+    per_sku = _demand_per_sku(demand, evaluation_date, config)
+    velocity = (
+        _master(sku_master)
+        .join(per_sku, on="sku_id", how="full", coalesce=True)
+        .filter(_in_population(evaluation_date))
+        .with_columns(pl.col(counters).fill_null(0), *(w.fill_null(0.0) for w in weekly))
+        .with_columns(
+            weekly_total(weekly).alias(WEEK_TOTAL),
+            scaled_squared_deviations(weekly).alias(WEEK_SQDEV),
+            history_days(evaluation_date, history_start, pl.col("introduced_on")).alias(
+                "history_days"
+            ),
+        )
+        .with_columns(
+            pl.lit(evaluation_date, pl.Date).alias("business_date"),
+            weekly_mean(weekly).alias("weekly_mean_12w"),
+            population_cv(pl.col(WEEK_TOTAL), pl.col(WEEK_SQDEV), weeks).alias("demand_cv"),
+            xyz_class(pl.col(WEEK_TOTAL), pl.col(WEEK_SQDEV), weeks, config.xyz_cutoffs).alias(
+                "xyz_class"
+            ),
+            cubic_velocity(pl.col("units_30d"), pl.col("unit_cube_ft3"), short).alias(
+                "cubic_velocity_ft3_per_day"
+            ),
+            coi(
+                pl.col("units_30d"), pl.col("unit_cube_ft3"), pl.col("pick_lines_30d"), short
+            ).alias("coi"),
+            seasonality_index(
+                pl.col("units_30d"),
+                pl.col("units_90d"),
+                pl.col("history_days"),
+                (short, long),
+                config.seasonality_clip,
+            ).alias("seasonality_index"),
+        )
+        .pipe(with_abc, config.basis_column, config.abc_cutoffs)
+    )
+    return conform(velocity.collect(), SKU_VELOCITY_SCHEMA)
+
+
+def class_shares(velocity: pl.DataFrame) -> dict[str, dict[str, float]]:
+    """Per ABC class: SKU count and share of SKUs, units_30d and share of units_30d.
+
+    ``{"A": {"skus": 12, "sku_share": 0.1, "units_30d": 800.0, "units_share": 0.79}, ...}``;
+    every class is present. Shares are 0.0 when the frame is empty or has no units.
+    """
+    per_class = (
+        pl.DataFrame({"abc_class": list(ABC_CLASSES)})
+        .join(
+            velocity.group_by("abc_class").agg(
+                pl.len().alias("skus"), pl.col("units_30d").sum().alias("units_30d")
+            ),
+            on="abc_class",
+            how="left",
+        )
+        .with_columns(pl.col("skus").fill_null(0), pl.col("units_30d").fill_null(0.0))
+        .with_columns(
+            _share(pl.col("skus")).alias("sku_share"),
+            _share(pl.col("units_30d")).alias("units_share"),
+        )
+    )
+    return {
+        row.pop("abc_class"): {k: (int(v) if k == "skus" else float(v)) for k, v in row.items()}
+        for row in per_class.iter_rows(named=True)
+    }
+
+
+# --- internals -----------------------------------------------------------------------------------
+
+
+def _week_name(week: int) -> str:
+    return f"{WEEK_PREFIX}{week}"
+
+
+def _share(values: pl.Expr) -> pl.Expr:
+    total = values.sum()
+    return pl.when(total > 0).then(values / total).otherwise(0.0).cast(pl.Float64)
+
+
+def _day_number(day: dt.date) -> int:
+    return (day - _EPOCH).days
+
+
+def _earliest_date(demand: pl.LazyFrame) -> dt.date | None:
+    return demand.select(pl.col("business_date").min()).collect().item()
+
+
+def _demand_per_sku(
+    demand: pl.LazyFrame, evaluation_date: dt.date, config: TaxonomyConfig
+) -> pl.LazyFrame:
+    """One group_by over the look-back rows: window sums, weekly sums, a row count."""
+    short, medium, long = config.windows
+    first_day = evaluation_date - dt.timedelta(days=long - 1)
+    in_window = pl.col("business_date").is_between(
+        pl.lit(first_day, pl.Date), pl.lit(evaluation_date, pl.Date)
+    )
+    return (
+        demand.filter(in_window & pl.col("sku_id").is_not_null())
+        .with_columns(age_days(evaluation_date))
+        .group_by("sku_id")
+        .agg(
+            window_sum("units", short).cast(pl.Float64).alias("units_30d"),
+            window_sum("units", medium).cast(pl.Float64).alias("units_60d"),
+            window_sum("units", long).cast(pl.Float64).alias("units_90d"),
+            window_sum("pick_lines", short).cast(pl.Int64).alias("pick_lines_30d"),
+            window_sum("orders", short).cast(pl.Int64).alias("orders_30d"),
+            window_sum("units", 7).cast(pl.Float64).alias("units_7d"),
+            *weekly_sums("units", config.xyz_weeks),
+            pl.len().alias(ROWS),
+        )
+    )
+
+
+def _master(sku_master: pl.DataFrame | pl.LazyFrame) -> pl.LazyFrame:
+    master = sku_master.lazy().select("sku_id", "unit_cube_ft3", "introduced_on")
+    duplicated = master.select(pl.col("sku_id").is_duplicated().any()).collect().item()
+    if duplicated:
+        raise ValueError("sku_master has duplicate sku_id values")
+    return master.filter(pl.col("sku_id").is_not_null())
+
+
+def _in_population(evaluation_date: dt.date) -> pl.Expr:
+    """Introduced on or before D (a null date counts as introduced), or sold in the window."""
+    introduced = pl.col("introduced_on")
+    return (
+        introduced.is_null()
+        | (introduced <= pl.lit(evaluation_date, pl.Date))
+        | pl.col(ROWS).is_not_null()
+    )
