@@ -94,13 +94,13 @@ def summarize(dates: list[dt.date], outcomes: list[DayOutcome], erp_lines: int, 
         def count(table: str) -> int:
             if not _exists(con, table):
                 return 0
-            return con.execute(f"SELECT count(*) FROM velocity.{table} WHERE {window}", [first, last]).fetchone()[0]
+            return con.execute(f"SELECT count(*) FROM warehouse.{table} WHERE {window}", [first, last]).fetchone()[0]
 
         def classes(column: str) -> dict[str, int]:
             if not _exists(con, "sku_velocity"):
                 return {}
             rows = con.execute(
-                f"SELECT {column}, count(*) FROM velocity.sku_velocity WHERE business_date = ? GROUP BY 1 ORDER BY 1",
+                f"SELECT {column}, count(*) FROM warehouse.sku_velocity WHERE business_date = ? GROUP BY 1 ORDER BY 1",
                 [last],
             ).fetchall()
             return {k: v for k, v in rows}
@@ -109,7 +109,7 @@ def summarize(dates: list[dt.date], outcomes: list[DayOutcome], erp_lines: int, 
         acked = 0
         if _exists(con, "wms_directive_acks"):
             acked = con.execute(
-                f"SELECT count(*) FROM velocity.wms_directive_acks WHERE {window} AND status = 'acked'", [first, last]
+                f"SELECT count(*) FROM warehouse.wms_directive_acks WHERE {window} AND status = 'acked'", [first, last]
             ).fetchone()[0]
         abc = classes("abc_class")
         summary = {
@@ -136,7 +136,7 @@ def summarize(dates: list[dt.date], outcomes: list[DayOutcome], erp_lines: int, 
 def _exists(con: duckdb.DuckDBPyConnection, table: str) -> bool:
     return bool(
         con.execute(
-            "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'velocity' AND table_name = ?", [table]
+            "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'warehouse' AND table_name = ?", [table]
         ).fetchone()[0]
     )
 
@@ -174,4 +174,4 @@ def frame_of(table: str, settings: Settings, where: str = "", params: list | Non
     with duckdb.connect(settings.duckdb_path, read_only=True) as con:
         if not _exists(con, table):
             return pl.DataFrame()
-        return con.execute(f"SELECT * FROM velocity.{table} {where}", params or []).pl()
+        return con.execute(f"SELECT * FROM warehouse.{table} {where}", params or []).pl()

@@ -372,7 +372,7 @@ def classify_skus(
     return conform(velocity.collect(), SKU_VELOCITY_SCHEMA)
 
 
-def class_shares(velocity: pl.DataFrame) -> dict[str, dict[str, float]]:
+def class_shares(velocity: pl.DataFrame) -> dict[str, dict[str, int | float]]:
     """Per ABC class: SKU count and share of SKUs, units_30d and share of units_30d.
 
     ``{"A": {"skus": 12, "sku_share": 0.1, "units_30d": 800.0, "units_share": 0.79}, ...}``;
@@ -454,7 +454,8 @@ def _master(sku_master: pl.DataFrame | pl.LazyFrame) -> pl.LazyFrame:
 
 
 def _in_population(evaluation_date: dt.date) -> pl.Expr:
-    """Introduced on or before D (a null date counts as introduced), or sold in the window."""
+    """Introduced on or before D (a null date counts as introduced), or has demand rows in the
+    window."""
     introduced = pl.col("introduced_on")
     return (
         introduced.is_null()

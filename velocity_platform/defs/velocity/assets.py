@@ -1,6 +1,8 @@
 """SKU velocity at the evaluation date: 30/60/90-day demand, ABC, XYZ, cubic velocity, COI, seasonality."""
 
 
+import datetime as dt
+
 import dagster as dg
 import polars as pl
 
@@ -28,6 +30,12 @@ def class_table(velocity: pl.DataFrame) -> str:
     return f"{header}\n{rows}"
 
 
+def history_start(context: dg.AssetExecutionContext) -> dt.date:
+    """The first business date with daily demand: seasonality needs 90 days of it, not 90 rows."""
+    materialized = context.instance.get_materialized_partitions(dg.AssetKey("daily_sku_demand"))
+    return min((dt.date.fromisoformat(key) for key in materialized), default=partition_date(context))
+
+
 @dg.asset(
     partitions_def=business_days,
     metadata=PARTITION_METADATA,
@@ -41,7 +49,7 @@ def sku_velocity(
     context: dg.AssetExecutionContext, daily_sku_demand: pl.DataFrame, sku_master: pl.DataFrame
 ) -> pl.DataFrame:
     day = partition_date(context)
-    velocity = classify_skus(daily_sku_demand, sku_master, day)
+    velocity = classify_skus(daily_sku_demand, sku_master, day, history_start=history_start(context))
     abc = dict(velocity.group_by("abc_class").len().iter_rows())
     xyz = dict(velocity.group_by("xyz_class").len().iter_rows())
     days_loaded = daily_sku_demand["business_date"].n_unique()

@@ -1,0 +1,474 @@
+"""ERP simulator: order documents over a paged HTTP API, with the faults of a real ERP.
+
+Data is generated per business date on first use (``catalog.generate_day``) and kept in a small
+LRU; pages are selected with numpy on per-day sorted views and only the page is rendered to JSON.
+
+Fault model:
+- transient faults (429, 5xx, slow, dropped connection, truncated JSON) are rolled once per
+  request attempt from a seeded stream, so a retry can succeed;
+- data faults (malformed lines, schema drift, late arrivals, repeated documents across page
+  boundaries) are a pure function of the seed and the data, so every pull sees the same thing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, fields
+from datetime import date, datetime, timezone as dt_timezone
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import anyio.to_thread
+import numpy as np
+import orjson
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from . import _http
+from .catalog import LATE_MAX_DAYS, MAX_COMMIT_DELAY_S, Catalog, DayBatch, build_catalog, day_bounds_utc, generate_day
+
+__all__ = ["ErpConfig", "ErpSimulator", "create_erp_app"]
+
+_TRANSIENT = ("fault_rate_429", "fault_rate_5xx", "fault_rate_slow", "fault_rate_drop", "fault_rate_bad_json")
+_TIME_FIELDS = ("event_ts", "created_at")
+
+
+@dataclass
+class ErpConfig:
+    seed: int = 7
+    skus: int = 2000
+    lines_per_day: int = 4000
+    start: date | None = None  # None: the history ends yesterday (UTC) and spans `days`
+    days: int = 120
+    timezone: str = "Europe/London"  # warehouse time zone: maps event_ts to business dates
+    token: str = "erp-dev-token"
+    malformed_rate: float = 0.0005
+    default_limit: int = 1000
+    max_limit: int = 10000
+    cache_days: int = 8  # LRU of generated business dates
+    # Simulated clock: records with created_at > now are invisible. None = real time.
+    now: datetime | None = None
+    # True: business dates after the history's end keep being generated up to the clock's date
+    # (a live ERP for demos). False: the ERP holds exactly start..start+days-1.
+    extend_to_clock: bool = False
+    # Transient faults, rolled per request attempt (their sum must be <= 1).
+    fault_rate_429: float = 0.0
+    retry_after_seconds: int = 1
+    fault_rate_5xx: float = 0.0
+    fault_rate_slow: float = 0.0
+    slow_seconds: float = 5.0
+    fault_rate_drop: float = 0.0
+    fault_rate_bad_json: float = 0.0
+    # Data faults, stable per seed.
+    fault_rate_duplicate: float = 0.0  # share of page boundaries that repeat 1-3 documents
+    late_arrival_rate: float = 0.0  # share of documents committed 1-3 days after their date
+    fault_rate_drift: float = 0.0  # share of documents with schema drift
+
+    def __post_init__(self) -> None:
+        # Accept CLI-style strings for the typed fields.
+        if isinstance(self.start, str):
+            self.start = date.fromisoformat(self.start)
+        if isinstance(self.now, str):
+            self.now = _parse_datetime(self.now, "now")
+        elif isinstance(self.now, datetime) and self.now.tzinfo is None:
+            self.now = self.now.replace(tzinfo=dt_timezone.utc)
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if f.type in ("int", "float") and isinstance(v, str):
+                setattr(self, f.name, int(v) if f.type == "int" else float(v))
+        if isinstance(self.extend_to_clock, str):
+            self.extend_to_clock = self.extend_to_clock.lower() in ("1", "true", "yes")
+        try:
+            ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {self.timezone!r}") from exc
+        if not 1 <= self.default_limit <= self.max_limit:
+            raise ValueError("need 1 <= default_limit <= max_limit")
+        _http.validate_rates(self, _TRANSIENT)
+        _http.validate_rates(self, ("fault_rate_duplicate",))
+        _http.validate_rates(self, ("late_arrival_rate",))
+        _http.validate_rates(self, ("fault_rate_drift",))
+        _http.validate_rates(self, ("malformed_rate",))
+
+
+def _parse_datetime(raw: str, name: str) -> datetime:
+    raw = raw.strip()
+    if "T" in raw and " " in raw.split("T", 1)[1]:
+        raw = raw.replace(" ", "+")  # an unescaped "+00:00" in a query string arrives as " 00:00"
+    try:
+        dt = datetime.fromisoformat(raw)
+    except ValueError:
+        raise _http.BadRequest(f"{name} is not an ISO-8601 timestamp: {raw!r}") from None
+    if not 1900 <= dt.year <= 9000:
+        raise _http.BadRequest(f"{name} is out of range: {raw!r}")
+    return dt if dt.tzinfo else dt.replace(tzinfo=dt_timezone.utc)
+
+
+def _parse_ts(raw: str | None, name: str) -> int | None:
+    """ISO-8601 -> epoch seconds, rounded up (so since/until keep their inclusive/exclusive sense)."""
+    if raw is None or raw == "":
+        return None
+    ts = _parse_datetime(raw, name).timestamp()
+    return int(ts) if ts == int(ts) else int(ts) + 1
+
+
+def _iso(ts: int) -> str:
+    return datetime.fromtimestamp(ts, dt_timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class _Day:
+    """A generated business date plus lazily built sort orders per time field."""
+
+    def __init__(self, batch: DayBatch, lo: int, hi: int) -> None:
+        self.batch = batch
+        self.lo, self.hi = lo, hi
+        self.key = batch.txn_key
+        self._orders: dict[str, tuple[np.ndarray, ...]] = {}
+        self._lock = threading.Lock()
+
+    def order(self, time_field: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(perm, times, keys, created_at) in (time_field, txn_id) order."""
+        with self._lock:
+            got = self._orders.get(time_field)
+            if got is None:
+                t = self.batch.event_ts if time_field == "event_ts" else self.batch.created_at
+                perm = np.lexsort((self.key, t))
+                got = (perm, t[perm], self.key[perm], self.batch.created_at[perm])
+                self._orders[time_field] = got
+            return got  # type: ignore[return-value]
+
+
+class ErpSimulator:
+    def __init__(self, config: ErpConfig) -> None:
+        self.config = config
+        self.catalog: Catalog = build_catalog(config.seed, config.skus, config.start, config.days)
+        self.tz = ZoneInfo(config.timezone)
+        self._clock_lock = threading.Lock()
+        self._now_override: int | None = int(config.now.timestamp()) if config.now else None
+        self._cache: OrderedDict[int, _Day] = OrderedDict()
+        self._cache_lock = threading.Lock()
+        self._gen_locks: dict[int, threading.Lock] = {}
+        self._dice = _http.FaultDice(config.seed, 1)
+        self.counters = _http.Counters()
+        self._data_faults: dict[str, Any] = {}
+        # How far created_at can trail the business date (bounds the days a created_at query scans).
+        late = LATE_MAX_DAYS * 86_400 if config.late_arrival_rate > 0 else 0
+        self._max_lag_s = MAX_COMMIT_DELAY_S + late + 86_400
+
+    # --- clock and range -------------------------------------------------------------------
+    def now(self) -> int:
+        with self._clock_lock:
+            return self._now_override if self._now_override is not None else int(time.time())
+
+    def set_clock(self, now: datetime | None) -> None:
+        with self._clock_lock:
+            self._now_override = None if now is None else int(now.timestamp())
+
+    def local_date(self, ts: int) -> date:
+        return datetime.fromtimestamp(ts, self.tz).date()
+
+    def date_range(self) -> tuple[int, int]:
+        """Ordinals of the first and last business date the ERP holds."""
+        end = self.catalog.end.toordinal()
+        if self.config.extend_to_clock:
+            end = max(end, self.local_date(self.now()).toordinal())
+        return self.catalog.start.toordinal(), end
+
+    # --- data ------------------------------------------------------------------------------
+    def day(self, ordinal: int) -> _Day:
+        with self._cache_lock:
+            got = self._cache.get(ordinal)
+            if got is not None:
+                self._cache.move_to_end(ordinal)
+                return got
+            gen_lock = self._gen_locks.setdefault(ordinal, threading.Lock())
+        with gen_lock:  # one generation per date even under concurrent requests
+            with self._cache_lock:
+                got = self._cache.get(ordinal)
+                if got is not None:
+                    return got
+            d = date.fromordinal(ordinal)
+            cfg = self.config
+            batch = generate_day(
+                cfg.seed,
+                self.catalog,
+                d,
+                cfg.lines_per_day,
+                cfg.timezone,
+                malformed_rate=cfg.malformed_rate,
+                late_arrival_rate=cfg.late_arrival_rate,
+                drift_rate=cfg.fault_rate_drift,
+            )
+            got = _Day(batch, *day_bounds_utc(d, cfg.timezone))
+            with self._cache_lock:
+                self._cache[ordinal] = got
+                while len(self._cache) > max(1, cfg.cache_days):
+                    self._cache.popitem(last=False)
+                self._gen_locks.pop(ordinal, None)
+                self._data_faults[d.isoformat()] = batch.fault_counts
+            return got
+
+    def count(self, business_date: date) -> dict[str, Any]:
+        lo, hi = self.date_range()
+        d = business_date.toordinal()
+        now = self.now()
+        docs = lines = 0
+        if lo <= d <= hi and day_bounds_utc(business_date, self.config.timezone)[0] <= now:
+            day = self.day(d)
+            vis = day.batch.created_at <= now
+            docs, lines = int(vis.sum()), int(day.batch.n_lines[vis].sum())
+        return {"business_date": business_date.isoformat(), "documents": docs, "lines": lines}
+
+    def select(
+        self, since: int | None, until: int | None, time_field: str, after: tuple[int, int] | None, limit: int
+    ) -> tuple[list[tuple[int, np.ndarray]], list[tuple[int, int, int]], bool]:
+        """Next page in (time_field, txn_id) order.
+
+        Returns (day ordinal, doc indices) groups, the page's (time, key, day) sequence in order,
+        and whether more records follow.
+        """
+        now = self.now()
+        first, last = self.date_range()
+        lower = max(x for x in (since, after[0] if after else None, -(2**62)) if x is not None)
+        lag = self._max_lag_s if time_field == "created_at" else 0
+        if lower > -(2**62):
+            first = max(first, self.local_date(lower - lag).toordinal())
+        if until is not None:
+            last = min(last, self.local_date(until - 1).toordinal())
+        last = min(last, self.local_date(now).toordinal())  # later days have nothing visible
+
+        t_all = np.zeros(0, np.int64)
+        k_all = np.zeros(0, np.int64)
+        i_all = np.zeros(0, np.int64)
+        d_all = np.zeros(0, np.int64)
+        for ordinal in range(first, last + 1):
+            if len(t_all) > limit:
+                # Every document of this day (and later ones) has a time >= the day's start.
+                if t_all[limit] < day_bounds_utc(date.fromordinal(ordinal), self.config.timezone)[0]:
+                    break
+            day = self.day(ordinal)
+            perm, times, keys, created = day.order(time_field)
+            s = 0 if since is None else int(np.searchsorted(times, since, "left"))
+            if after is not None:
+                a_lo = int(np.searchsorted(times, after[0], "left"))
+                a_hi = int(np.searchsorted(times, after[0], "right"))
+                s = max(s, a_lo + int(np.searchsorted(keys[a_lo:a_hi], after[1], "right")))
+            e = len(times) if until is None else int(np.searchsorted(times, until, "left"))
+            if e <= s:
+                continue
+            pos = s + np.flatnonzero(created[s:e] <= now)[: limit + 1]
+            t_all = np.concatenate([t_all, times[pos]])
+            k_all = np.concatenate([k_all, keys[pos]])
+            i_all = np.concatenate([i_all, perm[pos]])
+            d_all = np.concatenate([d_all, np.full(len(pos), ordinal)])
+            order = np.lexsort((k_all, t_all))[: limit + 1]
+            t_all, k_all, i_all, d_all = t_all[order], k_all[order], i_all[order], d_all[order]
+
+        has_more = len(t_all) > limit
+        t_all, k_all, i_all, d_all = t_all[:limit], k_all[:limit], i_all[:limit], d_all[:limit]
+        groups = [(int(o), i_all[d_all == o]) for o in np.unique(d_all)]
+        seq = list(zip(t_all.tolist(), k_all.tolist(), d_all.tolist()))
+        return groups, seq, has_more
+
+    # --- endpoint bodies (run in a worker thread) -------------------------------------------
+    def transactions_page(self, params: dict[str, str]) -> tuple[dict[str, Any], dict[str, list[int]]]:
+        cfg = self.config
+        unknown = set(params) - {"since", "until", "cursor", "limit", "time_field", "business_date"}
+        if unknown:
+            raise _http.BadRequest(f"unknown query parameter(s): {sorted(unknown)}")
+        bdate = params.get("business_date")
+        since = _parse_ts(params.get("since"), "since")
+        until = _parse_ts(params.get("until"), "until")
+        if bdate:
+            if since is not None or until is not None:
+                raise _http.BadRequest("give either business_date or since/until, not both")
+            since, until = day_bounds_utc(_parse_date(bdate), cfg.timezone)
+        if since is not None and until is not None and until < since:
+            raise _http.BadRequest("until must not be before since")
+        time_field = params.get("time_field") or ("event_ts" if bdate else "created_at")
+        if time_field not in _TIME_FIELDS:
+            raise _http.BadRequest(f"time_field must be one of {list(_TIME_FIELDS)}, got {time_field!r}")
+        limit = _http.parse_limit(params.get("limit"), cfg.default_limit, cfg.max_limit)
+
+        query_tag = [since, until, time_field]
+        after = None
+        if params.get("cursor"):
+            cur = _http.decode_cursor(params["cursor"])
+            if not (isinstance(cur, list) and len(cur) == 3 and cur[0] == query_tag):
+                raise _http.BadRequest("cursor does not belong to this query (same since/until/time_field required)")
+            after = (int(cur[1]), int(cur[2]))
+
+        groups, seq, has_more = self.select(since, until, time_field, after, limit)
+        rendered: dict[int, list[dict[str, Any]]] = {}
+        served: dict[str, list[int]] = {}
+        for ordinal, idx in groups:
+            batch = self.day(ordinal).batch
+            rendered[ordinal] = batch.documents(idx)
+            served[batch.business_date.isoformat()] = [len(idx), int(batch.n_lines[idx].sum())]
+        # Merge the per-day renders back into the page order.
+        pos = {o: 0 for o in rendered}
+        records = []
+        for _, _, o in seq:
+            records.append(rendered[o][pos[o]])
+            pos[o] += 1
+
+        next_cursor = None
+        if has_more and seq:
+            last = len(seq) - 1
+            if cfg.fault_rate_duplicate > 0 and len(seq) >= 2:
+                # Stable data fault: this page boundary replays 1-3 documents on the next page.
+                u = _http.stable_uniform(cfg.seed, "dup", seq[last][0], seq[last][1])
+                if u < cfg.fault_rate_duplicate:
+                    last -= 1 + int(u * 1e6) % min(3, len(seq) - 1)
+                    self.counters.add("faults", "duplicate_page")
+            next_cursor = _http.encode_cursor([query_tag, seq[last][0], seq[last][1]])
+        return {"records": records, "next_cursor": next_cursor}, served
+
+    def skus_page(self, params: dict[str, str]) -> tuple[dict[str, Any], dict[str, list[int]]]:
+        limit = _http.parse_limit(params.get("limit"), self.config.default_limit, self.config.max_limit)
+        offset = 0
+        if params.get("cursor"):
+            cur = _http.decode_cursor(params["cursor"])
+            if not (isinstance(cur, list) and len(cur) == 2 and cur[0] == "skus" and isinstance(cur[1], int)):
+                raise _http.BadRequest("invalid cursor")
+            offset = cur[1]
+        listable = np.flatnonzero(self.catalog.introduced_ord <= self.date_range()[1])
+        idx = listable[offset : offset + limit]
+        more = offset + limit < len(listable)
+        return {
+            "records": self.catalog.rows(idx),
+            "next_cursor": _http.encode_cursor(["skus", offset + limit]) if more else None,
+        }, {}
+
+    def count_body(self, params: dict[str, str]) -> tuple[dict[str, Any], dict[str, list[int]]]:
+        raw = params.get("business_date")
+        if not raw:
+            raise _http.BadRequest("business_date=YYYY-MM-DD is required")
+        return self.count(_parse_date(raw)), {}
+
+    def stats(self) -> dict[str, Any]:
+        snap = self.counters.snapshot()
+        with self._cache_lock:
+            data_faults = orjson.loads(orjson.dumps(self._data_faults))
+        now = self.now()
+        return {
+            "served": snap.get("served", {}),
+            "requests": snap.get("requests", {}),
+            "faults": snap.get("faults", {}),
+            "data_faults": data_faults,
+            "clock": {"now": _iso(now), "simulated": self._now_override is not None},
+            "history": {"start": self.catalog.start.isoformat(), "end": self.catalog.end.isoformat()},
+        }
+
+    # --- HTTP --------------------------------------------------------------------------------
+    async def _guarded(self, request: Request, endpoint: str, body_fn: Any) -> Response:
+        """Auth, then one transient-fault roll for this attempt, then the body in a worker thread."""
+        cfg = self.config
+        if not _http.authorized(request, cfg.token):
+            self.counters.add("requests", endpoint, "401")
+            return _http.unauthorized()
+        fault = self._dice.roll(
+            [
+                ("429", cfg.fault_rate_429),
+                ("5xx", cfg.fault_rate_5xx),
+                ("slow", cfg.fault_rate_slow),
+                ("drop", cfg.fault_rate_drop),
+                ("bad_json", cfg.fault_rate_bad_json),
+            ]
+        )
+        if fault:
+            self.counters.add("faults", fault)
+        if fault == "429":
+            self.counters.add("requests", endpoint, "429")
+            return _http.error_response(429, "rate limited", {"Retry-After": str(cfg.retry_after_seconds)})
+        if fault == "5xx":
+            status = self._dice.choice((500, 502, 503))
+            self.counters.add("requests", endpoint, str(status))
+            return _http.error_response(status, "simulated upstream failure")
+        if fault == "slow":
+            await asyncio.sleep(cfg.slow_seconds)
+        try:
+            payload, served = await anyio.to_thread.run_sync(body_fn, dict(request.query_params))
+        except _http.BadRequest as exc:
+            self.counters.add("requests", endpoint, str(exc.status))
+            return _http.error_response(exc.status, exc.message)
+        body = orjson.dumps(payload)
+        self.counters.add("requests", endpoint, "200")
+        if fault == "drop":
+            return _http.DropResponse(body)
+        if fault == "bad_json":
+            return Response(body[: max(1, len(body) // 2)], media_type=_http.JSON)
+        for bd, (docs, lines) in served.items():
+            self.counters.add("served", bd, "documents", n=docs)
+            self.counters.add("served", bd, "lines", n=lines)
+        return Response(body, media_type=_http.JSON)
+
+    def app(self) -> Starlette:
+        async def transactions(request: Request) -> Response:
+            return await self._guarded(request, "transactions", self.transactions_page)
+
+        async def count(request: Request) -> Response:
+            return await self._guarded(request, "transactions_count", self.count_body)
+
+        async def skus(request: Request) -> Response:
+            return await self._guarded(request, "skus", self.skus_page)
+
+        async def stats(request: Request) -> Response:
+            if not _http.authorized(request, self.config.token):
+                return _http.unauthorized()
+            return _http.json_response(self.stats())
+
+        async def clock(request: Request) -> Response:
+            if not _http.authorized(request, self.config.token):
+                return _http.unauthorized()
+            if request.method == "POST":
+                try:
+                    body = orjson.loads(await request.body())
+                    if not isinstance(body, dict) or "now" not in body:
+                        raise _http.BadRequest('body must be {"now": "<ISO-8601>"} or {"now": null}')
+                    raw = body["now"]
+                    if raw is not None and not isinstance(raw, str):
+                        raise _http.BadRequest("now must be an ISO-8601 string or null")
+                    self.set_clock(None if raw is None else _parse_datetime(raw, "now"))
+                except orjson.JSONDecodeError:
+                    return _http.error_response(400, "body is not valid JSON")
+                except _http.BadRequest as exc:
+                    return _http.error_response(exc.status, exc.message)
+            return _http.json_response({"now": _iso(self.now()), "simulated": self._now_override is not None})
+
+        async def healthz(request: Request) -> Response:
+            return _http.json_response({"status": "ok"})
+
+        _http.install_log_filter()
+        app = Starlette(
+            routes=[
+                Route("/v1/transactions", transactions, methods=["GET"]),
+                Route("/v1/transactions/count", count, methods=["GET"]),
+                Route("/v1/skus", skus, methods=["GET"]),
+                Route("/v1/stats", stats, methods=["GET"]),
+                Route("/v1/admin/clock", clock, methods=["GET", "POST"]),
+                Route("/healthz", healthz, methods=["GET"]),
+            ]
+        )
+        app.state.simulator = self
+        return app
+
+
+def _parse_date(raw: str) -> date:
+    try:
+        d = date.fromisoformat(raw)
+    except ValueError:
+        d = None
+    if d is None or len(raw) != 10 or not 1900 <= d.year <= 9000:
+        raise _http.BadRequest(f"business_date must be YYYY-MM-DD, got {raw!r}")
+    return d
+
+
+def create_erp_app(config: ErpConfig | None = None) -> Starlette:
+    """Starlette app of the ERP simulator; the simulator object is at ``app.state.simulator``."""
+    return ErpSimulator(config or ErpConfig()).app()

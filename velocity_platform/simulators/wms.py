@@ -1,0 +1,420 @@
+"""WMS simulator: a picker-to-parts warehouse layout, the current slotting, and idempotent moves.
+
+Directives are applied at most once per ``Idempotency-Key``: the first successful answer is
+stored under the key and replayed for every repeat, including when the first answer was lost
+on the way back (``fault_rate_commit_then_drop``), which is exactly the case the platform's
+outbox must survive.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import threading
+from dataclasses import dataclass, fields
+from datetime import date, datetime, timezone as dt_timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from . import _http
+from .catalog import Catalog, build_catalog
+
+__all__ = ["WmsConfig", "WmsSimulator", "create_wms_app"]
+
+_SKU_RE = re.compile(r"^[A-Z0-9-]{4,20}$")
+AISLE_PITCH_M = 3.0
+
+
+@dataclass
+class WmsConfig:
+    seed: int = 7
+    skus: int = 2000
+    start: date | None = None  # same meaning as ErpConfig.start: same catalog for same args
+    days: int = 120
+    aisles: int | None = None  # None: sized for ~1.3 locations per SKU
+    bays_per_side: int | None = None
+    levels: int | None = None  # None: 1
+    capacity_ft3: float = 40.0
+    token: str = "wms-dev-token"
+    default_limit: int = 1000
+    max_limit: int = 10000
+    # Faults, rolled once per request attempt (their sum must be <= 1).
+    fault_rate_429: float = 0.0
+    retry_after_seconds: int = 1
+    fault_rate_5xx: float = 0.0
+    fault_rate_commit_then_drop: float = 0.0  # POST directives only: apply, then lose the answer
+    # A journal of applied directives (JSON lines). With it the WMS keeps its assignment and its
+    # idempotency answers across restarts, as a real one does; without it, state lives in memory.
+    state_path: str | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.start, str):
+            self.start = date.fromisoformat(self.start)
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, str) and f.type in ("int", "float", "int | None"):
+                setattr(self, f.name, float(v) if f.type == "float" else int(v))
+        _http.validate_rates(self, ("fault_rate_429", "fault_rate_5xx", "fault_rate_commit_then_drop"))
+        for name in ("aisles", "bays_per_side", "levels"):
+            v = getattr(self, name)
+            if v is not None and v < 1:
+                raise ValueError(f"{name} must be >= 1")
+
+
+def _layout_dims(cfg: WmsConfig) -> tuple[int, int, int]:
+    levels = cfg.levels or 1
+    per_level = math.ceil(1.3 * cfg.skus / levels)
+    aisles, bays = cfg.aisles, cfg.bays_per_side
+    if aisles is None and bays is None:
+        aisles = max(1, round(math.sqrt(per_level / 4)))  # aisles about half as many as bays
+    if aisles is None:
+        aisles = math.ceil(per_level / (2 * bays))
+    if bays is None:
+        bays = math.ceil(per_level / (2 * aisles))
+    if aisles > 26 * 26:
+        raise ValueError("at most 676 aisles (two-letter aisle codes)")
+    return aisles, bays, levels
+
+
+class WmsSimulator:
+    def __init__(self, config: WmsConfig) -> None:
+        self.config = config
+        self.catalog: Catalog = build_catalog(config.seed, config.skus, config.start, config.days)
+        self.aisles, self.bays, self.levels = _layout_dims(config)
+        self._build_layout()
+        self._initial_assignment()
+        self._lock = threading.Lock()
+        self._answers: dict[str, tuple[tuple[Any, ...], dict[str, Any]]] = {}
+        self._applied_per_key: dict[str, int] = {}
+        self._acks = 0
+        self._dice = _http.FaultDice(config.seed, 2)
+        self.counters = _http.Counters()
+        self._journal = None
+        if config.state_path:
+            self._replay_journal(Path(config.state_path))
+            self._journal = open(config.state_path, "ab")  # noqa: SIM115  # closed with the process
+
+    def _replay_journal(self, path: Path) -> None:
+        if not path.exists():
+            return
+        for line in path.read_bytes().splitlines():
+            if not line.strip():
+                continue
+            try:
+                entry = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                break  # a torn last line from a crash: that write never answered, so drop it
+            self._apply(entry["key"], tuple(entry["fingerprint"]), entry["body"], entry["answer"])
+
+    def _apply(self, key: str, fingerprint: tuple[Any, ...] | None, body: dict[str, Any], answer: dict[str, Any]) -> None:
+        """Move the SKU and remember the answer under the key (caller holds the lock)."""
+        s = self.catalog.index[body["sku_id"]]
+        to = self.location_index[body["to_location"]]
+        frm = None if body["from_location"] is None else self.location_index[body["from_location"]]
+        if frm is not None:
+            self.sku_of_loc[frm] = -1
+        self.sku_of_loc[to] = s
+        self.loc_of_sku[s] = to
+        self.assigned_at[s] = answer["applied_at"]
+        self._acks = max(self._acks, int(answer["ack_id"].removeprefix("ACK-")))
+        self._answers[key] = (fingerprint, answer)
+        self._applied_per_key[key] = self._applied_per_key.get(key, 0) + 1
+
+    # --- world -------------------------------------------------------------------------------
+    def _build_layout(self) -> None:
+        a, k, side, lvl = np.meshgrid(
+            np.arange(self.aisles), np.arange(self.bays), np.arange(2), np.arange(1, self.levels + 1), indexing="ij"
+        )
+        a, k, side, lvl = a.ravel(), k.ravel(), side.ravel(), lvl.ravel()
+        position = 2 * (k + 1) - 1 + side  # odd on the left, even on the right
+        distance = AISLE_PITCH_M * a + k + 0.5  # one-way rectilinear from the depot
+        n = len(a)
+        zone = np.full(n, "C")
+        rank = np.empty(n, np.int64)
+        rank[np.argsort(distance, kind="stable")] = np.arange(n)
+        zone[rank < round(0.2 * n)] = "A"
+        zone[(rank >= round(0.2 * n)) & (rank < round(0.5 * n))] = "B"
+        width = max(3, len(str(2 * self.bays)))
+        ids = [
+            f"{chr(65 + ai // 26)}{chr(65 + ai % 26)}-{p:0{width}d}" + (f"-{lv}" if self.levels > 1 else "")
+            for ai, p, lv in zip(a.tolist(), position.tolist(), lvl.tolist())
+        ]
+        self.location_ids = ids
+        self.location_index = {loc: i for i, loc in enumerate(ids)}
+        cap = float(self.config.capacity_ft3)
+        self.location_rows = [
+            {
+                "location_id": loc,
+                "zone": z,
+                "aisle": ai,
+                "bay": bi,
+                "side": "R" if s else "L",
+                "level": lv,
+                "capacity_ft3": cap,
+                "distance_m": d,
+            }
+            for loc, z, ai, bi, s, lv, d in zip(
+                ids, zone.tolist(), a.tolist(), k.tolist(), side.tolist(), lvl.tolist(), distance.tolist()
+            )
+        ]
+
+    def _initial_assignment(self) -> None:
+        """Legacy slotting: every SKU live at the history's start sits in a random location."""
+        cat = self.catalog
+        n_loc = len(self.location_ids)
+        start_ord = cat.start.toordinal()
+        live = np.flatnonzero(cat.introduced_ord <= start_ord)
+        if len(live) > n_loc:
+            raise ValueError(f"{len(live)} SKUs need slots but the layout has only {n_loc} locations")
+        rng = np.random.default_rng([self.config.seed, 77])
+        self.loc_of_sku = np.full(len(cat), -1, np.int64)
+        self.sku_of_loc = np.full(n_loc, -1, np.int64)
+        locs = rng.permutation(n_loc)[: len(live)]
+        self.loc_of_sku[live] = locs
+        self.sku_of_loc[locs] = live
+        since = np.maximum(cat.introduced_ord[live], start_ord - rng.integers(30, 720, len(live)))
+        self.assigned_at: list[str | None] = [None] * len(cat)
+        for s, o in zip(live.tolist(), since.tolist()):
+            self.assigned_at[s] = date.fromordinal(o).isoformat() + "T00:00:00Z"
+
+    # --- directives ----------------------------------------------------------------------------
+    def _validate(self, body: Any) -> list[str]:
+        if not isinstance(body, dict):
+            return ["body must be a JSON object"]
+        errs = []
+        for name in ("directive_id", "reason"):
+            if not isinstance(body.get(name), str) or not body[name].strip():
+                errs.append(f"{name} must be a non-empty string")
+        if not _is_iso_date(body.get("business_date")):
+            errs.append("business_date must be YYYY-MM-DD")
+        sku = body.get("sku_id")
+        if not isinstance(sku, str) or not _SKU_RE.match(sku):
+            errs.append("sku_id must match ^[A-Z0-9-]{4,20}$")
+        elif sku not in self.catalog.index:
+            errs.append(f"unknown sku_id {sku!r}")
+        frm = body.get("from_location", "<absent>")
+        if frm == "<absent>":
+            errs.append("from_location is required (null for an unslotted SKU)")
+        elif frm is not None and frm not in self.location_index:
+            errs.append(f"unknown from_location {frm!r}")
+        to = body.get("to_location")
+        if not isinstance(to, str) or to not in self.location_index:
+            errs.append(f"unknown to_location {to!r}")
+        elif to == frm:
+            errs.append("to_location equals from_location")
+        saving = body.get("expected_saving_m_per_day")
+        if isinstance(saving, bool) or not isinstance(saving, (int, float)) or not math.isfinite(saving):
+            errs.append("expected_saving_m_per_day must be a number")
+        return errs
+
+    def submit(self, key: str, raw: bytes) -> tuple[int, dict[str, Any]]:
+        """Apply a directive at most once per key. Atomic under the simulator lock."""
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            body = None
+        bd = body.get("business_date") if isinstance(body, dict) else None
+        bd = bd if isinstance(bd, str) and len(bd) <= 10 else "unknown"
+        fingerprint = (
+            tuple(body.get(f) for f in ("directive_id", "sku_id", "from_location", "to_location"))
+            if isinstance(body, dict)
+            else None
+        )
+        with self._lock:
+            self.counters.add("by_business_date", bd, "received")
+            stored = self._answers.get(key)
+            if stored is not None:
+                if fingerprint is not None and fingerprint != stored[0]:
+                    return self._reject(key, bd, 422, {"error": "Idempotency-Key reused with a different directive"})
+                self.counters.add("directives", "replayed")
+                self.counters.add("by_business_date", bd, "replayed")
+                return 200, {**stored[1], "replayed": True}
+            if body is None:
+                return self._reject(key, bd, 422, {"error": "body is not valid JSON"})
+            errs = self._validate(body)
+            if errs:
+                return self._reject(key, bd, 422, {"error": "invalid directive", "details": errs})
+            s = self.catalog.index[body["sku_id"]]
+            to = self.location_index[body["to_location"]]
+            frm = None if body["from_location"] is None else self.location_index[body["from_location"]]
+            current = int(self.loc_of_sku[s])
+            if current != (-1 if frm is None else frm):
+                where = "unslotted" if current < 0 else f"at {self.location_ids[current]}"
+                msg = f"{body['sku_id']} is {where}, not at {body['from_location']}"
+                return self._reject(key, bd, 409, {"error": msg})
+            occupant = int(self.sku_of_loc[to])
+            if occupant >= 0 and occupant != s:
+                other = self.catalog.sku_ids[occupant]
+                return self._reject(key, bd, 409, {"error": f"{body['to_location']} is occupied by {other}"})
+            applied_at = datetime.now(dt_timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+            answer = {
+                "directive_id": body["directive_id"],
+                "ack_id": f"ACK-{self._acks + 1:08d}",
+                "status": "applied",
+                "applied_at": applied_at,
+            }
+            if self._journal is not None:
+                # Written before the move is visible: an answered directive is never forgotten.
+                entry = {"key": key, "fingerprint": list(fingerprint or ()), "body": body, "answer": answer}
+                self._journal.write(orjson.dumps(entry) + b"\n")
+                self._journal.flush()
+            self._apply(key, fingerprint, body, answer)
+            self.counters.add("directives", "applied")
+            self.counters.add("by_business_date", bd, "applied")
+            return 201, {**answer, "replayed": False}
+
+    def _reject(self, key: str, bd: str, status: int, payload: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        # Rejections are not stored under the key: a retry after the conflict clears may apply.
+        self._applied_per_key.setdefault(key, 0)
+        self.counters.add("directives", "rejected")
+        self.counters.add("by_business_date", bd, "rejected")
+        return status, payload
+
+    # --- reads -------------------------------------------------------------------------------
+    def locations_page(self, params: dict[str, str]) -> dict[str, Any]:
+        limit = _http.parse_limit(params.get("limit"), self.config.default_limit, self.config.max_limit)
+        offset = _offset_cursor(params.get("cursor"), "locations")
+        rows = self.location_rows[offset : offset + limit]
+        more = offset + limit < len(self.location_rows)
+        return {"records": rows, "next_cursor": _http.encode_cursor(["locations", offset + limit]) if more else None}
+
+    def assignments_page(self, params: dict[str, str]) -> dict[str, Any]:
+        limit = _http.parse_limit(params.get("limit"), self.config.default_limit, self.config.max_limit)
+        offset = _offset_cursor(params.get("cursor"), "assignments")
+        with self._lock:  # a consistent page while directives are being applied
+            skus = offset + np.flatnonzero(self.loc_of_sku[offset:] >= 0)[: limit + 1]
+            more = len(skus) > limit
+            skus = skus[:limit]
+            records = [
+                {"sku_id": sid, "location_id": self.location_ids[loc], "assigned_at": self.assigned_at[s]}
+                for s, sid, loc in zip(
+                    skus.tolist(), self.catalog.sku_ids[skus].tolist(), self.loc_of_sku[skus].tolist()
+                )
+            ]
+        nxt = _http.encode_cursor(["assignments", int(skus[-1]) + 1]) if more else None
+        return {"records": records, "next_cursor": nxt}
+
+    def stats(self) -> dict[str, Any]:
+        snap = self.counters.snapshot()
+        d = snap.get("directives", {})
+        with self._lock:
+            per_key = dict(self._applied_per_key)
+        return {
+            "received": d.get("received", 0),
+            "applied": d.get("applied", 0),
+            "replayed": d.get("replayed", 0),
+            "rejected": d.get("rejected", 0),
+            "applied_per_key": per_key,
+            "by_business_date": snap.get("by_business_date", {}),
+            "requests": snap.get("requests", {}),
+            "faults": snap.get("faults", {}),
+        }
+
+    # --- HTTP --------------------------------------------------------------------------------
+    def _roll(self, endpoint: str, *, post: bool = False) -> tuple[str | None, Response | None]:
+        cfg = self.config
+        rates = [("429", cfg.fault_rate_429), ("5xx", cfg.fault_rate_5xx)]
+        if post:
+            rates.append(("commit_then_drop", cfg.fault_rate_commit_then_drop))
+        fault = self._dice.roll(rates)
+        if fault:
+            self.counters.add("faults", fault)
+        if fault == "429":
+            self.counters.add("requests", endpoint, "429")
+            return fault, _http.error_response(429, "rate limited", {"Retry-After": str(cfg.retry_after_seconds)})
+        if fault == "5xx":
+            status = self._dice.choice((500, 502, 503))
+            self.counters.add("requests", endpoint, str(status))
+            return fault, _http.error_response(status, "simulated upstream failure")
+        return fault, None
+
+    def app(self) -> Starlette:
+        def paged(endpoint: str, body_fn: Any) -> Any:
+            async def handler(request: Request) -> Response:
+                if not _http.authorized(request, self.config.token):
+                    self.counters.add("requests", endpoint, "401")
+                    return _http.unauthorized()
+                _, failed = self._roll(endpoint)
+                if failed is not None:
+                    return failed
+                try:
+                    payload = body_fn(dict(request.query_params))
+                except _http.BadRequest as exc:
+                    self.counters.add("requests", endpoint, str(exc.status))
+                    return _http.error_response(exc.status, exc.message)
+                self.counters.add("requests", endpoint, "200")
+                return _http.json_response(payload)
+
+            return handler
+
+        async def directives(request: Request) -> Response:
+            if not _http.authorized(request, self.config.token):
+                self.counters.add("requests", "directives", "401")
+                return _http.unauthorized()
+            self.counters.add("directives", "received")
+            key = request.headers.get("idempotency-key", "").strip()
+            if not key:
+                self.counters.add("directives", "rejected")
+                self.counters.add("requests", "directives", "400")
+                return _http.error_response(400, "Idempotency-Key header is required")
+            fault, failed = self._roll("directives", post=True)
+            if failed is not None:
+                return failed
+            status, payload = self.submit(key, await request.body())
+            self.counters.add("requests", "directives", str(status))
+            if fault == "commit_then_drop":
+                # Committed (and stored under the key) but the answer never arrives.
+                return _http.DropResponse(orjson.dumps(payload), status, sent_bytes=0)
+            return _http.json_response(payload, status)
+
+        async def stats(request: Request) -> Response:
+            if not _http.authorized(request, self.config.token):
+                return _http.unauthorized()
+            return _http.json_response(self.stats())
+
+        async def healthz(request: Request) -> Response:
+            return _http.json_response({"status": "ok"})
+
+        _http.install_log_filter()
+        app = Starlette(
+            routes=[
+                Route("/v1/locations", paged("locations", self.locations_page), methods=["GET"]),
+                Route("/v1/slotting/assignments", paged("assignments", self.assignments_page), methods=["GET"]),
+                Route("/v1/slotting/directives", directives, methods=["POST"]),
+                Route("/v1/stats", stats, methods=["GET"]),
+                Route("/healthz", healthz, methods=["GET"]),
+            ]
+        )
+        app.state.simulator = self
+        return app
+
+
+def _is_iso_date(value: Any) -> bool:
+    if not isinstance(value, str) or len(value) != 10:
+        return False
+    try:
+        date.fromisoformat(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _offset_cursor(raw: str | None, tag: str) -> int:
+    if not raw:
+        return 0
+    cur = _http.decode_cursor(raw)
+    if not (isinstance(cur, list) and len(cur) == 2 and cur[0] == tag and isinstance(cur[1], int) and cur[1] >= 0):
+        raise _http.BadRequest("invalid cursor")
+    return cur[1]
+
+
+def create_wms_app(config: WmsConfig | None = None) -> Starlette:
+    """Starlette app of the WMS simulator; the simulator object is at ``app.state.simulator``."""
+    return WmsSimulator(config or WmsConfig()).app()
