@@ -73,7 +73,9 @@ WORLD = {"seed": 11, "skus": 300, "start": dt.date(2026, 1, 1), "days": 40}
 @pytest.fixture(scope="module")
 def small_platform(tmp_path_factory) -> Iterator[Platform]:
     root = tmp_path_factory.mktemp("platform")
-    erp = ErpConfig(**WORLD, lines_per_day=600, token=ERP_TOKEN)
+    # 2,500 lines a day: the default 0.05% malformed lines give one or two dead letters a day,
+    # so the dead-letter path runs while the 0.1% gate holds.
+    erp = ErpConfig(**WORLD, lines_per_day=2500, token=ERP_TOKEN)
     wms = WmsConfig(**WORLD, token=WMS_TOKEN)
     with platform_environment(root, erp, wms) as platform:
         yield platform

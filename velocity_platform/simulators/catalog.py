@@ -596,9 +596,15 @@ def _override(batch: DayBatch, d: int) -> dict[str, Any]:
 
 
 def _inject_malformed(batch: DayBatch, rng: np.random.Generator, rate: float, doc_of_line: np.ndarray) -> None:
-    """Corrupt ~rate of lines in varied ways (see MALFORMED_KINDS)."""
+    """Corrupt `rate` of the day's lines in varied ways (see MALFORMED_KINDS).
+
+    The count is stratified (floor of the expectation plus one with the fractional chance), not
+    binomial: a quiet Sunday must not dead-letter three times the rate by luck, or every demo
+    would trip the 0.1% DLQ gate now and then.
+    """
     n_lines = len(batch.sku)
-    k = int(rng.binomial(n_lines, rate)) if rate > 0 else 0
+    expected = n_lines * rate
+    k = int(expected) + int(rng.random() < expected - int(expected)) if rate > 0 else 0
     if k == 0:
         return
     picked = np.sort(rng.choice(n_lines, k, replace=False))
@@ -635,6 +641,9 @@ def _inject_malformed(batch: DayBatch, rng: np.random.Generator, rate: float, do
                 kind, ln["uom"] = "uom_unknown", "BX"
         elif kind == "line_no_missing":
             ln.pop("line_no", None)
+        elif kind == "event_ts_unparseable" and len(doc["lines"]) > 1:
+            # The timestamp is the document's: on a multi-line order it would spoil every line.
+            ln["quantity"], kind = "abc", "quantity_not_number"
         elif kind == "event_ts_unparseable":
             ev = datetime.fromtimestamp(int(batch.event_ts[d]), dt_timezone.utc)
             doc["event_ts"] = ev.strftime("%d/%m/%Y") + " 25:00"

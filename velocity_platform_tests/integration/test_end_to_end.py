@@ -110,3 +110,9 @@ def test_summary_reconciles(three_days):
     assert summary["skus_classified"] == sum(summary["abc_counts"].values()) > 0
     assert summary["directives"] == summary["directives_acked"]
     assert summary["checks_failed"] == 0
+
+
+def test_the_dead_letter_path_ran(three_days):
+    platform, _ = three_days
+    counts = table_counts(platform.settings.duckdb_path)
+    assert sum(counts["dead_letter_transactions"].values()) > 0

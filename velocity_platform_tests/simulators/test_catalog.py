@@ -150,7 +150,7 @@ def test_malformed_lines_cover_every_kind(cat):
 
 
 def test_malformed_examples_look_malformed(cat):
-    b = generate_day(7, cat, date(2026, 2, 2), 4000, malformed_rate=0.02)
+    b = generate_day(7, cat, date(2026, 2, 2), 4000, malformed_rate=0.1)
     docs = b.documents(sorted(b.overrides))
     lines = [ln for doc in docs for ln in doc["lines"]]
     assert any(ln.get("sku_id") == "" for ln in lines)
