@@ -153,6 +153,20 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    try:
+        from benchmarks.harness import run_benchmark
+    except ImportError:
+        print("benchmarks/ is not importable: run from a source checkout installed with `make install`", file=sys.stderr)
+        return 2
+    for scenario in args.scenario:
+        json_path = args.json
+        if json_path and len(args.scenario) > 1:
+            json_path = json_path.with_name(f"{json_path.stem}-{scenario}{json_path.suffix}")
+        run_benchmark(scenario, json_path, compare=not args.no_compare)
+    return 0
+
+
 def _sqlite_file(url: str) -> Path | None:
     prefix = "sqlite:///"
     return Path(url[len(prefix) :]) if url.startswith(prefix) else None
@@ -188,6 +202,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--lines-per-day", type=int, default=4000)
     demo.add_argument("--summary", type=Path, default=None)
     demo.set_defaults(func=cmd_demo)
+
+    bench = commands.add_parser("bench", help="measure one business day of a scenario (S, M, L) through Dagster")
+    bench.add_argument("--scenario", nargs="+", choices=["S", "M", "L"], default=["S"])
+    bench.add_argument("--json", type=Path, default=None, help="write the figures as JSON here")
+    bench.add_argument("--no-compare", action="store_true", help="skip the per-record, floor and parse comparisons")
+    bench.set_defaults(func=cmd_bench)
     return parser
 
 

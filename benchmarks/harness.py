@@ -1,0 +1,392 @@
+"""One business day of a scenario, through Dagster, measured against the alternatives.
+
+    velocity-platform bench --scenario S|M|L [--json PATH]      (or: make bench)
+
+1. The ERP and WMS simulators start as their own processes on free loopback ports (what they
+   spend is the upstream's time, not ours).
+2. History for the 90-day windows is prepared first and not timed: 89 days of daily demand
+   straight from the synthetic generator (aggregated, never as raw lines), and the previous
+   day's velocity, written as the I/O manager would and reported to the Dagster instance.
+3. The business day D is materialized in a fresh process (so peak RSS is the platform's), the
+   whole graph in one run on a real instance and DuckDB file. Stage times come from the run's
+   event log: compute, input loading and output storing per step; the rest is Dagster's share.
+4. On the same rows: the parse ceiling (orjson over the same response bytes), the per-record
+   way (pydantic per line and dict aggregation, same rules), and the engine floor (the same
+   domain computations over the frames already in memory, no Dagster and no I/O manager).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import numpy as np
+import orjson
+import polars as pl
+
+from velocity_platform.domain.contracts import DAILY_SKU_DEMAND_SCHEMA, OrderLineRecord, conform
+from velocity_platform.domain.history import (
+    daily_demand,
+    raw_lines_from_pages,
+    sku_master_from_records,
+    to_sales_history,
+)
+from velocity_platform.domain.slotting import plan_directives
+from velocity_platform.domain.taxonomy import classify_skus
+from velocity_platform.domain.validation import validate_lines
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    skus: int
+    lines_per_day: int
+
+
+SCENARIOS = {
+    "S": Scenario("S", 5_000, 50_000),
+    "M": Scenario("M", 20_000, 300_000),
+    "L": Scenario("L", 100_000, 1_000_000),
+}
+SEED = 42
+BUSINESS_DATE = dt.date(2026, 6, 10)  # a Wednesday: a full weekday
+HISTORY_DAYS = 89
+TIMEZONE = "Europe/London"
+ERP_TOKEN, WMS_TOKEN = "bench-erp-token", "bench-wms-token"
+
+STAGES = {
+    "sku_master": "reference data (SKU master)",
+    "wms_locations": "reference data (WMS locations)",
+    "raw_transactions": "ERP pull",
+    "validate_feed": "validation",
+    "sales_history": "history mapping",
+    "daily_sku_demand": "daily demand",
+    "sku_velocity": "velocity",
+    "slotting_directives": "directives",
+    "wms_directive_acks": "WMS push",
+}
+COMPUTE_STAGES = ("validate_feed", "sales_history", "daily_sku_demand", "sku_velocity", "slotting_directives")
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+# --- simulators as processes ----------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def simulators(scenario: Scenario):
+    start = BUSINESS_DATE - dt.timedelta(days=HISTORY_DAYS + 10)
+    common = ["--seed", str(SEED), "--skus", str(scenario.skus), "--start", start.isoformat(), "--days", "101"]
+    exe = str(Path(sys.executable).with_name("velocity-platform"))
+    env = {**os.environ, "VELOCITY_ERP_TOKEN": ERP_TOKEN, "VELOCITY_WMS_TOKEN": WMS_TOKEN}
+    erp_port, wms_port = _free_port(), _free_port()
+    procs = [
+        subprocess.Popen(
+            [exe, "simulate", "erp", "--port", str(erp_port), "--lines-per-day", str(scenario.lines_per_day), *common],
+            env=env,
+        ),
+        subprocess.Popen([exe, "simulate", "wms", "--port", str(wms_port), *common], env=env),
+    ]
+    urls = (f"http://127.0.0.1:{erp_port}", f"http://127.0.0.1:{wms_port}")
+    try:
+        for url in urls:
+            _wait_healthy(url, procs)
+        yield urls
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait(timeout=30)
+
+
+def _wait_healthy(url: str, procs: list[subprocess.Popen], deadline_s: float = 60.0) -> None:
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        if any(p.poll() is not None for p in procs):
+            raise RuntimeError("a simulator exited during start-up")
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1.0).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)  # polling a process we do not control; not a test
+    raise RuntimeError(f"simulator at {url} did not become healthy in {deadline_s}s")
+
+
+# --- history preparation (not timed) -----------------------------------------------------------
+
+
+def prepare_history(scenario: Scenario, erp_url: str, work: Path) -> pl.DataFrame:
+    """Write D-89..D-1 daily demand and D-1 velocity as the I/O manager would; report them."""
+    import duckdb
+    from dagster import AssetKey, AssetMaterialization, DagsterInstance
+
+    from velocity_platform.simulators.catalog import UOMS, build_catalog, generate_day
+
+    start = BUSINESS_DATE - dt.timedelta(days=HISTORY_DAYS + 10)
+    catalog = build_catalog(SEED, scenario.skus, start, 101)
+    days = [BUSINESS_DATE - dt.timedelta(days=k) for k in range(HISTORY_DAYS, 0, -1)]
+    frames = []
+    for index, day in enumerate(days, start=1):
+        batch = generate_day(SEED, catalog, day, scenario.lines_per_day, TIMEZONE, malformed_rate=0.0)
+        frames.append(_daily_demand_from_batch(batch, catalog, UOMS))
+        if index % 15 == 0 or index == len(days):
+            log(f"  history: {index}/{len(days)} days prepared")
+    history = pl.concat(frames)
+    with httpx.Client(base_url=erp_url, headers={"Authorization": f"Bearer {ERP_TOKEN}"}, timeout=60) as client:
+        skus = client.get("/v1/skus", params={"limit": 10_000})
+        records = skus.json()["records"]
+        cursor = skus.json()["next_cursor"]
+        while cursor:
+            page = client.get("/v1/skus", params={"limit": 10_000, "cursor": cursor}).json()
+            records += page["records"]
+            cursor = page["next_cursor"]
+    master = sku_master_from_records(records)
+    yesterday = days[-1]
+    velocity = classify_skus(history, master, yesterday, history_start=days[0])
+
+    with duckdb.connect(str(work / "velocity.duckdb")) as con:
+        con.execute("CREATE SCHEMA IF NOT EXISTS warehouse")
+        for table, frame in (("daily_sku_demand", history), ("sku_velocity", velocity)):
+            arrow = frame.to_arrow()  # noqa: F841  # referenced in SQL
+            con.execute(f"CREATE OR REPLACE TABLE warehouse.{table} AS SELECT * FROM arrow")
+    with DagsterInstance.get() as instance:
+        for day in days:
+            instance.report_runless_asset_event(
+                AssetMaterialization(AssetKey("daily_sku_demand"), partition=day.isoformat())
+            )
+        instance.report_runless_asset_event(AssetMaterialization(AssetKey("sku_velocity"), partition=yesterday.isoformat()))
+    return master
+
+
+def _daily_demand_from_batch(batch, catalog, uoms) -> pl.DataFrame:
+    doc_of_line = np.repeat(np.arange(batch.n_docs), np.diff(batch.line_start))
+    lines = pl.DataFrame(
+        {
+            "txn_type": np.array(["ORDER", "RETURN", "ADJUSTMENT"])[batch.txn_type[doc_of_line]],
+            "txn_id": doc_of_line,
+            "sku_id": catalog.sku_ids[batch.sku],
+            "quantity": batch.quantity.astype(np.float64),
+            "uom": np.array(uoms)[batch.uom],
+            "case_qty": catalog.case_qty[batch.sku],
+            "pallet_qty": catalog.pallet_qty[batch.sku],
+            "unit_cube_ft3": catalog.unit_cube_ft3[batch.sku],
+        }
+    )
+    eaches = pl.col("quantity") * pl.when(pl.col("uom") == "CS").then(pl.col("case_qty")).when(
+        pl.col("uom") == "PL"
+    ).then(pl.col("pallet_qty")).otherwise(1)
+    history = lines.with_columns(
+        eaches.alias("quantity_eaches"), pl.lit(batch.business_date).alias("business_date"),
+        pl.col("txn_id").cast(pl.String),
+    )
+    return conform(daily_demand(history), DAILY_SKU_DEMAND_SCHEMA)
+
+
+# --- the timed run, in its own process ------------------------------------------------------------
+
+
+def materialize_in_subprocess(env: dict[str, str]) -> dict:
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.run_partition", BUSINESS_DATE.isoformat()],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"the timed run failed:\n{result.stderr[-3000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+# --- comparisons on the same rows ----------------------------------------------------------------
+
+
+def fetch_pages(erp_url: str) -> list[tuple[str, bytes]]:
+    from velocity_platform.connectors.erp import ErpClient
+
+    with ErpClient(erp_url, ERP_TOKEN, timeout_s=120, page_limit=10_000) as client:
+        return [(p.source_batch, p.body) for p in client.transaction_pages(BUSINESS_DATE, TIMEZONE)]
+
+
+def parse_ceiling(pages: list[tuple[str, bytes]]) -> float:
+    started = time.perf_counter()
+    for _, body in pages:
+        orjson.loads(body)
+    return time.perf_counter() - started
+
+
+def per_record_way(pages: list[tuple[str, bytes]], master: pl.DataFrame) -> tuple[float, int]:
+    """The common way: pydantic per line collecting errors, then dict aggregation."""
+    allowed = dict(zip(master["sku_id"].to_list(), master["uoms"].to_list(), strict=True))
+    case = dict(zip(master["sku_id"].to_list(), master["case_qty"].to_list(), strict=True))
+    pallet = dict(zip(master["sku_id"].to_list(), master["pallet_qty"].to_list(), strict=True))
+    documents = [doc for _, body in pages for doc in orjson.loads(body)["records"]]
+    started = time.perf_counter()
+    valid, errors, seen = [], [], set()
+    for doc in documents:
+        header = {k: doc.get(k) for k in ("txn_id", "txn_type", "customer_id", "event_ts", "created_at")}
+        for line in doc.get("lines") or [None]:
+            record = {**header, **(line or {})}
+            record = {k: (None if v is None else str(v)) for k, v in record.items()}
+            try:
+                parsed = OrderLineRecord.model_validate({k: v for k, v in record.items() if v is not None})
+            except ValueError as exc:
+                errors.append((record, str(exc)))
+                continue
+            if parsed.sku_id not in allowed or parsed.uom not in allowed[parsed.sku_id]:
+                errors.append((record, "sku or uom"))
+                continue
+            key = (parsed.txn_id, parsed.line_no)
+            if key in seen:
+                errors.append((record, "duplicate"))
+                continue
+            seen.add(key)
+            valid.append(parsed)
+    demand: dict[str, dict[str, float]] = {}
+    for line in valid:
+        if line.txn_type != "ORDER":
+            continue
+        factor = case[line.sku_id] if line.uom == "CS" else pallet[line.sku_id] if line.uom == "PL" else 1
+        row = demand.setdefault(line.sku_id, {"units": 0.0, "pick_lines": 0})
+        row["units"] += line.quantity * factor
+        row["pick_lines"] += 1
+    return time.perf_counter() - started, len(valid) + len(errors)
+
+
+def engine_floor(pages: list[tuple[str, bytes]], master: pl.DataFrame, work: Path) -> tuple[float, float]:
+    """The same domain computations over frames already in memory: (validation only, all)."""
+    import duckdb
+
+    raw = raw_lines_from_pages(pages, BUSINESS_DATE).lines
+    with duckdb.connect(str(work / "velocity.duckdb"), read_only=True) as con:
+        history = con.execute(
+            "SELECT * FROM warehouse.daily_sku_demand WHERE business_date < ?", [BUSINESS_DATE]
+        ).pl()
+        yesterday = con.execute(
+            "SELECT * FROM warehouse.sku_velocity WHERE business_date = ?", [BUSINESS_DATE - dt.timedelta(days=1)]
+        ).pl()
+        locations = con.execute("SELECT * FROM warehouse.wms_locations").pl()
+    seen = dt.datetime.now(dt.UTC)
+    started = time.perf_counter()
+    result = validate_lines(raw, master, seen)
+    validation_s = time.perf_counter() - started
+    demand = daily_demand(to_sales_history(result.valid, master))
+    velocity = classify_skus(pl.concat([history, demand]), master, BUSINESS_DATE, history_start=history["business_date"].min())
+    assignment = locations.filter(pl.col("sku_id").is_not_null()).select("sku_id", "location_id")
+    plan_directives(BUSINESS_DATE, velocity, yesterday, locations, assignment, master)
+    return validation_s, time.perf_counter() - started
+
+
+# --- the whole benchmark ------------------------------------------------------------------------------
+
+
+def run_benchmark(name: str, json_path: Path | None = None, compare: bool = True) -> dict:
+    scenario = SCENARIOS[name]
+    log(f"Scenario {name}: {scenario.skus:,} SKUs, {scenario.lines_per_day:,} order lines a day, day {BUSINESS_DATE}")
+    with tempfile.TemporaryDirectory(prefix=f"velocity-bench-{name}-") as tmp, simulators(scenario) as (erp, wms):
+        work = Path(tmp)
+        home = work / "dagster_home"
+        home.mkdir()
+        (home / "dagster.yaml").write_text((Path(__file__).resolve().parents[1] / "dagster.yaml").read_text())
+        env = {
+            **os.environ,
+            "DAGSTER_HOME": str(home),
+            "VELOCITY_DUCKDB_PATH": str(work / "velocity.duckdb"),
+            "VELOCITY_STORE_URL": f"sqlite:///{work / 'operational.sqlite'}",
+            "VELOCITY_ERP_URL": erp,
+            "VELOCITY_WMS_URL": wms,
+            "VELOCITY_ERP_TOKEN": ERP_TOKEN,
+            "VELOCITY_WMS_TOKEN": WMS_TOKEN,
+            "VELOCITY_WAREHOUSE_TZ": TIMEZONE,
+            "VELOCITY_FIRST_PARTITION_DATE": (BUSINESS_DATE - dt.timedelta(days=120)).isoformat(),
+        }
+        os.environ.update(env)
+        log("Preparing 89 days of history as daily demand (not timed)...")
+        master = prepare_history(scenario, erp, work)
+        httpx.get(f"{erp}/v1/transactions/count", params={"business_date": BUSINESS_DATE.isoformat()},
+                  headers={"Authorization": f"Bearer {ERP_TOKEN}"}, timeout=120)  # the ERP generates the day
+        log("Materializing the day through Dagster (timed, fresh process)...")
+        run = materialize_in_subprocess(env)
+        steps = run.pop("steps")
+        report = {
+            "scenario": name,
+            "skus": scenario.skus,
+            "lines_per_day": scenario.lines_per_day,
+            "business_date": BUSINESS_DATE.isoformat(),
+            **run,
+            # stage -> seconds of wall time, plus Dagster's own share of the total
+            "stages": {**{STAGES[k]: v["wall_s"] for k, v in steps.items() if k in STAGES},
+                       "Dagster own share": run["dagster_overhead_s"]},
+            "step_detail": steps,
+        }
+        if compare:
+            log("Comparisons on the same rows...")
+            pages = fetch_pages(erp)
+            ceiling = parse_ceiling(pages)
+            per_record_s, records = per_record_way(pages, master)
+            validation_floor_s, floor_s = engine_floor(pages, master, work)
+            stage = steps
+            platform_compute = sum(stage[s]["compute_s"] for s in COMPUTE_STAGES)
+            report["comparisons"] = {
+                "parse_ceiling_s": round(ceiling, 3),
+                "per_record_validation_and_aggregation_s": round(per_record_s, 3),
+                "per_record_lines": records,
+                "engine_floor_s": round(floor_s, 3),
+                "engine_floor_validation_s": round(validation_floor_s, 3),
+            }
+            report["ratios"] = {
+                "validation_vs_per_record": round(per_record_s / stage["validate_feed"]["compute_s"], 2),
+                "compute_vs_floor": round(platform_compute / floor_s, 2),
+                "ingest_vs_parse": round(stage["raw_transactions"]["wall_s"] / ceiling, 2),
+            }
+    if json_path:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(report, indent=2) + "\n")
+    print(format_report(report))
+    return report
+
+
+def format_report(report: dict) -> str:
+    lines = [
+        f"Scenario {report['scenario']}: {report['skus']:,} SKUs, {report['lines_per_day']:,} lines/day, "
+        f"{report['raw_lines']:,} raw lines on {report['business_date']}",
+        f"{'stage':<34}{'wall s':>8}{'compute s':>11}{'load s':>8}{'store s':>9}",
+    ]
+    for key, label in STAGES.items():
+        s = report["step_detail"].get(key)
+        if s:
+            lines.append(f"{label:<34}{s['wall_s']:>8.2f}{s['compute_s']:>11.2f}{s['load_s']:>8.2f}{s['store_s']:>9.2f}")
+    lines += [
+        f"{'Dagster own share':<34}{report['dagster_overhead_s']:>8.2f}",
+        f"{'total':<34}{report['total_s']:>8.2f}   {report['rows_per_second']:,.0f} lines/s   "
+        f"peak RSS {report['peak_rss_mb']:,.0f} MB",
+    ]
+    if "ratios" in report:
+        r, c = report["ratios"], report["comparisons"]
+        lines += [
+            f"validation vs per-record pydantic loop: {r['validation_vs_per_record']:.1f}x faster "
+            f"({c['per_record_validation_and_aggregation_s']:.2f}s)",
+            f"compute vs engine floor: {r['compute_vs_floor']:.2f}x ({c['engine_floor_s']:.2f}s)",
+            f"ingestion vs orjson parse ceiling: {r['ingest_vs_parse']:.2f}x ({c['parse_ceiling_s']:.2f}s)",
+        ]
+    return "\n".join(lines)

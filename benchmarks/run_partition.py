@@ -1,0 +1,83 @@
+"""The timed part of a benchmark: one partition of the nightly job, in a fresh process.
+
+Prints one JSON line: total wall time, per-step wall/compute/load/store seconds read from the
+run's event log, Dagster's own share (the wall time not spent in our code or the I/O manager),
+lines per second and the peak RSS of this process.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import sys
+import time
+from collections import defaultdict
+
+
+def step_timings(instance, run_id: str) -> dict[str, dict[str, float]]:
+    """Per step: wall (start..success), load (start..last input loaded), store (output..handled)."""
+    marks: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for entry in instance.all_logs(run_id):
+        event = entry.dagster_event
+        if event is None or not entry.step_key:
+            continue
+        marks[entry.step_key][event.event_type_value].append(entry.timestamp)
+    timings = {}
+    for step, m in marks.items():
+        start, end = m["STEP_START"][0], m["STEP_SUCCESS"][0] if m["STEP_SUCCESS"] else max(max(v) for v in m.values())
+        loaded = max(m["LOADED_INPUT"], default=start)
+        first_output = min(m["STEP_OUTPUT"], default=end)
+        handled = max(m["HANDLED_OUTPUT"], default=first_output)
+        timings[step] = {
+            "wall_s": round(end - start, 3),
+            "load_s": round(loaded - start, 3),
+            "compute_s": round(first_output - loaded, 3),
+            "store_s": round(max(0.0, handled - first_output), 3),
+        }
+    return timings
+
+
+def main(partition_key: str) -> int:
+    from dagster import DagsterInstance
+
+    from velocity_platform.batch import JOB_NAME
+    from velocity_platform.definitions import defs
+
+    job = defs().resolve_job_def(JOB_NAME)
+    with DagsterInstance.get() as instance:
+        started = time.perf_counter()
+        result = job.execute_in_process(instance=instance, partition_key=partition_key, raise_on_error=False)
+        total = time.perf_counter() - started
+        if not result.success:
+            print(f"run failed: {[e.message for e in result.all_events if e.is_failure]}", file=sys.stderr)
+            return 1
+        stages = step_timings(instance, result.run_id)
+        raw_lines = next(
+            e.event_specific_data.materialization.metadata["dagster/row_count"].value
+            for e in result.get_asset_materialization_events()
+            if e.asset_key.to_user_string() == "raw_transactions"
+        )
+    ours = sum(s["load_s"] + s["compute_s"] + s["store_s"] for s in stages.values())
+    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(
+        json.dumps(
+            {
+                "total_s": round(total, 3),
+                "steps": stages,
+                "dagster_overhead_s": round(total - ours, 3),
+                "raw_lines": raw_lines,
+                "rows_per_second": round(raw_lines / total, 1),
+                "peak_rss_mb": round(peak_kb / 1024, 1),
+                "checks_failed": [
+                    f"{e.asset_key.to_user_string()}.{e.check_name}"
+                    for e in result.get_asset_check_evaluations()
+                    if not e.passed
+                ],
+            }
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1]))
