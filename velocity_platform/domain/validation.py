@@ -25,9 +25,6 @@ from velocity_platform.domain.contracts import (
     conform,
 )
 
-_ROW = "__arrival_order"
-
-
 @dataclass(frozen=True)
 class ValidationResult:
     valid: pl.DataFrame
@@ -87,94 +84,130 @@ def parse_utc_timestamp(name: str) -> pl.Expr:
     return with_offset.dt.convert_time_zone("UTC").cast(TS)
 
 
-# --- rules: each returns (reason expression or null, field name) --------------------------------
+# --- rules --------------------------------------------------------------------------------------
+#
+# A rule is a field, a failure test over the parsed columns, and a message. The tests run over
+# every line and are cheap (booleans); messages are built only for the few rejected lines.
+
+_PARSED = {
+    "txn_id": _text("txn_id"),
+    "line_no": parse_line_no(),
+    "txn_type": _text("txn_type"),
+    "sku_id": _text("sku_id"),
+    "quantity": parse_quantity(),
+    "uom": _text("uom"),
+    "event_ts": parse_utc_timestamp("event_ts"),
+    "created_at": parse_utc_timestamp("created_at"),
+}
 
 
-def _rule(failed: pl.Expr, field: str, message: pl.Expr) -> tuple[pl.Expr, str]:
-    return pl.when(failed).then(pl.lit(f"{field}: ") + message), field
+def _p(name: str) -> pl.Expr:
+    return pl.col(f"__parsed_{name}")
 
 
-def rules(known_skus: bool) -> list[tuple[pl.Expr, str]]:
-    txn_type_ok = _text("txn_type").is_in(list(TXN_TYPES))
-    quantity = parse_quantity()
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    field: str
+    failed: pl.Expr
+    message: pl.Expr
+
+    def reason(self) -> pl.Expr:
+        return pl.when(pl.col(self.name)).then(pl.lit(f"{self.field}: ") + self.message)
+
+
+def rules(known_skus: bool) -> list[Rule]:
+    sku_shape_ok = _p("sku_id").str.contains(SKU_ID_PATTERN).fill_null(False)
+    uom_known = _p("uom").is_in(list(UOMS)).fill_null(False)
     checks = [
-        _rule(
-            _text("txn_id").fill_null("") == "",
+        Rule(
+            "__bad_txn_id",
             "txn_id",
+            _p("txn_id").fill_null("") == "",
             pl.lit("missing or blank; every ERP document needs its id (fix the export)"),
         ),
-        _rule(
-            parse_line_no().is_null(),
+        Rule(
+            "__bad_line_no",
             "line_no",
+            _p("line_no").is_null(),
             _shown("line_no") + pl.lit(" is not a whole number >= 1; number the document's lines 1..n"),
         ),
-        _rule(
-            ~txn_type_ok.fill_null(False),
+        Rule(
+            "__bad_txn_type",
             "txn_type",
+            ~_p("txn_type").is_in(list(TXN_TYPES)).fill_null(False),
             _shown("txn_type") + pl.lit(f" is not one of {', '.join(TXN_TYPES)}"),
         ),
-        _rule(
-            ~_text("sku_id").str.contains(SKU_ID_PATTERN).fill_null(False),
+        Rule(
+            "__bad_sku_shape",
             "sku_id",
-            _shown("sku_id")
-            + pl.lit(" must be 4-20 characters of A-Z, 0-9 and '-'; correct the SKU code in the ERP"),
+            ~sku_shape_ok,
+            _shown("sku_id") + pl.lit(" must be 4-20 characters of A-Z, 0-9 and '-'; correct the SKU code in the ERP"),
         ),
-        _rule(
-            quantity.is_null(),
+        Rule("__bad_quantity", "quantity", _p("quantity").is_null(), _shown("quantity") + pl.lit(" is not a finite number")),
+        Rule(
+            "__negative_quantity",
             "quantity",
-            _shown("quantity") + pl.lit(" is not a finite number"),
-        ),
-        _rule(
-            quantity.is_not_null() & (quantity < 0) & (_text("txn_type") != "ADJUSTMENT").fill_null(True),
-            "quantity",
+            (_p("quantity") < 0).fill_null(False) & (_p("txn_type") != "ADJUSTMENT").fill_null(True),
             _shown("quantity") + pl.lit(" is negative on an ORDER/RETURN line; only ADJUSTMENT lines may be negative"),
         ),
-        _rule(
-            ~_text("uom").is_in(list(UOMS)).fill_null(False),
+        Rule(
+            "__bad_uom",
             "uom",
+            ~uom_known,
             _shown("uom") + pl.lit(f" is not a unit of measure ({', '.join(UOMS)})"),
         ),
-        _rule(
-            parse_utc_timestamp("event_ts").is_null(),
+        Rule(
+            "__bad_event_ts",
             "event_ts",
+            _p("event_ts").is_null(),
             _shown("event_ts") + pl.lit(" is not an ISO-8601 UTC timestamp like 2026-03-01T10:15:00Z"),
         ),
-        _rule(
-            parse_utc_timestamp("created_at").is_null(),
+        Rule(
+            "__bad_created_at",
             "created_at",
+            _p("created_at").is_null(),
             _shown("created_at") + pl.lit(" is not an ISO-8601 UTC timestamp like 2026-03-01T10:15:00Z"),
         ),
     ]
     if known_skus:
-        sku_shape_ok = _text("sku_id").str.contains(SKU_ID_PATTERN).fill_null(False)
-        uom_ok = _text("uom").is_in(list(UOMS)).fill_null(False)
         checks += [
-            _rule(
-                sku_shape_ok & pl.col("__sku_uoms").is_null(),
+            Rule(
+                "__unknown_sku",
                 "sku_id",
+                sku_shape_ok & ~pl.col("__sku_known"),
                 _shown("sku_id") + pl.lit(" is not in the SKU master; refresh sku_master or fix the code"),
             ),
-            _rule(
-                sku_shape_ok
-                & uom_ok
-                & pl.col("__sku_uoms").is_not_null()
-                & ~pl.col("__sku_uoms").list.contains(_text("uom")).fill_null(False),
+            Rule(
+                "__uom_not_sold",
                 "uom",
+                sku_shape_ok & uom_known & pl.col("__sku_known") & ~pl.col("__uom_sold"),
                 _shown("uom") + pl.lit(" is not a unit of measure this SKU is sold in (see sku_master.uoms)"),
             ),
         ]
+    # A later line with the same (txn_id, line_no) as an earlier one, in arrival order.
+    is_keyed = _p("txn_id").is_not_null() & _p("line_no").is_not_null()
+    checks.append(
+        Rule(
+            "__duplicate_key",
+            "txn_id,line_no",
+            is_keyed & ~pl.struct(_p("txn_id"), _p("line_no")).is_first_distinct(),
+            pl.lit("duplicate of an earlier line with the same (txn_id, line_no); the first one was kept"),
+        )
+    )
     return checks
 
 
-def _duplicate_rule() -> tuple[pl.Expr, str]:
-    """A later line with the same (txn_id, line_no) as an earlier one in arrival order."""
-    key = [_text("txn_id"), parse_line_no()]
-    later = pl.int_range(pl.len()).over(key) > 0
-    is_keyed = _text("txn_id").is_not_null() & parse_line_no().is_not_null()
-    return _rule(
-        is_keyed & later,
-        "txn_id,line_no",
-        pl.lit("duplicate of an earlier line with the same (txn_id, line_no); the first one was kept"),
+def _with_master(frame: pl.DataFrame, sku_master: pl.DataFrame) -> pl.DataFrame:
+    """Flags: is the SKU known, and is the line's UoM one it is sold in (two hash joins)."""
+    known = sku_master.select(pl.col("sku_id").alias("__parsed_sku_id"), pl.lit(True).alias("__sku_known"))
+    sold = sku_master.select(
+        pl.col("sku_id").alias("__parsed_sku_id"), pl.col("uoms").alias("__parsed_uom"), pl.lit(True).alias("__uom_sold")
+    ).explode("__parsed_uom")
+    return (
+        frame.join(known, on="__parsed_sku_id", how="left", maintain_order="left")
+        .join(sold, on=["__parsed_sku_id", "__parsed_uom"], how="left", maintain_order="left")
+        .with_columns(pl.col("__sku_known").fill_null(False), pl.col("__uom_sold").fill_null(False))
     )
 
 
@@ -192,35 +225,23 @@ def validate_lines(
     `raw` follows RAW_TRANSACTIONS_SCHEMA (all text). With `sku_master` (sku_id, uoms) the SKU
     must be known and the UoM one it is sold in. Arrival order decides which duplicate is kept.
     """
-    frame = raw.with_row_index(_ROW)
+    frame = raw.with_columns(expr.alias(f"__parsed_{name}") for name, expr in _PARSED.items())
     if sku_master is not None:
-        frame = frame.join(
-            sku_master.select(pl.col("sku_id").alias("__sku_key"), pl.col("uoms").alias("__sku_uoms")),
-            left_on=_text("sku_id"),
-            right_on="__sku_key",
-            how="left",
-            maintain_order="left",
-        )
-    checks = [*rules(known_skus=sku_master is not None), _duplicate_rule()]
-    reasons = pl.concat_list([expr for expr, _ in checks]).list.drop_nulls()
-    fields = pl.concat_list(
-        [pl.when(expr.is_not_null()).then(pl.lit(field)) for expr, field in checks]
-    ).list.drop_nulls()
-    judged = frame.with_columns(reasons.alias("reasons"), fields.alias("fields"))
-    is_valid = pl.col("reasons").list.len() == 0
-
-    valid = judged.filter(is_valid).with_columns(
-        _text("txn_id").alias("txn_id"),
-        parse_line_no().alias("line_no"),
-        _text("txn_type").alias("txn_type"),
-        _text("sku_id").alias("sku_id"),
-        parse_quantity().alias("quantity"),
-        _text("uom").alias("uom"),
-        parse_utc_timestamp("event_ts").alias("event_ts"),
-        parse_utc_timestamp("created_at").alias("created_at"),
+        frame = _with_master(frame, sku_master)
+    checks = rules(known_skus=sku_master is not None)
+    judged = frame.with_columns(rule.failed.alias(rule.name) for rule in checks).with_columns(
+        pl.any_horizontal(rule.name for rule in checks).alias("__rejected")
     )
+    valid = judged.filter(~pl.col("__rejected")).with_columns(
+        _p(name).alias(name) for name in _PARSED
+    )
+    rejected = judged.filter(pl.col("__rejected"))
     seen = pl.lit(seen_at).cast(TS)
-    rejects = judged.filter(~is_valid).with_columns(
+    rejects = rejected.with_columns(
+        pl.concat_list(rule.reason() for rule in checks).list.drop_nulls().alias("reasons"),
+        pl.concat_list(pl.when(pl.col(rule.name)).then(pl.lit(rule.field)) for rule in checks)
+        .list.drop_nulls()
+        .alias("fields"),
         pl.struct(RAW_FIELDS).struct.json_encode().alias("raw_payload"),
         pl.lit(attempt_count, dtype=pl.Int32).alias("attempt_count"),
         seen.alias("first_seen_at"),
