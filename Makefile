@@ -16,8 +16,13 @@ export VELOCITY_WMS_TOKEN ?= wms-dev-token
 ERP_PORT ?= 8710
 WMS_PORT ?= 8720
 UI_PORT ?= 3000
+# Production (deploy/): the PostgreSQL server for Dagster's storage and the operational store. Read
+# from the environment by deploy/prod.py, never put on a command line that make would echo.
+export VELOCITY_PG_URL ?= postgresql+psycopg2://postgres@127.0.0.1:5432
+PROD_DIR ?= $(STATE_DIR)/prod
+CODE_SERVER_PORT ?= 4266
 
-.PHONY: install demo dev test check-defs clean
+.PHONY: install demo dev test check-defs clean prod
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "Python 3.11 is required ($(PYTHON) not found)"; exit 1; }
@@ -36,6 +41,9 @@ demo: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/velocity-platform demo
 
 dev: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
+	@# The duckdb pool, set before the daemon's first pass (which would take a pool it has not
+	@# created yet as unlimited and start the first queued runs together).
+	@$(BIN)/dagster instance concurrency set duckdb 1 >/dev/null
 	@set -m; trap 'kill 0' EXIT INT TERM; \
 	$(BIN)/velocity-platform simulate erp --port $(ERP_PORT) & \
 	$(BIN)/velocity-platform simulate wms --port $(WMS_PORT) --wms-state $(STATE_DIR)/wms_state.jsonl & \
@@ -43,7 +51,13 @@ dev: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
 	  $(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p $(UI_PORT)
 
 test: $(STAMP)
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n 2 --dist loadgroup
+
+# Code server, webserver and daemon on PostgreSQL (SIMULATORS=1 adds the ERP and WMS simulators).
+prod: $(STAMP)
+	$(BIN)/python deploy/prod.py up --home $(PROD_DIR)/dagster_home --duckdb-path $(PROD_DIR)/velocity.duckdb \
+	  --code-server-port $(CODE_SERVER_PORT) --ui-port $(UI_PORT) \
+	  $(if $(SIMULATORS),--simulators --erp-port $(ERP_PORT) --wms-port $(WMS_PORT))
 
 check-defs: $(STAMP)
 	$(BIN)/dg check defs

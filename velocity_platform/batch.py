@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 import shutil
 import sys
 import time
@@ -23,6 +24,9 @@ import polars as pl
 from velocity_platform.settings import LOCAL_STATE_DIR, Settings
 
 JOB_NAME = "nightly_slotting_batch"
+# The run's events all go to the instance (the UI shows them); the terminal gets one progress
+# line per day and only warnings and errors from Dagster.
+QUIET_CONSOLE = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
 def ensure_dagster_home(template: Path | None = None) -> Path:
@@ -60,18 +64,25 @@ class DayOutcome:
 def run_range(
     dates: list[dt.date],
     progress: Callable[[DayOutcome, int, int], None] | None = None,
+    resource_config: dict[str, dict] | None = None,
 ) -> list[DayOutcome]:
-    """Materialize every asset for each date, in order, on the instance at DAGSTER_HOME."""
+    """Materialize every asset for each date, in order, on the instance at DAGSTER_HOME.
+
+    `resource_config` overrides resource fields for these runs, e.g. {"erp": {"timeout_s": 1.0}}.
+    """
     from dagster import DagsterInstance
 
     from velocity_platform.definitions import defs
 
     job = defs().resolve_job_def(JOB_NAME)
     outcomes: list[DayOutcome] = []
+    run_config = {**QUIET_CONSOLE, "resources": {k: {"config": v} for k, v in (resource_config or {}).items()}}
     with DagsterInstance.get() as instance:
         for index, day in enumerate(dates, start=1):
             started = time.perf_counter()
-            result = job.execute_in_process(instance=instance, partition_key=day.isoformat(), raise_on_error=False)
+            result = job.execute_in_process(
+                instance=instance, partition_key=day.isoformat(), raise_on_error=False, run_config=run_config
+            )
             evaluations = result.get_asset_check_evaluations()
             failed = [f"{e.asset_key.to_user_string()}.{e.check_name}" for e in evaluations if not e.passed]
             error = None
@@ -94,13 +105,15 @@ def summarize(dates: list[dt.date], outcomes: list[DayOutcome], erp_lines: int, 
         def count(table: str) -> int:
             if not _exists(con, table):
                 return 0
-            return con.execute(f"SELECT count(*) FROM warehouse.{table} WHERE {window}", [first, last]).fetchone()[0]
+            return con.execute(f"SELECT count(*) FROM {_table(table)} WHERE {window}", [first, last]).fetchone()[0]
 
         def classes(column: str) -> dict[str, int]:
+            if column not in CLASS_COLUMNS:
+                raise ValueError(f"{column!r} is not a class column of sku_velocity ({', '.join(sorted(CLASS_COLUMNS))})")
             if not _exists(con, "sku_velocity"):
                 return {}
             rows = con.execute(
-                f"SELECT {column}, count(*) FROM warehouse.sku_velocity WHERE business_date = ? GROUP BY 1 ORDER BY 1",
+                f'SELECT "{column}", count(*) FROM warehouse.sku_velocity WHERE business_date = ? GROUP BY 1 ORDER BY 1',
                 [last],
             ).fetchall()
             return {k: v for k, v in rows}
@@ -133,7 +146,20 @@ def summarize(dates: list[dt.date], outcomes: list[DayOutcome], erp_lines: int, 
     return summary
 
 
+# Identifiers that reach SQL text: tables only by a name of the warehouse's own shape (and then
+# only once information_schema has it), columns only from this list. Values are always parameters.
+CLASS_COLUMNS = frozenset({"abc_class", "xyz_class"})
+_TABLE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+
+
+def _table(table: str) -> str:
+    if not _TABLE_NAME.match(table):
+        raise ValueError(f"{table!r} is not a warehouse table name (lower-case letters, digits and '_')")
+    return f'warehouse."{table}"'
+
+
 def _exists(con: duckdb.DuckDBPyConnection, table: str) -> bool:
+    _table(table)
     return bool(
         con.execute(
             "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'warehouse' AND table_name = ?", [table]
@@ -174,4 +200,5 @@ def frame_of(table: str, settings: Settings, where: str = "", params: list | Non
     with duckdb.connect(settings.duckdb_path, read_only=True) as con:
         if not _exists(con, table):
             return pl.DataFrame()
-        return con.execute(f"SELECT * FROM warehouse.{table} {where}", params or []).pl()
+        # `where` is code, not data: callers pass values through `params`.
+        return con.execute(f"SELECT * FROM {_table(table)} {where}", params or []).pl()

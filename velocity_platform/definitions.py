@@ -4,7 +4,10 @@ from pathlib import Path
 
 import dagster as dg
 
+from velocity_platform.defs.ops.freshness import with_nightly_freshness
+
 
 @dg.definitions
 def defs() -> dg.Definitions:
-    return dg.load_from_defs_folder(path_within_project=Path(__file__).parent)
+    # Freshness is declared here, over the loaded graph, so the stages' asset files stay about their stage.
+    return with_nightly_freshness(dg.load_from_defs_folder(path_within_project=Path(__file__).parent))

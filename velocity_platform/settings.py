@@ -54,3 +54,89 @@ class Settings:
             first_partition_date=dt.date.fromisoformat(_env("VELOCITY_FIRST_PARTITION_DATE", "2025-01-01")),
             move_budget=int(_env("VELOCITY_MOVE_BUDGET", "200")),
         )
+
+
+# --- operating the platform: gates, signals, sensors, alerts -----------------------------------
+
+ENV_DOCS.update(
+    {
+        "VELOCITY_INGESTION_SUCCESS_MIN": "Gate: share of the ERP's lines for a date that must arrive as readable lines",
+        "VELOCITY_PARETO_TOLERANCE": "Signal: how far a class's share of SKUs may sit from the 20/30/50 Pareto shape",
+        "VELOCITY_DAY_ON_DAY_FACTOR": "Signal: a SKU's 30-day velocity changing by more than this factor in a day",
+        "VELOCITY_BATCH_WINDOW_HOURS": "Signal: hours after the 02:00 start by which the nightly batch must land",
+        "VELOCITY_SPIKE_MULTIPLE": "Sensor: units since the last tick above this multiple of the 30-day daily rate",
+        "VELOCITY_SPIKE_MIN_UNITS": "Sensor: fewer units than this are never a spike (slow movers)",
+        "VELOCITY_DELTA_MAX_RECORDS": "Sensor: ERP records read per tick at most; the rest waits for the next tick",
+        "VELOCITY_ALERT_WEBHOOK_URL": "Where failed gates and failed runs are posted as JSON (secret: may embed a token)",
+        "VELOCITY_UI_BASE_URL": "Base URL of the Dagster UI, for the run links in alerts",
+    }
+)
+
+
+@dataclass(frozen=True)
+class OperationsSettings:
+    """Thresholds of the gates and signals, and what the sensors need; all from the environment."""
+
+    ingestion_success_min: float
+    pareto_tolerance: float
+    day_on_day_factor: float
+    batch_window_hours: float
+    spike_multiple: float
+    spike_min_units: float
+    delta_max_records: int
+    ui_base_url: str
+
+    @classmethod
+    def from_env(cls) -> OperationsSettings:
+        return cls(
+            ingestion_success_min=float(_env("VELOCITY_INGESTION_SUCCESS_MIN", "0.9995")),
+            pareto_tolerance=float(_env("VELOCITY_PARETO_TOLERANCE", "0.20")),
+            day_on_day_factor=float(_env("VELOCITY_DAY_ON_DAY_FACTOR", "3.0")),
+            batch_window_hours=float(_env("VELOCITY_BATCH_WINDOW_HOURS", "4")),
+            spike_multiple=float(_env("VELOCITY_SPIKE_MULTIPLE", "3.0")),
+            spike_min_units=float(_env("VELOCITY_SPIKE_MIN_UNITS", "20")),
+            delta_max_records=int(_env("VELOCITY_DELTA_MAX_RECORDS", "200000")),
+            ui_base_url=_env("VELOCITY_UI_BASE_URL", "http://127.0.0.1:3000").rstrip("/"),
+        )
+
+
+# The nightly batch starts at this local hour for the business date that just ended.
+NIGHTLY_START_HOUR = 2
+
+
+# --- where order lines come from, and how slotting prices a location ---------------------------
+
+ENV_DOCS.update(
+    {
+        "VELOCITY_SOURCE": "Where order lines come from: erp (the HTTP API) or file (a file-drop export)",
+        "VELOCITY_FILE_PATH": "The export read when VELOCITY_SOURCE=file (CSV or Parquet, plain or .gz)",
+        "VELOCITY_FILE_PRESET": "Column mapping of the export: online-retail or erp-lines",
+        "VELOCITY_DEFAULT_UNIT_CUBE_FT3": "Unit cube given to SKUs whose source has none (flagged cube_is_default)",
+        "VELOCITY_ROUTING": "Pick routing slotting prices locations under: s-shape, return or largest-gap",
+    }
+)
+
+
+@dataclass(frozen=True)
+class SourceSettings:
+    source: str  # "erp" | "file"
+    file_path: str | None
+    file_preset: str
+    default_unit_cube_ft3: float
+    routing: str
+
+    @classmethod
+    def from_env(cls) -> SourceSettings:
+        source = _env("VELOCITY_SOURCE", "erp").lower()
+        if source not in ("erp", "file"):
+            raise ValueError(f"VELOCITY_SOURCE={source!r}: use erp or file")
+        path = _env("VELOCITY_FILE_PATH", "") or None
+        if source == "file" and not path:
+            raise ValueError("VELOCITY_SOURCE=file needs VELOCITY_FILE_PATH (the export to read)")
+        return cls(
+            source=source,
+            file_path=path,
+            file_preset=_env("VELOCITY_FILE_PRESET", "online-retail"),
+            default_unit_cube_ft3=float(_env("VELOCITY_DEFAULT_UNIT_CUBE_FT3", "0.1")),
+            routing=_env("VELOCITY_ROUTING", "s-shape"),
+        )

@@ -79,3 +79,13 @@ def small_platform(tmp_path_factory) -> Iterator[Platform]:
     wms = WmsConfig(**WORLD, token=WMS_TOKEN)
     with platform_environment(root, erp, wms) as platform:
         yield platform
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under pytest-xdist (`make test` runs `-n 2 --dist loadgroup`) a test module stays on one
+    worker, so its module-scoped simulators and Dagster homes are built once; the production
+    tests share one stack (webserver, daemon, code server), so they stay together too."""
+    for item in items:
+        module = item.nodeid.split("::")[0]
+        group = "production-stack" if "/production/" in module else module
+        item.add_marker(pytest.mark.xdist_group(group))

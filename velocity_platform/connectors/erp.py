@@ -1,26 +1,35 @@
 """HTTP client for the ERP: transaction pages for a business date, reconciliation counts, SKUs.
 
-Pages are returned as raw bytes with their place in the pull (the "source batch"), so that
-parsing happens once, vectorised, in the domain layer, and a page that cannot be parsed can be
-dead-lettered whole with where it came from.
+Pages come back with their place in the pull (the "source batch") and, when the caller passes a
+reader, already read by it: parsing happens once, vectorised, in the domain layer, inside the
+retry loop, so a page that arrives truncated is fetched again like any other transient fault.
+
+A page that stays unreadable after the retry budget is handed back with its error instead of
+its contents, so it can be dead-lettered whole while the rest of the day still lands. That is
+only possible when its cursor can still be read (the corruption is inside the records); a page
+cut short before its cursor gives no way to go on, and the pull fails loudly instead.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
+import re
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import orjson
 
 from velocity_platform.connectors.http import (
+    BodyStillInvalid,
+    HttpAnswer,
+    InvalidBody,
     RetryPolicy,
     RetryStats,
+    UpstreamClient,
     UpstreamError,
-    make_client,
-    raise_for_final_status,
-    send_with_retries,
+    UpstreamLimits,
 )
 
 SYSTEM = "ERP"
@@ -30,6 +39,9 @@ SYSTEM = "ERP"
 class ErpPage:
     source_batch: str  # e.g. "erp:2026-03-01:page-0003"
     body: bytes
+    parsed: Any = None  # what the caller's reader made of the body (None without a reader)
+    error: str | None = None  # set when the page stayed unreadable; `parsed` is then None
+    fetches: int = 1
 
 
 def business_day_bounds(business_date: dt.date, timezone: str) -> tuple[dt.datetime, dt.datetime]:
@@ -52,11 +64,26 @@ class ErpClient:
     page_limit: int = 5000
     max_page_bytes: int = 64 * 1024 * 1024
     verify_tls: bool = True
+    allow_plain_http: bool = False
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    limits: UpstreamLimits = field(default_factory=UpstreamLimits)
+    token_source: str = "VELOCITY_ERP_TOKEN"
     stats: RetryStats = field(default_factory=RetryStats)
 
     def __post_init__(self) -> None:
-        self._http = make_client(self.base_url, self.token, self.timeout_s, self.verify_tls)
+        self._http = UpstreamClient(
+            SYSTEM,
+            self.base_url,
+            self.token,
+            timeout_s=self.timeout_s,
+            verify_tls=self.verify_tls,
+            allow_plain_http=self.allow_plain_http,
+            retry=self.retry,
+            limits=self.limits,
+            max_response_bytes=self.max_page_bytes,
+            token_source=self.token_source,
+            stats=self.stats,
+        )
 
     def close(self) -> None:
         self._http.close()
@@ -69,73 +96,130 @@ class ErpClient:
 
     # --- plumbing ----------------------------------------------------------------------------
 
-    def _get(self, path: str, params: dict[str, str | int]) -> bytes:
+    def _get(self, path: str, params: dict[str, str | int], read: Callable[[HttpAnswer], Any] | None = None) -> tuple[HttpAnswer, Any]:
         describe = f"GET {path}"
-        response = send_with_retries(
-            SYSTEM, lambda: self._http.get(path, params=params), self.retry, self.stats, describe
-        )
-        raise_for_final_status(SYSTEM, response, describe)
-        if len(response.content) > self.max_page_bytes:
-            raise UpstreamError(
-                SYSTEM,
-                f"{describe} returned {len(response.content):,} bytes, over the cap of "
-                f"{self.max_page_bytes:,}; lower page_limit",
-            )
-        return response.content
+        answer, parsed = self._http.request("GET", path, params=params, read=read, describe=describe)
+        self._http.raise_for_final_status(answer, describe)
+        return answer, parsed
 
-    def _paged(self, path: str, params: dict[str, str | int], batch_prefix: str) -> Iterator[ErpPage]:
+    def _get_json(self, path: str, params: dict[str, str | int]) -> Any:
+        return self._get(path, params, read=_json_or_invalid)[1]
+
+    def _paged(
+        self,
+        path: str,
+        params: dict[str, str | int],
+        batch_prefix: str,
+        reader: Callable[[bytes], Any] | None,
+    ) -> Iterator[ErpPage]:
+        def read(answer: HttpAnswer) -> tuple[Any, str | None]:
+            # The cursor must be readable too: a page cut short loses it, and must be fetched again.
+            found, cursor = next_cursor(answer.content)
+            if not found:
+                raise InvalidBody("the page ends before its next_cursor (truncated)")
+            if reader is None:
+                return None, cursor
+            try:
+                return reader(answer.content), cursor
+            except InvalidBody:
+                raise
+            except Exception as exc:  # whatever the reader could not make sense of is an unreadable page
+                raise InvalidBody(f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}") from exc
+
         cursor: str | None = None
         page_no = 0
         while True:
             query = {**params, "limit": self.page_limit}
             if cursor:
                 query["cursor"] = cursor
-            body = self._get(path, query)
             page_no += 1
-            yield ErpPage(f"{batch_prefix}:page-{page_no:04d}", body)
-            cursor = _next_cursor(body)
+            source_batch = f"{batch_prefix}:page-{page_no:04d}"
+            retries_before = self.stats.retries
+            try:
+                answer, (parsed, cursor) = self._get(path, query, read)
+            except BodyStillInvalid as exc:
+                found, cursor = next_cursor(exc.answer.content)
+                if not found:
+                    raise UpstreamError(
+                        SYSTEM,
+                        f"{source_batch} stayed unreadable after {exc.attempts} fetches ({exc.reason}) and carries no "
+                        "cursor to continue from, so the rest of the pull cannot be fetched. Nothing was stored; "
+                        "re-run the partition when the ERP serves complete pages.",
+                    ) from None
+                yield ErpPage(source_batch, exc.answer.content, None, exc.reason, exc.attempts)
+            else:
+                yield ErpPage(source_batch, answer.content, parsed, None, 1 + self.stats.retries - retries_before)
             if not cursor:
                 return
 
     # --- the API -------------------------------------------------------------------------------
 
-    def transaction_pages(self, business_date: dt.date, timezone: str) -> Iterator[ErpPage]:
-        """Every page of order documents whose business time falls on `business_date`."""
+    def transaction_pages(
+        self, business_date: dt.date, timezone: str, reader: Callable[[bytes], Any] | None = None
+    ) -> Iterator[ErpPage]:
+        """Every page of order documents whose business time falls on `business_date`.
+
+        `reader(body)` is called inside the retry loop; whatever it raises makes the page a
+        transient failure (fetched again), and a page that never becomes readable is yielded
+        with `error` set (see the module docstring).
+        """
         start, end = business_day_bounds(business_date, timezone)
         params = {"since": _iso(start), "until": _iso(end), "time_field": "event_ts"}
-        yield from self._paged("/v1/transactions", params, f"erp:{business_date.isoformat()}")
+        yield from self._paged("/v1/transactions", params, f"erp:{business_date.isoformat()}", reader)
 
-    def changed_pages(self, since: dt.datetime, until: dt.datetime) -> Iterator[ErpPage]:
+    def changed_pages(
+        self, since: dt.datetime, until: dt.datetime, reader: Callable[[bytes], Any] | None = None
+    ) -> Iterator[ErpPage]:
         """Documents committed in [since, until), whatever their business date (delta polling)."""
         params = {"since": _iso(since), "until": _iso(until), "time_field": "created_at"}
-        yield from self._paged("/v1/transactions", params, f"erp-delta:{_iso(since)}")
+        yield from self._paged("/v1/transactions", params, f"erp-delta:{_iso(since)}", reader)
 
     def count_lines(self, business_date: dt.date) -> int:
-        body = self._get("/v1/transactions/count", {"business_date": business_date.isoformat()})
-        return int(orjson.loads(body)["lines"])
+        return int(self._get_json("/v1/transactions/count", {"business_date": business_date.isoformat()})["lines"])
 
     def skus(self) -> list[dict]:
         records: list[dict] = []
-        for page in self._paged("/v1/skus", {}, "erp-skus"):
-            records.extend(orjson.loads(page.body)["records"])
+        for page in self._paged("/v1/skus", {}, "erp-skus", _records):
+            if page.error:
+                raise UpstreamError(SYSTEM, f"{page.source_batch} of the SKU master stayed unreadable: {page.error}")
+            records.extend(page.parsed)
         return records
 
 
-def _next_cursor(body: bytes) -> str | None:
-    """The paging cursor, read without parsing the whole page twice where possible."""
-    tail = body[-512:]
-    marker = b'"next_cursor":'
-    at = tail.rfind(marker)
-    if at >= 0:
-        rest = tail[at + len(marker) :].strip()
-        if rest.startswith(b"null"):
-            return None
-        if rest.startswith(b'"'):
-            end = rest.find(b'"', 1)
-            if end > 0:
-                return rest[1:end].decode()
+def _json_or_invalid(answer: HttpAnswer) -> Any:
     try:
-        return orjson.loads(body).get("next_cursor")
-    except orjson.JSONDecodeError:
-        return None
+        return orjson.loads(answer.content)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidBody(f"not valid JSON ({exc})") from None
 
+
+def _records(body: bytes) -> list[dict]:
+    try:
+        records = orjson.loads(body)["records"]
+    except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+        raise InvalidBody(f"not a page of records ({type(exc).__name__})") from None
+    if not isinstance(records, list):
+        raise InvalidBody("records is not a list")
+    return records
+
+
+_CURSOR_AT_END = re.compile(rb'"next_cursor"\s*:\s*(null|"([^"\\]*)")\s*}\s*\Z')
+
+
+def next_cursor(body: bytes) -> tuple[bool, str | None]:
+    """(found, cursor): the paging cursor, read from the end of the page without parsing it all.
+
+    `found` is False when the page does not end with its cursor (cut short, or a different
+    layout that does not parse either): then "no next page" cannot be told from "lost".
+    """
+    match = _CURSOR_AT_END.search(body[-1024:])
+    if match:
+        return True, None if match.group(1) == b"null" else match.group(2).decode()
+    try:
+        page = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return False, None
+    if not isinstance(page, dict) or "next_cursor" not in page:
+        return False, None
+    cursor = page["next_cursor"]
+    return True, cursor if isinstance(cursor, str) and cursor else None

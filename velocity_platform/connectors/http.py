@@ -1,27 +1,46 @@
-"""What the ERP and WMS clients share: an httpx client, the retry policy, and clear errors.
+"""What the ERP and WMS clients share: one guarded HTTP client per upstream.
 
-Retries (tenacity): exponential backoff with full jitter, bounded attempts, `Retry-After`
-honoured, and only for failures that can pass (connection errors, timeouts, 429, 5xx). A 4xx
-answer other than 429 is final and raised at once with the upstream's message. The bearer
-token lives in the client's headers only: it is never part of a message, a log line or an error.
+- Retries (tenacity): exponential backoff with full jitter, bounded attempts, `Retry-After`
+  honoured, and only for failures that can pass (connection errors, timeouts, 429, 5xx, a body
+  the caller cannot read). A 4xx answer other than 429 is final and raised at once with the
+  upstream's message. A request that is not idempotent (a POST without an Idempotency-Key) is
+  retried only when it certainly never reached the upstream.
+- Rate limiting (pyrate-limiter): a ceiling of requests per second per upstream, shared by every
+  client of that upstream in the process, plus a semaphore bounding concurrent requests.
+- A circuit breaker per upstream (pybreaker): after `breaker_fail_max` consecutive failed
+  attempts it opens; every request then fails at once with a clear message, until the
+  cool-down has passed and a trial request succeeds.
+- Secrets: the bearer token lives in the client's headers only and is only ever sent to the
+  configured origin (no redirects are followed; a request to another origin is refused). Texts
+  that come back from an upstream are scrubbed of it before they reach a message or a log.
+- A cap on the size of a response body, enforced while streaming it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
 import email.utils
+import ipaddress
 import logging
+import math
+import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TypeVar
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 
 import httpx
+import pybreaker
 import tenacity
+from pyrate_limiter import Duration, Limiter, Rate
 
 log = logging.getLogger(__name__)
 
 RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
-T = TypeVar("T")
+# Transport errors after which a request certainly never reached the upstream.
+NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+_REDACTED = "[redacted]"
 
 
 class UpstreamError(RuntimeError):
@@ -33,10 +52,50 @@ class UpstreamError(RuntimeError):
         self.status = status
 
 
+class CircuitOpen(UpstreamError):
+    """The upstream's circuit breaker is open: no request was made."""
+
+
+class ResponseTooLarge(UpstreamError):
+    """A response body went over the configured cap; it was not read further."""
+
+
+class BodyStillInvalid(UpstreamError):
+    """Every attempt answered 200 with a body the caller could not read; the last answer is kept."""
+
+    def __init__(self, system: str, message: str, answer: HttpAnswer, reason: str, attempts: int):
+        super().__init__(system, message, answer.status_code)
+        self.answer = answer
+        self.reason = reason
+        self.attempts = attempts
+
+
 class RetryableStatus(Exception):
-    def __init__(self, response: httpx.Response):
-        super().__init__(f"HTTP {response.status_code} from {response.request.url.path}")
-        self.response = response
+    def __init__(self, answer: HttpAnswer):
+        super().__init__(f"HTTP {answer.status_code} from {answer.path}")
+        self.answer = answer
+
+
+class InvalidBody(Exception):
+    """Raised by a body reader: the answer arrived but cannot be read (e.g. truncated JSON)."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class HttpAnswer:
+    """A fully read response (the body was streamed under the size cap)."""
+
+    status_code: int
+    headers: httpx.Headers
+    content: bytes
+    path: str
+
+    @property
+    def text(self) -> str:
+        return self.content.decode("utf-8", errors="replace")
 
 
 @dataclass(frozen=True)
@@ -45,34 +104,387 @@ class RetryPolicy:
     initial_wait_s: float = 0.2
     max_wait_s: float = 10.0
     max_retry_after_s: float = 30.0
+    # An answer whose body cannot be read is fetched at most this often (within max_attempts): a
+    # body broken the same way every time is the upstream's data, not the network.
+    max_unreadable_attempts: int = 3
 
 
-def make_client(base_url: str, token: str | None, timeout_s: float, verify: bool = True) -> httpx.Client:
-    headers = {"Accept": "application/json", "User-Agent": "velocity-platform"}
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
-    return httpx.Client(
-        base_url=base_url.rstrip("/"),
-        headers=headers,
-        timeout=httpx.Timeout(timeout_s),
-        verify=verify,
-        follow_redirects=False,  # a redirect could carry the bearer token to another host
-    )
+@dataclass(frozen=True)
+class UpstreamLimits:
+    """How hard we may press one upstream, and when we stop trying for a while."""
+
+    requests_per_second: float = 50.0  # 0 means no ceiling
+    max_concurrent_requests: int = 4
+    breaker_fail_max: int = 8  # consecutive failed attempts (transport errors, 5xx) that open the breaker
+    breaker_reset_s: float = 30.0  # cool-down before a trial request may close it again
 
 
-def _retry_after_s(response: httpx.Response) -> float | None:
-    value = response.headers.get("Retry-After")
+@dataclass
+class RetryStats:
+    """How hard a client had to work; surfaced as asset metadata and in reliability reports."""
+
+    requests: int = 0
+    retries: int = 0
+    reasons: Counter = field(default_factory=Counter)  # retried failures by kind ("HTTP 429", "ReadTimeout", ...)
+
+    def as_metadata(self) -> dict[str, int]:
+        return {"requests": self.requests, "retries": self.retries}
+
+
+# --- the per-upstream guard: rate limit, concurrency bound, circuit breaker ---------------------
+
+
+class UpstreamGuard:
+    """Shared by every client of one upstream in this process (see `guard_for`)."""
+
+    def __init__(self, system: str, limits: UpstreamLimits):
+        self.system = system
+        self.limits = limits
+        self.breaker = pybreaker.CircuitBreaker(
+            fail_max=limits.breaker_fail_max, reset_timeout=limits.breaker_reset_s, name=system
+        )
+        self._slots = threading.BoundedSemaphore(max(1, limits.max_concurrent_requests))
+        self._limiter = Limiter(_rate(limits.requests_per_second)) if limits.requests_per_second > 0 else None
+        self.last_failure = ""
+
+    def check_closed(self) -> None:
+        """Fail fast while the breaker is open and its cool-down has not passed."""
+        if self.breaker.current_state != pybreaker.STATE_OPEN:
+            return
+        opened_at = self.breaker._state_storage.opened_at  # pybreaker keeps it there; no public getter
+        if opened_at is None:
+            return
+        until = opened_at + dt.timedelta(seconds=self.breaker.reset_timeout)
+        if dt.datetime.now(dt.UTC) < until:
+            raise CircuitOpen(self.system, self._open_message(until))
+
+    def _open_message(self, until: dt.datetime) -> str:
+        return (
+            f"circuit breaker open after {self.breaker.fail_max} consecutive failed requests "
+            f"(last: {self.last_failure or 'unknown'}); not calling {self.system} until "
+            f"{until.strftime('%H:%M:%S')} UTC ({self.breaker.reset_timeout:g} s cool-down). "
+            f"Check that {self.system} is up, then re-run the partition."
+        )
+
+    @contextlib.contextmanager
+    def slot(self) -> Iterator[None]:
+        """One request's turn: under the concurrency bound, then the rate ceiling.
+
+        In that order, so a request goes out right after its token: tokens taken while waiting
+        for a slot would let requests bunch up afterwards.
+        """
+        with self._slots:
+            if self._limiter is not None:
+                self._limiter.try_acquire(self.system, blocking=True)
+            yield
+
+    def record(self, failure: BaseException | None) -> None:
+        """Tell the breaker how an attempt went; raises CircuitOpen when this failure trips it."""
+        if failure is not None:
+            self.last_failure = _describe(failure)
+
+        def verdict() -> None:
+            if failure is not None:
+                raise failure
+
+        try:
+            self.breaker.call(verdict)
+        except pybreaker.CircuitBreakerError:
+            until = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=self.breaker.reset_timeout)
+            raise CircuitOpen(self.system, self._open_message(until)) from None
+        except BaseException as exc:  # the failure itself, re-raised by the breaker
+            if exc is not failure:
+                raise
+
+
+def _rate(requests_per_second: float) -> Rate:
+    if requests_per_second >= 1:
+        return Rate(int(math.floor(requests_per_second)), Duration.SECOND)
+    return Rate(1, int(round(1000 / requests_per_second)))
+
+
+_guards: dict[tuple[str, str, UpstreamLimits], UpstreamGuard] = {}
+_guards_lock = threading.Lock()
+
+
+def guard_for(system: str, base_url: str, limits: UpstreamLimits) -> UpstreamGuard:
+    """The guard of an upstream (system and origin): one per process, so every asset shares it."""
+    key = (system, _origin(httpx.URL(base_url)), limits)
+    with _guards_lock:
+        guard = _guards.get(key)
+        if guard is None:
+            guard = _guards[key] = UpstreamGuard(system, limits)
+        return guard
+
+
+def reset_guards() -> None:
+    """Forget every breaker and limiter (a new process starts this way; tests call it)."""
+    with _guards_lock:
+        _guards.clear()
+
+
+# --- the client -----------------------------------------------------------------------------
+
+
+_LOOPBACK_NAMES = {"localhost"}
+
+
+def _is_loopback(host: str) -> bool:
+    if host in _LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _origin(url: httpx.URL) -> str:
+    return f"{url.scheme}://{url.host}:{url.port or (443 if url.scheme == 'https' else 80)}"
+
+
+def check_base_url(system: str, base_url: str, allow_plain_http: bool = False) -> httpx.URL:
+    """A base URL we are willing to send a bearer token to; the error never echoes credentials."""
+    try:
+        url = httpx.URL(base_url)
+    except (httpx.InvalidURL, TypeError) as exc:
+        raise ValueError(f"{system} base URL is not a valid URL ({type(exc).__name__})") from None
+    if url.scheme not in ("http", "https") or not url.host:
+        raise ValueError(f"{system} base URL must be http(s)://host[:port][/path], got scheme {url.scheme!r}")
+    if url.userinfo:
+        raise ValueError(f"{system} base URL must not carry credentials; put the token in the environment")
+    if url.query or url.fragment:
+        raise ValueError(f"{system} base URL must not have a query or fragment")
+    if url.scheme == "http" and not _is_loopback(url.host) and not allow_plain_http:
+        raise ValueError(
+            f"{system} base URL uses plain http to {url.host}; the bearer token would cross the network "
+            "unencrypted. Use https:// (or allow_plain_http for a trusted network)."
+        )
+    return url
+
+
+class UpstreamClient:
+    """An httpx client for one upstream, with retries, limits, the breaker and the size cap."""
+
+    def __init__(
+        self,
+        system: str,
+        base_url: str,
+        token: str | None,
+        *,
+        timeout_s: float = 30.0,
+        verify_tls: bool = True,
+        allow_plain_http: bool = False,
+        retry: RetryPolicy | None = None,
+        limits: UpstreamLimits | None = None,
+        max_response_bytes: int = 64 * 1024 * 1024,
+        token_source: str = "the environment",
+        stats: RetryStats | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
+        self.system = system
+        self.retry = retry or RetryPolicy()
+        self.limits = limits or UpstreamLimits()
+        self.max_response_bytes = max_response_bytes
+        self.token_source = token_source
+        self.stats = stats if stats is not None else RetryStats()
+        self._sleep = sleep  # tests observe the waits instead of spending them
+        url = check_base_url(system, base_url, allow_plain_http)
+        self._origin = _origin(url)
+        self._secrets = tuple(s for s in (token,) if s)
+        self.guard = guard_for(system, base_url, self.limits)
+        headers = {"Accept": "application/json", "User-Agent": "velocity-platform"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        self._http = httpx.Client(
+            base_url=str(url).rstrip("/"),
+            headers=headers,
+            timeout=httpx.Timeout(timeout_s),
+            verify=verify_tls,
+            follow_redirects=False,  # a redirect could carry the bearer token to another host
+            limits=httpx.Limits(max_connections=max(1, self.limits.max_concurrent_requests)),
+            event_hooks={"request": [self._only_own_origin]},
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _only_own_origin(self, request: httpx.Request) -> None:
+        if _origin(request.url) != self._origin:
+            raise UpstreamError(
+                self.system, f"refused to send a request to another origin than the configured {self.system} URL"
+            )
+
+    def redact(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, _REDACTED)
+        return text
+
+    # --- one attempt ------------------------------------------------------------------------
+
+    def _send_once(self, method: str, path: str, params: dict | None, content: bytes | None, headers: dict | None) -> HttpAnswer:
+        request = self._http.build_request(method, path, params=params, content=content, headers=headers)
+        response = self._http.send(request, stream=True)
+        try:
+            declared = response.headers.get("Content-Length")
+            if declared and declared.isdigit() and int(declared) > self.max_response_bytes:
+                raise self._too_large(method, path, int(declared))
+            chunks: list[bytes] = []
+            size = 0
+            for chunk in response.iter_bytes():
+                size += len(chunk)
+                if size > self.max_response_bytes:
+                    raise self._too_large(method, path, size)
+                chunks.append(chunk)
+        finally:
+            response.close()
+        return HttpAnswer(response.status_code, response.headers, b"".join(chunks), path)
+
+    def _too_large(self, method: str, path: str, size: int) -> ResponseTooLarge:
+        return ResponseTooLarge(
+            self.system,
+            f"{method} {path} answered more than {self.max_response_bytes:,} bytes (at least {size:,}); "
+            "not read further. Lower the page size (page_limit) or raise max_response_bytes.",
+        )
+
+    # --- the public call ----------------------------------------------------------------------
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict | None = None,
+        content: bytes | None = None,
+        headers: dict | None = None,
+        idempotent: bool | None = None,
+        read: Callable[[HttpAnswer], object] | None = None,
+        describe: str | None = None,
+    ) -> tuple[HttpAnswer, object]:
+        """Send until a final answer; returns it (2xx or a final 4xx) with `read(answer)`'s result.
+
+        `read` turns a 2xx body into what the caller needs; raising InvalidBody from it makes
+        the answer a retryable failure (the body is fetched again), and BodyStillInvalid is
+        raised with the last answer if it never becomes readable. GETs are idempotent; any
+        other method only when `idempotent=True` (it carries an Idempotency-Key).
+        """
+        describe = describe or f"{method} {path}"
+        idempotent = method in ("GET", "HEAD") if idempotent is None else idempotent
+        guard = self.guard
+        last_invalid: list[tuple[HttpAnswer, str]] = []
+
+        def attempt() -> tuple[HttpAnswer, object]:
+            guard.check_closed()
+            self.stats.requests += 1
+            try:
+                with guard.slot():
+                    answer = self._send_once(method, path, params, content, headers)
+            except httpx.TransportError as exc:
+                guard.record(exc)
+                raise
+            except ResponseTooLarge:
+                guard.record(None)
+                raise
+            if answer.status_code in RETRYABLE_STATUS:
+                # A 429 is a healthy upstream asking us to slow down: it does not count towards the breaker.
+                failure = RetryableStatus(answer)
+                guard.record(None if answer.status_code == 429 else failure)
+                raise failure
+            guard.record(None)
+            if read is None or not 200 <= answer.status_code < 300:
+                return answer, None
+            try:
+                return answer, read(answer)
+            except InvalidBody as exc:
+                last_invalid.append((answer, exc.reason))
+                raise
+
+        def retryable(exc: BaseException) -> bool:
+            if isinstance(exc, (RetryableStatus, InvalidBody)):
+                return idempotent or (isinstance(exc, RetryableStatus) and exc.answer.status_code == 429)
+            if isinstance(exc, httpx.TransportError):
+                return idempotent or isinstance(exc, NOT_SENT)
+            return False
+
+        def before_sleep(state: tenacity.RetryCallState) -> None:
+            self.stats.retries += 1
+            exc = state.outcome.exception() if state.outcome else None
+            self.stats.reasons[_kind(exc)] += 1
+            log.warning(
+                "%s %s: attempt %d failed (%s); retrying", self.system, describe, state.attempt_number, self.redact(_describe(exc))
+            )
+
+        def unreadable_too_often(_: tenacity.RetryCallState) -> bool:
+            return len(last_invalid) >= self.retry.max_unreadable_attempts
+
+        retrying = tenacity.Retrying(
+            stop=tenacity.stop_any(tenacity.stop_after_attempt(self.retry.max_attempts), unreadable_too_often),
+            wait=_WaitHonouringRetryAfter(self.retry),
+            retry=tenacity.retry_if_exception(retryable),
+            before_sleep=before_sleep,
+            sleep=self._sleep,
+            reraise=True,
+        )
+        try:
+            try:
+                return retrying(attempt)
+            except (RetryableStatus, httpx.TransportError):
+                if last_invalid:
+                    raise InvalidBody(last_invalid[-1][1]) from None  # every answer that came was unreadable
+                raise
+        except RetryableStatus as exc:
+            raise UpstreamError(
+                self.system,
+                f"{describe} still failing after {self.retry.max_attempts} attempts: {exc}",
+                exc.answer.status_code,
+            ) from None
+        except httpx.TransportError as exc:
+            tried = self.retry.max_attempts if retryable(exc) else 1
+            hint = "" if retryable(exc) else " (not retried: the request may have reached the upstream and has no idempotency key)"
+            raise UpstreamError(
+                self.system, f"{describe} still failing after {tried} attempt(s): {_describe(exc)}{hint}"
+            ) from None
+        except InvalidBody as exc:
+            answer, reason = last_invalid[-1]
+            fetched = len(last_invalid)
+            raise BodyStillInvalid(
+                self.system,
+                f"{describe} answered an unreadable body {fetched} time(s), every time it answered: {self.redact(reason)}",
+                answer,
+                self.redact(exc.reason),
+                fetched,
+            ) from None
+
+    def raise_for_final_status(self, answer: HttpAnswer, describe: str) -> None:
+        """Turn a final non-2xx answer into an UpstreamError that names the fix."""
+        if answer.status_code < 300:
+            return
+        if answer.status_code < 400:
+            raise UpstreamError(
+                self.system,
+                f"{describe} answered a redirect (HTTP {answer.status_code}); redirects are not followed so the "
+                f"bearer token never leaves the configured host. Point the {self.system} URL at the final address.",
+                answer.status_code,
+            )
+        detail = self.redact(answer.text[:300])
+        hint = {
+            401: f" (the bearer token was refused: check {self.token_source})",
+            403: f" (the token from {self.token_source} lacks permission)",
+        }.get(answer.status_code, "")
+        raise UpstreamError(self.system, f"{describe} answered HTTP {answer.status_code}{hint}: {detail}", answer.status_code)
+
+
+def _retry_after_s(answer: HttpAnswer) -> float | None:
+    value = answer.headers.get("Retry-After")
     if value is None:
         return None
     try:
         return max(0.0, float(value))
     except ValueError:
-        parsed = email.utils.parsedate_to_datetime(value)
-        return max(0.0, parsed.timestamp() - time.time()) if parsed else None
-
-
-def _is_retryable(exc: BaseException) -> bool:
-    return isinstance(exc, (httpx.TransportError, RetryableStatus))
+        try:
+            parsed = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        return max(0.0, parsed.timestamp() - time.time())
 
 
 class _WaitHonouringRetryAfter(tenacity.wait.wait_base):
@@ -83,79 +495,24 @@ class _WaitHonouringRetryAfter(tenacity.wait.wait_base):
     def __call__(self, retry_state: tenacity.RetryCallState) -> float:
         exc = retry_state.outcome.exception() if retry_state.outcome else None
         if isinstance(exc, RetryableStatus):
-            hinted = _retry_after_s(exc.response)
+            hinted = _retry_after_s(exc.answer)
             if hinted is not None:
                 return min(hinted, self.policy.max_retry_after_s)
         return self.backoff(retry_state)
 
 
-@dataclass
-class RetryStats:
-    """How hard a client had to work; surfaced as asset metadata and in reliability reports."""
-
-    requests: int = 0
-    retries: int = 0
-
-    def as_metadata(self) -> dict[str, int]:
-        return {"requests": self.requests, "retries": self.retries}
-
-
-def send_with_retries(
-    system: str,
-    send: Callable[[], httpx.Response],
-    policy: RetryPolicy,
-    stats: RetryStats,
-    describe: str,
-) -> httpx.Response:
-    """Send until a final answer; return a 2xx/3xx/4xx response, raise UpstreamError otherwise."""
-
-    def attempt() -> httpx.Response:
-        stats.requests += 1
-        response = send()
-        if response.status_code in RETRYABLE_STATUS:
-            response.read()
-            raise RetryableStatus(response)
-        return response
-
-    def before_sleep(state: tenacity.RetryCallState) -> None:
-        stats.retries += 1
-        exc = state.outcome.exception() if state.outcome else None
-        log.warning("%s %s: attempt %d failed (%s); retrying", system, describe, state.attempt_number, _describe(exc))
-
-    retrying = tenacity.Retrying(
-        stop=tenacity.stop_after_attempt(policy.max_attempts),
-        wait=_WaitHonouringRetryAfter(policy),
-        retry=tenacity.retry_if_exception(_is_retryable),
-        before_sleep=before_sleep,
-        reraise=True,
-    )
-    try:
-        return retrying(attempt)
-    except RetryableStatus as exc:
-        raise UpstreamError(
-            system,
-            f"{describe} still failing after {policy.max_attempts} attempts: {exc}",
-            exc.response.status_code,
-        ) from None
-    except httpx.TransportError as exc:
-        raise UpstreamError(
-            system, f"{describe} still failing after {policy.max_attempts} attempts: {_describe(exc)}"
-        ) from None
+def _kind(exc: BaseException | None) -> str:
+    if isinstance(exc, RetryableStatus):
+        return f"HTTP {exc.answer.status_code}"
+    if isinstance(exc, InvalidBody):
+        return "unreadable body"
+    return type(exc).__name__ if exc else "unknown"
 
 
 def _describe(exc: BaseException | None) -> str:
-    # Only the exception's type and path: httpx messages can include full URLs and headers.
+    # Only the exception's type (and our own messages): httpx messages can include full URLs.
     if isinstance(exc, httpx.TransportError):
         return type(exc).__name__
+    if isinstance(exc, InvalidBody):
+        return f"unreadable body: {exc.reason}"
     return str(exc) if exc else "unknown"
-
-
-def raise_for_final_status(system: str, response: httpx.Response, describe: str) -> None:
-    if response.status_code < 400:
-        return
-    detail = response.text[:300]
-    hint = {
-        401: " (check the bearer token in the environment)",
-        403: " (the token lacks permission)",
-    }.get(response.status_code, "")
-    raise UpstreamError(system, f"{describe} answered HTTP {response.status_code}{hint}: {detail}", response.status_code)

@@ -2,20 +2,35 @@
 
 The same code runs on a SQLite file (the embedded default) and on PostgreSQL (production).
 The schema is versioned: `migrate()` applies the missing steps in order, each in its own
-transaction, and is safe to call on every start.
+transaction, and is safe to call on every start, from several processes at once (migrators
+take a lock first: an advisory lock on PostgreSQL, the write lock of BEGIN IMMEDIATE on SQLite).
 
 The outbox is how a directive reaches the WMS exactly once: a directive is enqueued (insert if
 absent, keyed by its deterministic id), stays `pending` until the WMS acknowledges it, and its
 acknowledgement, its push-log row and any watermark it advances are written in one transaction.
+
+Two pushers (two runs, two machines) may work on the same day at once, so a row is claimed
+before it is sent: one conditional `UPDATE ... RETURNING` stamps a lease (`claimed_by`,
+`claimed_until`) on pending rows whose lease is absent or expired. On PostgreSQL the candidate
+rows are picked `FOR UPDATE SKIP LOCKED`, so a second claimer passes over rows the first is
+taking; on SQLite the statement runs inside BEGIN IMMEDIATE, which admits one writer at a time.
+Either way a row goes to one claimer, and a pusher that dies leaves its rows to the next one
+when the lease runs out.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Sequence
+import os
+import socket
+import sqlite3
+import uuid
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import sqlalchemy as sa
+import tenacity
 from sqlalchemy.dialects import postgresql, sqlite
 
 metadata = sa.MetaData()
@@ -52,6 +67,9 @@ wms_outbox = sa.Table(
     sa.Column("detail", sa.Text),
     sa.Column("enqueued_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("acked_at", sa.DateTime(timezone=True)),
+    # Added by migration 2: who holds the row for a push, and until when.
+    sa.Column("claimed_by", sa.String(200)),
+    sa.Column("claimed_until", sa.DateTime(timezone=True)),
 )
 
 push_log = sa.Table(
@@ -63,18 +81,65 @@ push_log = sa.Table(
     sa.Column("outcome", sa.String(16), nullable=False),
     sa.Column("detail", sa.Text),
     sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("pusher", sa.String(200)),  # added by migration 2
 )
 
-# Each step is (version, description, tables it creates). Append, never edit, once released.
-MIGRATIONS: list[tuple[int, str, list[sa.Table]]] = [
-    (1, "watermarks, WMS outbox and push log", [watermarks, wms_outbox, push_log]),
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    description: str
+    apply: Callable[[sa.Connection], None]
+
+
+def _create_tables(*tables: sa.Table) -> Callable[[sa.Connection], None]:
+    def apply(conn: sa.Connection) -> None:
+        for table in tables:
+            table.create(conn, checkfirst=True)
+
+    return apply
+
+
+def _add_columns(*columns: sa.Column) -> Callable[[sa.Connection], None]:
+    # A store created after the column joined the table definition already has it (step 1 creates
+    # tables as defined now), so a column is added only where it is missing.
+    def apply(conn: sa.Connection) -> None:
+        for column in columns:
+            present = {c["name"] for c in sa.inspect(conn).get_columns(column.table.name)}
+            if column.name not in present:
+                ddl = sa.schema.CreateColumn(column).compile(dialect=conn.dialect)
+                conn.execute(sa.text(f"ALTER TABLE {column.table.name} ADD COLUMN {ddl}"))
+
+    return apply
+
+
+# Append, never edit, once released: a store records the versions it has and runs the rest.
+MIGRATIONS: list[Migration] = [
+    Migration(1, "watermarks, WMS outbox and push log", _create_tables(watermarks, wms_outbox, push_log)),
+    Migration(
+        2,
+        "outbox claim lease and the pusher of each push",
+        _add_columns(wms_outbox.c.claimed_by, wms_outbox.c.claimed_until, push_log.c.pusher),
+    ),
 ]
 
 PENDING, ACKED, REJECTED = "pending", "acked", "rejected"
 
+# Long enough for a batch of directives through the HTTP client's retries; a pusher re-stamps
+# the lease of each row just before it posts it (`hold`).
+DEFAULT_LEASE = dt.timedelta(minutes=5)
+
+# Serialises migrators on PostgreSQL (pg_advisory_xact_lock takes any bigint; this one is ours).
+_MIGRATION_LOCK_ID = 7_236_114_002
+
 
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
+
+
+def new_pusher_id(label: str = "pusher") -> str:
+    """A claimer's name: unique per call, and telling an operator which host and process it was."""
+    return f"{label}@{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
 @dataclass(frozen=True)
@@ -91,6 +156,18 @@ class OutboxRow:
     ack_id: str | None
     detail: str | None
     acked_at: dt.datetime | None
+    claimed_by: str | None = None
+    claimed_until: dt.datetime | None = None
+
+
+@dataclass(frozen=True)
+class PushLogEntry:
+    directive_id: str
+    http_status: int | None
+    outcome: str
+    detail: str | None
+    at: dt.datetime
+    pusher: str | None
 
 
 class OperationalStore:
@@ -99,34 +176,55 @@ class OperationalStore:
         connect_args = {"timeout": 30} if url.startswith("sqlite") else {}
         self.engine = sa.create_engine(url, connect_args=connect_args, pool_pre_ping=True)
         if self.engine.dialect.name == "sqlite":
-            sa.event.listen(self.engine, "connect", _sqlite_pragmas)
+            sa.event.listen(self.engine, "connect", _sqlite_connect)
+            sa.event.listen(self.engine, "begin", _sqlite_begin)
         if migrate:
             self.migrate()
 
     def dispose(self) -> None:
         self.engine.dispose()
 
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    @contextmanager
+    def _write(self) -> Iterator[sa.Connection]:
+        """A write transaction. On SQLite it takes the writer's lock up front (BEGIN IMMEDIATE), so
+        what it reads cannot change before it writes and it never fails half-way on an upgrade."""
+        with self.engine.connect() as conn:
+            if self.dialect == "sqlite":
+                conn.execution_options(sqlite_begin="BEGIN IMMEDIATE")
+            with conn.begin():
+                yield conn
+
     # --- schema ------------------------------------------------------------------------------
+
+    def _lock_migrations(self, conn: sa.Connection) -> None:
+        if self.dialect == "postgresql":
+            conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_MIGRATION_LOCK_ID)))
 
     def migrate(self) -> list[int]:
         """Apply missing migrations in order; returns the versions applied now."""
         applied_now: list[int] = []
-        schema_migrations.create(self.engine, checkfirst=True)
-        for version, description, tables in MIGRATIONS:
-            with self.engine.begin() as conn:
+        with self._write() as conn:
+            self._lock_migrations(conn)
+            schema_migrations.create(conn, checkfirst=True)
+        for migration in MIGRATIONS:
+            with self._write() as conn:
+                self._lock_migrations(conn)
                 done = conn.execute(
-                    sa.select(schema_migrations.c.version).where(schema_migrations.c.version == version)
+                    sa.select(schema_migrations.c.version).where(schema_migrations.c.version == migration.version)
                 ).first()
                 if done:
                     continue
-                for table in tables:
-                    table.create(conn, checkfirst=True)
+                migration.apply(conn)
                 conn.execute(
-                    self._insert_ignore(schema_migrations, ["version"]).values(
-                        version=version, description=description, applied_at=_now()
+                    schema_migrations.insert().values(
+                        version=migration.version, description=migration.description, applied_at=_now()
                     )
                 )
-                applied_now.append(version)
+                applied_now.append(migration.version)
         return applied_now
 
     def schema_version(self) -> int:
@@ -134,7 +232,7 @@ class OperationalStore:
             return conn.execute(sa.select(sa.func.max(schema_migrations.c.version))).scalar() or 0
 
     def _insert_ignore(self, table: sa.Table, keys: list[str]):
-        dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
+        dialect = postgresql if self.dialect == "postgresql" else sqlite
         return dialect.insert(table).on_conflict_do_nothing(index_elements=keys)
 
     # --- watermarks --------------------------------------------------------------------------
@@ -144,7 +242,7 @@ class OperationalStore:
             return conn.execute(sa.select(watermarks.c.value).where(watermarks.c.name == name)).scalar()
 
     def _set_watermark(self, conn: sa.Connection, name: str, value: str) -> None:
-        dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
+        dialect = postgresql if self.dialect == "postgresql" else sqlite
         stmt = dialect.insert(watermarks).values(name=name, value=value, updated_at=_now())
         conn.execute(
             stmt.on_conflict_do_update(
@@ -153,7 +251,7 @@ class OperationalStore:
         )
 
     def set_watermark(self, name: str, value: str) -> None:
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             self._set_watermark(conn, name, value)
 
     # --- outbox ------------------------------------------------------------------------------
@@ -176,23 +274,110 @@ class OperationalStore:
         ]
         if not rows:
             return 0
-        with self.engine.begin() as conn:
-            before = conn.execute(sa.select(sa.func.count()).select_from(wms_outbox)).scalar_one()
-            conn.execute(self._insert_ignore(wms_outbox, ["directive_id"]), rows)
-            after = conn.execute(sa.select(sa.func.count()).select_from(wms_outbox)).scalar_one()
-        return after - before
+        # RETURNING names exactly the rows this call inserted, however many enqueue at once.
+        stmt = self._insert_ignore(wms_outbox, ["directive_id"]).returning(wms_outbox.c.directive_id)
+        with self._write() as conn:
+            return len(conn.execute(stmt, rows).all())
 
-    def claim_pending(self, business_date: dt.date, limit: int | None = None) -> list[OutboxRow]:
-        """Pending directives of a date. On PostgreSQL rows are locked with SKIP LOCKED."""
-        query = (
-            sa.select(wms_outbox)
-            .where(wms_outbox.c.business_date == business_date, wms_outbox.c.status == PENDING)
-            .order_by(wms_outbox.c.directive_id)
+    def _claimable(self, business_date: dt.date, now: dt.datetime, exclude: Collection[str], table=wms_outbox):
+        condition = sa.and_(
+            table.c.business_date == business_date,
+            table.c.status == PENDING,
+            sa.or_(table.c.claimed_until.is_(None), table.c.claimed_until < now),
+        )
+        if exclude:
+            condition = sa.and_(condition, table.c.directive_id.not_in(list(exclude)))
+        return condition
+
+    def claim_pending(
+        self,
+        business_date: dt.date,
+        limit: int | None = None,
+        *,
+        claimer: str | None = None,
+        lease: dt.timedelta = DEFAULT_LEASE,
+        exclude: Collection[str] = (),
+    ) -> list[OutboxRow]:
+        """Claim pending directives of a date for one pusher, in directive_id order.
+
+        A row is claimable when it is pending and nobody holds an unexpired lease on it; the rows
+        returned now carry `claimer`'s lease and no other claimer gets them until it expires or the
+        row is settled. `exclude` leaves out rows this pusher has already tried in this pass.
+        """
+        claimer = claimer or new_pusher_id()
+        now = _now()
+        candidate = wms_outbox.alias("candidate")
+        candidates = (
+            sa.select(candidate.c.directive_id)
+            .where(self._claimable(business_date, now, exclude, candidate))
+            .order_by(candidate.c.directive_id)
+            .with_for_update(skip_locked=True)  # PostgreSQL; SQLite has one writer (BEGIN IMMEDIATE)
         )
         if limit:
-            query = query.limit(limit)
+            candidates = candidates.limit(limit)
+        # Picked once: PostgreSQL may re-run a locking subquery inside IN (...) for each row it
+        # scans, and with SKIP LOCKED each re-run passes over the rows already taken and returns
+        # more, so LIMIT would not hold. A MATERIALIZED CTE is evaluated exactly once.
+        picked = candidates.cte("candidates").prefix_with("MATERIALIZED")
+        stmt = (
+            wms_outbox.update()
+            # Re-checked on the row itself: on PostgreSQL a row settled or claimed since the
+            # candidates' snapshot is re-read before it is updated.
+            .where(
+                wms_outbox.c.directive_id.in_(sa.select(picked.c.directive_id)),
+                self._claimable(business_date, now, exclude),
+            )
+            .values(claimed_by=claimer, claimed_until=now + lease)
+            .returning(*wms_outbox.c)
+        )
+        with self._write() as conn:
+            rows = [OutboxRow(**_row(r)) for r in conn.execute(stmt)]
+        return sorted(rows, key=lambda r: r.directive_id)
+
+    def hold(self, directive_id: str, claimer: str, lease: dt.timedelta = DEFAULT_LEASE) -> bool:
+        """Renew `claimer`'s lease on a pending row just before sending it.
+
+        False when the row is settled or another pusher has taken it over (after this lease
+        expired): the caller must not send it.
+        """
+        with self._write() as conn:
+            result = conn.execute(
+                wms_outbox.update()
+                .where(
+                    wms_outbox.c.directive_id == directive_id,
+                    wms_outbox.c.claimed_by == claimer,
+                    wms_outbox.c.status == PENDING,
+                )
+                .values(claimed_until=_now() + lease)
+            )
+            return result.rowcount == 1
+
+    def release(self, directive_ids: Collection[str], claimer: str) -> int:
+        """Give back rows `claimer` holds but will not send now, so the next pusher need not wait
+        for the lease to lapse; returns how many were released."""
+        if not directive_ids:
+            return 0
+        with self._write() as conn:
+            result = conn.execute(
+                wms_outbox.update()
+                .where(
+                    wms_outbox.c.directive_id.in_(list(directive_ids)),
+                    wms_outbox.c.claimed_by == claimer,
+                    wms_outbox.c.status == PENDING,
+                )
+                .values(claimed_until=None)
+            )
+            return result.rowcount
+
+    def pending_count(self, business_date: dt.date, exclude: Collection[str] = ()) -> int:
+        """Pending directives of a date, claimed or not (less `exclude`)."""
+        query = sa.select(sa.func.count()).select_from(wms_outbox).where(
+            wms_outbox.c.business_date == business_date, wms_outbox.c.status == PENDING
+        )
+        if exclude:
+            query = query.where(wms_outbox.c.directive_id.not_in(list(exclude)))
         with self.engine.connect() as conn:
-            return [OutboxRow(**_row(r)) for r in conn.execute(query)]
+            return conn.execute(query).scalar_one()
 
     def record_outcome(
         self,
@@ -202,10 +387,11 @@ class OperationalStore:
         ack_id: str | None,
         detail: str | None,
         watermark: tuple[str, str] | None = None,
+        pusher: str | None = None,
     ) -> None:
         """Acknowledge or reject a directive, log it, and advance a watermark: one transaction."""
         now = _now()
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             conn.execute(
                 wms_outbox.update()
                 .where(wms_outbox.c.directive_id == directive_id)
@@ -216,25 +402,35 @@ class OperationalStore:
                     ack_id=ack_id,
                     detail=detail,
                     acked_at=now if status == ACKED else None,
+                    claimed_until=None,
                 )
             )
             conn.execute(
                 push_log.insert().values(
-                    directive_id=directive_id, http_status=http_status, outcome=status, detail=detail, at=now
+                    directive_id=directive_id,
+                    http_status=http_status,
+                    outcome=status,
+                    detail=detail,
+                    at=now,
+                    pusher=pusher,
                 )
             )
             if watermark:
                 self._set_watermark(conn, *watermark)
 
-    def record_failed_attempt(self, directive_id: str, detail: str) -> None:
-        with self.engine.begin() as conn:
+    def record_failed_attempt(self, directive_id: str, detail: str, pusher: str | None = None) -> None:
+        """Count a send that did not get an answer; the row stays pending and its lease is released,
+        so the next run (or another pusher) re-sends it with the same Idempotency-Key."""
+        with self._write() as conn:
             conn.execute(
                 wms_outbox.update()
                 .where(wms_outbox.c.directive_id == directive_id)
-                .values(attempts=wms_outbox.c.attempts + 1, detail=detail)
+                .values(attempts=wms_outbox.c.attempts + 1, detail=detail, claimed_until=None)
             )
             conn.execute(
-                push_log.insert().values(directive_id=directive_id, outcome="error", detail=detail, at=_now())
+                push_log.insert().values(
+                    directive_id=directive_id, outcome="error", detail=detail, at=_now(), pusher=pusher
+                )
             )
 
     def outbox(self, business_date: dt.date | None = None) -> list[OutboxRow]:
@@ -261,6 +457,21 @@ class OperationalStore:
         with self.engine.connect() as conn:
             return conn.execute(query).scalar_one()
 
+    def push_log_entries(self, directive_ids: Sequence[str] | None = None) -> list[PushLogEntry]:
+        """Every send attempt, oldest first: which pusher sent what and what came back."""
+        query = sa.select(
+            push_log.c.directive_id,
+            push_log.c.http_status,
+            push_log.c.outcome,
+            push_log.c.detail,
+            push_log.c.at,
+            push_log.c.pusher,
+        ).order_by(push_log.c.id)
+        if directive_ids is not None:
+            query = query.where(push_log.c.directive_id.in_(list(directive_ids)))
+        with self.engine.connect() as conn:
+            return [PushLogEntry(**r._mapping) for r in conn.execute(query)]
+
 
 def _row(row: sa.Row) -> dict:
     values = dict(row._mapping)
@@ -268,9 +479,45 @@ def _row(row: sa.Row) -> dict:
     return values
 
 
-def _sqlite_pragmas(dbapi_connection, _record) -> None:
+@tenacity.retry(
+    retry=tenacity.retry_if_exception(lambda e: isinstance(e, sqlite3.OperationalError) and "locked" in str(e)),
+    wait=tenacity.wait_random_exponential(multiplier=0.02, max=1.0),
+    stop=tenacity.stop_after_delay(30),
+    reraise=True,
+)
+def _use_wal(cursor: sqlite3.Cursor) -> None:
+    # Switching a new file to WAL needs it to itself and SQLite answers "locked" at once, without
+    # the busy timeout, when several processes open a new store together: so retry. WAL is kept in
+    # the file, so later connections find it set and skip the switch.
+    if cursor.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+        cursor.execute("PRAGMA journal_mode=WAL")
+
+
+def _sqlite_connect(dbapi_connection, _record) -> None:
     # WAL lets a reader (the UI, a check) look while a push writes; busy_timeout waits on locks.
     cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA busy_timeout=30000")
+    _use_wal(cursor)
     cursor.close()
+    # SQLAlchemy emits BEGIN itself (below), so transactions, DDL included, are what they say.
+    dbapi_connection.isolation_level = None
+
+
+def _sqlite_begin(conn: sa.Connection) -> None:
+    conn.exec_driver_sql(conn.get_execution_options().get("sqlite_begin", "BEGIN"))
+
+
+def moves_sent_from(store: OperationalStore, business_date: dt.date) -> list[OutboxRow]:
+    """Moves for `business_date` and later that the WMS has or may have applied: acked or pending.
+
+    A pending move may already be applied (the WMS committed it and the answer was lost, or the
+    pusher was killed before recording it). Rewinding it is right either way: it was planned from
+    its from_location, where the SKU stood at the start of its day. Rejected moves never applied.
+    """
+    query = (
+        sa.select(wms_outbox)
+        .where(wms_outbox.c.business_date >= business_date, wms_outbox.c.status.in_([ACKED, PENDING]))
+        .order_by(wms_outbox.c.business_date, wms_outbox.c.directive_id)
+    )
+    with store.engine.connect() as conn:
+        return [OutboxRow(**_row(r)) for r in conn.execute(query)]

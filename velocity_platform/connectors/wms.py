@@ -12,12 +12,14 @@ from dataclasses import dataclass, field
 import orjson
 
 from velocity_platform.connectors.http import (
+    CircuitOpen,
+    HttpAnswer,
+    InvalidBody,
     RetryPolicy,
     RetryStats,
+    UpstreamClient,
     UpstreamError,
-    make_client,
-    raise_for_final_status,
-    send_with_retries,
+    UpstreamLimits,
 )
 
 SYSTEM = "WMS"
@@ -40,12 +42,28 @@ class WmsClient:
     token: str | None
     timeout_s: float = 30.0
     page_limit: int = 5000
+    max_response_bytes: int = 64 * 1024 * 1024
     verify_tls: bool = True
+    allow_plain_http: bool = False
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    limits: UpstreamLimits = field(default_factory=UpstreamLimits)
+    token_source: str = "VELOCITY_WMS_TOKEN"
     stats: RetryStats = field(default_factory=RetryStats)
 
     def __post_init__(self) -> None:
-        self._http = make_client(self.base_url, self.token, self.timeout_s, self.verify_tls)
+        self._http = UpstreamClient(
+            SYSTEM,
+            self.base_url,
+            self.token,
+            timeout_s=self.timeout_s,
+            verify_tls=self.verify_tls,
+            allow_plain_http=self.allow_plain_http,
+            retry=self.retry,
+            limits=self.limits,
+            max_response_bytes=self.max_response_bytes,
+            token_source=self.token_source,
+            stats=self.stats,
+        )
 
     def close(self) -> None:
         self._http.close()
@@ -64,11 +82,8 @@ class WmsClient:
             if cursor:
                 params["cursor"] = cursor
             describe = f"GET {path}"
-            response = send_with_retries(
-                SYSTEM, lambda p=params: self._http.get(path, params=p), self.retry, self.stats, describe
-            )
-            raise_for_final_status(SYSTEM, response, describe)
-            page = orjson.loads(response.content)
+            answer, page = self._http.request("GET", path, params=params, read=_page_or_invalid, describe=describe)
+            self._http.raise_for_final_status(answer, describe)
             records.extend(page["records"])
             cursor = page.get("next_cursor")
             if not cursor:
@@ -85,23 +100,39 @@ class WmsClient:
         key = directive["directive_id"]
         body = orjson.dumps(directive)
         describe = f"POST /v1/slotting/directives [{key}]"
-        response = send_with_retries(
-            SYSTEM,
-            lambda: self._http.post(
-                "/v1/slotting/directives",
-                content=body,
-                headers={"Idempotency-Key": key, "Content-Type": "application/json"},
-            ),
-            self.retry,
-            self.stats,
-            describe,
+        # A connection lost after the WMS committed (the answer never arrives) is retried with
+        # the same key: the WMS then answers the stored acknowledgement again, applied once.
+        response, answer = self._http.request(
+            "POST",
+            "/v1/slotting/directives",
+            content=body,
+            headers={"Idempotency-Key": key, "Content-Type": "application/json"},
+            idempotent=True,
+            read=_json_or_invalid,
+            describe=describe,
         )
         if response.status_code in REJECTED_STATUS:
-            return PushOutcome(key, "rejected", response.status_code, None, response.text[:500])
-        raise_for_final_status(SYSTEM, response, describe)
-        answer = orjson.loads(response.content)
+            return PushOutcome(key, "rejected", response.status_code, None, self._http.redact(response.text[:500]))
+        self._http.raise_for_final_status(response, describe)
         status = "replayed" if answer.get("replayed") else "applied"
         return PushOutcome(key, status, response.status_code, answer.get("ack_id"), answer.get("status", ""))
 
 
-__all__ = ["WmsClient", "PushOutcome", "UpstreamError"]
+def _json_or_invalid(answer: HttpAnswer) -> dict:
+    try:
+        value = orjson.loads(answer.content)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidBody(f"not valid JSON ({exc})") from None
+    if not isinstance(value, dict):
+        raise InvalidBody("not a JSON object")
+    return value
+
+
+def _page_or_invalid(answer: HttpAnswer) -> dict:
+    page = _json_or_invalid(answer)
+    if not isinstance(page.get("records"), list):
+        raise InvalidBody("no records list in the page")
+    return page
+
+
+__all__ = ["CircuitOpen", "PushOutcome", "UpstreamError", "WmsClient"]

@@ -61,6 +61,16 @@ RAW_TRANSACTIONS_SCHEMA = {
 }
 RAW_FIELDS = [c for c in RAW_TRANSACTIONS_SCHEMA if c not in ("business_date", "source_batch")]
 
+# What the raw_transactions table keeps beside the line fields (null on almost every row):
+RAW_PROVENANCE_SCHEMA = {
+    # The line exactly as it arrived (JSON), kept only where it did not fit the fields above (a
+    # renamed or missing field), so its dead-letter copy shows what the source really sent.
+    "raw_payload": pl.String,
+    # Set on the one row that stands for a whole unreadable page (the row has no line fields).
+    "page_error": pl.String,
+}
+RAW_TABLE_SCHEMA = {**RAW_TRANSACTIONS_SCHEMA, **RAW_PROVENANCE_SCHEMA}
+
 VALIDATED_TRANSACTIONS_SCHEMA = {
     "business_date": pl.Date,
     "txn_id": pl.String,
@@ -172,8 +182,11 @@ SLOTTING_DIRECTIVES_SCHEMA = {
     "from_zone": pl.String,
     "to_zone": pl.String,
     "reason": pl.String,
-    "expected_saving_m_per_day": pl.Float64,
+    "expected_saving_m_per_day": pl.Float64,  # this move alone: pick lines/day x cost difference
     "priority": pl.Int32,
+    "velocity_rank": pl.Int64,  # 1 = the busiest SKU by pick lines over 30 days
+    "to_cost_rank": pl.Int64,  # 1 = the cheapest location under the routing
+    "enables_saving_m_per_day": pl.Float64,  # a demotion: the saving of the promotion it makes room for
 }
 
 WMS_DIRECTIVE_ACKS_SCHEMA = {

@@ -359,3 +359,75 @@ def expected_aisles_visited(
         raise ValueError(f"cannot draw {n} distinct locations from {N}")
     per_aisle = layout.locations_per_aisle
     return aisles * (1.0 - math.comb(N - per_aisle, n) / math.comb(N, n))
+
+
+def rank_locations(
+    locations: pl.DataFrame,
+    routing: Routing,
+    *,
+    aisle_pitch_m: float = 3.0,
+    bay_pitch_m: float = 1.0,
+) -> pl.DataFrame:
+    """The location master with ``cost_m`` and ``cost_rank`` under a routing.
+
+    Costs come from ``location_costs`` on the grid the master spans; ``cost_rank`` is re-counted
+    1..n over the master's own locations (a grid position the master lacks takes no rank), in
+    the same order, so slotting can zip SKUs ranked by velocity with locations ranked by cost.
+    """
+    _check_routing(routing)
+    _require_columns(locations, ["location_id", *LOCATION_KEY], "locations")
+    layout = Layout.from_locations(locations, aisle_pitch_m=aisle_pitch_m, bay_pitch_m=bay_pitch_m)
+    costs = location_costs(layout, routing).rename({"cost_rank": "_grid_rank"})
+    keyed = locations.with_columns(
+        pl.col("aisle").cast(pl.Int32), pl.col("bay").cast(pl.Int32), pl.col("level").cast(pl.Int32)
+    )
+    ranked = keyed.join(costs, on=LOCATION_KEY, how="left").sort("_grid_rank")
+    return ranked.with_columns(cost_rank=pl.int_range(1, pl.len() + 1, dtype=pl.Int64)).drop("_grid_rank")
+
+
+def layout_locations(layout: Layout, capacity_ft3: float = 40.0) -> pl.DataFrame:
+    """A WMS location master (WMS_LOCATIONS_SCHEMA columns, no occupants) for a layout.
+
+    Ids follow the WMS simulator's scheme -- two-letter aisle, face position (odd left, even
+    right, numbered from the front), ``-level`` when there is more than one level -- so that an
+    assignment exported from that WMS can be replayed on the same layout. Zones A/B/C are the
+    nearest 20%, the next 30% and the rest by one-way distance from the depot, as there.
+    """
+    if layout.aisles > 26 * 26:
+        raise ValueError("at most 676 aisles (two-letter aisle codes)")
+    grid = (
+        pl.DataFrame({"aisle": pl.int_range(0, layout.aisles, dtype=pl.Int32, eager=True)})
+        .join(pl.DataFrame({"bay": pl.int_range(0, layout.bays_per_side, dtype=pl.Int32, eager=True)}), how="cross")
+        .join(pl.DataFrame({"side": list(SIDES)}, schema={"side": pl.String}), how="cross")
+        .join(pl.DataFrame({"level": pl.int_range(1, layout.levels + 1, dtype=pl.Int32, eager=True)}), how="cross")
+    )
+    width = max(3, len(str(2 * layout.bays_per_side)))
+    position = 2 * (pl.col("bay") + 1) - 1 + (pl.col("side") == "R").cast(pl.Int32)
+    codes = pl.Series([chr(65 + a // 26) + chr(65 + a % 26) for a in range(layout.aisles)], dtype=pl.String)
+    aisle_code = pl.col("aisle").replace_strict(pl.int_range(0, layout.aisles, eager=True), codes)
+    location_id = pl.concat_str(aisle_code, pl.lit("-"), position.cast(pl.String).str.zfill(width))
+    if layout.levels > 1:
+        location_id = pl.concat_str(location_id, pl.lit("-"), pl.col("level").cast(pl.String))
+    distance = layout.aisle_pitch_m * pl.col("aisle") + (pl.col("bay") + 0.5) * layout.bay_pitch_m
+    n = layout.n_locations
+    placed = grid.with_columns(
+        location_id=location_id,
+        distance_m=distance.cast(pl.Float64),
+        capacity_ft3=pl.lit(float(capacity_ft3)),
+        sku_id=pl.lit(None, pl.String),
+    )
+    # position in the stable distance order, as the simulator ranks its zones
+    order = placed.select(pl.arg_sort_by("distance_m", maintain_order=True).alias("_i")).to_series()
+    nearness = pl.Series("_nearness", [0] * n, dtype=pl.Int64).scatter(order, pl.int_range(0, n, eager=True))
+    zone = (
+        pl.when(pl.col("_nearness") < round(0.2 * n))
+        .then(pl.lit("A"))
+        .when(pl.col("_nearness") < round(0.5 * n))
+        .then(pl.lit("B"))
+        .otherwise(pl.lit("C"))
+    )
+    return (
+        placed.with_columns(nearness)
+        .with_columns(zone=zone)
+        .select("location_id", "zone", "aisle", "bay", "side", "level", "capacity_ft3", "distance_m", "sku_id")
+    )

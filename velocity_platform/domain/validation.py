@@ -17,6 +17,7 @@ import polars as pl
 from velocity_platform.domain.contracts import (
     DEAD_LETTER_SCHEMA,
     RAW_FIELDS,
+    RAW_PROVENANCE_SCHEMA,
     SKU_ID_PATTERN,
     TS,
     TXN_TYPES,
@@ -24,6 +25,7 @@ from velocity_platform.domain.contracts import (
     VALIDATED_TRANSACTIONS_SCHEMA,
     conform,
 )
+
 
 @dataclass(frozen=True)
 class ValidationResult:
@@ -59,11 +61,36 @@ def _text(name: str) -> pl.Expr:
     return pl.col(name).str.strip_chars()
 
 
+_UNEXPECTED = "__unexpected_fields"
+
+
+def _drift_hint() -> pl.Expr:
+    """For a missing field: the fields the line carried that the contract does not know (a rename?)."""
+    return (
+        pl.when(pl.col(_UNEXPECTED).list.len() > 0)
+        .then(
+            pl.lit(" (the line as received has unexpected field(s) ")
+            + pl.col(_UNEXPECTED).list.join(", ")
+            + pl.lit(": renamed at the source? map it back in the ERP export)")
+        )
+        .otherwise(pl.lit(""))
+    )
+
+
 def _shown(name: str) -> pl.Expr:
-    """The raw value as it should appear inside a reason (quoted, or <missing>)."""
-    return pl.when(pl.col(name).is_null()).then(pl.lit("<missing>")).otherwise(
+    """The raw value as it should appear inside a reason (quoted, or <missing> with a drift hint)."""
+    return pl.when(pl.col(name).is_null()).then(pl.lit("<missing>") + _drift_hint()).otherwise(
         pl.lit("'") + pl.col(name).str.slice(0, 40) + pl.lit("'")
     )
+
+
+def _unexpected_fields() -> pl.Expr:
+    """Field names in a line's raw JSON that the contract does not know (empty where no raw was kept)."""
+    keys = pl.col("raw_payload").str.extract_all(r'"[^"\\]+"\s*:').list.eval(
+        pl.element().str.strip_chars_end(": ").str.strip_chars('"')
+    )
+    known = pl.lit(RAW_FIELDS + ["lines", "line", "document"], dtype=pl.List(pl.String))
+    return keys.list.set_difference(known).list.sort().fill_null(pl.lit([], dtype=pl.List(pl.String)))
 
 
 def parse_quantity(name: str = "quantity") -> pl.Expr:
@@ -124,7 +151,7 @@ def rules(known_skus: bool) -> list[Rule]:
             "__bad_txn_id",
             "txn_id",
             _p("txn_id").fill_null("") == "",
-            pl.lit("missing or blank; every ERP document needs its id (fix the export)"),
+            pl.lit("missing or blank; every ERP document needs its id (fix the export)") + _drift_hint(),
         ),
         Rule(
             "__bad_line_no",
@@ -225,24 +252,34 @@ def validate_lines(
     `raw` follows RAW_TRANSACTIONS_SCHEMA (all text). With `sku_master` (sku_id, uoms) the SKU
     must be known and the UoM one it is sold in. Arrival order decides which duplicate is kept.
     """
-    frame = raw.with_columns(expr.alias(f"__parsed_{name}") for name, expr in _PARSED.items())
+    absent = [pl.lit(None, dtype=t).alias(c) for c, t in RAW_PROVENANCE_SCHEMA.items() if c not in raw.columns]
+    frame = raw.with_columns(*absent, *(expr.alias(f"__parsed_{name}") for name, expr in _PARSED.items()))
     if sku_master is not None:
         frame = _with_master(frame, sku_master)
     checks = rules(known_skus=sku_master is not None)
+    is_page = pl.col("page_error").is_not_null()
     judged = frame.with_columns(rule.failed.alias(rule.name) for rule in checks).with_columns(
-        pl.any_horizontal(rule.name for rule in checks).alias("__rejected")
+        (pl.any_horizontal(rule.name for rule in checks) | is_page).alias("__rejected")
     )
     valid = judged.filter(~pl.col("__rejected")).with_columns(
         _p(name).alias(name) for name in _PARSED
     )
     rejected = judged.filter(pl.col("__rejected"))
     seen = pl.lit(seen_at).cast(TS)
-    rejects = rejected.with_columns(
-        pl.concat_list(rule.reason() for rule in checks).list.drop_nulls().alias("reasons"),
-        pl.concat_list(pl.when(pl.col(rule.name)).then(pl.lit(rule.field)) for rule in checks)
-        .list.drop_nulls()
+    # A row standing for a whole unreadable page has one reason, the page's: line rules do not apply.
+    rejects = rejected.with_columns(_unexpected_fields().alias(_UNEXPECTED)).with_columns(
+        pl.when(is_page)
+        .then(pl.concat_list(pl.col("page_error")))
+        .otherwise(pl.concat_list(rule.reason() for rule in checks).list.drop_nulls())
+        .alias("reasons"),
+        pl.when(is_page)
+        .then(pl.concat_list(pl.lit("page")))
+        .otherwise(
+            pl.concat_list(pl.when(pl.col(rule.name)).then(pl.lit(rule.field)) for rule in checks).list.drop_nulls()
+        )
         .alias("fields"),
-        pl.struct(RAW_FIELDS).struct.json_encode().alias("raw_payload"),
+        # What arrived: the raw JSON where the line did not fit the contract, else its fields as text.
+        pl.coalesce(pl.col("raw_payload"), pl.struct(RAW_FIELDS).struct.json_encode()).alias("raw_payload"),
         pl.lit(attempt_count, dtype=pl.Int32).alias("attempt_count"),
         seen.alias("first_seen_at"),
         seen.alias("last_seen_at"),
@@ -251,3 +288,31 @@ def validate_lines(
         valid=conform(valid, VALIDATED_TRANSACTIONS_SCHEMA),
         rejects=conform(rejects, DEAD_LETTER_SCHEMA),
     )
+
+
+def carry_dead_letter_history(rejects: pl.DataFrame, previous: pl.DataFrame | None) -> pl.DataFrame:
+    """Carry attempt counts and first-seen times from the partition's previous dead letters.
+
+    A line is the same dead letter when its raw payload is identical (the n-th copy of a payload
+    matches the n-th copy before, so repeated lines stay apart). Its attempt_count grows by this
+    run's, first_seen_at keeps the earliest, last_seen_at is now. Lines fixed at the source are
+    no longer rejected, so they simply drop out.
+    """
+    if previous is None or previous.is_empty() or rejects.is_empty():
+        return rejects
+    occurrence = pl.int_range(pl.len()).over("raw_payload").alias("__occurrence")
+    before = previous.select(
+        "raw_payload",
+        occurrence,
+        pl.col("attempt_count").alias("__attempts_before"),
+        pl.col("first_seen_at").cast(TS).alias("__first_seen_before"),
+    )
+    carried = (
+        rejects.with_columns(occurrence)
+        .join(before, on=["raw_payload", "__occurrence"], how="left", maintain_order="left")
+        .with_columns(
+            (pl.col("attempt_count") + pl.col("__attempts_before").fill_null(0)).cast(pl.Int32).alias("attempt_count"),
+            pl.coalesce("__first_seen_before", "first_seen_at").alias("first_seen_at"),
+        )
+    )
+    return conform(carried, DEAD_LETTER_SCHEMA)

@@ -7,9 +7,11 @@ import hmac
 import logging
 import random
 import threading
+import time
 import zlib
-from collections import defaultdict
-from collections.abc import Sequence
+from collections import defaultdict, deque
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import orjson
@@ -140,6 +142,37 @@ class Counters:
     def snapshot(self) -> dict[str, Any]:
         with self._lock:
             return orjson.loads(orjson.dumps(self._data))
+
+
+class LoadMeter:
+    """How hard clients press: the most requests in flight at once and within any one second."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._in_flight = 0
+        self._peak_in_flight = 0
+        self._recent: deque[float] = deque()
+        self._peak_per_second = 0
+
+    @contextmanager
+    def request(self) -> Iterator[None]:
+        now = time.monotonic()
+        with self._lock:
+            self._in_flight += 1
+            self._peak_in_flight = max(self._peak_in_flight, self._in_flight)
+            self._recent.append(now)
+            while self._recent and self._recent[0] <= now - 1.0:
+                self._recent.popleft()
+            self._peak_per_second = max(self._peak_per_second, len(self._recent))
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+
+    def snapshot(self) -> dict[str, int]:
+        with self._lock:
+            return {"peak_in_flight": self._peak_in_flight, "peak_per_second": self._peak_per_second}
 
 
 def encode_cursor(payload: Any) -> str:

@@ -17,7 +17,7 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, fields
-from datetime import date, datetime, timezone as dt_timezone
+from datetime import UTC, date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -30,12 +30,21 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from . import _http
-from .catalog import LATE_MAX_DAYS, MAX_COMMIT_DELAY_S, Catalog, DayBatch, build_catalog, day_bounds_utc, generate_day
+from .catalog import (
+    LATE_MAX_DAYS,
+    MAX_COMMIT_DELAY_S,
+    Catalog,
+    DayBatch,
+    build_catalog,
+    day_bounds_utc,
+    generate_day,
+)
 
 __all__ = ["ErpConfig", "ErpSimulator", "create_erp_app"]
 
 _TRANSIENT = ("fault_rate_429", "fault_rate_5xx", "fault_rate_slow", "fault_rate_drop", "fault_rate_bad_json")
 _TIME_FIELDS = ("event_ts", "created_at")
+_CORRUPT = "__corrupt_served__"  # marks a page to be served broken (never leaves the simulator)
 
 
 @dataclass
@@ -66,8 +75,14 @@ class ErpConfig:
     fault_rate_bad_json: float = 0.0
     # Data faults, stable per seed.
     fault_rate_duplicate: float = 0.0  # share of page boundaries that repeat 1-3 documents
+    # Share of pages served with invalid JSON inside the records on every fetch (the envelope and
+    # its next_cursor stay intact): an export that is broken, not a flaky connection.
+    fault_rate_corrupt_page: float = 0.0
     late_arrival_rate: float = 0.0  # share of documents committed 1-3 days after their date
     fault_rate_drift: float = 0.0  # share of documents with schema drift
+    # The count endpoint reports this many lines more than it serves, for every date with data: an
+    # ERP whose count includes lines on hold. Reconciliation must catch it.
+    count_excess_lines: int = 0
 
     def __post_init__(self) -> None:
         # Accept CLI-style strings for the typed fields.
@@ -76,7 +91,7 @@ class ErpConfig:
         if isinstance(self.now, str):
             self.now = _parse_datetime(self.now, "now")
         elif isinstance(self.now, datetime) and self.now.tzinfo is None:
-            self.now = self.now.replace(tzinfo=dt_timezone.utc)
+            self.now = self.now.replace(tzinfo=UTC)
         for f in fields(self):
             v = getattr(self, f.name)
             if f.type in ("int", "float") and isinstance(v, str):
@@ -91,6 +106,7 @@ class ErpConfig:
             raise ValueError("need 1 <= default_limit <= max_limit")
         _http.validate_rates(self, _TRANSIENT)
         _http.validate_rates(self, ("fault_rate_duplicate",))
+        _http.validate_rates(self, ("fault_rate_corrupt_page",))
         _http.validate_rates(self, ("late_arrival_rate",))
         _http.validate_rates(self, ("fault_rate_drift",))
         _http.validate_rates(self, ("malformed_rate",))
@@ -106,7 +122,7 @@ def _parse_datetime(raw: str, name: str) -> datetime:
         raise _http.BadRequest(f"{name} is not an ISO-8601 timestamp: {raw!r}") from None
     if not 1900 <= dt.year <= 9000:
         raise _http.BadRequest(f"{name} is out of range: {raw!r}")
-    return dt if dt.tzinfo else dt.replace(tzinfo=dt_timezone.utc)
+    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
 
 
 def _parse_ts(raw: str | None, name: str) -> int | None:
@@ -118,7 +134,7 @@ def _parse_ts(raw: str | None, name: str) -> int | None:
 
 
 def _iso(ts: int) -> str:
-    return datetime.fromtimestamp(ts, dt_timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class _Day:
@@ -155,7 +171,9 @@ class ErpSimulator:
         self._gen_locks: dict[int, threading.Lock] = {}
         self._dice = _http.FaultDice(config.seed, 1)
         self.counters = _http.Counters()
+        self.load = _http.LoadMeter()
         self._data_faults: dict[str, Any] = {}
+        self._corrupt_served: dict[str, dict[str, list[int]]] = {}
         # How far created_at can trail the business date (bounds the days a created_at query scans).
         late = LATE_MAX_DAYS * 86_400 if config.late_arrival_rate > 0 else 0
         self._max_lag_s = MAX_COMMIT_DELAY_S + late + 86_400
@@ -221,7 +239,7 @@ class ErpSimulator:
         if lo <= d <= hi and day_bounds_utc(business_date, self.config.timezone)[0] <= now:
             day = self.day(d)
             vis = day.batch.created_at <= now
-            docs, lines = int(vis.sum()), int(day.batch.n_lines[vis].sum())
+            docs, lines = int(vis.sum()), int(day.batch.n_lines[vis].sum()) + self.config.count_excess_lines
         return {"business_date": business_date.isoformat(), "documents": docs, "lines": lines}
 
     def select(
@@ -327,7 +345,13 @@ class ErpSimulator:
                     last -= 1 + int(u * 1e6) % min(3, len(seq) - 1)
                     self.counters.add("faults", "duplicate_page")
             next_cursor = _http.encode_cursor([query_tag, seq[last][0], seq[last][1]])
-        return {"records": records, "next_cursor": next_cursor}, served
+        page = {"records": records, "next_cursor": next_cursor}
+        if seq and cfg.fault_rate_corrupt_page > 0:
+            # Stable data fault keyed by the page's first record: every fetch of it is broken alike.
+            if _http.stable_uniform(cfg.seed, "corrupt", query_tag, seq[0][0], seq[0][1]) < cfg.fault_rate_corrupt_page:
+                page[_CORRUPT] = (orjson.dumps([query_tag, seq[0][0], seq[0][1]]).decode(), served)
+                served = {}
+        return page, served
 
     def skus_page(self, params: dict[str, str]) -> tuple[dict[str, Any], dict[str, list[int]]]:
         limit = _http.parse_limit(params.get("limit"), self.config.default_limit, self.config.max_limit)
@@ -355,11 +379,20 @@ class ErpSimulator:
         snap = self.counters.snapshot()
         with self._cache_lock:
             data_faults = orjson.loads(orjson.dumps(self._data_faults))
+            corrupt: dict[str, dict[str, int]] = {}
+            for served in self._corrupt_served.values():
+                for bd, (docs, lines) in served.items():
+                    row = corrupt.setdefault(bd, {"pages": 0, "documents": 0, "lines": 0})
+                    row["pages"] += 1
+                    row["documents"] += docs
+                    row["lines"] += lines
         now = self.now()
         return {
             "served": snap.get("served", {}),
             "requests": snap.get("requests", {}),
             "faults": snap.get("faults", {}),
+            "load": self.load.snapshot(),  # peak requests in flight and per second: what client limits must bound
+            "corrupt_pages": corrupt,  # distinct pages served broken: pages, documents, lines per business date
             "data_faults": data_faults,
             "clock": {"now": _iso(now), "simulated": self._now_override is not None},
             "history": {"start": self.catalog.start.isoformat(), "end": self.catalog.end.isoformat()},
@@ -372,6 +405,11 @@ class ErpSimulator:
         if not _http.authorized(request, cfg.token):
             self.counters.add("requests", endpoint, "401")
             return _http.unauthorized()
+        with self.load.request():
+            return await self._answer(request, endpoint, body_fn)
+
+    async def _answer(self, request: Request, endpoint: str, body_fn: Any) -> Response:
+        cfg = self.config
         fault = self._dice.roll(
             [
                 ("429", cfg.fault_rate_429),
@@ -397,7 +435,19 @@ class ErpSimulator:
         except _http.BadRequest as exc:
             self.counters.add("requests", endpoint, str(exc.status))
             return _http.error_response(exc.status, exc.message)
+        corrupt = payload.pop(_CORRUPT, None) if isinstance(payload, dict) else None
         body = orjson.dumps(payload)
+        if corrupt is not None:
+            records = orjson.dumps(payload["records"])
+            # A stray byte in the middle of the records; the envelope around them stays valid.
+            body = (
+                b'{"records":' + records[: len(records) // 2] + b"\x00" + records[len(records) // 2 :]
+                + b',"next_cursor":' + orjson.dumps(payload["next_cursor"]) + b"}"
+            )
+            self.counters.add("faults", "corrupt_page")
+            page_key, corrupt_served = corrupt
+            with self._cache_lock:
+                self._corrupt_served[page_key] = corrupt_served
         self.counters.add("requests", endpoint, "200")
         if fault == "drop":
             return _http.DropResponse(body)

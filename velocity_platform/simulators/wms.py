@@ -53,6 +53,10 @@ class WmsConfig:
     # A journal of applied directives (JSON lines). With it the WMS keeps its assignment and its
     # idempotency answers across restarts, as a real one does; without it, state lives in memory.
     state_path: str | None = None
+    # The SKUs of a warehouse whose orders come from elsewhere (a file-drop ERP export), as
+    # (sku_id, introduced_on ISO date) pairs; None: the synthetic catalogue of `seed` and `skus`.
+    # SKUs introduced by `start` sit in a random legacy slot, later ones wait for a first slot.
+    sku_catalog: list[tuple[str, str]] | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.start, str):
@@ -86,7 +90,11 @@ def _layout_dims(cfg: WmsConfig) -> tuple[int, int, int]:
 class WmsSimulator:
     def __init__(self, config: WmsConfig) -> None:
         self.config = config
-        self.catalog: Catalog = build_catalog(config.seed, config.skus, config.start, config.days)
+        if config.sku_catalog is not None:
+            self.catalog = _ExternalCatalog.of(config.sku_catalog, config.start)
+            config.skus = len(self.catalog)  # the layout is sized for them when not given
+        else:
+            self.catalog = build_catalog(config.seed, config.skus, config.start, config.days)
         self.aisles, self.bays, self.levels = _layout_dims(config)
         self._build_layout()
         self._initial_assignment()
@@ -394,6 +402,27 @@ class WmsSimulator:
         )
         app.state.simulator = self
         return app
+
+
+@dataclass
+class _ExternalCatalog:
+    """Just what the WMS needs of a SKU master it did not generate: ids, index, introduction."""
+
+    sku_ids: np.ndarray
+    introduced_ord: np.ndarray
+    start: date
+    index: dict[str, int]
+
+    @classmethod
+    def of(cls, skus: list[tuple[str, str]], start: date | None) -> _ExternalCatalog:
+        ordered = sorted({sku: introduced for sku, introduced in skus}.items())
+        ids = np.array([sku for sku, _ in ordered], dtype=object)
+        introduced = np.array([date.fromisoformat(d).toordinal() for _, d in ordered], dtype=np.int64)
+        first = start or (date.fromordinal(int(introduced.min())) if len(ordered) else date.today())
+        return cls(ids, introduced, first, {sku: i for i, sku in enumerate(ids.tolist())})
+
+    def __len__(self) -> int:
+        return len(self.sku_ids)
 
 
 def _is_iso_date(value: Any) -> bool:

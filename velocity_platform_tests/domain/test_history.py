@@ -5,7 +5,7 @@ import datetime as dt
 import orjson
 import polars as pl
 
-from velocity_platform.domain.contracts import DAILY_SKU_DEMAND_SCHEMA, RAW_TRANSACTIONS_SCHEMA
+from velocity_platform.domain.contracts import DAILY_SKU_DEMAND_SCHEMA, RAW_TABLE_SCHEMA
 from velocity_platform.domain.history import daily_demand, raw_lines_from_pages, to_sales_history
 from velocity_platform.domain.validation import validate_lines
 
@@ -48,7 +48,7 @@ def test_pages_flatten_to_one_row_per_line_with_text_fields():
         ("p2", page(doc("SO-2", "ORDER", [l(1, "SKU-0001", "3")]), doc("SO-3", "ORDER", None))),
     ]
     day = raw_lines_from_pages(pages, DAY)
-    assert day.lines.schema == pl.Schema(RAW_TRANSACTIONS_SCHEMA)
+    assert day.lines.schema == pl.Schema(RAW_TABLE_SCHEMA)
     # SO-3 has no lines list: it becomes one empty line so it is dead-lettered, not lost.
     assert day.lines.height == 4 and day.documents == 3 and day.pages == 2
     assert day.lines["quantity"].to_list() == ["2", "1", "3", None]

@@ -5,13 +5,40 @@ import datetime as dt
 
 import dagster as dg
 import polars as pl
+from dagster_duckdb import DuckDBResource
 
-from velocity_platform.defs.partitions import DUCKDB_POOL, PARTITION_METADATA, business_days
+from velocity_platform.defs.partitions import (
+    DUCKDB_POOL,
+    PARTITION_METADATA,
+    business_days,
+    partition_date,
+)
 from velocity_platform.defs.resources import WarehouseResource
-from velocity_platform.domain.validation import validate_lines
+from velocity_platform.domain.validation import (
+    ValidationResult,
+    carry_dead_letter_history,
+    validate_lines,
+)
 
 DLQ_RATE_CHECK = "dlq_rate_within_limit"
 UNIQUE_KEY_CHECK = "txn_line_key_unique"
+# Where the I/O manager keeps dead_letter_transactions (schema "warehouse", table named after the asset).
+DEAD_LETTER_TABLE = ("warehouse", "dead_letter_transactions")
+
+
+def previous_dead_letters(warehouse_tables: DuckDBResource, day: dt.date) -> pl.DataFrame | None:
+    """The partition's dead letters as the last materialization left them (None on a first run)."""
+    with warehouse_tables.get_connection() as con:
+        exists = con.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?",
+            [DEAD_LETTER_TABLE[0], DEAD_LETTER_TABLE[1]],
+        ).fetchone()[0]
+        if not exists:
+            return None
+        return con.execute(
+            f"SELECT raw_payload, attempt_count, first_seen_at FROM {'.'.join(DEAD_LETTER_TABLE)} WHERE business_date = ?",
+            [day],
+        ).pl()
 
 
 def _markdown_counts(counts: dict[str, int]) -> str:
@@ -40,7 +67,7 @@ def _markdown_counts(counts: dict[str, int]) -> str:
             DLQ_RATE_CHECK,
             asset="validated_transactions",
             blocking=True,
-            description="Dead-lettered lines are at most 0.1% of the day's lines.",
+            description="Dead-lettered lines are at most 0.1% of the day's lines, and no ERP page was unreadable.",
         ),
         dg.AssetCheckSpec(
             UNIQUE_KEY_CHECK,
@@ -53,10 +80,15 @@ def _markdown_counts(counts: dict[str, int]) -> str:
 def validate_feed(
     context: dg.AssetExecutionContext,
     warehouse: WarehouseResource,
+    warehouse_tables: DuckDBResource,
     raw_transactions: pl.DataFrame,
     sku_master: pl.DataFrame,
 ):
+    day = partition_date(context)
     result = validate_lines(raw_transactions, sku_master, seen_at=dt.datetime.now(dt.UTC))
+    # A line rejected again keeps its history: attempts so far and when it was first seen.
+    rejects = carry_dead_letter_history(result.rejects, previous_dead_letters(warehouse_tables, day))
+    result = ValidationResult(result.valid, rejects)
     reasons = result.reason_counts()
     yield dg.Output(
         result.valid,
@@ -69,13 +101,30 @@ def validate_feed(
         metadata={
             "dagster/row_count": result.rejects.height,
             "dlq_rate": result.dlq_rate,
+            "rejected_before": result.rejects.filter(pl.col("attempt_count") > 1).height,
             "rejects_by_field": dg.MetadataValue.md(_markdown_counts(reasons)),
         },
     )
+    # A page dead-lettered whole stands for lines the day is missing: planning on it would be
+    # planning on a partial day, so the gate fails whatever the rate.
+    dead_pages = result.rejects.filter(pl.col("fields").list.contains("page"))["source_batch"].to_list()
+    gate_passed = result.dlq_rate <= warehouse.dlq_rate_max and not dead_pages
+    if dead_pages:
+        gate_description = (
+            f"{len(dead_pages)} ERP page(s) were unreadable and dead-lettered whole ({', '.join(dead_pages[:5])}): "
+            "the day is incomplete, so it stops before planning. Re-materialize once the ERP serves them."
+        )
+    elif not gate_passed:
+        gate_description = (
+            f"{result.dlq_rate:.3%} of lines dead-lettered (limit {warehouse.dlq_rate_max:.3%}); "
+            f"see dead_letter_transactions, most rejects on field '{next(iter(reasons), '?')}'"
+        )
+    else:
+        gate_description = None
     yield dg.AssetCheckResult(
         asset_key="validated_transactions",
         check_name=DLQ_RATE_CHECK,
-        passed=result.dlq_rate <= warehouse.dlq_rate_max,
+        passed=gate_passed,
         severity=dg.AssetCheckSeverity.ERROR,
         metadata={
             "dlq_rate": result.dlq_rate,
@@ -83,11 +132,9 @@ def validate_feed(
             "dead_letter_lines": result.rejects.height,
             "lines": result.total,
             "top_field": next(iter(reasons), "none"),
+            "pages_dead_lettered": len(dead_pages),
         },
-        description=None
-        if result.dlq_rate <= warehouse.dlq_rate_max
-        else f"{result.dlq_rate:.3%} of lines dead-lettered (limit {warehouse.dlq_rate_max:.3%}); "
-        f"see dead_letter_transactions, most rejects on field '{next(iter(reasons), '?')}'",
+        description=gate_description,
     )
     duplicates = result.valid.select(pl.struct("txn_id", "line_no").is_duplicated().sum()).item()
     yield dg.AssetCheckResult(

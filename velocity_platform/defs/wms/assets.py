@@ -5,7 +5,7 @@ import dagster as dg
 import orjson
 import polars as pl
 
-from velocity_platform.connectors.http import UpstreamError
+from velocity_platform.connectors.outbox import push_pending
 from velocity_platform.defs.partitions import DUCKDB_POOL, PARTITION_METADATA, business_days, partition_date
 from velocity_platform.defs.resources import OperationalStoreResource, WmsResource
 from velocity_platform.domain.contracts import WMS_DIRECTIVE_ACKS_SCHEMA
@@ -71,31 +71,17 @@ def wms_directive_acks(
     store = state_store.store()
     directives = slotting_directives.to_dicts()
     newly_enqueued = store.enqueue({**d, "payload": _payload(d)} for d in directives)
-    pending = store.claim_pending(day)
-    failures: list[str] = []
     with wms.client() as client:
-        for row in pending:
-            try:
-                outcome = client.push_directive(orjson.loads(row.payload))
-            except UpstreamError as exc:
-                store.record_failed_attempt(row.directive_id, str(exc))
-                failures.append(f"{row.directive_id} ({row.sku_id}): {exc}")
-                continue
-            status = "rejected" if outcome.status == "rejected" else "acked"
-            store.record_outcome(
-                row.directive_id,
-                status,
-                outcome.http_status,
-                outcome.ack_id,
-                outcome.detail,
-                watermark=("wms:last_acked_business_date", day.isoformat()) if status == "acked" else None,
-            )
+        # Claimed in leased batches, so two runs pushing the same day split it (connectors/outbox.py);
+        # an open WMS circuit stops the push and leaves the rest pending, unsent, for the next run.
+        report = push_pending(store, client, day, pusher=f"run {context.run.run_id}")
         http = client.stats.as_metadata()
-    if failures:
+    if report.still_pending:
+        attempted = len(report.sent) + len(report.unsent) + report.held_elsewhere
         raise dg.Failure(
-            description=f"{len(failures)} of {len(pending)} directives for {day} are still pending after retries; "
+            description=f"{report.still_pending} of {attempted} directives for {day} are still pending after retries; "
             "they stay in the outbox and a re-run re-sends them with the same Idempotency-Key.",
-            metadata={"first_failures": dg.MetadataValue.md("\n".join(f"- {f}" for f in failures[:10]))},
+            metadata={"first_failures": dg.MetadataValue.md("\n".join(f"- {f}" for f in report.failures[:10]))},
         )
     planned = {d["directive_id"] for d in directives}
     outbox = [r for r in store.outbox(day) if r.directive_id in planned]
@@ -123,7 +109,7 @@ def wms_directive_acks(
             "dagster/row_count": acks.height,
             "directives": len(planned),
             "newly_enqueued": newly_enqueued,
-            "sent_this_run": len(pending),
+            "sent_this_run": len(report.sent),
             "acked": acked,
             "rejected": acks.filter(pl.col("status") == "rejected").height,
             "http_requests": http["requests"],

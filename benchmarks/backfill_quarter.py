@@ -1,0 +1,190 @@
+"""A 90-day backfill of the demo data set, launched as the UI launches it, timed end to end.
+
+    .venv/bin/python -m benchmarks.backfill_quarter [--days 90] [--cli]
+
+1. The ERP and WMS simulators run as their own processes with the demo's world (seed 7, 2,000
+   SKUs, 4,000 lines a day; history from 2026-01-01).
+2. dagster-webserver and dagster-daemon start on a fresh DAGSTER_HOME (the repository's
+   dagster.yaml) and workspace.yaml, exactly as `make dev` runs them.
+3. A backfill of nightly_slotting_batch over the first `--days` business dates is launched
+   through the GraphQL API; the clock runs from the launch until the last run has finished.
+4. Checked afterwards: every run succeeded (so no DuckDB lock error stopped one), the runs
+   never overlapped and went oldest first, and the last day's sku_velocity read exactly its 90
+   days (units_90d equals the sum of daily_sku_demand over D-89..D for every SKU).
+
+With --cli, the same range also goes through `velocity-platform run` (the same job, day by day,
+in one process) on another fresh home, for comparison.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import duckdb
+import httpx
+
+from velocity_platform_tests.ops.deployment import PROJECT, LocalDeployment, free_port, wait_until
+
+START = dt.date(2026, 1, 1)
+WORLD = ["--seed", "7", "--skus", "2000", "--lines-per-day", "4000", "--start", START.isoformat(), "--days", "120"]
+TOKENS = {"VELOCITY_ERP_TOKEN": "erp-dev-token", "VELOCITY_WMS_TOKEN": "wms-dev-token"}
+EXE = str(Path(sys.executable).with_name("velocity-platform"))
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def start_simulators(work: Path) -> tuple[list[subprocess.Popen], dict[str, str]]:
+    env = {**os.environ, **TOKENS}
+    ports = {"erp": free_port(), "wms": free_port()}
+    processes = [
+        subprocess.Popen([EXE, "simulate", "erp", "--port", str(ports["erp"]), *WORLD], env=env),
+        subprocess.Popen(
+            [EXE, "simulate", "wms", "--port", str(ports["wms"]), "--wms-state", str(work / "wms_state.jsonl"), *WORLD],
+            env=env,
+        ),
+    ]
+    urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
+
+    def healthy() -> bool:
+        if any(p.poll() is not None for p in processes):
+            raise RuntimeError("a simulator exited during start-up")
+        try:
+            return all(httpx.get(f"{u}/healthz", timeout=1).status_code == 200 for u in urls.values())
+        except httpx.TransportError:
+            return False
+
+    wait_until("the simulators to answer", healthy, 60)
+    return processes, {"VELOCITY_ERP_URL": urls["erp"], "VELOCITY_WMS_URL": urls["wms"]}
+
+
+def platform_env(work: Path, urls: dict[str, str]) -> dict[str, str]:
+    home = work / "dagster_home"
+    home.mkdir(parents=True)
+    (home / "dagster.yaml").write_text((PROJECT / "dagster.yaml").read_text())
+    return {
+        **os.environ,
+        **TOKENS,
+        **urls,
+        "DAGSTER_HOME": str(home),
+        "VELOCITY_DUCKDB_PATH": str(work / "velocity.duckdb"),
+        "VELOCITY_STORE_URL": f"sqlite:///{work / 'operational.sqlite'}",
+    }
+
+
+def velocity_reads_its_window(duckdb_path: str, day: dt.date) -> dict:
+    """The last day's units_90d against the daily demand of D-89..D, SKU by SKU."""
+    with duckdb.connect(duckdb_path, read_only=True) as con:
+        mismatched, compared = con.execute(
+            """
+            WITH window_sum AS (
+                SELECT sku_id, sum(units) AS units FROM warehouse.daily_sku_demand
+                WHERE business_date BETWEEN ? AND ? GROUP BY sku_id)
+            SELECT count(*) FILTER (WHERE abs(v.units_90d - coalesce(w.units, 0)) > 1e-6), count(*)
+            FROM warehouse.sku_velocity v LEFT JOIN window_sum w USING (sku_id)
+            WHERE v.business_date = ?""",
+            [day - dt.timedelta(days=89), day, day],
+        ).fetchone()
+        days = con.execute(
+            "SELECT count(DISTINCT business_date) FROM warehouse.daily_sku_demand WHERE business_date BETWEEN ? AND ?",
+            [day - dt.timedelta(days=89), day],
+        ).fetchone()[0]
+    return {"skus_compared": compared, "skus_mismatched": mismatched, "days_of_demand_in_window": days}
+
+
+def through_the_ui(dates: list[dt.date], work: Path, urls: dict[str, str]) -> dict:
+    env = platform_env(work, urls)
+    os.environ.update(env)  # the instance this process reads is the deployment's
+    import dagster as dg
+
+    with LocalDeployment(env, work) as deployment:
+        launched, launched_at = time.perf_counter(), time.time()
+        backfill_id = deployment.launch_backfill(dates)
+        deployment.start_daemon()
+        with dg.DagsterInstance.get() as instance:
+
+            def finished():
+                runs = instance.get_run_records(dg.RunsFilter(tags={"dagster/backfill": backfill_id}))
+                done = [r for r in runs if r.dagster_run.is_finished]
+                if len(done) % 10 == 0 and done:
+                    log(f"  {len(done)}/{len(dates)} runs finished after {time.perf_counter() - launched:.0f}s")
+                return len(runs) == len(dates) and len(done) == len(dates) and runs
+
+            runs = wait_until("the backfill to finish", finished, deadline_s=3 * 3600, poll_s=2)
+            wall = time.perf_counter() - launched
+            runs = sorted(runs, key=lambda r: r.start_time)
+            executions = [r.end_time - r.start_time for r in runs]
+            gaps = [b.start_time - a.end_time for a, b in zip(runs, runs[1:])]
+            return {
+                "path": "UI backfill (GraphQL launchPartitionBackfill, dagster-daemon)",
+                "partitions": len(dates),
+                "wall_seconds": round(wall, 1),
+                "succeeded": sum(r.dagster_run.status == dg.DagsterRunStatus.SUCCESS for r in runs),
+                "in_date_order": [r.dagster_run.tags["dagster/partition"] for r in runs] == [d.isoformat() for d in dates],
+                "overlapping_runs": sum(g < 0 for g in gaps),
+                "run_seconds_median": round(statistics.median(executions), 2),
+                "between_runs_seconds_median": round(statistics.median(gaps), 2) if gaps else 0.0,
+                "first_run_started_after_seconds": round(runs[0].start_time - launched_at, 1),
+                "velocity_window": velocity_reads_its_window(env["VELOCITY_DUCKDB_PATH"], dates[-1]),
+            }
+
+
+def through_the_cli(dates: list[dt.date], work: Path, urls: dict[str, str]) -> dict:
+    env = platform_env(work, urls)
+    started = time.perf_counter()
+    done = subprocess.run(
+        [EXE, "run", "--from", dates[0].isoformat(), "--to", dates[-1].isoformat(), "--summary", str(work / "summary.json")],
+        env=env,
+        cwd=PROJECT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    summary = json.loads((work / "summary.json").read_text())
+    return {
+        "path": "velocity-platform run (same job, day by day, one process)",
+        "partitions": len(dates),
+        "wall_seconds": round(time.perf_counter() - started, 1),
+        "exit_code": done.returncode,
+        "succeeded": summary["partitions_succeeded"],
+        "velocity_window": velocity_reads_its_window(env["VELOCITY_DUCKDB_PATH"], dates[-1]),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--days", type=int, default=90)
+    parser.add_argument("--cli", action="store_true", help="also time `velocity-platform run` over the same range")
+    args = parser.parse_args(argv)
+    dates = [START + dt.timedelta(days=i) for i in range(args.days)]
+    root = Path(tempfile.mkdtemp(prefix="backfill-quarter-"))
+    results = []
+    for path, run in (("ui", through_the_ui), ("cli", through_the_cli)):
+        if path == "cli" and not args.cli:
+            continue
+        work = root / path
+        work.mkdir()
+        simulators, urls = start_simulators(work)
+        try:
+            log(f"{path}: {len(dates)} business dates {dates[0]} .. {dates[-1]} (work dir {work})")
+            results.append(run(dates, work, urls))
+        finally:
+            for process in simulators:
+                process.terminate()
+            for process in simulators:
+                process.wait(30)
+    print(json.dumps({"cpus": os.cpu_count(), "load_average_at_end": os.getloadavg(), "results": results}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

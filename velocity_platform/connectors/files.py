@@ -1,0 +1,336 @@
+"""File-drop source: ERP exports as CSV or Parquet (plain or gzip), read through a column mapping.
+
+An alternative to the HTTP ERP for warehouses whose ERP can only drop files. A `FileMapping`
+declares which export column holds the order, the SKU, the quantity and the business time, and
+how the export's conventions translate into ours (returns, adjustments, non-inventory codes).
+Presets name the mappings we know; `online-retail` reads the UCI Online Retail export.
+
+The file is read once per (path, size, mtime, mapping) and cached; every line is then in exactly
+one of two places: a raw line (RAW_TRANSACTIONS_SCHEMA, text, for validation to judge) on its
+business date, or an excluded non-inventory line (postage, fees, manual lines), counted per code.
+Nothing is dropped: a line whose business time cannot be read is still a raw line, filed on the
+file's first business date with its time as found, so validation dead-letters it with the reason.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import gzip
+import io
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Literal
+
+import polars as pl
+
+from velocity_platform.domain.contracts import RAW_TRANSACTIONS_SCHEMA, SKU_MASTER_SCHEMA, conform
+
+FileFormat = Literal["csv", "parquet"]
+_FIRST_LINE = "_file_line"  # 1-based line number in the file (after the header)
+
+
+@dataclass(frozen=True)
+class FileMapping:
+    """How an export's columns and conventions map onto our raw order lines.
+
+    Column fields name export columns; None means the export has no such column and the rule
+    in the comment applies.
+    """
+
+    order: str  # -> txn_id
+    sku: str  # -> sku_id
+    quantity: str
+    business_time: str  # local time of the business event, in `time_zone`
+    time_format: str = "%Y-%m-%dT%H:%M:%S%.f%:z"
+    time_zone: str = "UTC"  # zone of naive business times (ignored when the format has an offset)
+    line_no: str | None = None  # None: lines are numbered 1..n within each order, in file order
+    txn_type: str | None = None  # None: derived (return prefix, sign of the quantity)
+    uom: str | None = None  # None: every line is in eaches
+    customer: str | None = None
+    description: str | None = None
+    created_at: str | None = None  # None: the export has no commit time; the business time is used
+    return_order_prefix: str | None = None  # an order number starting with this is a return
+    sku_upper_case: bool = False  # codes differing only in case are one SKU
+    non_inventory_codes: tuple[str, ...] = ()  # lines for these codes are counted, not picked
+    default_unit_cube_ft3: float = 0.1  # the export has no cube: this one, flagged as a default
+
+    @property
+    def columns(self) -> dict[str, str]:
+        """Role -> export column, for the roles this export has."""
+        roles = {
+            "order": self.order,
+            "sku": self.sku,
+            "quantity": self.quantity,
+            "business_time": self.business_time,
+            "line_no": self.line_no,
+            "txn_type": self.txn_type,
+            "uom": self.uom,
+            "customer": self.customer,
+            "description": self.description,
+            "created_at": self.created_at,
+        }
+        return {role: column for role, column in roles.items() if column is not None}
+
+
+PRESETS: dict[str, FileMapping] = {
+    # UCI Online Retail (../shared/data/online_retail.csv.gz): InvoiceNo is the order, "C"
+    # invoices are cancellations (returns), other negative quantities are stock adjustments,
+    # InvoiceDate is local time in London, and a dozen codes are charges, not stock.
+    "online-retail": FileMapping(
+        order="InvoiceNo",
+        sku="StockCode",
+        quantity="Quantity",
+        business_time="InvoiceDate",
+        time_format="%Y-%m-%d %H:%M:%S",
+        time_zone="Europe/London",
+        customer="CustomerID",
+        description="Description",
+        return_order_prefix="C",
+        # 15056bl and 15056BL are the same parasol: the export's case is noise.
+        sku_upper_case=True,
+        non_inventory_codes=(
+            "POST", "DOT", "M", "BANK CHARGES", "AMAZONFEE", "C2", "D", "CRUK", "PADS", "B", "S", "m",
+        ),
+    ),
+    # Our own raw line columns, one file per drop: for ERPs that can export what the API serves.
+    "erp-lines": FileMapping(
+        order="txn_id",
+        sku="sku_id",
+        quantity="quantity",
+        business_time="event_ts",
+        line_no="line_no",
+        txn_type="txn_type",
+        uom="uom",
+        customer="customer_id",
+        created_at="created_at",
+    ),
+}
+
+
+def preset(name: str, default_unit_cube_ft3: float | None = None) -> FileMapping:
+    try:
+        mapping = PRESETS[name]
+    except KeyError:
+        raise ValueError(f"unknown file preset {name!r}; choose one of {sorted(PRESETS)}") from None
+    if default_unit_cube_ft3 is not None:
+        if not default_unit_cube_ft3 > 0:
+            raise ValueError(f"default unit cube must be > 0 ft3, got {default_unit_cube_ft3}")
+        mapping = replace(mapping, default_unit_cube_ft3=float(default_unit_cube_ft3))
+    return mapping
+
+
+class FileSourceError(ValueError):
+    """The file cannot be read as the mapping says (missing, unreadable, a mapped column absent)."""
+
+
+@dataclass(frozen=True)
+class FileExport:
+    """A mapped export: every line as a raw line or an excluded one, plus the file's accounting."""
+
+    path: Path
+    lines: pl.DataFrame  # RAW_TRANSACTIONS_SCHEMA + description, sorted by business_date
+    excluded: pl.DataFrame  # business_date, sku_code, lines: non-inventory lines per date and code
+    total_lines: int
+    mapping: FileMapping = field(repr=False)
+
+    @property
+    def first_date(self) -> dt.date | None:
+        dates = [d for d in (self.lines["business_date"].min(), self.excluded["business_date"].min()) if d]
+        return min(dates) if dates else None
+
+    @property
+    def last_date(self) -> dt.date | None:
+        dates = [d for d in (self.lines["business_date"].max(), self.excluded["business_date"].max()) if d]
+        return max(dates) if dates else None
+
+    def raw_lines(self, business_date: dt.date) -> pl.DataFrame:
+        """The raw lines of one business date (RAW_TRANSACTIONS_SCHEMA), in file order."""
+        return conform(self.lines.filter(pl.col("business_date") == business_date), RAW_TRANSACTIONS_SCHEMA)
+
+    def raw_lines_between(self, first: dt.date, last: dt.date) -> pl.DataFrame:
+        between = pl.col("business_date").is_between(pl.lit(first, pl.Date), pl.lit(last, pl.Date))
+        return conform(self.lines.filter(between), RAW_TRANSACTIONS_SCHEMA)
+
+    def excluded_counts(self, business_date: dt.date | None = None) -> dict[str, int]:
+        """Non-inventory lines per code (of one date, or of the whole file), most first."""
+        rows = self.excluded if business_date is None else self.excluded.filter(pl.col("business_date") == business_date)
+        counts = rows.group_by("sku_code").agg(pl.col("lines").sum()).sort(["lines", "sku_code"], descending=[True, False])
+        return dict(zip(counts["sku_code"].to_list(), counts["lines"].to_list(), strict=True))
+
+    def line_counts(self, business_date: dt.date) -> dict[str, int]:
+        """Lines of the file on a date: raw (to validate) and excluded; `file_lines` is their sum."""
+        raw = self.lines.filter(pl.col("business_date") == business_date).height
+        excluded = int(self.excluded.filter(pl.col("business_date") == business_date)["lines"].sum())
+        return {"file_lines": raw + excluded, "raw_lines": raw, "excluded_lines": excluded}
+
+    def sku_master(self, as_of: dt.date | None = None) -> pl.DataFrame:
+        """SKU_MASTER_SCHEMA for the SKUs the export mentions (up to `as_of`, if given).
+
+        The export has no hierarchy, weight or case pack; the unit cube is the mapping's
+        default, flagged `cube_is_default`. A SKU is introduced on the first business date it
+        appears on, so a master as of a date knows nothing the export had not shown by then.
+        """
+        lines = self.lines.filter(pl.col("sku_id").is_not_null())
+        if as_of is not None:
+            lines = lines.filter(pl.col("business_date") <= as_of)
+        master = (
+            lines.group_by("sku_id")
+            .agg(
+                pl.col("description").drop_nulls().first(),
+                pl.col("business_date").min().alias("introduced_on"),
+            )
+            .with_columns(
+                pl.lit(None, pl.String).alias("category"),
+                pl.lit(None, pl.String).alias("subcategory"),
+                pl.lit(self.mapping.default_unit_cube_ft3).alias("unit_cube_ft3"),
+                pl.lit(None, pl.Float64).alias("unit_weight_lb"),
+                pl.lit(1, pl.Int32).alias("case_qty"),
+                pl.lit(None, pl.Int32).alias("pallet_qty"),
+                pl.lit(["EA"], pl.List(pl.String)).alias("uoms"),
+                pl.lit(True).alias("cube_is_default"),
+            )
+        )
+        return conform(master, SKU_MASTER_SCHEMA).sort("sku_id")
+
+
+def read_export(
+    path: str | os.PathLike,
+    mapping: FileMapping,
+    file_format: FileFormat | None = None,
+    warehouse_tz: str | None = None,
+) -> FileExport:
+    """Read and map an export; cached while the file is unchanged (size and mtime).
+
+    Business dates are days in `warehouse_tz` (default: the mapping's time zone).
+    """
+    resolved = Path(path).expanduser().resolve()
+    try:
+        stat = resolved.stat()
+    except OSError as exc:
+        raise FileSourceError(
+            f"file-drop source {resolved} cannot be read ({exc.strerror}); set VELOCITY_FILE_PATH or --path to an export"
+        ) from None
+    file_format = file_format or detect_format(resolved)
+    zone = warehouse_tz or mapping.time_zone
+    return _read_export(resolved, stat.st_size, stat.st_mtime_ns, mapping, file_format, zone)
+
+
+def detect_format(path: Path) -> FileFormat:
+    suffixes = [s.lower() for s in path.suffixes if s.lower() != ".gz"]
+    if suffixes and suffixes[-1] in (".parquet", ".pq"):
+        return "parquet"
+    if suffixes and suffixes[-1] in (".csv", ".txt"):
+        return "csv"
+    raise FileSourceError(
+        f"cannot tell the format of {path.name} from its name; expected .csv, .parquet (optionally .gz)"
+    )
+
+
+@functools.lru_cache(maxsize=2)
+def _read_export(
+    path: Path, size: int, mtime_ns: int, mapping: FileMapping, file_format: FileFormat, warehouse_tz: str
+) -> FileExport:
+    del size, mtime_ns  # part of the cache key only: a changed file is read again
+    frame = _read_text_frame(path, file_format)
+    missing = [f"{role}={column!r}" for role, column in mapping.columns.items() if column not in frame.columns]
+    if missing:
+        raise FileSourceError(
+            f"{path.name} has no column for {', '.join(missing)} (it has {frame.columns}); "
+            "choose the preset that matches this export"
+        )
+    mapped = _map_lines(frame.with_row_index(_FIRST_LINE, offset=1), mapping, path.name, warehouse_tz)
+    inventory = ~pl.col("_non_inventory")
+    excluded = (
+        mapped.filter(~inventory)
+        .group_by("business_date", pl.col("_raw_sku").alias("sku_code"))
+        .agg(pl.len().cast(pl.Int64).alias("lines"))
+        .sort("business_date", "sku_code")
+    )
+    lines = mapped.filter(inventory).select(*RAW_TRANSACTIONS_SCHEMA, "description").sort(
+        "business_date", maintain_order=True
+    )
+    return FileExport(path, lines, excluded, frame.height, mapping)
+
+
+def _read_text_frame(path: Path, file_format: FileFormat) -> pl.DataFrame:
+    """Every column as text, so that a drifted type becomes a dead letter rather than a crash."""
+    try:
+        if path.suffix.lower() == ".gz":
+            with gzip.open(path, "rb") as handle:
+                source: Path | io.BytesIO = io.BytesIO(handle.read())
+        else:
+            source = path
+        if file_format == "csv":
+            return pl.read_csv(source, infer_schema=False)
+        table = pl.read_parquet(source)
+        return table.with_columns(pl.all().cast(pl.String))
+    except (OSError, EOFError, pl.exceptions.PolarsError) as exc:
+        raise FileSourceError(f"{path.name} is not a readable {file_format} export: {exc}") from None
+
+
+def _text(column: str) -> pl.Expr:
+    return pl.col(column).str.strip_chars()
+
+
+def _map_lines(frame: pl.DataFrame, m: FileMapping, source_name: str, warehouse_tz: str) -> pl.DataFrame:
+    """Export columns -> our raw line fields (text), business date, and the non-inventory flag."""
+    raw_sku = _text(m.sku)
+    sku = raw_sku.str.to_uppercase() if m.sku_upper_case else raw_sku
+    order = _text(m.order)
+    quantity = _text(m.quantity)
+    number = quantity.cast(pl.Float64, strict=False)
+    has_offset = "%z" in m.time_format or "%:z" in m.time_format
+    time_text = _text(m.business_time).str.replace(r"Z$", "+00:00") if has_offset else _text(m.business_time)
+    local = time_text.str.to_datetime(m.time_format, strict=False, time_unit="us")
+    if not has_offset:
+        # Naive local times: an hour that does not exist (spring forward) is still that hour.
+        local = local.dt.replace_time_zone(m.time_zone, ambiguous="earliest", non_existent="null")
+    utc = local.dt.convert_time_zone("UTC")
+    business_date = utc.dt.convert_time_zone(warehouse_tz).dt.date()
+
+    if m.txn_type is not None:
+        txn_type, signed = _text(m.txn_type), quantity
+    else:
+        is_return = order.str.starts_with(m.return_order_prefix) if m.return_order_prefix else pl.lit(False)
+        # A return is units coming back: positive. Any other negative line is a stock adjustment.
+        txn_type = (
+            pl.when(is_return.fill_null(False))
+            .then(pl.lit("RETURN"))
+            .when(number < 0)
+            .then(pl.lit("ADJUSTMENT"))
+            .otherwise(pl.lit("ORDER"))
+        )
+        signed = pl.when(is_return.fill_null(False) & number.is_not_null()).then((-number).cast(pl.String)).otherwise(quantity)
+
+    line_no = (
+        _text(m.line_no)
+        if m.line_no is not None
+        else pl.int_range(1, pl.len() + 1).over(order).cast(pl.String)
+    )
+    event_ts = pl.when(utc.is_not_null()).then(utc.dt.strftime("%Y-%m-%dT%H:%M:%SZ")).otherwise(_text(m.business_time))
+    customer = _text(m.customer).str.replace(r"\.0+$", "") if m.customer else pl.lit(None, pl.String)
+    mapped = frame.select(
+        pl.col(_FIRST_LINE),
+        business_date.alias("business_date"),
+        pl.lit(None, pl.String).alias("source_batch"),
+        order.alias("txn_id"),
+        txn_type.alias("txn_type"),
+        customer.alias("customer_id"),
+        event_ts.alias("event_ts"),
+        (_text(m.created_at) if m.created_at else event_ts).alias("created_at"),
+        line_no.alias("line_no"),
+        sku.alias("sku_id"),
+        signed.alias("quantity"),
+        (_text(m.uom) if m.uom else pl.lit("EA")).alias("uom"),
+        (_text(m.description) if m.description else pl.lit(None, pl.String)).alias("description"),
+        raw_sku.alias("_raw_sku"),
+        raw_sku.is_in(list(m.non_inventory_codes)).fill_null(False).alias("_non_inventory"),
+    )
+    # Undated lines still need a partition to be dead-lettered on: the file's first date.
+    first_date = mapped["business_date"].min()
+    return mapped.with_columns(
+        pl.col("business_date").fill_null(first_date),
+        (pl.lit(f"file:{source_name}:line-") + pl.col(_FIRST_LINE).cast(pl.String)).alias("source_batch"),
+    )

@@ -1,0 +1,125 @@
+"""Pushing a day's pending directives from the outbox to the WMS, safely from several pushers.
+
+A pusher claims a small batch of pending rows (a lease in the operational store), re-stamps the
+lease of each row just before it posts it, and settles the row (acked, rejected, or a failed
+attempt that stays pending) in the same transaction as its push-log row. Two runs pushing the
+same day therefore split the rows between them and each directive is posted by one of them.
+When nothing is left to claim but rows are still held by another pusher, this one waits for
+them to settle (or for that pusher's lease to lapse, then takes the rows over), so a run only
+reports a day delivered when every directive of it is. When the WMS client's circuit breaker is
+open the push stops at once: the rest of the batch is released unsent for the next run.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import orjson
+
+from velocity_platform.connectors.http import CircuitOpen, UpstreamError
+from velocity_platform.connectors.state import (
+    ACKED,
+    DEFAULT_LEASE,
+    REJECTED,
+    OperationalStore,
+    new_pusher_id,
+)
+from velocity_platform.connectors.wms import PushOutcome
+
+ACKED_WATERMARK = "wms:last_acked_business_date"
+
+
+class DirectivePusher(Protocol):
+    def push_directive(self, directive: dict) -> PushOutcome: ...
+
+
+@dataclass
+class PushReport:
+    pusher: str
+    business_date: dt.date
+    sent: list[str] = field(default_factory=list)  # directive ids this pusher posted
+    acked: int = 0
+    rejected: int = 0
+    failures: list[str] = field(default_factory=list)  # "<id> (<sku>): <why>", still pending
+    unsent: list[str] = field(default_factory=list)  # claimed, then released unsent: the WMS circuit opened
+    held_elsewhere: int = 0  # pending rows another pusher still held when this one gave up waiting
+
+    @property
+    def still_pending(self) -> int:
+        """Directives of the day this push leaves pending (they go with the next run)."""
+        return len(self.failures) + len(self.unsent) + self.held_elsewhere
+
+
+def push_pending(
+    store: OperationalStore,
+    client: DirectivePusher,
+    business_date: dt.date,
+    *,
+    pusher: str | None = None,
+    batch_size: int = 25,
+    lease: dt.timedelta = DEFAULT_LEASE,
+    poll_s: float = 0.5,
+    wait_for_others: dt.timedelta | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> PushReport:
+    """Post every pending directive of `business_date` that this pusher can claim.
+
+    A directive whose send fails after the client's retries stays pending (named in
+    `failures`) and is not tried again in this call; the next run re-sends it with the same
+    Idempotency-Key. Rows held by another pusher are waited for up to `wait_for_others`
+    (by default the lease plus a minute, after which a dead pusher's rows are claimable).
+    """
+    report = PushReport(pusher=pusher or new_pusher_id(), business_date=business_date)
+    failed: set[str] = set()
+    patience = wait_for_others if wait_for_others is not None else lease + dt.timedelta(minutes=1)
+    waiting_since: float | None = None
+    while True:
+        batch = store.claim_pending(business_date, batch_size, claimer=report.pusher, lease=lease, exclude=failed)
+        if batch:
+            waiting_since = None
+            for index, row in enumerate(batch):
+                if not store.hold(row.directive_id, report.pusher, lease):
+                    continue  # our lease lapsed and another pusher took the row over
+                report.sent.append(row.directive_id)
+                try:
+                    outcome = client.push_directive(orjson.loads(row.payload))
+                except UpstreamError as exc:
+                    store.record_failed_attempt(row.directive_id, str(exc), pusher=report.pusher)
+                    report.failures.append(f"{row.directive_id} ({row.sku_id}): {exc}")
+                    failed.add(row.directive_id)
+                    if isinstance(exc, CircuitOpen):
+                        # The WMS is down: the rest stay pending, unsent, for the next run.
+                        report.unsent = [r.directive_id for r in batch[index + 1 :]]
+                        store.release(report.unsent, report.pusher)
+                        return report
+                    continue
+                status = REJECTED if outcome.status == "rejected" else ACKED
+                store.record_outcome(
+                    row.directive_id,
+                    status,
+                    outcome.http_status,
+                    outcome.ack_id,
+                    outcome.detail,
+                    watermark=(ACKED_WATERMARK, business_date.isoformat()) if status == ACKED else None,
+                    pusher=report.pusher,
+                )
+                if status == ACKED:
+                    report.acked += 1
+                else:
+                    report.rejected += 1
+            continue
+        held = store.pending_count(business_date, exclude=failed)
+        if not held:
+            return report
+        waiting_since = waiting_since if waiting_since is not None else clock()
+        if clock() - waiting_since > patience.total_seconds():
+            report.held_elsewhere = held
+            return report
+        time.sleep(poll_s)  # another pusher is mid-batch: its rows settle or its lease lapses
+
+
+__all__ = ["ACKED_WATERMARK", "DirectivePusher", "PushReport", "push_pending"]

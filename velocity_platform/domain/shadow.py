@@ -1,0 +1,124 @@
+"""Shadow mode: real orders replayed on two slottings, to measure what the directives save.
+
+The same orders are walked (``travel.order_travel``) once on one assignment and once on
+another -- the current slotting against the slotting after a day's directives in the
+``slotting_shadow_report`` asset, the never-re-slotted baseline against the platform's in
+``velocity-platform evaluate`` -- and compared per order and in total.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+
+from velocity_platform.domain.travel import Layout, Routing, order_travel
+
+ASSIGNMENT_SCHEMA = {"sku_id": pl.String, "location_id": pl.String}
+
+
+def apply_directives(assignment: pl.DataFrame, directives: pl.DataFrame) -> pl.DataFrame:
+    """The assignment after a day's directives (sku_id -> to_location); new SKUs are added.
+
+    Directives of one day target locations free at the start of the day and move each SKU at
+    most once, so their order does not matter.
+    """
+    if directives.is_empty():
+        return assignment.select(list(ASSIGNMENT_SCHEMA))
+    moves = directives.select("sku_id", pl.col("to_location").alias("location_id"))
+    kept = assignment.select(list(ASSIGNMENT_SCHEMA)).join(moves, on="sku_id", how="anti")
+    return pl.concat([kept, moves.cast(ASSIGNMENT_SCHEMA)])
+
+
+def random_assignment(skus: pl.Series, locations: pl.DataFrame, seed: int) -> pl.DataFrame:
+    """Every SKU in a distinct location drawn at random (seeded): the legacy slotting."""
+    skus = skus.unique().sort()
+    if skus.len() > locations.height:
+        raise ValueError(
+            f"{skus.len():,} SKUs need a location but the layout has {locations.height:,}; "
+            "use more --aisles, --bays or --levels"
+        )
+    rng = np.random.default_rng(seed)
+    chosen = rng.permutation(locations.height)[: skus.len()]
+    return pl.DataFrame({"sku_id": skus, "location_id": locations["location_id"].gather(chosen)}, schema=ASSIGNMENT_SCHEMA)
+
+
+def putaway(
+    skus: pl.Series, assignment: pl.DataFrame, locations: pl.DataFrame, rng: np.random.Generator
+) -> pl.DataFrame:
+    """Random free locations for SKUs that arrive without a slot (a WMS putting stock away
+    where there is room). Returns the new rows only; an error when the warehouse is full."""
+    skus = skus.unique().sort()
+    if skus.is_empty():
+        return pl.DataFrame(schema=ASSIGNMENT_SCHEMA)
+    free = locations.join(assignment, on="location_id", how="anti")["location_id"]
+    if free.len() < skus.len():
+        raise ValueError(
+            f"{skus.len()} new SKUs arrive but only {free.len()} locations are free; "
+            "use more --aisles, --bays or --levels"
+        )
+    chosen = rng.choice(free.len(), size=skus.len(), replace=False)
+    return pl.DataFrame({"sku_id": skus, "location_id": free.gather(chosen)}, schema=ASSIGNMENT_SCHEMA)
+
+
+def picks_on(lines: pl.DataFrame, assignment: pl.DataFrame, locations: pl.DataFrame) -> pl.DataFrame:
+    """Order lines (order_id, sku_id) located on an assignment: order_id, sku_id, aisle, bay.
+
+    A line whose SKU has no location in the assignment is an error: a pick that is silently
+    left out would understate travel.
+    """
+    located = lines.select("order_id", "sku_id").join(assignment, on="sku_id", how="left").join(
+        locations.select("location_id", "aisle", "bay"), on="location_id", how="left"
+    )
+    missing = located.filter(pl.col("aisle").is_null())
+    if missing.height:
+        sample = missing["sku_id"].unique().sort().head(5).to_list()
+        raise ValueError(f"{missing.height} pick lines have no location on the assignment, e.g. SKUs {sample}")
+    return located.select("order_id", "sku_id", "aisle", "bay")
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Per-order travel of the same orders on two assignments."""
+
+    per_order: pl.DataFrame  # order_id, pick_lines, before_m, after_m
+
+    @property
+    def orders(self) -> int:
+        return self.per_order.height
+
+    @property
+    def pick_lines(self) -> int:
+        return int(self.per_order["pick_lines"].sum())
+
+    @property
+    def before_m(self) -> float:
+        return float(self.per_order["before_m"].sum())
+
+    @property
+    def after_m(self) -> float:
+        return float(self.per_order["after_m"].sum())
+
+    @property
+    def reduction_pct(self) -> float:
+        return 100.0 * (1.0 - self.after_m / self.before_m) if self.before_m > 0 else 0.0
+
+
+def compare(
+    lines: pl.DataFrame,
+    before: pl.DataFrame,
+    after: pl.DataFrame,
+    locations: pl.DataFrame,
+    layout: Layout,
+    routing: Routing,
+) -> Comparison:
+    """Walk the orders of `lines` (order_id, sku_id) on `before` and on `after`."""
+    walked = [
+        order_travel(picks_on(lines, assignment, locations), layout, routing).select(
+            "order_id", "pick_lines", pl.col("travel_m").alias(name)
+        )
+        for assignment, name in ((before, "before_m"), (after, "after_m"))
+    ]
+    per_order = walked[0].join(walked[1].drop("pick_lines"), on="order_id", how="inner")
+    return Comparison(per_order)

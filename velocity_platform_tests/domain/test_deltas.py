@@ -1,0 +1,173 @@
+"""Delta classification: ERP records committed between ticks -> late arrivals, new SKUs, spikes."""
+
+import datetime as dt
+
+import orjson
+import polars as pl
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from velocity_platform.domain.deltas import (
+    SpikePolicy,
+    candidate_keys,
+    delta_lines,
+    demand_spikes,
+    late_arrivals,
+    latest_commit,
+    unknown_skus,
+)
+from velocity_platform.domain.history import parse_erp_page
+
+TZ = "Europe/London"
+HELD_SCHEMA = {"business_date": pl.Date, "txn_id": pl.String}
+
+
+def doc(txn_id, event_ts, created_at, lines=..., txn_type="ORDER"):
+    record = {"txn_id": txn_id, "txn_type": txn_type, "customer_id": "C00001", "event_ts": event_ts, "created_at": created_at}
+    if lines is not ...:
+        record["lines"] = lines
+    return record
+
+
+def line(no, sku, qty, uom="EA"):
+    return {"line_no": no, "sku_id": sku, "quantity": qty, "uom": uom}
+
+
+def documents(*records) -> pl.DataFrame:
+    return parse_erp_page(orjson.dumps({"records": list(records), "next_cursor": None}))
+
+
+def test_lines_take_the_business_date_of_the_warehouse_and_keep_what_the_nightly_pull_keeps():
+    docs = documents(
+        # 23:30 UTC in July is 00:30 the next day in London.
+        doc("SO-1", "2026-07-05T23:30:00Z", "2026-07-07T10:00:00Z", [line(1, "SKU-000001", 2, "CS"), line(2, "sku-x", "abc")]),
+        doc("SO-2", "2026-01-05T23:30:00Z", "2026-01-07T10:00:00Z", []),  # no line at all
+        doc("SO-3", "05/01/2026 25:00", "2026-01-07T10:00:05Z"),  # lines missing: one empty line
+    )
+    lines = delta_lines(docs, TZ)
+    assert lines["txn_id"].to_list() == ["SO-1", "SO-1", "SO-3"]
+    assert lines["business_date"].to_list() == [dt.date(2026, 7, 6), dt.date(2026, 7, 6), None]
+    assert lines["quantity"].to_list() == [2.0, None, None]
+    assert lines["uom"].to_list() == ["CS", "EA", None]
+    # The watermark counts every document, those without lines too.
+    assert latest_commit(docs) == dt.datetime(2026, 7, 7, 10, 0, tzinfo=dt.UTC)
+
+
+def test_late_arrivals_are_the_documents_a_built_partition_does_not_hold():
+    d1, d2, unbuilt = dt.date(2026, 2, 5), dt.date(2026, 2, 6), dt.date(2026, 2, 7)
+    lines = delta_lines(
+        documents(
+            doc("SO-A", "2026-02-05T10:00:00Z", "2026-02-07T09:00:00Z", [line(1, "SKU-000001", 1), line(2, "SKU-000002", 1)]),
+            doc("SO-B", "2026-02-05T11:00:00Z", "2026-02-07T09:30:00Z", [line(1, "SKU-000001", 1)]),
+            doc("SO-C", "2026-02-06T11:00:00Z", "2026-02-07T09:40:00Z", [line(1, "SKU-000003", 1)]),
+            doc("SO-D", "2026-02-07T11:00:00Z", "2026-02-07T11:00:05Z", [line(1, "SKU-000003", 1)]),
+        ),
+        TZ,
+    )
+    built = [d1, d2]
+    keys = candidate_keys(lines, built)
+    assert sorted(keys.rows()) == [(d1, "SO-A"), (d1, "SO-B"), (d2, "SO-C")]
+    # The partition of d2 already holds SO-C (committed just before its pull); d1 holds neither.
+    held = pl.DataFrame({"business_date": [d2], "txn_id": ["SO-C"]}, schema=HELD_SCHEMA)
+    late = late_arrivals(lines, built, held)
+    assert late.select("business_date", "documents", "lines").rows() == [(d1, 2, 3)]
+    assert late["first_committed_at"][0] == dt.datetime(2026, 2, 7, 9, tzinfo=dt.UTC)
+    assert late["last_committed_at"][0] == dt.datetime(2026, 2, 7, 9, 30, tzinfo=dt.UTC)
+    assert unbuilt not in late["business_date"].to_list()
+
+
+def test_the_fingerprint_depends_on_which_records_are_late_not_on_their_order():
+    day = dt.date(2026, 2, 5)
+    records = [doc(f"SO-{i}", "2026-02-05T10:00:00Z", f"2026-02-07T09:0{i}:00Z", [line(1, "SKU-000001", 1)]) for i in range(4)]
+    empty = pl.DataFrame(schema=HELD_SCHEMA)
+    forward = late_arrivals(delta_lines(documents(*records), TZ), [day], empty)["fingerprint"][0]
+    backward = late_arrivals(delta_lines(documents(*reversed(records)), TZ), [day], empty)["fingerprint"][0]
+    fewer = late_arrivals(delta_lines(documents(*records[:3]), TZ), [day], empty)["fingerprint"][0]
+    assert forward == backward != fewer
+
+
+def test_a_document_without_a_txn_id_is_late_data_for_its_day():
+    day = dt.date(2026, 2, 5)
+    lines = delta_lines(documents(doc(None, "2026-02-05T10:00:00Z", "2026-02-07T09:00:00Z", [line(1, "SKU-000001", 1)])), TZ)
+    late = late_arrivals(lines, [day], pl.DataFrame(schema=HELD_SCHEMA))
+    # Counted as one (unnamed) document; the nightly validation dead-letters its line.
+    assert late.select("business_date", "documents", "lines").rows() == [(day, 1, 1)]
+
+
+def test_only_well_formed_unknown_skus_are_new():
+    lines = delta_lines(
+        documents(
+            doc("SO-1", "2026-02-05T10:00:00Z", "2026-02-07T09:00:00Z",
+                [line(1, "SKU-009999", 1), line(2, "sku-000001", 1), line(3, "AB", 1), line(4, "SKU-000001", 1)]),
+            doc("SO-2", "2026-02-05T10:00:00Z", "2026-02-07T09:00:00Z", [line(1, "SKU-009999", 1), line(2, "SKU-000777", 1)]),
+        ),
+        TZ,
+    )
+    assert unknown_skus(lines, pl.DataFrame({"sku_id": ["SKU-000001"]})) == ["SKU-000777", "SKU-009999"]
+
+
+MASTER = pl.DataFrame(
+    {"sku_id": ["SKU-A001", "SKU-B002", "SKU-C003", "SKU-D004"], "case_qty": [12, 6, 10, 10], "pallet_qty": [480, 240, 400, 400]}
+)
+
+
+def baseline(**rows: tuple[float, int]) -> pl.DataFrame:
+    return pl.DataFrame(
+        {"sku_id": list(rows), "units_30d": [r[0] for r in rows.values()], "history_days": [r[1] for r in rows.values()]},
+        schema={"sku_id": pl.String, "units_30d": pl.Float64, "history_days": pl.Int32},
+    )
+
+
+def test_spikes_count_ordered_eaches_against_the_daily_rate_of_the_history_there_is():
+    lines = delta_lines(
+        documents(
+            # SKU-A001: 3 cases = 36 eaches against 300 units / 30 days = 10 a day -> 3.6x.
+            doc("SO-1", "2026-02-05T10:00:00Z", "2026-02-06T09:00:00Z", [line(1, "SKU-A001", 3, "CS")]),
+            # Returns and adjustments are not demand.
+            doc("RT-1", "2026-02-05T10:00:00Z", "2026-02-06T09:00:00Z", [line(1, "SKU-A001", 50)], txn_type="RETURN"),
+            doc("AJ-1", "2026-02-05T10:00:00Z", "2026-02-06T09:00:00Z", [line(1, "SKU-A001", 50)], txn_type="ADJUSTMENT"),
+            # SKU-B002: 30 eaches; 60 units over its 6 days of history = 10 a day -> exactly 3x: not above.
+            doc("SO-2", "2026-02-05T10:00:00Z", "2026-02-06T09:00:00Z", [line(1, "SKU-B002", 30)]),
+            # SKU-C003: never sold before, 25 eaches >= min units: a spike without a multiple.
+            doc("SO-3", "2026-02-05T10:00:00Z", "2026-02-06T09:00:00Z", [line(1, "SKU-C003", 25)]),
+            # SKU-D004: never sold before, 19 eaches: under the floor.
+            doc("SO-4", "2026-02-05T10:00:00Z", "2026-02-06T09:00:00Z", [line(1, "SKU-D004", 19), line(2, "SKU-D004", -5)]),
+        ),
+        TZ,
+    )
+    spikes = demand_spikes(lines, MASTER, baseline(**{"SKU-A001": (300.0, 400), "SKU-B002": (60.0, 6)}), SpikePolicy(3.0, 20.0))
+    assert spikes.rows() == [("SKU-A001", 36.0, 10.0, 3.6), ("SKU-C003", 25.0, 0.0, None)]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["SKU-A001", "SKU-B002", "SKU-C003"]),
+            st.integers(-3, 40),
+            st.sampled_from(["EA", "CS", "PL", "BX"]),
+            st.sampled_from(["ORDER", "ORDER", "RETURN"]),
+        ),
+        max_size=30,
+    ),
+    st.floats(0.5, 6.0),
+    st.floats(0.0, 50.0),
+)
+def test_spikes_match_a_line_by_line_reference(rows, multiple, min_units):
+    records = [
+        doc(f"SO-{i}", "2026-02-05T10:00:00Z", "2026-02-06T09:00:00Z", [line(1, sku, qty, uom)], txn_type=kind)
+        for i, (sku, qty, uom, kind) in enumerate(rows)
+    ]
+    rates = {"SKU-A001": (90.0, 30), "SKU-B002": (12.0, 3)}
+    spikes = demand_spikes(delta_lines(documents(*records), TZ), MASTER, baseline(**rates), SpikePolicy(multiple, min_units))
+    per_uom = {sku: {"EA": 1, "CS": c, "PL": p} for sku, c, p in MASTER.iter_rows()}
+    units: dict[str, float] = {}
+    for sku, qty, uom, kind in rows:
+        if kind == "ORDER" and qty > 0 and uom in per_uom[sku]:
+            units[sku] = units.get(sku, 0.0) + qty * per_uom[sku][uom]
+    expected = set()
+    for sku, total in units.items():
+        u30, days = rates.get(sku, (0.0, 30))
+        if total >= min_units and total > multiple * (u30 / days):
+            expected.add((sku, total))
+    assert set(zip(spikes["sku_id"], spikes["units"])) == expected

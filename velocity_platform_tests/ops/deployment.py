@@ -1,0 +1,169 @@
+"""A local deployment for tests and benchmarks: dagster-webserver and dagster-daemon as subprocesses.
+
+Both read the repository's workspace.yaml and the DAGSTER_HOME of the environment they are
+given (a temporary one with the repository's dagster.yaml), exactly as `make dev` runs them.
+Everything is driven through the webserver's GraphQL API, as the UI drives it.
+"""
+
+import datetime as dt
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import dagster as dg
+import httpx
+
+from velocity_platform.defs.partitions import DUCKDB_POOL
+
+PROJECT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.prefix) / "bin"
+LOCATION = "velocity_platform"
+REPOSITORY = "__repository__"
+JOB = "nightly_slotting_batch"
+
+LAUNCH_BACKFILL = """
+mutation($params: LaunchBackfillParams!) {
+  launchPartitionBackfill(backfillParams: $params) {
+    __typename
+    ... on LaunchBackfillSuccess { backfillId }
+    ... on PythonError { message }
+    ... on PartitionSetNotFoundError { message }
+    ... on UnauthorizedError { message }
+  }
+}"""
+
+BACKFILL_STATUS = """
+query($id: String!) {
+  partitionBackfillOrError(backfillId: $id) {
+    __typename
+    ... on PartitionBackfill { status numPartitions }
+    ... on PythonError { message }
+  }
+}"""
+
+LOCATION_STATUS = """
+{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus
+    locationOrLoadError { __typename ... on PythonError { message } } } } } }"""
+
+FINISHED_BACKFILL = {"COMPLETED", "COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CANCELED"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(what: str, ready: Callable[[], object], deadline_s: float, poll_s: float = 0.5) -> object:
+    """Poll `ready` until it returns something truthy; fail with `what` at the deadline."""
+    deadline = time.monotonic() + deadline_s
+    while True:
+        value = ready()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} not reached within {deadline_s:.0f}s")
+        time.sleep(poll_s)
+
+
+class LocalDeployment:
+    def __init__(self, env: dict[str, str], logs: Path) -> None:
+        self.env = env
+        self.logs = logs
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.workspace = str(PROJECT / "workspace.yaml")
+        self._processes: list[subprocess.Popen] = []
+
+    def _spawn(self, name: str, argv: list[str]) -> None:
+        # A session of its own, so stopping it also stops the code servers and run workers it spawned.
+        with open(self.logs / f"{name}.log", "wb") as log:
+            process = subprocess.Popen(
+                argv, cwd=PROJECT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        self._processes.append(process)
+
+    def start(self, deadline_s: float = 180.0) -> "LocalDeployment":
+        """The webserver, once it has loaded the code location (the daemon comes with start_daemon)."""
+        # As `make dev` does: the pool exists before the daemon's first pass, which would otherwise
+        # take it as unlimited and start the first queued runs together.
+        with dg.DagsterInstance.from_config(self.env["DAGSTER_HOME"]) as instance:
+            instance.event_log_storage.set_concurrency_slots(DUCKDB_POOL, 1)
+        self._spawn("webserver", [str(BIN / "dagster-webserver"), "-w", self.workspace, "-h", "127.0.0.1", "-p", str(self.port)])
+        wait_until("the code location loaded in the webserver", self._location_loaded, deadline_s)
+        return self
+
+    def start_daemon(self) -> None:
+        """The daemon: schedules, sensors, the run queue, backfills, freshness.
+
+        Its backfill loop runs every 30 s and first on start, so a backfill launched before
+        the daemon starts is picked up at once.
+        """
+        self._spawn("daemon", [str(BIN / "dagster-daemon"), "run", "-w", self.workspace])
+
+    def _location_loaded(self) -> bool:
+        for process in self._processes:
+            if process.poll() is not None:
+                raise RuntimeError(f"{process.args[0]} exited with {process.returncode}; see {self.logs}")
+        try:
+            entries = self.graphql(LOCATION_STATUS)["workspaceOrError"]["locationEntries"]
+        except (httpx.HTTPError, KeyError):
+            return False
+        for entry in entries:
+            if entry["name"] == LOCATION and entry["loadStatus"] == "LOADED":
+                error = entry["locationOrLoadError"]
+                if error and error["__typename"] == "PythonError":
+                    raise RuntimeError(f"the code location failed to load: {error['message']}")
+                return True
+        return False
+
+    def stop(self, grace_s: float = 30.0) -> None:
+        for process in self._processes:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+        for process in self._processes:
+            try:
+                process.wait(grace_s)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(10)
+
+    def __enter__(self) -> "LocalDeployment":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def graphql(self, query: str, variables: dict | None = None) -> dict:
+        response = httpx.post(f"{self.url}/graphql", json={"query": query, "variables": variables or {}}, timeout=60)
+        response.raise_for_status()
+        body = response.json()
+        if body.get("errors"):
+            raise RuntimeError("; ".join(e.get("message", str(e)) for e in body["errors"]))
+        return body["data"]
+
+    def launch_backfill(self, dates: list[dt.date]) -> str:
+        """A backfill of the nightly job over `dates`, as the UI's "Launch backfill" makes it."""
+        params = {
+            "selector": {
+                "partitionSetName": f"{JOB}_partition_set",
+                "repositorySelector": {"repositoryName": REPOSITORY, "repositoryLocationName": LOCATION},
+            },
+            "partitionNames": [d.isoformat() for d in dates],
+            "title": f"{dates[0]} .. {dates[-1]}",
+        }
+        result = self.graphql(LAUNCH_BACKFILL, {"params": params})["launchPartitionBackfill"]
+        if result["__typename"] != "LaunchBackfillSuccess":
+            raise RuntimeError(f"backfill not launched: {result}")
+        return result["backfillId"]
+
+    def backfill_status(self, backfill_id: str) -> str:
+        result = self.graphql(BACKFILL_STATUS, {"id": backfill_id})["partitionBackfillOrError"]
+        if result["__typename"] != "PartitionBackfill":
+            raise RuntimeError(f"backfill {backfill_id}: {result}")
+        return result["status"]
