@@ -149,7 +149,9 @@ def test_sigkill_mid_push_then_rerun_resends_only_pending(tmp_path, uninterrupte
         outbox = store.outbox()
         pending = {r.directive_id for r in outbox if r.status == "pending"}
         acked = {r.directive_id for r in outbox if r.status == "acked"}
-        assert acked < applied_at_kill and applied_at_kill - acked <= pending, "acknowledged only what was applied"
+        # Usually one directive is applied but unacknowledged at the kill; the pusher may still
+        # record its (replayed) answer between our look and the SIGKILL landing, hence <=.
+        assert acked <= applied_at_kill and applied_at_kill - acked <= pending, "acknowledged only what was applied"
         platform.wms_app.state.simulator.config.fault_rate_commit_then_drop = 0.0  # the network heals
         received_before = platform.wms_stats()["received"]
         let_dead_leases_lapse(platform.settings.store_url)
