@@ -22,7 +22,7 @@ export VELOCITY_PG_URL ?= postgresql+psycopg2://postgres@127.0.0.1:5432
 PROD_DIR ?= $(STATE_DIR)/prod
 CODE_SERVER_PORT ?= 4266
 
-.PHONY: install demo dev test check-defs clean prod
+.PHONY: install demo dev test bench check-defs clean prod
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "Python 3.11 is required ($(PYTHON) not found)"; exit 1; }
@@ -52,6 +52,11 @@ dev: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
 
 test: $(STAMP)
 	$(BIN)/pytest -q -n 2 --dist loadgroup
+
+# One business day of each scenario through Dagster, against the per-record way, the engine
+# floor and the parse ceiling (docs/performance.md).
+bench: $(STAMP)
+	$(BIN)/velocity-platform bench --scenario S M L --json artifacts/bench.json
 
 # Code server, webserver and daemon on PostgreSQL (SIMULATORS=1 adds the ERP and WMS simulators).
 prod: $(STAMP)
