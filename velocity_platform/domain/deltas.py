@@ -92,6 +92,11 @@ def delta_lines(documents: pl.DataFrame, timezone: str) -> pl.DataFrame:
     )
 
 
+def digest(values: list[str]) -> str:
+    """A short, stable name for a set of ids (sorted by the caller): what a run key is made of."""
+    return hashlib.sha1("\n".join(values).encode()).hexdigest()[:16]
+
+
 def latest_commit(documents: pl.DataFrame) -> dt.datetime | None:
     """The newest `created_at` among the documents (the sensor's next watermark), None if none parse."""
     return documents.select(parse_utc_timestamp("created_at").max()).item() if documents.height else None
@@ -120,7 +125,7 @@ def late_arrivals(lines: pl.DataFrame, built: Collection[dt.date], already_held:
         .sort("business_date")
     )
     # One digest per late day (a handful of rows), so hashlib here is not a per-record loop.
-    digests = [hashlib.sha1(ids.encode()).hexdigest()[:16] for ids in per_day["_txn_ids"]]
+    digests = [digest(ids.split("\n")) for ids in per_day["_txn_ids"]]
     return per_day.drop("_txn_ids").with_columns(pl.Series("fingerprint", digests, dtype=pl.String)).select(
         list(LATE_ARRIVALS_SCHEMA)
     )

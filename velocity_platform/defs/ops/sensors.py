@@ -15,7 +15,6 @@ unreadable) leaves the watermark where it was and the next tick reads the same r
 """
 
 import datetime as dt
-import hashlib
 import json
 import time
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ from velocity_platform.domain.deltas import (
     candidate_keys,
     delta_lines,
     demand_spikes,
+    digest,
     late_arrivals,
     latest_commit,
     unknown_skus,
@@ -164,10 +164,6 @@ def read_tables(
     return held, master, baseline
 
 
-def _digest(values: list[str]) -> str:
-    return hashlib.sha1("\n".join(values).encode()).hexdigest()[:16]
-
-
 def spike_observation(row: dict, baseline_day: dt.date, since: dt.datetime, through: dt.datetime) -> dg.AssetObservation:
     multiple = row["multiple_of_daily_rate"]
     return dg.AssetObservation(
@@ -241,7 +237,7 @@ def erp_delta_sensor(
         run_requests.append(
             dg.RunRequest(
                 job_name=sku_master_refresh.name,
-                run_key=f"sku-master:{_digest(new_skus)}",
+                run_key=f"sku-master:{digest(new_skus)}",
                 tags={"velocity/trigger": "new_skus", "velocity/new_skus": str(len(new_skus))},
             )
         )
