@@ -38,7 +38,8 @@ from velocity_platform.domain.contracts import DAILY_SKU_DEMAND_SCHEMA, OrderLin
 from velocity_platform.domain.history import (
     daily_demand,
     raw_lines_from_pages,
-    sku_master_from_records,
+    read_sku_page,
+    sku_master_from_pages,
     to_sales_history,
 )
 from velocity_platform.domain.slotting import plan_directives
@@ -151,15 +152,10 @@ def prepare_history(scenario: Scenario, erp_url: str, work: Path) -> pl.DataFram
         if index % 15 == 0 or index == len(days):
             log(f"  history: {index}/{len(days)} days prepared")
     history = pl.concat(frames)
-    with httpx.Client(base_url=erp_url, headers={"Authorization": f"Bearer {ERP_TOKEN}"}, timeout=60) as client:
-        skus = client.get("/v1/skus", params={"limit": 10_000})
-        records = skus.json()["records"]
-        cursor = skus.json()["next_cursor"]
-        while cursor:
-            page = client.get("/v1/skus", params={"limit": 10_000, "cursor": cursor}).json()
-            records += page["records"]
-            cursor = page["next_cursor"]
-    master = sku_master_from_records(records)
+    from velocity_platform.connectors.erp import ErpClient
+
+    with ErpClient(erp_url, ERP_TOKEN, timeout_s=60, page_limit=10_000) as client:
+        master = sku_master_from_pages(client.skus(reader=read_sku_page))
     yesterday = days[-1]
     velocity = classify_skus(history, master, yesterday, history_start=days[0])
 
@@ -370,12 +366,15 @@ def format_report(report: dict) -> str:
     lines = [
         f"Scenario {report['scenario']}: {report['skus']:,} SKUs, {report['lines_per_day']:,} lines/day, "
         f"{report['raw_lines']:,} raw lines on {report['business_date']}",
-        f"{'stage':<34}{'wall s':>8}{'compute s':>11}{'load s':>8}{'store s':>9}",
+        f"{'stage':<34}{'wall s':>8}{'compute s':>11}{'load s':>8}{'store s':>9}{'peak RSS MB':>13}",
     ]
     for key, label in STAGES.items():
         s = report["step_detail"].get(key)
         if s:
-            lines.append(f"{label:<34}{s['wall_s']:>8.2f}{s['compute_s']:>11.2f}{s['load_s']:>8.2f}{s['store_s']:>9.2f}")
+            lines.append(
+                f"{label:<34}{s['wall_s']:>8.2f}{s['compute_s']:>11.2f}{s['load_s']:>8.2f}{s['store_s']:>9.2f}"
+                f"{s.get('peak_rss_mb', 0):>13,.0f}"
+            )
     lines += [
         f"{'Dagster own share':<34}{report['dagster_overhead_s']:>8.2f}",
         f"{'total':<34}{report['total_s']:>8.2f}   {report['rows_per_second']:,.0f} lines/s   "

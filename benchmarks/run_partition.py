@@ -8,13 +8,41 @@ lines per second and the peak RSS of this process.
 from __future__ import annotations
 
 import json
+import os
 import resource
 import sys
+import threading
 import time
 from collections import defaultdict
 
+_PAGE_MB = os.sysconf("SC_PAGE_SIZE") / 1e6
 
-def step_timings(instance, run_id: str) -> dict[str, dict[str, float]]:
+
+class RssSampler(threading.Thread):
+    """Resident memory of this process every few milliseconds, so each step's peak can be named."""
+
+    def __init__(self, interval_s: float = 0.005) -> None:
+        super().__init__(daemon=True)
+        self.interval_s = interval_s
+        self.samples: list[tuple[float, float]] = []  # (unix time, RSS MB)
+        self._stop = threading.Event()
+
+    def run(self) -> None:
+        with open("/proc/self/statm") as statm:
+            while not self._stop.is_set():
+                statm.seek(0)
+                self.samples.append((time.time(), int(statm.read().split()[1]) * _PAGE_MB))
+                self._stop.wait(self.interval_s)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.join()
+
+    def peak_between(self, start: float, end: float) -> float:
+        return max((mb for t, mb in self.samples if start <= t <= end), default=0.0)
+
+
+def step_timings(instance, run_id: str, rss: RssSampler | None = None) -> dict[str, dict[str, float]]:
     """Per step: wall (start..success), load (start..last input loaded), store (output..handled)."""
     marks: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for entry in instance.all_logs(run_id):
@@ -34,6 +62,8 @@ def step_timings(instance, run_id: str) -> dict[str, dict[str, float]]:
             "compute_s": round(first_output - loaded, 3),
             "store_s": round(max(0.0, handled - first_output), 3),
         }
+        if rss is not None:
+            timings[step]["peak_rss_mb"] = round(rss.peak_between(start, end), 1)
     return timings
 
 
@@ -44,14 +74,17 @@ def main(partition_key: str) -> int:
     from velocity_platform.definitions import defs
 
     job = defs().resolve_job_def(JOB_NAME)
+    rss = RssSampler()
     with DagsterInstance.get() as instance:
+        rss.start()
         started = time.perf_counter()
         result = job.execute_in_process(instance=instance, partition_key=partition_key, raise_on_error=False)
         total = time.perf_counter() - started
+        rss.stop()
         if not result.success:
             print(f"run failed: {[e.message for e in result.all_events if e.is_failure]}", file=sys.stderr)
             return 1
-        stages = step_timings(instance, result.run_id)
+        stages = step_timings(instance, result.run_id, rss)
         raw_lines = next(
             e.event_specific_data.materialization.metadata["dagster/row_count"].value
             for e in result.get_asset_materialization_events()

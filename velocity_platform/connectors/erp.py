@@ -177,13 +177,17 @@ class ErpClient:
     def count_lines(self, business_date: dt.date) -> int:
         return int(self._get_json("/v1/transactions/count", {"business_date": business_date.isoformat()})["lines"])
 
-    def skus(self) -> list[dict]:
-        records: list[dict] = []
-        for page in self._paged("/v1/skus", {}, "erp-skus", _records):
+    def skus(self, reader: Callable[[bytes], Any] | None = None) -> list:
+        """The SKU master: every record (as dicts), or with `reader` what it made of each page."""
+        parsed: list = []
+        for page in self._paged("/v1/skus", {}, "erp-skus", reader or _records):
             if page.error:
                 raise UpstreamError(SYSTEM, f"{page.source_batch} of the SKU master stayed unreadable: {page.error}")
-            records.extend(page.parsed)
-        return records
+            if reader is None:
+                parsed.extend(page.parsed)
+            else:
+                parsed.append(page.parsed)
+        return parsed
 
 
 def _json_or_invalid(answer: HttpAnswer) -> Any:

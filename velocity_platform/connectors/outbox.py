@@ -26,6 +26,8 @@ from velocity_platform.connectors.state import (
     DEFAULT_LEASE,
     REJECTED,
     OperationalStore,
+    Outcome,
+    OutboxRow,
     new_pusher_id,
 )
 from velocity_platform.connectors.wms import PushOutcome
@@ -35,6 +37,17 @@ ACKED_WATERMARK = "wms:last_acked_business_date"
 
 class DirectivePusher(Protocol):
     def push_directive(self, directive: dict) -> PushOutcome: ...
+
+
+class BatchDirectivePusher(DirectivePusher, Protocol):
+    """A WMS that also takes many directives per request, each under its own key."""
+
+    def push_directives(self, directives: list[dict]) -> list[PushOutcome]: ...
+
+
+# Directives per request where the WMS takes batches (its limit is 500); one at a time otherwise.
+WMS_BATCH_SIZE = 100
+SINGLE_CLAIM_SIZE = 25
 
 
 @dataclass
@@ -60,7 +73,7 @@ def push_pending(
     business_date: dt.date,
     *,
     pusher: str | None = None,
-    batch_size: int = 25,
+    batch_size: int | None = None,
     lease: dt.timedelta = DEFAULT_LEASE,
     poll_s: float = 0.5,
     wait_for_others: dt.timedelta | None = None,
@@ -74,11 +87,18 @@ def push_pending(
     (by default the lease plus a minute, after which a dead pusher's rows are claimable).
     """
     report = PushReport(pusher=pusher or new_pusher_id(), business_date=business_date)
+    batched = callable(getattr(client, "push_directives", None))
+    batch_size = batch_size or (WMS_BATCH_SIZE if batched else SINGLE_CLAIM_SIZE)
     failed: set[str] = set()
     patience = wait_for_others if wait_for_others is not None else lease + dt.timedelta(minutes=1)
     waiting_since: float | None = None
     while True:
         batch = store.claim_pending(business_date, batch_size, claimer=report.pusher, lease=lease, exclude=failed)
+        if batch and batched:
+            waiting_since = None
+            if _push_batch(store, client, batch, report, failed, lease):
+                return report  # the WMS circuit is open
+            continue
         if batch:
             waiting_since = None
             for index, row in enumerate(batch):
@@ -122,4 +142,42 @@ def push_pending(
         time.sleep(poll_s)  # another pusher is mid-batch: its rows settle or its lease lapses
 
 
-__all__ = ["ACKED_WATERMARK", "DirectivePusher", "PushReport", "push_pending"]
+def _push_batch(
+    store: OperationalStore,
+    client: BatchDirectivePusher,
+    batch: list[OutboxRow],
+    report: PushReport,
+    failed: set[str],
+    lease: dt.timedelta,
+) -> bool:
+    """Send a claimed batch in one request and settle every answer in one transaction.
+
+    A request that gets no usable answer leaves every directive of it pending, counted as a
+    failed attempt. Returns True when the WMS circuit is open: the push stops there.
+    """
+    held = set(store.hold_many([r.directive_id for r in batch], report.pusher, lease))
+    rows = [r for r in batch if r.directive_id in held]  # the others were taken over after our lease lapsed
+    if not rows:
+        return False
+    ids = [r.directive_id for r in rows]
+    report.sent.extend(ids)
+    try:
+        outcomes = client.push_directives([orjson.loads(r.payload) for r in rows])
+    except UpstreamError as exc:
+        store.record_failed_attempts(ids, str(exc), pusher=report.pusher)
+        report.failures.extend(f"{r.directive_id} ({r.sku_id}): {exc}" for r in rows)
+        failed.update(ids)
+        return isinstance(exc, CircuitOpen)  # the WMS is down: what is left waits for the next run
+    settled = [
+        Outcome(o.directive_id, REJECTED if o.status == "rejected" else ACKED, o.http_status, o.ack_id, o.detail)
+        for o in outcomes
+    ]
+    acked = sum(o.status == ACKED for o in settled)
+    watermark = (ACKED_WATERMARK, report.business_date.isoformat()) if acked else None
+    store.record_outcomes(settled, watermark=watermark, pusher=report.pusher)
+    report.acked += acked
+    report.rejected += len(settled) - acked
+    return False
+
+
+__all__ = ["ACKED_WATERMARK", "BatchDirectivePusher", "DirectivePusher", "PushReport", "push_pending"]

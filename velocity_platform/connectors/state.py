@@ -143,6 +143,17 @@ def new_pusher_id(label: str = "pusher") -> str:
 
 
 @dataclass(frozen=True)
+class Outcome:
+    """What the WMS answered for one directive, as the store settles it."""
+
+    directive_id: str
+    status: str  # ACKED | REJECTED
+    http_status: int | None
+    ack_id: str | None
+    detail: str | None
+
+
+@dataclass(frozen=True)
 class OutboxRow:
     directive_id: str
     business_date: dt.date
@@ -340,17 +351,24 @@ class OperationalStore:
         False when the row is settled or another pusher has taken it over (after this lease
         expired): the caller must not send it.
         """
+        return bool(self.hold_many([directive_id], claimer, lease))
+
+    def hold_many(self, directive_ids: Collection[str], claimer: str, lease: dt.timedelta = DEFAULT_LEASE) -> list[str]:
+        """hold() for a batch sent in one request: the ids still held by `claimer`, now renewed."""
+        if not directive_ids:
+            return []
         with self._write() as conn:
-            result = conn.execute(
+            held = conn.execute(
                 wms_outbox.update()
                 .where(
-                    wms_outbox.c.directive_id == directive_id,
+                    wms_outbox.c.directive_id.in_(list(directive_ids)),
                     wms_outbox.c.claimed_by == claimer,
                     wms_outbox.c.status == PENDING,
                 )
                 .values(claimed_until=_now() + lease)
+                .returning(wms_outbox.c.directive_id)
             )
-            return result.rowcount == 1
+            return sorted(r[0] for r in held)
 
     def release(self, directive_ids: Collection[str], claimer: str) -> int:
         """Give back rows `claimer` holds but will not send now, so the next pusher need not wait
@@ -390,30 +408,51 @@ class OperationalStore:
         pusher: str | None = None,
     ) -> None:
         """Acknowledge or reject a directive, log it, and advance a watermark: one transaction."""
+        self.record_outcomes([Outcome(directive_id, status, http_status, ack_id, detail)], watermark, pusher)
+
+    def record_outcomes(
+        self, outcomes: Sequence[Outcome], watermark: tuple[str, str] | None = None, pusher: str | None = None
+    ) -> None:
+        """record_outcome() for the answers of one batch request: all of them in one transaction."""
+        if not outcomes:
+            return
         now = _now()
+        bind = sa.bindparam
+        settle = (
+            wms_outbox.update()
+            .where(wms_outbox.c.directive_id == bind("id_"))
+            .values(
+                status=bind("status_"),
+                attempts=wms_outbox.c.attempts + 1,
+                http_status=bind("http_status_"),
+                ack_id=bind("ack_id_"),
+                detail=bind("detail_"),
+                acked_at=bind("acked_at_"),
+                claimed_until=None,
+            )
+        )
         with self._write() as conn:
             conn.execute(
-                wms_outbox.update()
-                .where(wms_outbox.c.directive_id == directive_id)
-                .values(
-                    status=status,
-                    attempts=wms_outbox.c.attempts + 1,
-                    http_status=http_status,
-                    ack_id=ack_id,
-                    detail=detail,
-                    acked_at=now if status == ACKED else None,
-                    claimed_until=None,
-                )
+                settle,
+                [
+                    {
+                        "id_": o.directive_id,
+                        "status_": o.status,
+                        "http_status_": o.http_status,
+                        "ack_id_": o.ack_id,
+                        "detail_": o.detail,
+                        "acked_at_": now if o.status == ACKED else None,
+                    }
+                    for o in outcomes
+                ],
             )
             conn.execute(
-                push_log.insert().values(
-                    directive_id=directive_id,
-                    http_status=http_status,
-                    outcome=status,
-                    detail=detail,
-                    at=now,
-                    pusher=pusher,
-                )
+                push_log.insert(),
+                [
+                    {"directive_id": o.directive_id, "http_status": o.http_status, "outcome": o.status,
+                     "detail": o.detail, "at": now, "pusher": pusher}
+                    for o in outcomes
+                ],
             )
             if watermark:
                 self._set_watermark(conn, *watermark)
@@ -421,16 +460,22 @@ class OperationalStore:
     def record_failed_attempt(self, directive_id: str, detail: str, pusher: str | None = None) -> None:
         """Count a send that did not get an answer; the row stays pending and its lease is released,
         so the next run (or another pusher) re-sends it with the same Idempotency-Key."""
+        self.record_failed_attempts([directive_id], detail, pusher)
+
+    def record_failed_attempts(self, directive_ids: Collection[str], detail: str, pusher: str | None = None) -> None:
+        """record_failed_attempt() for every directive of a batch request that got no answer."""
+        if not directive_ids:
+            return
+        now = _now()
         with self._write() as conn:
             conn.execute(
                 wms_outbox.update()
-                .where(wms_outbox.c.directive_id == directive_id)
+                .where(wms_outbox.c.directive_id.in_(list(directive_ids)))
                 .values(attempts=wms_outbox.c.attempts + 1, detail=detail, claimed_until=None)
             )
             conn.execute(
-                push_log.insert().values(
-                    directive_id=directive_id, outcome="error", detail=detail, at=_now(), pusher=pusher
-                )
+                push_log.insert(),
+                [{"directive_id": i, "outcome": "error", "detail": detail, "at": now, "pusher": pusher} for i in directive_ids],
             )
 
     def outbox(self, business_date: dt.date | None = None) -> list[OutboxRow]:

@@ -7,10 +7,14 @@ acknowledges the same key again and applies nothing twice.
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import orjson
 
+from velocity_platform.connectors.erp import next_cursor
 from velocity_platform.connectors.http import (
     CircuitOpen,
     HttpAnswer,
@@ -74,26 +78,46 @@ class WmsClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _paged(self, path: str) -> list[dict]:
-        records: list[dict] = []
+    def _paged(self, path: str, reader: Callable[[bytes], Any] | None = None) -> list:
+        """Every record of a paged listing (dicts), or with `reader` what it made of each page.
+
+        The reader runs inside the retry loop, so a page it cannot read is fetched again.
+        """
+
+        def read(answer: HttpAnswer) -> tuple[Any, str | None]:
+            if reader is None:
+                page = _page_or_invalid(answer)
+                return page["records"], page.get("next_cursor")
+            found, cursor = next_cursor(answer.content)
+            if not found:
+                raise InvalidBody("the page ends before its next_cursor (truncated)")
+            try:
+                return reader(answer.content), cursor
+            except Exception as exc:  # whatever the reader could not make sense of is an unreadable page
+                raise InvalidBody(f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}") from exc
+
+        parsed: list = []
         cursor: str | None = None
         while True:
             params: dict[str, str | int] = {"limit": self.page_limit}
             if cursor:
                 params["cursor"] = cursor
             describe = f"GET {path}"
-            answer, page = self._http.request("GET", path, params=params, read=_page_or_invalid, describe=describe)
+            answer, result = self._http.request("GET", path, params=params, read=read, describe=describe)
             self._http.raise_for_final_status(answer, describe)
-            records.extend(page["records"])
-            cursor = page.get("next_cursor")
+            page, cursor = result
+            if reader is None:
+                parsed.extend(page)
+            else:
+                parsed.append(page)
             if not cursor:
-                return records
+                return parsed
 
-    def locations(self) -> list[dict]:
-        return self._paged("/v1/locations")
+    def locations(self, reader: Callable[[bytes], Any] | None = None) -> list:
+        return self._paged("/v1/locations", reader)
 
-    def assignments(self) -> list[dict]:
-        return self._paged("/v1/slotting/assignments")
+    def assignments(self, reader: Callable[[bytes], Any] | None = None) -> list:
+        return self._paged("/v1/slotting/assignments", reader)
 
     def push_directive(self, directive: dict) -> PushOutcome:
         """POST one directive under its idempotency key; retried only because it has one."""
@@ -116,6 +140,52 @@ class WmsClient:
         self._http.raise_for_final_status(response, describe)
         status = "replayed" if answer.get("replayed") else "applied"
         return PushOutcome(key, status, response.status_code, answer.get("ack_id"), answer.get("status", ""))
+
+
+    def push_directives(self, directives: list[dict]) -> list[PushOutcome]:
+        """POST many directives in one request, each under its own idempotency key.
+
+        The WMS answers each item as the single POST would; the request carries a key of its
+        own derived from the items' keys, so a retry after a lost answer is the same request.
+        Raises UpstreamError when the batch got no usable answer: then no item is settled.
+        """
+        if not directives:
+            return []
+        keys = [d["directive_id"] for d in directives]
+        batch_key = "batch-" + hashlib.sha256("\n".join(keys).encode()).hexdigest()[:32]
+        body = orjson.dumps({"items": [{"idempotency_key": k, "directive": d} for k, d in zip(keys, directives, strict=True)]})
+        describe = f"POST /v1/slotting/directives/batch [{len(keys)} directives, {keys[0]}..]"
+        response, answer = self._http.request(
+            "POST",
+            "/v1/slotting/directives/batch",
+            content=body,
+            headers={"Idempotency-Key": batch_key, "Content-Type": "application/json"},
+            idempotent=True,
+            read=_batch_or_invalid,
+            describe=describe,
+        )
+        self._http.raise_for_final_status(response, describe)
+        by_key = {r.get("idempotency_key"): r for r in answer["results"] if isinstance(r, dict)}
+        missing = [k for k in keys if k not in by_key]
+        if missing:
+            raise UpstreamError(SYSTEM, f"{describe}: the answer has no result for {len(missing)} directive(s), e.g. {missing[0]}")
+        return [self._outcome(k, by_key[k]) for k in keys]
+
+    def _outcome(self, key: str, result: dict) -> PushOutcome:
+        status = result.get("http_status")
+        if status in REJECTED_STATUS:
+            detail = {k: v for k, v in result.items() if k not in ("idempotency_key", "http_status")}
+            return PushOutcome(key, "rejected", status, None, self._http.redact(orjson.dumps(detail).decode()[:500]))
+        if status not in (200, 201):
+            raise UpstreamError(SYSTEM, f"directive {key}: unexpected status {status} in the batch answer")
+        return PushOutcome(key, "replayed" if result.get("replayed") else "applied", status, result.get("ack_id"), result.get("status", ""))
+
+
+def _batch_or_invalid(answer: HttpAnswer) -> dict:
+    value = _json_or_invalid(answer)
+    if not isinstance(value.get("results"), list):
+        raise InvalidBody("no results list in the batch answer")
+    return value
 
 
 def _json_or_invalid(answer: HttpAnswer) -> dict:

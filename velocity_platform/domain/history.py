@@ -25,7 +25,6 @@ from velocity_platform.domain.contracts import (
     SKU_MASTER_SCHEMA,
     WMS_LOCATIONS_SCHEMA,
     conform,
-    empty_frame,
 )
 
 DOCUMENT_FIELDS = ["txn_id", "txn_type", "customer_id", "event_ts", "created_at"]
@@ -400,23 +399,50 @@ def _empty_documents(with_batch: bool) -> pl.DataFrame:
     return pl.DataFrame(schema=schema)
 
 
-def sku_master_from_records(records: list[dict]) -> pl.DataFrame:
-    """The ERP's SKU rows as SKU_MASTER_SCHEMA; cube comes from the ERP, so it is not a default."""
-    if not records:
-        return empty_frame(SKU_MASTER_SCHEMA)
-    frame = pl.from_dicts(records, infer_schema_length=None).with_columns(
-        pl.col("introduced_on").str.to_date(),
-        pl.lit(False).alias("cube_is_default"),
-    )
+# Reference records as the upstreams send them (text dates; extra fields are ignored).
+_SKU_RECORD = pl.Struct({**{k: v for k, v in SKU_MASTER_SCHEMA.items() if k != "cube_is_default"}, "introduced_on": pl.String})
+_LOCATION_RECORD = pl.Struct({k: v for k, v in WMS_LOCATIONS_SCHEMA.items() if k != "sku_id"})
+_ASSIGNMENT_RECORD = pl.Struct({"sku_id": pl.String, "location_id": pl.String, "assigned_at": pl.String})
+
+
+def _records_page(body: bytes, record: pl.Struct) -> pl.DataFrame:
+    """A page of flat reference records read straight into columns (no Python dict per record).
+
+    A record shape the fixed schema cannot hold falls back to reading the page as Python objects,
+    so an odd record costs speed, never the page.
+    """
+    try:
+        records = pl.read_json(io.BytesIO(body), schema={"records": pl.List(record), "next_cursor": pl.String})["records"]
+    except Exception:  # noqa: BLE001  # polars raises several error types on shapes the schema cannot hold
+        rows = [row if isinstance(row, dict) else {} for row in _load_page(body)["records"]]
+        return pl.from_dicts(rows, schema=dict(record.to_schema()), strict=False)
+    if records.len() != 1 or records.null_count():
+        raise InvalidPage("not a page: no 'records' list")
+    return records.explode().struct.unnest() if records.list.len()[0] else pl.DataFrame(schema=record.to_schema())
+
+
+def read_sku_page(body: bytes) -> pl.DataFrame:
+    return _records_page(body, _SKU_RECORD)
+
+
+def read_location_page(body: bytes) -> pl.DataFrame:
+    return _records_page(body, _LOCATION_RECORD)
+
+
+def read_assignment_page(body: bytes) -> pl.DataFrame:
+    return _records_page(body, _ASSIGNMENT_RECORD)
+
+
+def sku_master_from_pages(pages: list[pl.DataFrame]) -> pl.DataFrame:
+    """The ERP's SKU pages (read by read_sku_page) as SKU_MASTER_SCHEMA, sorted by sku_id."""
+    frame = pl.concat(pages) if pages else pl.DataFrame(schema=_SKU_RECORD.to_schema())
+    frame = frame.with_columns(pl.col("introduced_on").str.to_date(), pl.lit(False).alias("cube_is_default"))
     return conform(frame, SKU_MASTER_SCHEMA).sort("sku_id")
 
 
-def locations_from_records(locations: list[dict], assignments: list[dict]) -> pl.DataFrame:
-    """The WMS location master with each location's current occupant (null when empty)."""
-    master = pl.from_dicts(locations, infer_schema_length=None)
-    occupants = (
-        pl.from_dicts(assignments, infer_schema_length=None).select("location_id", "sku_id")
-        if assignments
-        else pl.DataFrame(schema={"location_id": pl.String, "sku_id": pl.String})
-    )
-    return conform(master.join(occupants, on="location_id", how="left"), WMS_LOCATIONS_SCHEMA).sort("location_id")
+def locations_from_pages(locations: list[pl.DataFrame], assignments: list[pl.DataFrame]) -> pl.DataFrame:
+    """The WMS location pages with each location's current occupant (null when empty)."""
+    master = pl.concat(locations) if locations else pl.DataFrame(schema=_LOCATION_RECORD.to_schema())
+    occupants = pl.concat(assignments) if assignments else pl.DataFrame(schema=_ASSIGNMENT_RECORD.to_schema())
+    joined = master.join(occupants.select("location_id", "sku_id"), on="location_id", how="left")
+    return conform(joined, WMS_LOCATIONS_SCHEMA).sort("location_id")

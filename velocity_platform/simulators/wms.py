@@ -24,7 +24,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from . import _http
-from .catalog import Catalog, build_catalog
+from .catalog import build_catalog
 
 __all__ = ["WmsConfig", "WmsSimulator", "create_wms_app"]
 
@@ -45,6 +45,7 @@ class WmsConfig:
     token: str = "wms-dev-token"
     default_limit: int = 1000
     max_limit: int = 10000
+    max_batch: int = 500  # directives per POST /v1/slotting/directives/batch
     # Faults, rolled once per request attempt (their sum must be <= 1).
     fault_rate_429: float = 0.0
     retry_after_seconds: int = 1
@@ -382,6 +383,42 @@ class WmsSimulator:
                 return _http.DropResponse(orjson.dumps(payload), status, sent_bytes=0)
             return _http.json_response(payload, status)
 
+        async def directive_batch(request: Request) -> Response:
+            # Many directives in one request, each under its own idempotency key and answered
+            # exactly as the single POST would answer it; the batch's own key makes the request
+            # itself safe to repeat (each item is anyway).
+            if not _http.authorized(request, self.config.token):
+                self.counters.add("requests", "directive_batch", "401")
+                return _http.unauthorized()
+            if not request.headers.get("idempotency-key", "").strip():
+                self.counters.add("requests", "directive_batch", "400")
+                return _http.error_response(400, "Idempotency-Key header is required")
+            fault, failed = self._roll("directive_batch", post=True)
+            if failed is not None:
+                return failed
+            try:
+                items = orjson.loads(await request.body())["items"]
+                if not isinstance(items, list) or not all(
+                    isinstance(i, dict) and isinstance(i.get("idempotency_key"), str) and i["idempotency_key"].strip()
+                    for i in items
+                ):
+                    raise TypeError
+            except (orjson.JSONDecodeError, KeyError, TypeError):
+                self.counters.add("requests", "directive_batch", "422")
+                return _http.error_response(422, 'body must be {"items": [{"idempotency_key": ..., "directive": {...}}]}')
+            if len(items) > self.config.max_batch:
+                self.counters.add("requests", "directive_batch", "413")
+                return _http.error_response(413, f"at most {self.config.max_batch} directives per batch")
+            results = []
+            for item in items:
+                self.counters.add("directives", "received")
+                status, payload = self.submit(item["idempotency_key"], orjson.dumps(item.get("directive")))
+                results.append({"idempotency_key": item["idempotency_key"], "http_status": status, **payload})
+            self.counters.add("requests", "directive_batch", "200")
+            if fault == "commit_then_drop":
+                return _http.DropResponse(orjson.dumps({"results": results}), 200, sent_bytes=0)
+            return _http.json_response({"results": results})
+
         async def stats(request: Request) -> Response:
             if not _http.authorized(request, self.config.token):
                 return _http.unauthorized()
@@ -396,6 +433,7 @@ class WmsSimulator:
                 Route("/v1/locations", paged("locations", self.locations_page), methods=["GET"]),
                 Route("/v1/slotting/assignments", paged("assignments", self.assignments_page), methods=["GET"]),
                 Route("/v1/slotting/directives", directives, methods=["POST"]),
+                Route("/v1/slotting/directives/batch", directive_batch, methods=["POST"]),
                 Route("/v1/stats", stats, methods=["GET"]),
                 Route("/healthz", healthz, methods=["GET"]),
             ]

@@ -152,7 +152,15 @@ def test_rows_of_a_pusher_that_died_are_taken_over_when_its_lease_lapses(store_u
     assert wms_stats(wms)["received"] == 5
 
 
-def test_an_open_wms_circuit_stops_the_push_and_the_rest_go_with_the_next_run_at_once(store_url, wms):
+class OneByOne:
+    """A WMS client that can only POST directives one at a time (no batch endpoint)."""
+
+    def __init__(self, client: WmsClient) -> None:
+        self.push_directive = client.push_directive
+
+
+@pytest.mark.parametrize("requests", ["batch", "one-by-one"])
+def test_an_open_wms_circuit_stops_the_push_and_the_rest_go_with_the_next_run_at_once(store_url, wms, requests):
     moves = planned_moves(wms, 6)
     store = OperationalStore(store_url)
     store.enqueue(moves)
@@ -163,11 +171,15 @@ def test_an_open_wms_circuit_stops_the_push_and_the_rest_go_with_the_next_run_at
         with BackgroundServer(create_wms_app(down)) as broken, WmsClient(
             broken.url, down.token, retry=quick, limits=trips_fast
         ) as client:
-            report = push_pending(store, client, DAY, pusher="during-outage", batch_size=6)
+            pusher = client if requests == "batch" else OneByOne(client)
+            report = push_pending(store, pusher, DAY, pusher="during-outage", batch_size=6)
     finally:
         reset_guards()  # the breaker is per process: do not leave it open for other tests
     first, *rest = sorted(m["directive_id"] for m in moves)
-    assert report.sent == [first] and sorted(report.unsent) == rest and report.still_pending == 6
+    if requests == "batch":  # one request carried all six: all six were attempted, none settled
+        assert sorted(report.sent) == [first, *rest] and report.unsent == [] and report.still_pending == 6
+    else:
+        assert report.sent == [first] and sorted(report.unsent) == rest and report.still_pending == 6
     assert "circuit breaker open" in report.failures[0]
     # Released, not left leased: the next run does not wait for the lease to lapse.
     assert {(r.status, r.claimed_until) for r in store.outbox(DAY)} == {("pending", None)}

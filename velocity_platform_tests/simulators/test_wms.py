@@ -153,6 +153,33 @@ def test_conflicts_and_invalid_bodies():
         assert set(stats["applied_per_key"].values()) == {0, 1}
 
 
+def test_a_batch_answers_each_directive_as_the_single_post_would():
+    with wms_client() as wms:
+        assignments, locations = _state(wms)
+        (s1, l1), (s2, l2), (s3, l3) = list(assignments.items())[:3]
+        free = _free(assignments, locations, 2)
+        moves = [_directive(s1, l1, free[0]), _directive(s2, l2, l3), _directive(s3, l3, free[1])]
+        items = [{"idempotency_key": m["directive_id"], "directive": m} for m in moves]
+
+        def post(body, key="batch-1"):
+            return wms.post("/v1/slotting/directives/batch", json=body, headers={"Idempotency-Key": key})
+
+        first = post({"items": items})
+        assert first.status_code == 200
+        # In order: s2's target is still held by s3 when s2's item is applied.
+        assert [r["http_status"] for r in first.json()["results"]] == [201, 409, 201]
+        assert [r["idempotency_key"] for r in first.json()["results"]] == [m["directive_id"] for m in moves]
+        again = post({"items": items}).json()["results"]  # the same request repeated: applied once
+        assert [r["http_status"] for r in again] == [200, 201, 200] and again[0]["replayed"] is True
+        after, _ = _state(wms)
+        assert (after[s1], after[s2], after[s3]) == (free[0], l3, free[1])
+        assert wms.get("/v1/stats").json()["applied_per_key"] == {m["directive_id"]: 1 for m in moves}
+        assert post({"items": items}, key="").status_code == 400
+        assert post({"directives": moves}).status_code == 422
+        assert post({"items": [{"directive": moves[0]}]}).status_code == 422
+        assert post({"items": items * 200}).status_code == 413
+
+
 def test_unslotted_sku_can_be_slotted():
     with wms_client() as wms:
         assignments, locations = _state(wms)

@@ -23,7 +23,8 @@ from velocity_platform.domain.history import (
     ReceivedPage,
     raw_lines_from_received,
     read_erp_page,
-    sku_master_from_records,
+    read_sku_page,
+    sku_master_from_pages,
     with_provenance,
 )
 
@@ -46,7 +47,7 @@ def sku_master(
         return sku_master_from_file(context, transaction_source, warehouse.timezone)
     with erp.client() as client:
         try:
-            master = sku_master_from_records(client.skus())
+            master = sku_master_from_pages(client.skus(reader=read_sku_page))
         except UpstreamError as exc:
             raise dg.Failure(description=f"could not read the SKU master: {exc}") from None
     context.add_output_metadata(

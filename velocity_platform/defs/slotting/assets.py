@@ -26,6 +26,7 @@ from velocity_platform.defs.resources import (
     WmsResource,
 )
 from velocity_platform.defs.slotting.plots import abc_pareto, heat_maps, markdown_image
+from velocity_platform.domain.history import read_assignment_page
 from velocity_platform.domain.shadow import apply_directives, compare
 from velocity_platform.domain.slotting import (
     SlottingConfig,
@@ -43,7 +44,7 @@ _MOVE_SCHEMA = {"business_date": pl.Date, "sku_id": pl.String, "from_location": 
 def assignment_at_start_of(day: dt.date, wms: WmsResource, state_store: OperationalStoreResource) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(assignment at the start of `day`, moves applied since day - hysteresis window)."""
     with wms.client() as client:
-        current = pl.DataFrame(client.assignments(), schema={"sku_id": pl.String, "location_id": pl.String, "assigned_at": pl.String})
+        current = pl.concat(client.assignments(reader=read_assignment_page))
     applied = pl.DataFrame(
         [
             {"business_date": m.business_date, "sku_id": m.sku_id, "from_location": m.from_location, "to_location": m.to_location}

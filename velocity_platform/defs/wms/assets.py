@@ -9,7 +9,7 @@ from velocity_platform.connectors.outbox import push_pending
 from velocity_platform.defs.partitions import DUCKDB_POOL, PARTITION_METADATA, business_days, partition_date
 from velocity_platform.defs.resources import OperationalStoreResource, WmsResource
 from velocity_platform.domain.contracts import WMS_DIRECTIVE_ACKS_SCHEMA
-from velocity_platform.domain.history import locations_from_records
+from velocity_platform.domain.history import locations_from_pages, read_assignment_page, read_location_page
 
 ACK_CHECK = "every_directive_acknowledged"
 
@@ -22,7 +22,9 @@ ACK_CHECK = "every_directive_acknowledged"
 )
 def wms_locations(context: dg.AssetExecutionContext, wms: WmsResource) -> pl.DataFrame:
     with wms.client() as client:
-        locations = locations_from_records(client.locations(), client.assignments())
+        locations = locations_from_pages(
+            client.locations(reader=read_location_page), client.assignments(reader=read_assignment_page)
+        )
     context.add_output_metadata(
         {
             "dagster/row_count": locations.height,
