@@ -35,7 +35,14 @@ import httpx
 from velocity_platform_tests.ops.deployment import PROJECT, LocalDeployment, free_port, wait_until
 
 START = dt.date(2026, 1, 1)
+# The demo's world, or the benchmark scenario M (20,000 SKUs, 300,000 lines a day).
+WORLDS = {"demo": (2_000, 4_000), "M": (20_000, 300_000)}
 WORLD = ["--seed", "7", "--skus", "2000", "--lines-per-day", "4000", "--start", START.isoformat(), "--days", "120"]
+
+
+def use_world(name: str) -> None:
+    skus, lines = WORLDS[name]
+    WORLD[3], WORLD[5] = str(skus), str(lines)
 TOKENS = {"VELOCITY_ERP_TOKEN": "erp-dev-token", "VELOCITY_WMS_TOKEN": "wms-dev-token"}
 EXE = str(Path(sys.executable).with_name("velocity-platform"))
 
@@ -164,7 +171,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--days", type=int, default=90)
     parser.add_argument("--cli", action="store_true", help="also time `velocity-platform run` over the same range")
+    parser.add_argument("--world", choices=sorted(WORLDS), default="demo", help="demo (2k SKUs) or scenario M")
     args = parser.parse_args(argv)
+    use_world(args.world)
     dates = [START + dt.timedelta(days=i) for i in range(args.days)]
     root = Path(tempfile.mkdtemp(prefix="backfill-quarter-"))
     results = []
@@ -182,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
                 process.terminate()
             for process in simulators:
                 process.wait(30)
-    print(json.dumps({"cpus": os.cpu_count(), "load_average_at_end": os.getloadavg(), "results": results}, indent=2))
+    print(json.dumps({"world": args.world, "skus_and_lines_per_day": WORLDS[args.world], "cpus": os.cpu_count(), "load_average_at_end": os.getloadavg(), "results": results}, indent=2))
     return 0
 
 

@@ -18,6 +18,11 @@ from collections import defaultdict
 _PAGE_MB = os.sysconf("SC_PAGE_SIZE") / 1e6
 
 
+def current_rss_mb() -> float:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * _PAGE_MB
+
+
 class RssSampler(threading.Thread):
     """Resident memory of this process every few milliseconds, so each step's peak can be named."""
 
@@ -25,17 +30,17 @@ class RssSampler(threading.Thread):
         super().__init__(daemon=True)
         self.interval_s = interval_s
         self.samples: list[tuple[float, float]] = []  # (unix time, RSS MB)
-        self._stop = threading.Event()
+        self._done = threading.Event()
 
     def run(self) -> None:
         with open("/proc/self/statm") as statm:
-            while not self._stop.is_set():
+            while not self._done.is_set():
                 statm.seek(0)
                 self.samples.append((time.time(), int(statm.read().split()[1]) * _PAGE_MB))
-                self._stop.wait(self.interval_s)
+                self._done.wait(self.interval_s)
 
     def stop(self) -> None:
-        self._stop.set()
+        self._done.set()
         self.join()
 
     def peak_between(self, start: float, end: float) -> float:
@@ -77,6 +82,7 @@ def main(partition_key: str) -> int:
     rss = RssSampler()
     with DagsterInstance.get() as instance:
         rss.start()
+        rss_before_run = current_rss_mb()
         started = time.perf_counter()
         result = job.execute_in_process(instance=instance, partition_key=partition_key, raise_on_error=False)
         total = time.perf_counter() - started
@@ -101,6 +107,7 @@ def main(partition_key: str) -> int:
                 "raw_lines": raw_lines,
                 "rows_per_second": round(raw_lines / total, 1),
                 "peak_rss_mb": round(peak_kb / 1024, 1),
+                "rss_before_run_mb": round(rss_before_run, 1),
                 "checks_failed": [
                     f"{e.asset_key.to_user_string()}.{e.check_name}"
                     for e in result.get_asset_check_evaluations()

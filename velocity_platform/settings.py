@@ -25,6 +25,7 @@ ENV_DOCS = {
     "VELOCITY_WAREHOUSE_TZ": "IANA time zone of the warehouse; business dates are days in this zone",
     "VELOCITY_FIRST_PARTITION_DATE": "First business date of the daily partitions",
     "VELOCITY_MOVE_BUDGET": "Maximum slotting moves per day",
+    "VELOCITY_WMS_PUSH_BATCH_SIZE": "Directives per request to the WMS's batch endpoint (default 100, at most 500)",
 }
 
 

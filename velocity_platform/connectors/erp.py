@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -112,33 +113,44 @@ class ErpClient:
         batch_prefix: str,
         reader: Callable[[bytes], Any] | None,
     ) -> Iterator[ErpPage]:
-        def read(answer: HttpAnswer) -> tuple[Any, str | None]:
-            # The cursor must be readable too: a page cut short loses it, and must be fetched again.
-            found, cursor = next_cursor(answer.content)
-            if not found:
-                raise InvalidBody("the page ends before its next_cursor (truncated)")
-            if reader is None:
-                return None, cursor
-            try:
-                return reader(answer.content), cursor
-            except InvalidBody:
-                raise
-            except Exception as exc:  # whatever the reader could not make sense of is an unreadable page
-                raise InvalidBody(f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}") from exc
+        """Every page of a cursor-paged listing, in order, read by `reader` inside the retry loop.
 
-        cursor: str | None = None
-        page_no = 0
-        while True:
+        The next page is requested as soon as this page's cursor is read (from the end of its
+        body), so the ERP prepares and sends it while this one is being parsed: at most two pages
+        are in flight, and pages are yielded in order.
+        """
+        prefetch = ThreadPoolExecutor(max_workers=2, thread_name_prefix="erp-page")
+        jobs: dict[int, Future] = {}
+
+        def fetch(page_no: int, cursor: str | None) -> ErpPage:
             query = {**params, "limit": self.page_limit}
             if cursor:
                 query["cursor"] = cursor
-            page_no += 1
             source_batch = f"{batch_prefix}:page-{page_no:04d}"
-            retries_before = self.stats.retries
+            reads = 0
+
+            def read(answer: HttpAnswer) -> tuple[Any, str | None]:
+                nonlocal reads
+                reads += 1
+                # The cursor must be readable too: a page cut short loses it, and must be fetched again.
+                found, next_page = next_cursor(answer.content)
+                if not found:
+                    raise InvalidBody("the page ends before its next_cursor (truncated)")
+                if next_page and page_no + 1 not in jobs:
+                    jobs[page_no + 1] = prefetch.submit(fetch, page_no + 1, next_page)
+                if reader is None:
+                    return None, next_page
+                try:
+                    return reader(answer.content), next_page
+                except InvalidBody:
+                    raise
+                except Exception as exc:  # whatever the reader could not make sense of is an unreadable page
+                    raise InvalidBody(f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}") from exc
+
             try:
-                answer, (parsed, cursor) = self._get(path, query, read)
+                answer, (parsed, _) = self._get(path, query, read)
             except BodyStillInvalid as exc:
-                found, cursor = next_cursor(exc.answer.content)
+                found, next_page = next_cursor(exc.answer.content)
                 if not found:
                     raise UpstreamError(
                         SYSTEM,
@@ -146,11 +158,21 @@ class ErpClient:
                         "cursor to continue from, so the rest of the pull cannot be fetched. Nothing was stored; "
                         "re-run the partition when the ERP serves complete pages.",
                     ) from None
-                yield ErpPage(source_batch, exc.answer.content, None, exc.reason, exc.attempts)
-            else:
-                yield ErpPage(source_batch, answer.content, parsed, None, 1 + self.stats.retries - retries_before)
-            if not cursor:
-                return
+                if next_page and page_no + 1 not in jobs:
+                    jobs[page_no + 1] = prefetch.submit(fetch, page_no + 1, next_page)
+                return ErpPage(source_batch, exc.answer.content, None, exc.reason, exc.attempts)
+            return ErpPage(source_batch, answer.content, parsed, None, max(1, reads))
+
+        try:
+            jobs[1] = prefetch.submit(fetch, 1, None)
+            page_no = 1
+            while page_no in jobs:
+                yield jobs.pop(page_no).result()
+                page_no += 1
+        finally:
+            for job in jobs.values():
+                job.cancel()
+            prefetch.shutdown(wait=True)
 
     # --- the API -------------------------------------------------------------------------------
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import dagster as dg
 import polars as pl
+from dagster._core.storage.db_io_manager import TableSlice
 from dagster_duckdb import DuckDBResource
 from dagster_duckdb_polars import DuckDBPolarsIOManager, DuckDBPolarsTypeHandler
 from pydantic import Field
@@ -14,14 +15,63 @@ from pydantic import Field
 from velocity_platform.connectors.erp import ErpClient
 from velocity_platform.connectors.files import FileExport, FileSourceError, preset, read_export
 from velocity_platform.connectors.http import RetryPolicy, UpstreamLimits
+from velocity_platform.connectors.outbox import WMS_BATCH_SIZE
 from velocity_platform.connectors.state import OperationalStore
 from velocity_platform.connectors.webhook import AlertWebhook
 from velocity_platform.connectors.wms import WmsClient
 from velocity_platform.settings import NIGHTLY_START_HOUR, OperationsSettings, Settings, SourceSettings
 
 
+# Asset metadata: the table's row order carries meaning and must survive storage.
+KEEP_ROW_ORDER = "keep_row_order"
+
+
+def _slice_key(table_slice: TableSlice) -> tuple:
+    dims = tuple((d.partition_expr, repr(d.partitions)) for d in table_slice.partition_dimensions or ())
+    return (table_slice.schema, table_slice.table, tuple(table_slice.columns or ()), dims)
+
+
+class _RunOutputs:
+    """Frames this process stored during the current run, by table slice.
+
+    The in-process executor runs every step of a run in one process, so the next step can take
+    the frame a step just stored instead of reading it back from DuckDB (a large day's raw and
+    validated lines cost a second or more each way). Entries belong to one run: a frame is only
+    handed to a step of the run that stored it, and the first output of another run clears them.
+    A budget on their size bounds the memory they hold; what does not fit is read back as usual.
+    """
+
+    def __init__(self, budget_mb: float) -> None:
+        self.budget_bytes = budget_mb * 1e6
+        self.run_id: str | None = None
+        self.frames: dict[tuple, pl.DataFrame] = {}
+
+    def put(self, run_id: str, table_slice: TableSlice, frame: pl.DataFrame) -> None:
+        if run_id != self.run_id:
+            self.run_id, self.frames = run_id, {}
+        key = _slice_key(table_slice)
+        self.frames.pop(key, None)
+        self.frames[key] = frame
+        while self.frames and sum(f.estimated_size() for f in self.frames.values()) > self.budget_bytes:
+            del self.frames[next(iter(self.frames))]  # the oldest first: its readers have mostly run
+
+    def get(self, run_id: str | None, table_slice: TableSlice) -> pl.DataFrame | None:
+        return self.frames.get(_slice_key(table_slice)) if run_id and run_id == self.run_id else None
+
+
+RUN_OUTPUTS = _RunOutputs(float(os.environ.get("VELOCITY_RUN_MEMO_MB", "768")))
+
+
+def _run_id(context: dg.InputContext) -> str | None:
+    try:
+        return context.step_context.run_id
+    except dg.DagsterInvariantViolationError:  # an InputContext built outside a run
+        return None
+
+
 class _PolarsTablesHandler(DuckDBPolarsTypeHandler):
-    """The stock polars handler, except that an empty frame still creates its (empty) table.
+    """The stock polars handler, except that an empty frame still creates its (empty) table, and
+    a frame stored earlier in the same run is handed on without a DuckDB round trip.
 
     The stock handler skips empty frames, so a day with no dead letters or no directives would
     leave no table and the first reader downstream would fail on a missing table instead of
@@ -36,8 +86,20 @@ class _PolarsTablesHandler(DuckDBPolarsTypeHandler):
                 f"create table if not exists {table_slice.schema}.{table_slice.table} as select * from empty_arrow"
             )
             context.add_output_metadata({"row_count": 0})
-            return
-        super().handle_output(context, table_slice, obj, connection)
+        else:
+            # Writing row groups in parallel, in any order, halves the cost of storing a large
+            # day (and skips a checkpoint). Only a table whose row order means something (the
+            # raw lines: arrival order decides which of two duplicates is kept) keeps it.
+            keep_order = bool((context.definition_metadata or {}).get(KEEP_ROW_ORDER))
+            connection.execute(f"SET preserve_insertion_order = {str(keep_order).lower()}")
+            super().handle_output(context, table_slice, obj, connection)
+        RUN_OUTPUTS.put(context.run_id, table_slice, obj)
+
+    def load_input(self, context, table_slice, connection) -> pl.DataFrame:
+        stored = RUN_OUTPUTS.get(_run_id(context), table_slice)
+        if stored is not None:
+            return stored
+        return super().load_input(context, table_slice, connection)
 
 
 class WarehouseTablesIOManager(DuckDBPolarsIOManager):
@@ -102,6 +164,9 @@ class WmsResource(_UpstreamResource):
     """The WMS's location, assignment and slotting-directive API."""
 
     token: str = Field(description="Bearer token; set VELOCITY_WMS_TOKEN, never in code")
+    push_batch_size: int = Field(
+        default=WMS_BATCH_SIZE, description="Directives per POST to the WMS's batch endpoint (its limit is 500)"
+    )
 
     def client(self) -> WmsClient:
         return WmsClient(
@@ -180,7 +245,12 @@ def build_resources(settings: Settings | None = None) -> dict[str, object]:
         # Direct reads of a table an asset is about to replace (the previous dead letters of a partition).
         "warehouse_tables": DuckDBResource(database=settings.duckdb_path),
         "erp": ErpResource(base_url=settings.erp_url, token=dg.EnvVar("VELOCITY_ERP_TOKEN"), **http_config_from_env()),
-        "wms": WmsResource(base_url=settings.wms_url, token=dg.EnvVar("VELOCITY_WMS_TOKEN"), **http_config_from_env()),
+        "wms": WmsResource(
+            base_url=settings.wms_url,
+            token=dg.EnvVar("VELOCITY_WMS_TOKEN"),
+            push_batch_size=int(os.environ.get("VELOCITY_WMS_PUSH_BATCH_SIZE", "").strip() or WMS_BATCH_SIZE),
+            **http_config_from_env(),
+        ),
         "state_store": OperationalStoreResource(url=settings.store_url),
         "warehouse": WarehouseResource(timezone=settings.timezone, move_budget=settings.move_budget),
         **operations_resources(),

@@ -39,6 +39,9 @@ LINES_PER_DAY = 2000
 DATES = [dt.date(2026, 2, 3), dt.date(2026, 2, 4)]
 # Small pages (about eight a day) so that per-request faults hit the pull many times; short
 # timeouts and backoff so a test spends its time on work, not on waiting.
+# One directive per request to the WMS's batch endpoint: a small world's few directives a day
+# then make enough requests for every kind of fault to land on some of them.
+WMS_SMALL_BATCHES = {"push_batch_size": 1}
 FAST_HTTP = {
     "timeout_s": 1.0,
     "initial_backoff_s": 0.01,
@@ -67,6 +70,7 @@ def run(dates: list[dt.date], http: dict | None = None, warehouse: dict | None =
             "base_url": os.environ[f"VELOCITY_{system.upper()}_URL"],
             "token": {"env": f"VELOCITY_{system.upper()}_TOKEN"},
             **FAST_HTTP,
+            **(WMS_SMALL_BATCHES if system == "wms" else {}),
             **(http or {}),
         }
         for system in ("erp", "wms")
@@ -85,7 +89,8 @@ def rebuild(dates: list[dt.date], assets: list[str]) -> list[bool]:
     from velocity_platform.definitions import defs
 
     config = {
-        system: {"base_url": os.environ[f"VELOCITY_{system.upper()}_URL"], "token": {"env": f"VELOCITY_{system.upper()}_TOKEN"}, **FAST_HTTP}
+        system: {"base_url": os.environ[f"VELOCITY_{system.upper()}_URL"], "token": {"env": f"VELOCITY_{system.upper()}_TOKEN"}, **FAST_HTTP,
+                 **(WMS_SMALL_BATCHES if system == "wms" else {})}
         for system in ("erp", "wms")
     }
     job = defs().resolve_job_def(JOB_NAME)

@@ -58,7 +58,12 @@ def uninterrupted(tmp_path_factory):
 def start_cli_run(log_path) -> subprocess.Popen:
     # The command a user runs; a low request ceiling stretches the pull and the push so that
     # "the middle" lasts long enough to be caught from outside.
-    env = {**os.environ, "VELOCITY_HTTP_RATE_LIMIT_RPS": "25", "VELOCITY_HTTP_PAGE_LIMIT": "100"}
+    env = {
+        **os.environ,
+        "VELOCITY_HTTP_RATE_LIMIT_RPS": "25",
+        "VELOCITY_HTTP_PAGE_LIMIT": "100",
+        "VELOCITY_WMS_PUSH_BATCH_SIZE": "1",
+    }
     with open(log_path, "ab") as log:
         return subprocess.Popen(
             [sys.executable, "-m", "velocity_platform.cli", "run", "--from", DATES[0].isoformat(), "--to", DATES[-1].isoformat()],

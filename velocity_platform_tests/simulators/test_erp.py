@@ -110,6 +110,7 @@ def test_skus_paging(erp):
 
 
 def test_stats_count_served_lines(erp):
+    pull_all(erp, "/v1/transactions", business_date="2026-01-07", limit=500)
     stats = erp.get("/v1/stats").json()
     served = stats["served"]["2026-01-07"]
     count = erp.get("/v1/transactions/count", params={"business_date": "2026-01-07"}).json()

@@ -16,6 +16,7 @@ from velocity_platform.defs.partitions import (
 from velocity_platform.domain.taxonomy import classify_skus
 
 VELOCITY_WINDOW_DAYS = 90
+DEMAND_COLUMNS_READ = ["business_date", "sku_id", "units", "pick_lines", "orders"]
 
 
 def class_table(velocity: pl.DataFrame) -> str:
@@ -39,7 +40,13 @@ def history_start(context: dg.AssetExecutionContext) -> dt.date:
 @dg.asset(
     partitions_def=business_days,
     metadata=PARTITION_METADATA,
-    ins={"daily_sku_demand": dg.AssetIn(partition_mapping=window(VELOCITY_WINDOW_DAYS - 1))},
+    ins={
+        "daily_sku_demand": dg.AssetIn(
+            partition_mapping=window(VELOCITY_WINDOW_DAYS - 1),
+            # Only what the taxonomy reads: 90 days of a large catalogue is millions of rows.
+            metadata={"columns": DEMAND_COLUMNS_READ},
+        )
+    },
     group_name="velocity",
     kinds={"duckdb", "polars"},
     pool=DUCKDB_POOL,

@@ -76,7 +76,7 @@ def wms_directive_acks(
     with wms.client() as client:
         # Claimed in leased batches, so two runs pushing the same day split it (connectors/outbox.py);
         # an open WMS circuit stops the push and leaves the rest pending, unsent, for the next run.
-        report = push_pending(store, client, day, pusher=f"run {context.run.run_id}")
+        report = push_pending(store, client, day, pusher=f"run {context.run.run_id}", batch_size=wms.push_batch_size)
         http = client.stats.as_metadata()
     if report.still_pending:
         attempted = len(report.sent) + len(report.unsent) + report.held_elsewhere
