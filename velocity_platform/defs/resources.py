@@ -3,6 +3,7 @@
 
 import functools
 import os
+import time
 from pathlib import Path
 
 import dagster as dg
@@ -20,10 +21,6 @@ from velocity_platform.connectors.state import OperationalStore
 from velocity_platform.connectors.webhook import AlertWebhook
 from velocity_platform.connectors.wms import WmsClient
 from velocity_platform.settings import NIGHTLY_START_HOUR, OperationsSettings, Settings, SourceSettings
-
-
-# Asset metadata: the table's row order carries meaning and must survive storage.
-KEEP_ROW_ORDER = "keep_row_order"
 
 
 def _slice_key(table_slice: TableSlice) -> tuple:
@@ -69,30 +66,52 @@ def _run_id(context: dg.InputContext) -> str | None:
         return None
 
 
-class _PolarsTablesHandler(DuckDBPolarsTypeHandler):
-    """The stock polars handler, except that an empty frame still creates its (empty) table, and
-    a frame stored earlier in the same run is handed on without a DuckDB round trip.
+def _table_columns(connection, table_slice: TableSlice) -> set[str]:
+    rows = connection.execute(
+        "SELECT column_name FROM information_schema.columns WHERE table_schema = ? AND table_name = ?",
+        [table_slice.schema, table_slice.table],
+    ).fetchall()
+    return {row[0] for row in rows}
 
-    The stock handler skips empty frames, so a day with no dead letters or no directives would
-    leave no table and the first reader downstream would fail on a missing table instead of
-    reading zero rows.
+
+class _PolarsTablesHandler(DuckDBPolarsTypeHandler):
+    """DuckDB tables from polars frames, written for large days and for upgrades.
+
+    - An empty frame still creates its (empty) table: the stock handler skips it, and the first
+      reader downstream would fail on a missing table instead of reading zero rows.
+    - Rows are written by column name, and a column a newer version of an asset adds is added to
+      its existing table (null in the rows already there), so an upgrade never fails a write.
+    - Row groups are written in parallel, in any order, which halves the cost of storing a
+      large day and skips a checkpoint; no table's row order means anything (the raw lines carry
+      their arrival order in a column, arrival_seq).
+    - A frame stored earlier in the same run is handed to the next step without a DuckDB round
+      trip (`RUN_OUTPUTS`).
     """
 
     def handle_output(self, context, table_slice, obj: pl.DataFrame, connection):
-        if obj.is_empty():
-            empty_arrow = obj.to_arrow()  # noqa: F841  # referenced by name in the SQL below
-            connection.execute(f"create schema if not exists {table_slice.schema}")
-            connection.execute(
-                f"create table if not exists {table_slice.schema}.{table_slice.table} as select * from empty_arrow"
-            )
-            context.add_output_metadata({"row_count": 0})
+        table = f"{table_slice.schema}.{table_slice.table}"
+        frame = obj.to_arrow()  # noqa: F841  # referenced by name in the SQL below
+        started = time.perf_counter()
+        connection.execute(f"create schema if not exists {table_slice.schema}")
+        connection.execute("SET preserve_insertion_order = false")
+        columns = _table_columns(connection, table_slice)
+        if not columns:
+            connection.execute(f"create table {table} as select * from frame")
         else:
-            # Writing row groups in parallel, in any order, halves the cost of storing a large
-            # day (and skips a checkpoint). Only a table whose row order means something (the
-            # raw lines: arrival order decides which of two duplicates is kept) keeps it.
-            keep_order = bool((context.definition_metadata or {}).get(KEEP_ROW_ORDER))
-            connection.execute(f"SET preserve_insertion_order = {str(keep_order).lower()}")
-            super().handle_output(context, table_slice, obj, connection)
+            for name, column_type, *_ in connection.execute("DESCRIBE SELECT * FROM frame").fetchall():
+                if name not in columns:
+                    connection.execute(f'ALTER TABLE {table} ADD COLUMN "{name}" {column_type}')
+            if not obj.is_empty():
+                connection.execute(f"insert into {table} by name select * from frame")
+        context.add_output_metadata(
+            {
+                "row_count": obj.height,
+                "duckdb_write_s": round(time.perf_counter() - started, 3),
+                "dataframe_columns": dg.MetadataValue.table_schema(
+                    dg.TableSchema(columns=[dg.TableColumn(name=n, type=str(t)) for n, t in obj.schema.items()])
+                ),
+            }
+        )
         RUN_OUTPUTS.put(context.run_id, table_slice, obj)
 
     def load_input(self, context, table_slice, connection) -> pl.DataFrame:

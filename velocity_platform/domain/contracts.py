@@ -68,6 +68,10 @@ RAW_PROVENANCE_SCHEMA = {
     "raw_payload": pl.String,
     # Set on the one row that stands for a whole unreadable page (the row has no line fields).
     "page_error": pl.String,
+    # The line's place in the order the source delivered the day (pages in order, documents and
+    # lines in page order). Of two lines with the same key the first one is kept, so the order
+    # is stored with the lines rather than left to the table's row order.
+    "arrival_seq": pl.Int64,
 }
 RAW_TABLE_SCHEMA = {**RAW_TRANSACTIONS_SCHEMA, **RAW_PROVENANCE_SCHEMA}
 

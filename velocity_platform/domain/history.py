@@ -352,12 +352,12 @@ def raw_lines_from_received(pages: list[ReceivedPage], business_date: dt.date) -
     for p in readable:
         for name, n in p.parsed.unexpected_fields.items():
             unexpected[name] = unexpected.get(name, 0) + n
-    frames = [conform(lines, RAW_TABLE_SCHEMA)]
+    frames = [conform(lines.with_columns(pl.lit(None, dtype=pl.Int64).alias("arrival_seq")), RAW_TABLE_SCHEMA)]
     if unreadable:
         frames.append(dead_lettered_pages(unreadable, business_date))
     misfits = sum(p.parsed.raw_payloads[_DOC].n_unique() for p in readable)
     return IngestedDay(
-        pl.concat(frames),
+        _in_arrival_order(pl.concat(frames)),
         len(pages),
         kept.height,
         repeated,
@@ -368,9 +368,17 @@ def raw_lines_from_received(pages: list[ReceivedPage], business_date: dt.date) -
 
 
 def with_provenance(lines: pl.DataFrame) -> pl.DataFrame:
-    """Raw lines (RAW_TRANSACTIONS_SCHEMA, from any source) as the raw table holds them."""
+    """Raw lines (RAW_TRANSACTIONS_SCHEMA, from any source) as the raw table holds them; lines
+    without an arrival order take the order they are in."""
     missing = [pl.lit(None, dtype=t).alias(c) for c, t in RAW_PROVENANCE_SCHEMA.items() if c not in lines.columns]
-    return conform(lines.with_columns(missing) if missing else lines, RAW_TABLE_SCHEMA)
+    lines = conform(lines.with_columns(missing) if missing else lines, RAW_TABLE_SCHEMA)
+    return lines if lines["arrival_seq"].null_count() == 0 else _in_arrival_order(lines)
+
+
+def _in_arrival_order(lines: pl.DataFrame) -> pl.DataFrame:
+    """Number the lines in the order they are in: the order the source delivered them."""
+    return lines.with_columns(pl.int_range(pl.len(), dtype=pl.Int64).alias("arrival_seq"))
+
 
 
 def dead_lettered_pages(pages: list[ReceivedPage], business_date: dt.date) -> pl.DataFrame:

@@ -328,15 +328,61 @@ def classify_skus(
     demand = daily_demand.lazy()
     if history_start is None:
         history_start = _earliest_date(demand) or evaluation_date
+    per_sku = _demand_per_sku(demand, evaluation_date, config)
+    return classify_window_totals(per_sku, sku_master, evaluation_date, history_start, config)
+
+
+# What demand_per_sku_sql returns, column by column (the per-SKU frame _demand_per_sku builds).
+COUNTERS = ["units_30d", "units_60d", "units_90d", "pick_lines_30d", "orders_30d", "units_7d"]
+
+
+def demand_per_sku_sql(table: str, evaluation_date: dt.date, config: TaxonomyConfig = TaxonomyConfig()) -> str:
+    """The same per-SKU window totals as the polars path, as one SQL aggregation over a daily
+    demand table (DuckDB dialect), so a store holding months of daily rows hands back one row
+    per SKU instead of every row. Dates are literals built from a date, never from user text."""
+    short, medium, long = config.windows
+    day = evaluation_date.isoformat()
+    age = f"(DATE '{day}' - business_date)"
+
+    def total(column: str, days: int, cast: str) -> str:
+        return f"CAST(SUM(CASE WHEN {age} < {days} THEN {column} ELSE 0 END) AS {cast})"
+
+    sums = [
+        f"{total('units', short, 'DOUBLE')} AS units_30d",
+        f"{total('units', medium, 'DOUBLE')} AS units_60d",
+        f"{total('units', long, 'DOUBLE')} AS units_90d",
+        f"{total('pick_lines', short, 'BIGINT')} AS pick_lines_30d",
+        f"{total('orders', short, 'BIGINT')} AS orders_30d",
+        f"{total('units', 7, 'DOUBLE')} AS units_7d",
+        *(
+            f"CAST(SUM(CASE WHEN {age} BETWEEN {7 * w} AND {7 * w + 6} THEN units ELSE 0.0 END) AS DOUBLE) AS {_week_name(w)}"
+            for w in range(config.xyz_weeks)
+        ),
+        f"CAST(COUNT(*) AS UINTEGER) AS {ROWS}",
+    ]
+    first_day = (evaluation_date - dt.timedelta(days=long - 1)).isoformat()
+    return (
+        f"SELECT sku_id, {', '.join(sums)} FROM {table} "
+        f"WHERE business_date BETWEEN DATE '{first_day}' AND DATE '{day}' AND sku_id IS NOT NULL GROUP BY sku_id"
+    )
+
+
+def classify_window_totals(
+    per_sku: pl.DataFrame | pl.LazyFrame,
+    sku_master: pl.DataFrame | pl.LazyFrame,
+    evaluation_date: dt.date,
+    history_start: dt.date,
+    config: TaxonomyConfig = TaxonomyConfig(),
+) -> pl.DataFrame:
+    """The sku_velocity table from per-SKU window totals (`_demand_per_sku`, or the same columns
+    from `demand_per_sku_sql`)."""
     short, medium, long = config.windows
     weeks = config.xyz_weeks
     weekly = weekly_columns(weeks)
-    counters = ["units_30d", "units_60d", "units_90d", "pick_lines_30d", "orders_30d", "units_7d"]
-
-    per_sku = _demand_per_sku(demand, evaluation_date, config)
+    counters = COUNTERS
     velocity = (
         _master(sku_master)
-        .join(per_sku, on="sku_id", how="full", coalesce=True)
+        .join(per_sku.lazy(), on="sku_id", how="full", coalesce=True)
         .filter(_in_population(evaluation_date))
         .with_columns(pl.col(counters).fill_null(0), *(w.fill_null(0.0) for w in weekly))
         .with_columns(

@@ -250,8 +250,11 @@ def validate_lines(
     """Split raw lines into typed valid lines and dead-letter rows.
 
     `raw` follows RAW_TRANSACTIONS_SCHEMA (all text). With `sku_master` (sku_id, uoms) the SKU
-    must be known and the UoM one it is sold in. Arrival order decides which duplicate is kept.
+    must be known and the UoM one it is sold in. Arrival order (`arrival_seq` where present, else
+    row order) decides which duplicate is kept.
     """
+    if "arrival_seq" in raw.columns and not raw["arrival_seq"].is_sorted():
+        raw = raw.sort("arrival_seq", nulls_last=True, maintain_order=True)
     absent = [pl.lit(None, dtype=t).alias(c) for c, t in RAW_PROVENANCE_SCHEMA.items() if c not in raw.columns]
     frame = raw.with_columns(*absent, *(expr.alias(f"__parsed_{name}") for name, expr in _PARSED.items()))
     if sku_master is not None:

@@ -5,7 +5,7 @@ import polars as pl
 import pytest
 
 from velocity_platform.domain.shadow import apply_directives, compare, picks_on, putaway, random_assignment
-from velocity_platform.domain.travel import Layout, layout_locations
+from velocity_platform.domain.travel import Layout, layout_locations, order_travel
 
 LAYOUT = Layout(aisles=4, bays_per_side=5)  # aisle length 5 m
 LOCATIONS = layout_locations(LAYOUT)
@@ -29,6 +29,28 @@ def test_compare_walks_each_order_on_both_assignments():
     assert got["o2"]["before_m"] == pytest.approx(2 * 3 + 9) and got["o2"]["after_m"] == pytest.approx(3.0)
     assert (result.orders, result.pick_lines) == (2, 3)
     assert result.reduction_pct == pytest.approx(100 * (1 - 6 / 43))
+
+
+@pytest.mark.parametrize("routing", ["s-shape", "return", "largest-gap"])
+def test_orders_untouched_by_a_move_keep_their_travel_and_the_rest_are_walked_again(routing):
+    rng = np.random.default_rng(3)
+    skus = [f"S{i}" for i in range(30)]
+    before = pl.DataFrame({"sku_id": skus, "location_id": LOCATIONS["location_id"].sample(30, seed=1).to_list()})
+    free = LOCATIONS.join(before, on="location_id", how="anti")["location_id"].head(4).to_list()
+    moves = pl.DataFrame({"sku_id": ["S0", "S1", "S2", "S3"], "to_location": free})
+    after = apply_directives(before, moves)
+    lines = pl.DataFrame(
+        {"order_id": [f"o{i}" for i in rng.integers(0, 60, 400)], "sku_id": [skus[i] for i in rng.integers(0, 30, 400)]}
+    )
+    result = compare(lines, before, after, LOCATIONS, LAYOUT, routing).per_order.sort("order_id")
+
+    def walk_all(assignment: pl.DataFrame) -> pl.Series:  # every order walked, the direct way
+        return order_travel(picks_on(lines, assignment, LOCATIONS), LAYOUT, routing).sort("order_id")["travel_m"]
+
+    assert result["before_m"].to_list() == walk_all(before).to_list()
+    assert result["after_m"].to_list() == walk_all(after).to_list()
+    touched = lines.filter(pl.col("sku_id").is_in(["S0", "S1", "S2", "S3"]))["order_id"].unique()
+    assert 0 < touched.len() < result.height  # some orders were spared the second walk
 
 
 def test_a_pick_without_a_location_is_an_error_not_a_silent_drop():

@@ -14,7 +14,6 @@ from velocity_platform.defs.partitions import (
     partition_date,
 )
 from velocity_platform.defs.resources import (
-    KEEP_ROW_ORDER,
     ErpResource,
     TransactionSourceResource,
     WarehouseResource,
@@ -107,7 +106,7 @@ def pull_from_erp(day: dt.date, erp: ErpResource, timezone: str) -> SourcePull:
 
 @dg.asset(
     partitions_def=business_days,
-    metadata={**PARTITION_METADATA, KEEP_ROW_ORDER: True},  # arrival order: the first of two duplicates is kept
+    metadata=PARTITION_METADATA,
     group_name="ingest",
     kinds={"duckdb", "polars"},
     pool=DUCKDB_POOL,

@@ -5,6 +5,7 @@ import datetime as dt
 
 import dagster as dg
 import polars as pl
+from dagster_duckdb import DuckDBResource
 
 from velocity_platform.defs.partitions import (
     DUCKDB_POOL,
@@ -13,10 +14,11 @@ from velocity_platform.defs.partitions import (
     partition_date,
     window,
 )
-from velocity_platform.domain.taxonomy import classify_skus
+from velocity_platform.domain.taxonomy import classify_window_totals, demand_per_sku_sql
 
 VELOCITY_WINDOW_DAYS = 90
-DEMAND_COLUMNS_READ = ["business_date", "sku_id", "units", "pick_lines", "orders"]
+# Where the I/O manager keeps daily_sku_demand (schema "warehouse", table named after the asset).
+DEMAND_TABLE = "warehouse.daily_sku_demand"
 
 
 def class_table(velocity: pl.DataFrame) -> str:
@@ -40,26 +42,35 @@ def history_start(context: dg.AssetExecutionContext) -> dt.date:
 @dg.asset(
     partitions_def=business_days,
     metadata=PARTITION_METADATA,
-    ins={
-        "daily_sku_demand": dg.AssetIn(
-            partition_mapping=window(VELOCITY_WINDOW_DAYS - 1),
-            # Only what the taxonomy reads: 90 days of a large catalogue is millions of rows.
-            metadata={"columns": DEMAND_COLUMNS_READ},
-        )
-    },
+    # 90 days of daily demand, summed per SKU where they are stored: a large catalogue's window
+    # is millions of daily rows, and the taxonomy needs one row of window totals per SKU.
+    deps=[dg.AssetDep("daily_sku_demand", partition_mapping=window(VELOCITY_WINDOW_DAYS - 1))],
     group_name="velocity",
     kinds={"duckdb", "polars"},
     pool=DUCKDB_POOL,
     description="Per SKU at the evaluation date: windowed demand, ABC / XYZ class, cubic velocity, COI, seasonality.",
 )
 def sku_velocity(
-    context: dg.AssetExecutionContext, daily_sku_demand: pl.DataFrame, sku_master: pl.DataFrame
+    context: dg.AssetExecutionContext, warehouse_tables: DuckDBResource, sku_master: pl.DataFrame
 ) -> pl.DataFrame:
     day = partition_date(context)
-    velocity = classify_skus(daily_sku_demand, sku_master, day, history_start=history_start(context))
+    first_day = day - dt.timedelta(days=VELOCITY_WINDOW_DAYS - 1)
+    with warehouse_tables.get_connection() as con:
+        schema, table = DEMAND_TABLE.split(".")
+        if not con.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?", [schema, table]
+        ).fetchone()[0]:
+            raise dg.Failure(
+                description=f"{DEMAND_TABLE} does not exist yet: materialize daily_sku_demand for the 90 days up to {day} first"
+            )
+        totals = con.execute(demand_per_sku_sql(DEMAND_TABLE, day)).pl()
+        days_loaded = con.execute(
+            f"SELECT count(DISTINCT business_date) FROM {DEMAND_TABLE} WHERE business_date BETWEEN ? AND ?",
+            [first_day, day],
+        ).fetchone()[0]
+    velocity = classify_window_totals(totals, sku_master, day, history_start(context))
     abc = dict(velocity.group_by("abc_class").len().iter_rows())
     xyz = dict(velocity.group_by("xyz_class").len().iter_rows())
-    days_loaded = daily_sku_demand["business_date"].n_unique()
     context.add_output_metadata(
         {
             "dagster/row_count": velocity.height,

@@ -1,0 +1,71 @@
+"""The DuckDB tables I/O manager: upgrades that add a column, writes by name, in-run hand-over."""
+
+import datetime as dt
+
+import dagster as dg
+import duckdb
+import polars as pl
+
+from velocity_platform.defs.resources import RUN_OUTPUTS, WarehouseTablesIOManager
+
+DAYS = dg.DailyPartitionsDefinition(start_date="2026-03-01")
+
+
+def _asset(frame: pl.DataFrame) -> dg.AssetsDefinition:
+    @dg.asset(name="raw_transactions", partitions_def=DAYS, metadata={"partition_expr": "business_date"})
+    def raw_transactions() -> pl.DataFrame:
+        return frame
+
+    return raw_transactions
+
+
+def test_a_column_added_by_a_newer_version_is_added_to_the_existing_table(tmp_path):
+    path = str(tmp_path / "velocity.duckdb")
+    with duckdb.connect(path) as con:  # the table as an older version of the asset left it
+        con.execute("CREATE SCHEMA warehouse")
+        con.execute("CREATE TABLE warehouse.raw_transactions (business_date DATE, txn_id VARCHAR)")
+        con.execute("INSERT INTO warehouse.raw_transactions VALUES ('2026-03-01', 'OLD-1')")
+    # The newer version adds arrival_seq, and puts its columns in another order.
+    newer = pl.DataFrame(
+        {"arrival_seq": [0, 1], "txn_id": ["T-1", "T-2"], "business_date": [dt.date(2026, 3, 2)] * 2}
+    )
+    result = dg.materialize(
+        [_asset(newer)],
+        partition_key="2026-03-02",
+        resources={"io_manager": WarehouseTablesIOManager(database=path, schema="warehouse")},
+    )
+    assert result.success
+    with duckdb.connect(path, read_only=True) as con:
+        rows = con.execute(
+            "SELECT business_date, txn_id, arrival_seq FROM warehouse.raw_transactions ORDER BY txn_id"
+        ).fetchall()
+    assert rows == [
+        (dt.date(2026, 3, 1), "OLD-1", None),
+        (dt.date(2026, 3, 2), "T-1", 0),
+        (dt.date(2026, 3, 2), "T-2", 1),
+    ]
+
+
+def test_a_frame_is_handed_on_only_within_the_run_that_stored_it(tmp_path):
+    path = str(tmp_path / "velocity.duckdb")
+    day = dt.date(2026, 3, 2)
+
+    @dg.asset(partitions_def=DAYS, metadata={"partition_expr": "business_date"})
+    def upstream() -> pl.DataFrame:
+        return pl.DataFrame({"business_date": [day], "units": [3]})
+
+    @dg.asset(partitions_def=DAYS, metadata={"partition_expr": "business_date"})
+    def downstream(upstream: pl.DataFrame) -> pl.DataFrame:
+        return upstream.with_columns(pl.col("units") * 2)
+
+    io = {"io_manager": WarehouseTablesIOManager(database=path, schema="warehouse")}
+    first = dg.materialize([upstream, downstream], partition_key="2026-03-02", resources=io)
+    assert first.success and RUN_OUTPUTS.run_id == first.run_id
+    # Another process changes the table; a later run that only reads it must see the change,
+    # not the frame an earlier run left in memory.
+    with duckdb.connect(path) as con:
+        con.execute("UPDATE warehouse.upstream SET units = 5")
+    again = dg.materialize([upstream.to_source_asset(), downstream], partition_key="2026-03-02", resources=io)
+    assert again.success
+    with duckdb.connect(path, read_only=True) as con:
+        assert con.execute("SELECT units FROM warehouse.downstream").fetchall() == [(10,)]
