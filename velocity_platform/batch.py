@@ -96,6 +96,33 @@ def run_range(
     return outcomes
 
 
+def run_together(dates: list[dt.date], resource_config: dict[str, dict] | None = None) -> DayOutcome:
+    """Materialize every asset for consecutive dates in one run, as a backfill run does (see
+    BACKFILL_POLICY); the outcome is dated with the last date and covers them all."""
+    from dagster import DagsterInstance
+
+    from velocity_platform.definitions import defs
+
+    job = defs().resolve_job_def(JOB_NAME)
+    run_config = {**QUIET_CONSOLE, "resources": {k: {"config": v} for k, v in (resource_config or {}).items()}}
+    tags = {RANGE_START_TAG: dates[0].isoformat(), RANGE_END_TAG: dates[-1].isoformat()}
+    started = time.perf_counter()
+    with DagsterInstance.get() as instance:
+        result = job.execute_in_process(instance=instance, tags=tags, raise_on_error=False, run_config=run_config)
+    evaluations = result.get_asset_check_evaluations()
+    failed = [f"{e.asset_key.to_user_string()}.{e.check_name}" for e in evaluations if not e.passed]
+    error = None
+    if not result.success:
+        failure = next((e for e in result.all_events if e.is_step_failure), None)
+        error = failure.step_failure_data.error.message.strip() if failure and failure.step_failure_data.error else "run failed"
+    return DayOutcome(dates[-1], result.success, time.perf_counter() - started, len(evaluations) - len(failed), failed, error)
+
+
+# The tags a backfill puts on a run that covers a range of partitions.
+RANGE_START_TAG = "dagster/asset_partition_range_start"
+RANGE_END_TAG = "dagster/asset_partition_range_end"
+
+
 def summarize(dates: list[dt.date], outcomes: list[DayOutcome], erp_lines: int, settings: Settings) -> dict:
     """The KPI summary of a range, read back from the tables the run wrote."""
     first, last = dates[0], dates[-1]

@@ -62,6 +62,19 @@ def putaway(
     return pl.DataFrame({"sku_id": skus, "location_id": free.gather(chosen)}, schema=ASSIGNMENT_SCHEMA)
 
 
+def sample_orders(lines: pl.DataFrame, max_orders: int) -> pl.DataFrame:
+    """The lines of at most `max_orders` orders: all of them, or those whose id hashes lowest.
+
+    Deterministic, and stable from day to day (an order in the sample stays in it while it is
+    in the window), so consecutive days' figures move with the slotting, not with the draw.
+    """
+    ids = lines.select(pl.col("order_id").unique())
+    if ids.height <= max_orders:
+        return lines
+    keep = ids.with_columns(pl.col("order_id").hash(seed=17).alias("__h")).bottom_k(max_orders, by="__h")
+    return lines.join(keep.select("order_id"), on="order_id", how="semi")
+
+
 def picks_on(lines: pl.DataFrame, assignment: pl.DataFrame, locations: pl.DataFrame) -> pl.DataFrame:
     """Order lines (order_id, sku_id) located on an assignment: order_id, sku_id, aisle, bay.
 

@@ -303,16 +303,18 @@ def carry_dead_letter_history(rejects: pl.DataFrame, previous: pl.DataFrame | No
     """
     if previous is None or previous.is_empty() or rejects.is_empty():
         return rejects
-    occurrence = pl.int_range(pl.len()).over("raw_payload").alias("__occurrence")
+    # Several business dates at once (a backfill range): each date against its own dead letters.
+    same = ["business_date", "raw_payload"] if "business_date" in previous.columns else ["raw_payload"]
+    occurrence = pl.int_range(pl.len()).over(same).alias("__occurrence")
     before = previous.select(
-        "raw_payload",
+        *same,
         occurrence,
         pl.col("attempt_count").alias("__attempts_before"),
         pl.col("first_seen_at").cast(TS).alias("__first_seen_before"),
     )
     carried = (
         rejects.with_columns(occurrence)
-        .join(before, on=["raw_payload", "__occurrence"], how="left", maintain_order="left")
+        .join(before, on=[*same, "__occurrence"], how="left", maintain_order="left")
         .with_columns(
             (pl.col("attempt_count") + pl.col("__attempts_before").fill_null(0)).cast(pl.Int32).alias("attempt_count"),
             pl.coalesce("__first_seen_before", "first_seen_at").alias("first_seen_at"),

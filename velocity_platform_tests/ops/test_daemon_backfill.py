@@ -3,7 +3,8 @@
 The deployment is the one `make dev` runs (the repository's workspace.yaml and dagster.yaml), the
 backfill is launched the way the UI's "Launch backfill" launches it, and the assertions read
 the instance: every partition of every asset materialized, every check evaluated in every run,
-the days built one at a time in date order, and the freshness of the nightly outputs evaluated.
+the days built in ranges of consecutive dates (the backfill policy, here three dates a run), one
+run at a time in date order, and the freshness of the nightly outputs evaluated.
 """
 
 import datetime as dt
@@ -12,7 +13,7 @@ import os
 import dagster as dg
 import pytest
 
-from velocity_platform.batch import business_dates
+from velocity_platform.batch import RANGE_END_TAG, RANGE_START_TAG, business_dates
 from velocity_platform.definitions import defs
 from velocity_platform.defs.ops.freshness import NIGHTLY_OUTPUTS
 from velocity_platform.simulators.erp import ErpConfig
@@ -23,6 +24,16 @@ from velocity_platform_tests.ops.deployment import LocalDeployment, wait_until
 pytestmark = pytest.mark.integration
 
 DATES = business_dates(dt.date(2026, 2, 1), dt.date(2026, 2, 7))
+DAYS_PER_RUN = 3
+RANGES = [(DATES[i], DATES[min(i + DAYS_PER_RUN, len(DATES)) - 1]) for i in range(0, len(DATES), DAYS_PER_RUN)]
+
+
+def dates_of(run: dg.DagsterRun) -> tuple[str, str]:
+    """The first and last business date a run built (a range, or a single partition)."""
+    tags = run.tags
+    if RANGE_START_TAG in tags:
+        return tags[RANGE_START_TAG], tags[RANGE_END_TAG]
+    return tags["dagster/partition"], tags["dagster/partition"]
 
 INSTIGATORS = """
 { repositoryOrError(repositorySelector: {repositoryName: "__repository__", repositoryLocationName: "velocity_platform"}) {
@@ -42,6 +53,7 @@ def backfilled(tmp_path_factory):
             "FRESHNESS_DAEMON_INTERVAL_SECONDS": "5",
             "VELOCITY_MOVE_BUDGET": "40",
             "VELOCITY_HTTP_RATE_LIMIT_RPS": "0",
+            "VELOCITY_BACKFILL_DAYS_PER_RUN": str(DAYS_PER_RUN),
         }
         with LocalDeployment(env, root) as deployment:
             backfill_id = deployment.launch_backfill(DATES)
@@ -50,7 +62,7 @@ def backfilled(tmp_path_factory):
 
                 def finished_runs():
                     runs = instance.get_run_records(dg.RunsFilter(tags={"dagster/backfill": backfill_id}))
-                    return len(runs) == len(DATES) and all(r.dagster_run.is_finished for r in runs) and runs
+                    return len(runs) == len(RANGES) and all(r.dagster_run.is_finished for r in runs) and runs
 
                 runs = wait_until("the 7-day backfill to finish", finished_runs, deadline_s=420, poll_s=2)
                 freshness = wait_until(
@@ -69,7 +81,7 @@ def test_the_backfill_materializes_every_partition_of_every_asset(backfilled):
     instance, _, runs, _, _, status = backfilled
     # The backfill's own status is settled by the daemon's next 30-second pass; its runs are what count.
     assert status in {"REQUESTED", "COMPLETED_SUCCESS"}
-    assert [r.dagster_run.status for r in runs] == [dg.DagsterRunStatus.SUCCESS] * len(DATES)
+    assert [r.dagster_run.status for r in runs] == [dg.DagsterRunStatus.SUCCESS] * len(RANGES)
     graph = defs().resolve_asset_graph()
     for key in graph.get_all_asset_keys():
         node = graph.get(key)
@@ -91,13 +103,13 @@ def test_every_check_is_evaluated_in_every_run(backfilled):
             f"{e.asset_key.to_user_string()}:{e.check_name}"
             for e in (r.event_log_entry.dagster_event.event_specific_data for r in events)
         }
-        assert evaluated == expected, record.dagster_run.tags["dagster/partition"]
+        assert evaluated == expected, dates_of(record.dagster_run)
 
 
-def test_the_days_are_built_one_at_a_time_oldest_first(backfilled):
+def test_the_days_are_built_in_ranges_one_run_at_a_time_oldest_first(backfilled):
     _, _, runs, _, _, _ = backfilled
     by_start = sorted(runs, key=lambda r: r.start_time)
-    assert [r.dagster_run.tags["dagster/partition"] for r in by_start] == [d.isoformat() for d in DATES]
+    assert [dates_of(r.dagster_run) for r in by_start] == [(a.isoformat(), b.isoformat()) for a, b in RANGES]
     for earlier, later in zip(by_start, by_start[1:]):
         assert later.start_time >= earlier.end_time  # the duckdb pool admits one run at a time
 

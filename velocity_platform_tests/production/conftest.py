@@ -37,6 +37,8 @@ WORLD = {"seed": 11, "skus": 300, "start": dt.date(2026, 1, 1), "days": 40}
 
 BACKFILL_DATES = [dt.date(2026, 2, 5), dt.date(2026, 2, 6), dt.date(2026, 2, 7)]
 TICK_AT = dt.datetime(2026, 2, 9, 2, 0, tzinfo=dt.UTC)  # 02:00 in London: builds 2026-02-08
+# The backfill policy runs consecutive dates together (up to 30 a run): the three dates are one run.
+BACKFILL_RUNS = 1
 TICK_DATE = dt.date(2026, 2, 8)
 GOOD_DATES = [*BACKFILL_DATES, TICK_DATE]
 FAILING_DATE = dt.date(2026, 2, 9)
@@ -216,6 +218,15 @@ def wait_for_runs(stack: Stack, run_ids: list[str], deadline: float) -> dict[str
         time.sleep(1)
 
 
+def dates_of(tags: dict[str, str]) -> list[dt.date]:
+    """The business dates a run built: its partition, or every date of its range (a backfill run)."""
+    if "dagster/asset_partition_range_start" in tags:
+        first = dt.date.fromisoformat(tags["dagster/asset_partition_range_start"])
+        last = dt.date.fromisoformat(tags["dagster/asset_partition_range_end"])
+        return [first + dt.timedelta(days=n) for n in range((last - first).days + 1)]
+    return [dt.date.fromisoformat(tags["dagster/partition"])]
+
+
 def wait_for_backfill(stack: Stack, backfill_id: str, partitions: int, deadline: float) -> dict:
     while True:
         backfill = stack.graphql(BACKFILL_STATUS, {"id": backfill_id})["partitionBackfillOrError"]
@@ -246,7 +257,7 @@ def nightly_history(production_stack: Stack) -> NightlyHistory:
     backfill_id = re.search(r"^Backfill (\w+):", backfill_out, re.MULTILINE).group(1)
     # Queued runs start one at a time (the duckdb pool) in the order they were queued: the tick's
     # day goes in once the daemon has queued the backfill's days, so every day reads the ones before.
-    while len(stack.graphql(BACKFILL_STATUS, {"id": backfill_id})["partitionBackfillOrError"].get("runs") or []) < len(BACKFILL_DATES):
+    while len(stack.graphql(BACKFILL_STATUS, {"id": backfill_id})["partitionBackfillOrError"].get("runs") or []) < BACKFILL_RUNS:
         assert time.monotonic() < deadline, f"backfill {backfill_id} queued no runs in time\n{stack.log_tail()}"
         time.sleep(1)
     [tick_line] = [line for line in stack.cli("tick", "--at", TICK_AT.isoformat()).splitlines() if line.startswith("Run ")]
@@ -257,11 +268,12 @@ def nightly_history(production_stack: Stack) -> NightlyHistory:
         {"dagster/partition": FAILING_DATE.isoformat(), "velocity/trigger": "test-malformed-feed"},
         {"resources": {"erp": {"config": {"base_url": stack.malformed_erp_url, "token": {"env": "VELOCITY_ERP_TOKEN"}}}}},
     )
-    backfill = wait_for_backfill(stack, backfill_id, len(BACKFILL_DATES), deadline)
+    backfill = wait_for_backfill(stack, backfill_id, BACKFILL_RUNS, deadline)
     runs = wait_for_runs(stack, [*(r["runId"] for r in backfill["runs"]), tick_run_id, failing_run_id], deadline)
     run_of_date = {
-        dt.date.fromisoformat(tags["dagster/partition"]): rid
+        day: rid
         for rid, run in runs.items()
-        if (tags := {t["key"]: t["value"] for t in run["tags"]}) and rid != failing_run_id
+        if rid != failing_run_id
+        for day in dates_of({t["key"]: t["value"] for t in run["tags"]})
     }
     return NightlyHistory(tick_run_id, backfill_id, backfill, runs, run_of_date, failing_run_id)

@@ -59,7 +59,9 @@ def test_the_tick_and_the_backfill_each_built_their_business_dates_in_order(prod
     assert tick["velocity/schedule_tick"].startswith("nightly_slotting_schedule@")
     assert {tags_of(history.runs[history.run_of_date[d]]).get("dagster/backfill") for d in BACKFILL_DATES} == {history.backfill_id}
     # One run at a time (the duckdb pool at run granularity), in business-date order.
-    in_order = [*good_runs, history.runs[history.failing_run_id]]
+    run_ids = list(dict.fromkeys([*(history.run_of_date[d] for d in GOOD_DATES), history.failing_run_id]))
+    assert len(run_ids) == 3  # the backfill's range, the tick's date, the failing night
+    in_order = [history.runs[rid] for rid in run_ids]
     for earlier, later in itertools.pairwise(in_order):
         assert earlier["endTime"] <= later["startTime"]
 

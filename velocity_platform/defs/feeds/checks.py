@@ -3,7 +3,7 @@
 
 import dagster as dg
 
-from velocity_platform.defs.partitions import business_days
+from velocity_platform.defs.partitions import business_days, partition_dates
 from velocity_platform.defs.resources import OperationsResource
 from velocity_platform.domain.signals import ingestion_success_rate
 
@@ -11,9 +11,12 @@ INGESTION_SUCCESS_CHECK = "ingestion_success_rate"
 
 
 def latest_metadata(context: dg.AssetCheckExecutionContext, asset: str) -> dict[str, object] | None:
-    """Plain values of the partition's latest materialization metadata of `asset` (None if never built)."""
+    """Plain values of the partition's latest materialization metadata of `asset` (None if never built).
+
+    For a backfill's range, the last date's: a ranged run records the range's figures on each date.
+    """
     records = context.instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[context.partition_key]), limit=1
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[context.partition_keys[-1]]), limit=1
     ).records
     if not records or records[0].asset_materialization is None:
         return None
@@ -31,7 +34,8 @@ def latest_metadata(context: dg.AssetCheckExecutionContext, asset: str) -> dict[
 def ingestion_success_rate_check(
     context: dg.AssetCheckExecutionContext, operations: OperationsResource
 ) -> dg.AssetCheckResult:
-    day = context.partition_key
+    dates = partition_dates(context)
+    day = str(dates[0]) if len(dates) == 1 else f"{dates[0]} .. {dates[-1]}"
     # The pull's own figures, from raw_transactions' materialization: no table is read again.
     pull = latest_metadata(context, "raw_transactions")
     if pull is None or "erp_lines" not in pull:

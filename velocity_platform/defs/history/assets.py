@@ -4,12 +4,13 @@
 import dagster as dg
 import polars as pl
 
-from velocity_platform.defs.partitions import DUCKDB_POOL, PARTITION_METADATA, business_days
+from velocity_platform.defs.partitions import BACKFILL_POLICY, DUCKDB_POOL, PARTITION_METADATA, business_days
 from velocity_platform.domain.history import daily_demand, to_sales_history
 
 
 @dg.asset(
     partitions_def=business_days,
+    backfill_policy=BACKFILL_POLICY,
     metadata=PARTITION_METADATA,
     group_name="history",
     kinds={"duckdb", "polars"},
@@ -31,6 +32,7 @@ def sales_history(
 
 @dg.asset(
     partitions_def=business_days,
+    backfill_policy=BACKFILL_POLICY,
     metadata=PARTITION_METADATA,
     group_name="history",
     kinds={"duckdb", "polars"},

@@ -8,10 +8,11 @@ import polars as pl
 
 from velocity_platform.connectors.http import UpstreamError
 from velocity_platform.defs.partitions import (
+    BACKFILL_POLICY,
     DUCKDB_POOL,
     PARTITION_METADATA,
     business_days,
-    partition_date,
+    partition_dates,
 )
 from velocity_platform.defs.resources import (
     ErpResource,
@@ -106,6 +107,7 @@ def pull_from_erp(day: dt.date, erp: ErpResource, timezone: str) -> SourcePull:
 
 @dg.asset(
     partitions_def=business_days,
+    backfill_policy=BACKFILL_POLICY,
     metadata=PARTITION_METADATA,
     group_name="ingest",
     kinds={"duckdb", "polars"},
@@ -126,61 +128,106 @@ def raw_transactions(
     warehouse: WarehouseResource,
     transaction_source: TransactionSourceResource,
 ):
-    day = partition_date(context)
-    if transaction_source.is_file:  # a file-drop export instead of the ERP: see the end of this module
-        pull = pull_from_file(day, transaction_source, warehouse.timezone)
-    else:
-        pull = pull_from_erp(day, erp, warehouse.timezone)
-    ingested = pull.ingested
-    lines = with_provenance(ingested.lines)
-    received = ingested.lines_received
-    yield dg.Output(
-        lines,
-        metadata={
-            "dagster/row_count": lines.height,
-            "erp_lines": pull.source_lines,
-            "lines_received": received,
-            "documents": ingested.documents,
-            "pages": ingested.pages,
-            "pages_dead_lettered": len(ingested.dead_lettered_pages),
-            "repeated_documents_dropped": ingested.repeated_documents,
-            "documents_not_fitting_contract": ingested.misfit_documents,
-            "unexpected_fields": dg.MetadataValue.json(ingested.unexpected_fields),
-            **pull.metadata,
-        },
+    pulls = {}
+    for day in partition_dates(context):  # one date, or a backfill's range in order
+        if transaction_source.is_file:  # a file-drop export instead of the ERP: see the end of this module
+            pulls[day] = pull_from_file(day, transaction_source, warehouse.timezone)
+        else:
+            pulls[day] = pull_from_erp(day, erp, warehouse.timezone)
+    lines = _numbered_across_days([with_provenance(p.ingested.lines) for p in pulls.values()])
+    days = list(pulls.values())
+    received = sum(p.ingested.lines_received for p in days)
+    source_lines = sum(p.source_lines for p in days)
+    metadata = {
+        "dagster/row_count": lines.height,
+        "erp_lines": source_lines,
+        "lines_received": received,
+        "documents": sum(p.ingested.documents for p in days),
+        "pages": sum(p.ingested.pages for p in days),
+        "pages_dead_lettered": sum(len(p.ingested.dead_lettered_pages) for p in days),
+        "repeated_documents_dropped": sum(p.ingested.repeated_documents for p in days),
+        "documents_not_fitting_contract": sum(p.ingested.misfit_documents for p in days),
+        "unexpected_fields": dg.MetadataValue.json(_summed(p.ingested.unexpected_fields for p in days)),
+        **(days[0].metadata if len(days) == 1 else _summed_pull_metadata(days)),
+    }
+    if len(days) > 1:
+        metadata["business_dates"] = len(days)
+    yield dg.Output(lines, metadata=metadata)
+    yield reconciliation(pulls)
+
+
+def _numbered_across_days(frames: list[pl.DataFrame]) -> pl.DataFrame:
+    """The days' lines in one frame, arrival order continuing from one day to the next."""
+    if len(frames) == 1:
+        return frames[0]
+    offsets = [0]
+    for frame in frames[:-1]:
+        offsets.append(offsets[-1] + frame.height)
+    return pl.concat(
+        frame.with_columns(pl.col("arrival_seq") + offset) for frame, offset in zip(frames, offsets, strict=True)
     )
-    yield reconciliation(day, received, pull.source_lines, ingested.dead_lettered_pages)
 
 
-def reconciliation(day: dt.date, received: int, source_lines: int, dead_pages: list[str]) -> dg.AssetCheckResult:
-    """Lines received == lines the source holds.
+def _summed(counts) -> dict[str, int]:
+    total: dict[str, int] = {}
+    for mapping in counts:
+        for key, n in mapping.items():
+            total[key] = total.get(key, 0) + n
+    return dict(sorted(total.items(), key=lambda kv: -kv[1]))
+
+
+def _summed_pull_metadata(days: list[SourcePull]) -> dict:
+    """Several days' pull figures as one: numbers added, anything else from the first day."""
+    merged: dict = {}
+    counts: dict[str, list[dict]] = {}
+    for pull in days:
+        for key, value in pull.metadata.items():
+            if isinstance(value, int) and not isinstance(value, bool):
+                merged[key] = merged.get(key, 0) + value
+            elif isinstance(value, dg.JsonMetadataValue) and isinstance(value.data, dict):
+                counts.setdefault(key, []).append(value.data)  # counts by kind: added up below
+            else:
+                merged.setdefault(key, value)
+    return {**merged, **{key: dg.MetadataValue.json(_summed(parts)) for key, parts in counts.items()}}
+
+
+def reconciliation(pulls: dict[dt.date, SourcePull]) -> dg.AssetCheckResult:
+    """Lines received == lines the source holds, for every date of the run.
 
     When whole pages were dead-lettered the missing lines are in them: the check still fails, but
     as a warning, so the rest of the day (and the page's dead letter) lands. Any other gap blocks.
     """
-    passed = received == source_lines
-    explained = bool(dead_pages) and received < source_lines
-    if passed:
-        description = None
-    elif explained:
-        description = (
-            f"received {received:,} of the {source_lines:,} lines the ERP holds for {day}; the other "
-            f"{source_lines - received:,} are in {len(dead_pages)} unreadable page(s) dead-lettered whole "
-            f"({', '.join(dead_pages[:5])}). Re-materialize the partition when the ERP serves them intact."
-        )
-    else:
-        description = f"received {received:,} lines but the ERP holds {source_lines:,} for {day}; re-run the partition"
+    gaps = []
+    for day, pull in pulls.items():
+        received, dead_pages = pull.ingested.lines_received, pull.ingested.dead_lettered_pages
+        if received != pull.source_lines:
+            gaps.append((day, received, pull.source_lines, dead_pages))
+    unexplained = [g for g in gaps if not (g[3] and g[1] < g[2])]
+    passed = not gaps
+    descriptions = []
+    for day, received, source_lines, dead_pages in gaps:
+        if dead_pages and received < source_lines:
+            descriptions.append(
+                f"received {received:,} of the {source_lines:,} lines the ERP holds for {day}; the other "
+                f"{source_lines - received:,} are in {len(dead_pages)} unreadable page(s) dead-lettered whole "
+                f"({', '.join(dead_pages[:5])}). Re-materialize the partition when the ERP serves them intact."
+            )
+        else:
+            descriptions.append(f"received {received:,} lines but the ERP holds {source_lines:,} for {day}; re-run the partition")
+    received = sum(p.ingested.lines_received for p in pulls.values())
+    source_lines = sum(p.source_lines for p in pulls.values())
     return dg.AssetCheckResult(
         check_name=RECONCILIATION_CHECK,
         passed=passed,
-        severity=dg.AssetCheckSeverity.WARN if explained else dg.AssetCheckSeverity.ERROR,
+        severity=dg.AssetCheckSeverity.ERROR if unexplained or passed else dg.AssetCheckSeverity.WARN,
         metadata={
             "erp_lines": source_lines,
             "raw_lines": received,
             "difference": received - source_lines,
-            "pages_dead_lettered": len(dead_pages),
+            "pages_dead_lettered": sum(len(p.ingested.dead_lettered_pages) for p in pulls.values()),
+            "dates_not_reconciled": len(gaps),
         },
-        description=description,
+        description="\n".join(descriptions) or None,
     )
 
 

@@ -7,16 +7,18 @@ after the day's directives.
 
 
 import datetime as dt
+from dataclasses import dataclass
 
 import dagster as dg
 import polars as pl
 
 from velocity_platform.connectors.state import moves_sent_from
 from velocity_platform.defs.partitions import (
+    BACKFILL_POLICY,
     DUCKDB_POOL,
     PARTITION_METADATA,
     business_days,
-    partition_date,
+    partition_dates,
     window,
 )
 from velocity_platform.defs.resources import (
@@ -27,7 +29,7 @@ from velocity_platform.defs.resources import (
 )
 from velocity_platform.defs.slotting.plots import abc_pareto, heat_maps, markdown_image
 from velocity_platform.domain.history import read_assignment_page
-from velocity_platform.domain.shadow import apply_directives, compare
+from velocity_platform.domain.shadow import Comparison, apply_directives, compare, sample_orders
 from velocity_platform.domain.slotting import (
     SlottingConfig,
     capacity_violations,
@@ -59,6 +61,7 @@ def assignment_at_start_of(day: dt.date, wms: WmsResource, state_store: Operatio
 
 @dg.asset(
     partitions_def=business_days,
+    backfill_policy=BACKFILL_POLICY,
     metadata=PARTITION_METADATA,
     ins={"sku_velocity": dg.AssetIn(partition_mapping=window(1))},
     group_name="slotting",
@@ -85,26 +88,34 @@ def slotting_directives(
     wms_locations: pl.DataFrame,
     sku_master: pl.DataFrame,
 ):
-    day = partition_date(context)
-    start, earlier_moves = assignment_at_start_of(day, wms, state_store)
-    window_start = day - dt.timedelta(days=warehouse.hysteresis_days)
-    recently_moved = earlier_moves.filter(pl.col("business_date") >= window_start)
-    directives = plan_directives(
-        day,
-        velocity_today=sku_velocity.filter(pl.col("business_date") == day),
-        velocity_yesterday=sku_velocity.filter(pl.col("business_date") == day - dt.timedelta(days=1)),
-        locations=wms_locations,
-        assignment=start,
-        sku_master=sku_master,
-        recently_moved=recently_moved,
-        config=SlottingConfig(
-            move_budget=warehouse.move_budget,
-            hysteresis_days=warehouse.hysteresis_days,
-            routing=slotting.routing,
-            band_locations=slotting.band_locations,
-        ),
+    days = partition_dates(context)
+    # Day after day: each plans on the slotting the previous day's moves leave (a backfill's
+    # range is planned as its nights would have been, one after another).
+    start, earlier_moves = assignment_at_start_of(days[0], wms, state_store)
+    config = SlottingConfig(
+        move_budget=warehouse.move_budget,
+        hysteresis_days=warehouse.hysteresis_days,
+        routing=slotting.routing,
+        band_locations=slotting.band_locations,
     )
-    violations = capacity_violations(directives, wms_locations, start, sku_master)
+    assignment, moves, plans, problems = start, earlier_moves, [], []
+    for day in days:
+        window_start = day - dt.timedelta(days=warehouse.hysteresis_days)
+        planned = plan_directives(
+            day,
+            velocity_today=sku_velocity.filter(pl.col("business_date") == day),
+            velocity_yesterday=sku_velocity.filter(pl.col("business_date") == day - dt.timedelta(days=1)),
+            locations=wms_locations,
+            assignment=assignment,
+            sku_master=sku_master,
+            recently_moved=moves.filter(pl.col("business_date") >= window_start),
+            config=config,
+        )
+        problems.append(capacity_violations(planned, wms_locations, assignment, sku_master))
+        plans.append(planned)
+        assignment = apply_directives(assignment, planned)
+        moves = pl.concat([moves, planned.select(list(_MOVE_SCHEMA)).cast(_MOVE_SCHEMA)])
+    directives, violations = pl.concat(plans), pl.concat(problems)
     yield dg.Output(
         directives,
         metadata={
@@ -114,6 +125,7 @@ def slotting_directives(
             "new_skus_slotted": directives.filter(pl.col("from_location").is_null()).height,
             "routing": slotting.routing,
             "skus_slotted_at_start": start.height,
+            **({"business_dates": len(days)} if len(days) > 1 else {}),
         },
     )
     yield dg.AssetCheckResult(
@@ -144,9 +156,13 @@ SHADOW_REPORT_SCHEMA = {
 
 @dg.asset(
     partitions_def=business_days,
+    backfill_policy=BACKFILL_POLICY,
     metadata=PARTITION_METADATA,
     ins={
-        "sales_history": dg.AssetIn(partition_mapping=window(SHADOW_DAYS - 1)),
+        "sales_history": dg.AssetIn(
+            partition_mapping=window(SHADOW_DAYS - 1),
+            metadata={"columns": ["business_date", "txn_id", "txn_type", "sku_id"]},  # what a walk needs
+        ),
         "sku_velocity": dg.AssetIn(),
     },
     group_name="slotting",
@@ -165,58 +181,109 @@ def slotting_shadow_report(
     slotting_directives: pl.DataFrame,
     wms_locations: pl.DataFrame,
 ) -> pl.DataFrame:
-    day = partition_date(context)
-    current, _ = assignment_at_start_of(day, wms, state_store)
-    proposed = apply_directives(current, slotting_directives)
-    orders = sales_history.filter(pl.col("txn_type") == "ORDER").select(
-        pl.col("business_date").alias("order_date"), pl.col("txn_id").alias("order_id"), "sku_id"
-    )
-    # A line can be walked only where its SKU has a slot on both sides of the comparison.
-    slotted_both = current.join(proposed, on="sku_id", how="semi").select("sku_id")
-    walkable = orders.join(slotted_both, on="sku_id", how="semi")
+    days = partition_dates(context)
     layout = Layout.from_locations(wms_locations)
-    routing = slotting.routing
-    result = compare(walkable, current, proposed, wms_locations, layout, routing)
-    report = (
-        result.per_order.join(walkable.select("order_id", "order_date").unique("order_id"), on="order_id", how="left")
-        .with_columns(pl.lit(day).alias("business_date"))
-        .rename({"before_m": "travel_current_m", "after_m": "travel_after_m"})
-        .select(list(SHADOW_REPORT_SCHEMA))
-        .cast(SHADOW_REPORT_SCHEMA)
-        .sort("order_date", "order_id")
+    orders = sales_history.filter(pl.col("txn_type") == "ORDER").select(
+        "business_date", pl.col("txn_id").alias("order_id"), "sku_id"
     )
-    moves = slotting_directives.height
+    current, _ = assignment_at_start_of(days[0], wms, state_store)
+    reports, replay = [], None
+    for day in days:  # a backfill's range: each day on the slotting the previous day's moves left
+        moves = slotting_directives.filter(pl.col("business_date") == day)
+        replay = replay_day(day, orders, current, moves, wms_locations, layout, slotting.routing)
+        reports.append(replay.report)
+        current = replay.proposed
+    report = pl.concat(reports)
+    last = days[-1]
+    moves = slotting_directives.filter(pl.col("business_date") == last)
+    result = replay.comparison
     saved_per_day = (result.before_m - result.after_m) / SHADOW_DAYS
-    located = wms_locations.select("location_id", "aisle", "bay")
-    picks = {
-        name: walkable.join(assignment, on="sku_id").join(located, on="location_id")
-        for name, assignment in (("current", current), ("after", proposed))
-    }
     context.add_output_metadata(
         {
             "dagster/row_count": report.height,
+            **({"figures_for": str(last), "business_dates": len(days)} if len(days) > 1 else {}),
             "orders": result.orders,
+            "orders_in_window": replay.orders_in_window,
             "pick_lines": result.pick_lines,
-            "lines_without_a_slot": orders.height - walkable.height,
-            "routing": routing,
+            "lines_without_a_slot": replay.lines_without_a_slot,
+            "routing": slotting.routing,
             "travel_current_m": round(result.before_m, 1),
             "travel_after_m": round(result.after_m, 1),
             "travel_per_order_current_m": round(result.before_m / result.orders, 2) if result.orders else 0.0,
             "travel_per_order_after_m": round(result.after_m / result.orders, 2) if result.orders else 0.0,
             "travel_reduction_pct": round(result.reduction_pct, 3),
-            "moves": moves,
+            "moves": moves.height,
             "saving_m_per_day": round(saved_per_day, 2),
-            "saving_m_per_day_per_move": round(saved_per_day / moves, 3) if moves else 0.0,
-            "expected_saving_m_per_day": round(float(slotting_directives["expected_saving_m_per_day"].sum()), 2),
+            "saving_m_per_day_per_move": round(saved_per_day / moves.height, 3) if moves.height else 0.0,
+            "expected_saving_m_per_day": round(float(moves["expected_saving_m_per_day"].sum()), 2),
+            # Pictures of the last date only: a backfill's range shares one set of metadata.
             "abc_pareto": dg.MetadataValue.md(
-                markdown_image(abc_pareto(sku_velocity.filter(pl.col("business_date") == day)), "ABC Pareto curve")
+                markdown_image(abc_pareto(sku_velocity.filter(pl.col("business_date") == last)), "ABC Pareto curve")
             ),
             "location_heat_map": dg.MetadataValue.md(
                 markdown_image(
-                    heat_maps(picks["current"], picks["after"], layout.aisles, layout.bays_per_side),
+                    heat_maps(replay.picks["current"], replay.picks["after"], layout.aisles, layout.bays_per_side),
                     "pick lines per location before and after",
                 )
             ),
         }
     )
     return report
+
+
+# Orders replayed per day at most: a deterministic sample (by order id) above this keeps the
+# report to a second on a million-line day; the reduction is a ratio of paired walks, so a sample
+# this size measures it to a small fraction of a percent.
+SHADOW_MAX_ORDERS = 100_000
+
+
+@dataclass(frozen=True)
+class DayReplay:
+    report: pl.DataFrame
+    comparison: Comparison
+    proposed: pl.DataFrame  # the slotting after the day's moves
+    picks: dict[str, pl.DataFrame]
+    orders_in_window: int
+    lines_without_a_slot: int
+
+
+def replay_day(
+    day: dt.date,
+    orders: pl.DataFrame,
+    current: pl.DataFrame,
+    moves: pl.DataFrame,
+    locations: pl.DataFrame,
+    layout: Layout,
+    routing: str,
+) -> DayReplay:
+    """The 30 days of orders up to `day` walked on `current` and on `current` after `moves`."""
+    proposed = apply_directives(current, moves)
+    in_window = orders.filter(pl.col("business_date").is_between(day - dt.timedelta(days=SHADOW_DAYS - 1), day)).rename(
+        {"business_date": "order_date"}
+    )
+    # A line can be walked only where its SKU has a slot on both sides of the comparison.
+    slotted_both = current.join(proposed, on="sku_id", how="semi").select("sku_id")
+    walkable = in_window.join(slotted_both, on="sku_id", how="semi")
+    replayed = sample_orders(walkable, SHADOW_MAX_ORDERS)
+    result = compare(replayed, current, proposed, locations, layout, routing)
+    report = (
+        result.per_order.join(replayed.select("order_id", "order_date").unique("order_id"), on="order_id", how="left")
+        .with_columns(pl.lit(day).alias("business_date"))
+        .rename({"before_m": "travel_current_m", "after_m": "travel_after_m"})
+        .select(list(SHADOW_REPORT_SCHEMA))
+        .cast(SHADOW_REPORT_SCHEMA)
+        .sort("order_date", "order_id")
+    )
+    located = locations.select("location_id", "aisle", "bay")
+    picks = {
+        name: replayed.join(assignment, on="sku_id").join(located, on="location_id")
+        for name, assignment in (("current", current), ("after", proposed))
+    }
+    return DayReplay(
+        report,
+        result,
+        proposed,
+        picks,
+        orders_in_window=in_window["order_id"].n_unique(),
+        lines_without_a_slot=in_window.height - walkable.height,
+    )

@@ -6,7 +6,7 @@ import datetime as dt
 import dagster as dg
 import polars as pl
 
-from velocity_platform.defs.partitions import DUCKDB_POOL, business_days
+from velocity_platform.defs.partitions import DUCKDB_POOL, business_days, partition_dates
 from velocity_platform.defs.resources import OperationalStoreResource, WarehouseResource
 from velocity_platform.domain.signals import thrash
 
@@ -26,18 +26,32 @@ def no_thrash_within_hysteresis(
     state_store: OperationalStoreResource,
     slotting_directives: pl.DataFrame,
 ) -> dg.AssetCheckResult:
-    day = dt.date.fromisoformat(context.partition_key)
+    days = partition_dates(context)
     window_days = warehouse.hysteresis_days
-    # What the WMS really applied (the outbox's acknowledged moves), not what was planned.
-    applied = pl.DataFrame(
+    # What the WMS really applied before the run (the outbox's acknowledged moves), and, inside a
+    # backfill's range, the moves planned for the range's earlier dates.
+    acked = pl.DataFrame(
         [
             {"business_date": m.business_date, "sku_id": m.sku_id}
-            for m in state_store.store().acked_moves_from(day - dt.timedelta(days=window_days))
-            if m.business_date < day
+            for m in state_store.store().acked_moves_from(days[0] - dt.timedelta(days=window_days))
+            if m.business_date < days[0]
         ],
         schema={"business_date": pl.Date, "sku_id": pl.String},
     )
-    thrashing = thrash(slotting_directives, applied, day, window_days)
+    planned = slotting_directives.select("business_date", "sku_id").cast({"business_date": pl.Date, "sku_id": pl.String})
+    applied = pl.concat([acked, planned])
+    thrashing = pl.concat(
+        [
+            thrash(
+                slotting_directives.filter(pl.col("business_date") == day),
+                applied.filter(pl.col("business_date") < day),
+                day,
+                window_days,
+            )
+            for day in days
+        ]
+    )
+    day = days[-1] if len(days) == 1 else f"{days[0]} .. {days[-1]}"
     listing = "\n".join(
         f"- {r['sku_id']} ({r['directive_id']}): {r['problem']}" for r in thrashing.head(15).iter_rows(named=True)
     )
@@ -48,7 +62,7 @@ def no_thrash_within_hysteresis(
             "directives": slotting_directives.height,
             "thrashing_directives": thrashing.height,
             "hysteresis_days": window_days,
-            "moves_in_window": applied.height,
+            "moves_in_window": applied.filter(pl.col("business_date") < days[-1]).height,
             "first_thrashing": dg.MetadataValue.md(listing or "none"),
         },
         description=None

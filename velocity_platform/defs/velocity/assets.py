@@ -8,10 +8,11 @@ import polars as pl
 from dagster_duckdb import DuckDBResource
 
 from velocity_platform.defs.partitions import (
+    BACKFILL_POLICY,
     DUCKDB_POOL,
     PARTITION_METADATA,
     business_days,
-    partition_date,
+    partition_dates,
     window,
 )
 from velocity_platform.domain.taxonomy import classify_window_totals, demand_per_sku_sql
@@ -36,11 +37,12 @@ def class_table(velocity: pl.DataFrame) -> str:
 def history_start(context: dg.AssetExecutionContext) -> dt.date:
     """The first business date with daily demand: seasonality needs 90 days of it, not 90 rows."""
     materialized = context.instance.get_materialized_partitions(dg.AssetKey("daily_sku_demand"))
-    return min((dt.date.fromisoformat(key) for key in materialized), default=partition_date(context))
+    return min((dt.date.fromisoformat(key) for key in materialized), default=partition_dates(context)[0])
 
 
 @dg.asset(
     partitions_def=business_days,
+    backfill_policy=BACKFILL_POLICY,
     metadata=PARTITION_METADATA,
     # 90 days of daily demand, summed per SKU where they are stored: a large catalogue's window
     # is millions of daily rows, and the taxonomy needs one row of window totals per SKU.
@@ -53,32 +55,38 @@ def history_start(context: dg.AssetExecutionContext) -> dt.date:
 def sku_velocity(
     context: dg.AssetExecutionContext, warehouse_tables: DuckDBResource, sku_master: pl.DataFrame
 ) -> pl.DataFrame:
-    day = partition_date(context)
-    first_day = day - dt.timedelta(days=VELOCITY_WINDOW_DAYS - 1)
+    days = partition_dates(context)  # one date, or a backfill's range: each classified on its own window
+    start = history_start(context)
     with warehouse_tables.get_connection() as con:
         schema, table = DEMAND_TABLE.split(".")
         if not con.execute(
             "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?", [schema, table]
         ).fetchone()[0]:
             raise dg.Failure(
-                description=f"{DEMAND_TABLE} does not exist yet: materialize daily_sku_demand for the 90 days up to {day} first"
+                description=f"{DEMAND_TABLE} does not exist yet: materialize daily_sku_demand for the 90 days up to "
+                f"{days[-1]} first"
             )
-        totals = con.execute(demand_per_sku_sql(DEMAND_TABLE, day)).pl()
+        velocity = pl.concat(
+            classify_window_totals(con.execute(demand_per_sku_sql(DEMAND_TABLE, day)).pl(), sku_master, day, start)
+            for day in days
+        )
+        last = days[-1]
         days_loaded = con.execute(
             f"SELECT count(DISTINCT business_date) FROM {DEMAND_TABLE} WHERE business_date BETWEEN ? AND ?",
-            [first_day, day],
+            [last - dt.timedelta(days=VELOCITY_WINDOW_DAYS - 1), last],
         ).fetchone()[0]
-    velocity = classify_window_totals(totals, sku_master, day, history_start(context))
-    abc = dict(velocity.group_by("abc_class").len().iter_rows())
-    xyz = dict(velocity.group_by("xyz_class").len().iter_rows())
+    latest = velocity.filter(pl.col("business_date") == last)
+    abc = dict(latest.group_by("abc_class").len().iter_rows())
+    xyz = dict(latest.group_by("xyz_class").len().iter_rows())
     context.add_output_metadata(
         {
             "dagster/row_count": velocity.height,
-            "skus_classified": velocity.height,
+            "skus_classified": latest.height,
             "days_of_demand_loaded": days_loaded,
             "abc_counts": abc,
             "xyz_counts": xyz,
-            "classes": dg.MetadataValue.md(class_table(velocity)),
+            "classes": dg.MetadataValue.md(class_table(latest)),
+            **({"classified_as_of": str(last), "business_dates": len(days)} if len(days) > 1 else {}),
         }
     )
     return velocity

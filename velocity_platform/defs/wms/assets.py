@@ -6,7 +6,13 @@ import orjson
 import polars as pl
 
 from velocity_platform.connectors.outbox import push_pending
-from velocity_platform.defs.partitions import DUCKDB_POOL, PARTITION_METADATA, business_days, partition_date
+from velocity_platform.defs.partitions import (
+    BACKFILL_POLICY,
+    DUCKDB_POOL,
+    PARTITION_METADATA,
+    business_days,
+    partition_dates,
+)
 from velocity_platform.defs.resources import OperationalStoreResource, WmsResource
 from velocity_platform.domain.contracts import WMS_DIRECTIVE_ACKS_SCHEMA
 from velocity_platform.domain.history import locations_from_pages, read_assignment_page, read_location_page
@@ -52,6 +58,7 @@ def _payload(directive: dict) -> str:
 
 @dg.asset(
     partitions_def=business_days,
+    backfill_policy=BACKFILL_POLICY,
     metadata=PARTITION_METADATA,
     group_name="wms",
     kinds={"duckdb", "polars"},
@@ -69,24 +76,30 @@ def wms_directive_acks(
     state_store: OperationalStoreResource,
     slotting_directives: pl.DataFrame,
 ):
-    day = partition_date(context)
+    days = partition_dates(context)
     store = state_store.store()
     directives = slotting_directives.to_dicts()
     newly_enqueued = store.enqueue({**d, "payload": _payload(d)} for d in directives)
+    sent = 0
     with wms.client() as client:
-        # Claimed in leased batches, so two runs pushing the same day split it (connectors/outbox.py);
-        # an open WMS circuit stops the push and leaves the rest pending, unsent, for the next run.
-        report = push_pending(store, client, day, pusher=f"run {context.run.run_id}", batch_size=wms.push_batch_size)
+        # Oldest date first: a day's moves were planned on the slotting the previous day's leave.
+        for day in days:
+            # Claimed in leased batches, so two runs pushing the same day split it (connectors/outbox.py);
+            # an open WMS circuit stops the push and leaves the rest pending, unsent, for the next run.
+            report = push_pending(store, client, day, pusher=f"run {context.run.run_id}", batch_size=wms.push_batch_size)
+            sent += len(report.sent)
+            if report.still_pending:
+                attempted = len(report.sent) + len(report.unsent) + report.held_elsewhere
+                raise dg.Failure(
+                    description=f"{report.still_pending} of {attempted} directives for {day} are still pending after "
+                    "retries; they stay in the outbox and a re-run re-sends them with the same Idempotency-Key"
+                    + (f" (later dates of the range, after {day}, were not pushed)" if day != days[-1] else "")
+                    + ".",
+                    metadata={"first_failures": dg.MetadataValue.md("\n".join(f"- {f}" for f in report.failures[:10]))},
+                )
         http = client.stats.as_metadata()
-    if report.still_pending:
-        attempted = len(report.sent) + len(report.unsent) + report.held_elsewhere
-        raise dg.Failure(
-            description=f"{report.still_pending} of {attempted} directives for {day} are still pending after retries; "
-            "they stay in the outbox and a re-run re-sends them with the same Idempotency-Key.",
-            metadata={"first_failures": dg.MetadataValue.md("\n".join(f"- {f}" for f in report.failures[:10]))},
-        )
     planned = {d["directive_id"] for d in directives}
-    outbox = [r for r in store.outbox(day) if r.directive_id in planned]
+    outbox = [r for day in days for r in store.outbox(day) if r.directive_id in planned]
     acks = pl.DataFrame(
         [
             {
@@ -111,7 +124,7 @@ def wms_directive_acks(
             "dagster/row_count": acks.height,
             "directives": len(planned),
             "newly_enqueued": newly_enqueued,
-            "sent_this_run": len(report.sent),
+            "sent_this_run": sent,
             "acked": acked,
             "rejected": acks.filter(pl.col("status") == "rejected").height,
             "http_requests": http["requests"],
@@ -123,5 +136,7 @@ def wms_directive_acks(
         passed=acked == len(planned),
         severity=dg.AssetCheckSeverity.ERROR,
         metadata={"directives": len(planned), "acked": acked, "not_acked": len(planned) - acked},
-        description=None if acked == len(planned) else f"{len(planned) - acked} directives were rejected by the WMS; see detail",
+        description=None
+        if acked == len(planned)
+        else f"{len(planned) - acked} directives were rejected by the WMS; see detail",
     )

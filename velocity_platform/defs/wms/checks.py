@@ -5,7 +5,7 @@ import datetime as dt
 
 import dagster as dg
 
-from velocity_platform.defs.partitions import business_days
+from velocity_platform.defs.partitions import business_days, partition_dates
 from velocity_platform.defs.resources import OperationsResource, WarehouseResource
 from velocity_platform.domain.signals import batch_window
 
@@ -22,11 +22,11 @@ SCHEDULE_TAG = "dagster/schedule_name"
 def landed_within_batch_window(
     context: dg.AssetCheckExecutionContext, operations: OperationsResource, warehouse: WarehouseResource
 ) -> dg.AssetCheckResult:
-    day = dt.date.fromisoformat(context.partition_key)
+    day = partition_dates(context)[-1]  # a backfill's range lands with its last date
     start, end = batch_window(day, warehouse.timezone, operations.batch_start_hour, operations.batch_window_hours)
     # The day lands with its last asset, materialized just before this check in the same run.
     record = context.instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=dg.AssetKey("wms_directive_acks"), asset_partitions=[context.partition_key]),
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey("wms_directive_acks"), asset_partitions=[day.isoformat()]),
         limit=1,
     ).records
     landed = dt.datetime.fromtimestamp(record[0].timestamp, dt.UTC) if record else dt.datetime.now(dt.UTC)
