@@ -33,10 +33,14 @@ class _RunOutputs:
 
     The in-process executor runs every step of a run in one process, so the next step can take
     the frame a step just stored instead of reading it back from DuckDB (a large day's raw and
-    validated lines cost a second or more each way). Entries belong to one run: a frame is only
-    handed to a step of the run that stored it, and the first output of another run clears them.
-    A budget on their size bounds the memory they hold; what does not fit is read back as usual.
+    validated lines cost a second or more each way, a backfill range's many more). Entries belong
+    to one run: a frame is only handed to a step of the run that stored it, and the first output
+    of another run clears them. A large frame has one reader, the next step, and is let go once
+    handed over, so holding it costs no memory the reading step would not hold anyway; small
+    ones stay for every reader, within a budget, the oldest dropped first.
     """
+
+    LARGE_BYTES = 64e6
 
     def __init__(self, budget_mb: float) -> None:
         self.budget_bytes = budget_mb * 1e6
@@ -49,14 +53,20 @@ class _RunOutputs:
         key = _slice_key(table_slice)
         self.frames.pop(key, None)
         self.frames[key] = frame
-        while self.frames and sum(f.estimated_size() for f in self.frames.values()) > self.budget_bytes:
-            del self.frames[next(iter(self.frames))]  # the oldest first: its readers have mostly run
+        while len(self.frames) > 1 and sum(f.estimated_size() for f in self.frames.values()) > self.budget_bytes:
+            del self.frames[next(iter(self.frames))]  # the oldest first: its readers have run
 
     def get(self, run_id: str | None, table_slice: TableSlice) -> pl.DataFrame | None:
-        return self.frames.get(_slice_key(table_slice)) if run_id and run_id == self.run_id else None
+        if not run_id or run_id != self.run_id:
+            return None
+        key = _slice_key(table_slice)
+        frame = self.frames.get(key)
+        if frame is not None and frame.estimated_size() >= self.LARGE_BYTES:
+            del self.frames[key]
+        return frame
 
 
-RUN_OUTPUTS = _RunOutputs(float(os.environ.get("VELOCITY_RUN_MEMO_MB", "768")))
+RUN_OUTPUTS = _RunOutputs(float(os.environ.get("VELOCITY_RUN_MEMO_MB", "512")))
 
 
 def _run_id(context: dg.InputContext) -> str | None:

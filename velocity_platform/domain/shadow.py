@@ -62,17 +62,30 @@ def putaway(
     return pl.DataFrame({"sku_id": skus, "location_id": free.gather(chosen)}, schema=ASSIGNMENT_SCHEMA)
 
 
-def sample_orders(lines: pl.DataFrame, max_orders: int) -> pl.DataFrame:
-    """The lines of at most `max_orders` orders: all of them, or those whose id hashes lowest.
+ORDER_HASH = "__order_hash"
+_HASH_RANGE = 2**64
 
-    Deterministic, and stable from day to day (an order in the sample stays in it while it is
-    in the window), so consecutive days' figures move with the slotting, not with the draw.
+
+def with_order_hash(lines: pl.DataFrame) -> pl.DataFrame:
+    """The lines with a hash of their order id: the sample's draw, computed once for many days."""
+    return lines.with_columns(pl.col("order_id").hash(seed=17).alias(ORDER_HASH))
+
+
+def sample_orders(lines: pl.DataFrame, max_orders: int, orders: int | None = None) -> pl.DataFrame:
+    """The lines of about `max_orders` of the `orders` orders in `lines`: those whose id hashes
+    below max_orders / orders of the hash range (all of them when there are no more than that).
+
+    Deterministic, and one draw for every day (an order's hash does not change), so consecutive
+    days share nearly all of their sample and their figures move with the slotting, not with the
+    draw; and a filter on a number, so a month of lines is sampled in one pass. An order is kept
+    or dropped whole.
     """
-    ids = lines.select(pl.col("order_id").unique())
-    if ids.height <= max_orders:
+    orders = lines["order_id"].n_unique() if orders is None else orders
+    if orders <= max_orders:
         return lines
-    keep = ids.with_columns(pl.col("order_id").hash(seed=17).alias("__h")).bottom_k(max_orders, by="__h")
-    return lines.join(keep.select("order_id"), on="order_id", how="semi")
+    hashed = lines if ORDER_HASH in lines.columns else with_order_hash(lines)
+    threshold = int(_HASH_RANGE * max_orders / orders)
+    return hashed.filter(pl.col(ORDER_HASH) < pl.lit(threshold, dtype=pl.UInt64))
 
 
 def picks_on(lines: pl.DataFrame, assignment: pl.DataFrame, locations: pl.DataFrame) -> pl.DataFrame:

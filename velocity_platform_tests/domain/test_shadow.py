@@ -4,7 +4,14 @@ import numpy as np
 import polars as pl
 import pytest
 
-from velocity_platform.domain.shadow import apply_directives, compare, picks_on, putaway, random_assignment
+from velocity_platform.domain.shadow import (
+    apply_directives,
+    compare,
+    picks_on,
+    putaway,
+    random_assignment,
+    sample_orders,
+)
 from velocity_platform.domain.travel import Layout, layout_locations, order_travel
 
 LAYOUT = Layout(aisles=4, bays_per_side=5)  # aisle length 5 m
@@ -82,3 +89,22 @@ def test_random_assignment_and_putaway_use_distinct_free_locations():
         putaway(pl.Series(["LATE"]), full, LOCATIONS, np.random.default_rng(1))
     with pytest.raises(ValueError, match="need a location but the layout has 40"):
         random_assignment(pl.Series([f"S{i}" for i in range(41)]), LOCATIONS, seed=1)
+
+
+def test_a_sample_keeps_whole_orders_about_as_many_as_asked_and_the_same_ones_every_time():
+    rng = np.random.default_rng(5)
+    orders = [f"O{i:06d}" for i in range(40_000)]
+    lines = pl.DataFrame({"order_id": [orders[i] for i in rng.integers(0, 40_000, 120_000)], "sku_id": "S1"})
+    present = lines["order_id"].n_unique()
+    sample = sample_orders(lines, 5_000)
+    kept = sample["order_id"].unique()
+    assert 4_500 <= kept.len() <= 5_500  # a hash threshold: about, not exactly
+    # whole orders: every line of a kept order, none of another
+    assert sample.height == lines.filter(pl.col("order_id").is_in(kept.implode())).height
+    assert sample_orders(lines, 5_000, present).equals(sample)  # the same draw, told the count
+    # a later day's window (half the orders gone, new ones in) keeps the overlap's draw
+    later = pl.concat([lines.filter(pl.col("order_id") >= "O020000"), lines.with_columns(pl.col("order_id") + "-new")])
+    again = set(sample_orders(later, 5_000, present)["order_id"].unique().to_list())
+    overlap = {o for o in kept.to_list() if o >= "O020000"}
+    assert overlap <= again
+    assert sample_orders(lines, present).equals(lines)  # no more orders than asked: all of them

@@ -29,7 +29,7 @@ from velocity_platform.defs.resources import (
 )
 from velocity_platform.defs.slotting.plots import abc_pareto, heat_maps, markdown_image
 from velocity_platform.domain.history import read_assignment_page
-from velocity_platform.domain.shadow import Comparison, apply_directives, compare, sample_orders
+from velocity_platform.domain.shadow import Comparison, apply_directives, compare, sample_orders, with_order_hash
 from velocity_platform.domain.slotting import (
     SlottingConfig,
     capacity_violations,
@@ -183,14 +183,21 @@ def slotting_shadow_report(
 ) -> pl.DataFrame:
     days = partition_dates(context)
     layout = Layout.from_locations(wms_locations)
-    orders = sales_history.filter(pl.col("txn_type") == "ORDER").select(
-        "business_date", pl.col("txn_id").alias("order_id"), "sku_id"
+    orders = with_order_hash(
+        sales_history.filter(pl.col("txn_type") == "ORDER").select(
+            "business_date", pl.col("txn_id").alias("order_id"), "sku_id"
+        )
     )
+    orders_per_date = dict(orders.group_by("business_date").agg(pl.col("order_id").n_unique()).iter_rows())
     current, _ = assignment_at_start_of(days[0], wms, state_store)
     reports, replay = [], None
     for day in days:  # a backfill's range: each day on the slotting the previous day's moves left
         moves = slotting_directives.filter(pl.col("business_date") == day)
-        replay = replay_day(day, orders, current, moves, wms_locations, layout, slotting.routing)
+        window = [day - dt.timedelta(days=n) for n in range(SHADOW_DAYS)]
+        orders_in_window = sum(orders_per_date.get(d, 0) for d in window)
+        replay = replay_day(
+            day, orders, orders_in_window, current, moves, wms_locations, layout, slotting.routing, count_unslotted=day == days[-1]
+        )
         reports.append(replay.report)
         current = replay.proposed
     report = pl.concat(reports)
@@ -231,9 +238,9 @@ def slotting_shadow_report(
     return report
 
 
-# Orders replayed per day at most: a deterministic sample (by order id) above this keeps the
-# report to a second on a million-line day; the reduction is a ratio of paired walks, so a sample
-# this size measures it to a small fraction of a percent.
+# Orders replayed per day, about, at most: a deterministic sample (by order id) above this keeps
+# the report to a second on a million-line day; the reduction is a ratio of paired walks, so a
+# sample this size measures it to a small fraction of a percent.
 SHADOW_MAX_ORDERS = 100_000
 
 
@@ -250,21 +257,24 @@ class DayReplay:
 def replay_day(
     day: dt.date,
     orders: pl.DataFrame,
+    orders_in_window: int,
     current: pl.DataFrame,
     moves: pl.DataFrame,
     locations: pl.DataFrame,
     layout: Layout,
     routing: str,
+    count_unslotted: bool = True,
 ) -> DayReplay:
-    """The 30 days of orders up to `day` walked on `current` and on `current` after `moves`."""
+    """The 30 days of orders up to `day` (a sample of them on a large warehouse) walked on
+    `current` and on `current` after `moves`."""
     proposed = apply_directives(current, moves)
-    in_window = orders.filter(pl.col("business_date").is_between(day - dt.timedelta(days=SHADOW_DAYS - 1), day)).rename(
+    in_window = pl.col("business_date").is_between(day - dt.timedelta(days=SHADOW_DAYS - 1), day)
+    sampled = sample_orders(orders.filter(in_window), SHADOW_MAX_ORDERS, orders_in_window).rename(
         {"business_date": "order_date"}
     )
     # A line can be walked only where its SKU has a slot on both sides of the comparison.
     slotted_both = current.join(proposed, on="sku_id", how="semi").select("sku_id")
-    walkable = in_window.join(slotted_both, on="sku_id", how="semi")
-    replayed = sample_orders(walkable, SHADOW_MAX_ORDERS)
+    replayed = sampled.join(slotted_both, on="sku_id", how="semi")
     result = compare(replayed, current, proposed, locations, layout, routing)
     report = (
         result.per_order.join(replayed.select("order_id", "order_date").unique("order_id"), on="order_id", how="left")
@@ -279,11 +289,7 @@ def replay_day(
         name: replayed.join(assignment, on="sku_id").join(located, on="location_id")
         for name, assignment in (("current", current), ("after", proposed))
     }
-    return DayReplay(
-        report,
-        result,
-        proposed,
-        picks,
-        orders_in_window=in_window["order_id"].n_unique(),
-        lines_without_a_slot=in_window.height - walkable.height,
+    unslotted = (
+        orders.filter(in_window).join(slotted_both, on="sku_id", how="anti").height if count_unslotted else 0
     )
+    return DayReplay(report, result, proposed, picks, orders_in_window, unslotted)
