@@ -53,8 +53,11 @@ class _RunOutputs:
         key = _slice_key(table_slice)
         self.frames.pop(key, None)
         self.frames[key] = frame
-        while len(self.frames) > 1 and sum(f.estimated_size() for f in self.frames.values()) > self.budget_bytes:
-            del self.frames[next(iter(self.frames))]  # the oldest first: its readers have run
+        # The budget is for the small frames kept for several readers; a large one waits for its
+        # reader whatever else is stored meanwhile (raw lines, then the SKU master, then validation).
+        small = [k for k, f in self.frames.items() if f.estimated_size() < self.LARGE_BYTES]
+        while small and sum(self.frames[k].estimated_size() for k in small) > self.budget_bytes:
+            del self.frames[small.pop(0)]  # the oldest first: its readers have run
 
     def get(self, run_id: str | None, table_slice: TableSlice) -> pl.DataFrame | None:
         if not run_id or run_id != self.run_id:

@@ -69,3 +69,23 @@ def test_a_frame_is_handed_on_only_within_the_run_that_stored_it(tmp_path):
     assert again.success
     with duckdb.connect(path, read_only=True) as con:
         assert con.execute("SELECT units FROM warehouse.downstream").fetchall() == [(10,)]
+
+
+def test_a_large_frame_waits_for_its_reader_while_small_ones_are_stored(monkeypatch):
+    from dagster._core.storage.db_io_manager import TableSlice
+
+    from velocity_platform.defs.resources import _RunOutputs
+
+    memo = _RunOutputs(budget_mb=1)
+    monkeypatch.setattr(_RunOutputs, "LARGE_BYTES", 1e6)
+    big = pl.DataFrame({"units": range(200_000)})  # 1.6 MB: large here
+    small = [pl.DataFrame({"units": range(50_000)}) for _ in range(3)]  # 0.4 MB each
+    memo.put("run-1", TableSlice("raw_transactions", "warehouse"), big)
+    for n, frame in enumerate(small):
+        memo.put("run-1", TableSlice(f"small_{n}", "warehouse"), frame)
+    assert memo.get("run-1", TableSlice("raw_transactions", "warehouse")) is big
+    assert memo.get("run-1", TableSlice("raw_transactions", "warehouse")) is None  # let go once read
+    assert memo.get("run-1", TableSlice("small_0", "warehouse")) is None  # the oldest small one, over budget
+    assert memo.get("run-1", TableSlice("small_2", "warehouse")) is small[2]
+    assert memo.get("run-1", TableSlice("small_2", "warehouse")) is small[2]  # small ones stay for every reader
+    assert memo.get("run-2", TableSlice("small_2", "warehouse")) is None  # never to another run

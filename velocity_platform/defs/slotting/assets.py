@@ -189,14 +189,27 @@ def slotting_shadow_report(
         )
     )
     orders_per_date = dict(orders.group_by("business_date").agg(pl.col("order_id").n_unique()).iter_rows())
+    in_window = {
+        day: sum(orders_per_date.get(day - dt.timedelta(days=n), 0) for n in range(SHADOW_DAYS)) for day in days
+    }
+    # Every day's sample is drawn from the orders under the widest day's threshold: one pass over
+    # the range's lines, then each day filters a small frame.
+    all_orders, orders = orders, sample_orders(orders, SHADOW_MAX_ORDERS, min(in_window.values()))
     current, _ = assignment_at_start_of(days[0], wms, state_store)
     reports, replay = [], None
     for day in days:  # a backfill's range: each day on the slotting the previous day's moves left
         moves = slotting_directives.filter(pl.col("business_date") == day)
-        window = [day - dt.timedelta(days=n) for n in range(SHADOW_DAYS)]
-        orders_in_window = sum(orders_per_date.get(d, 0) for d in window)
+        orders_in_window = in_window[day]
         replay = replay_day(
-            day, orders, orders_in_window, current, moves, wms_locations, layout, slotting.routing, count_unslotted=day == days[-1]
+            day,
+            orders,
+            orders_in_window,
+            current,
+            moves,
+            wms_locations,
+            layout,
+            slotting.routing,
+            count_unslotted_in=all_orders if day == days[-1] else None,
         )
         reports.append(replay.report)
         current = replay.proposed
@@ -263,7 +276,7 @@ def replay_day(
     locations: pl.DataFrame,
     layout: Layout,
     routing: str,
-    count_unslotted: bool = True,
+    count_unslotted_in: pl.DataFrame | None = None,
 ) -> DayReplay:
     """The 30 days of orders up to `day` (a sample of them on a large warehouse) walked on
     `current` and on `current` after `moves`."""
@@ -289,7 +302,10 @@ def replay_day(
         name: replayed.join(assignment, on="sku_id").join(located, on="location_id")
         for name, assignment in (("current", current), ("after", proposed))
     }
+    # Lines of the window (all of them, not the sample) whose SKU has no slot on one side.
     unslotted = (
-        orders.filter(in_window).join(slotted_both, on="sku_id", how="anti").height if count_unslotted else 0
+        count_unslotted_in.filter(in_window).join(slotted_both, on="sku_id", how="anti").height
+        if count_unslotted_in is not None
+        else 0
     )
     return DayReplay(report, result, proposed, picks, orders_in_window, unslotted)
