@@ -2,6 +2,7 @@
 
 import datetime as dt
 import os
+from dataclasses import dataclass, field
 
 import dagster as dg
 
@@ -51,3 +52,52 @@ BACKFILL_POLICY = dg.BackfillPolicy.multi_run(max_partitions_per_run=days_per_ba
 def window(days_back: int) -> dg.TimeWindowPartitionMapping:
     """Upstream days D-days_back..D; days before the first partition simply have no rows."""
     return dg.TimeWindowPartitionMapping(start_offset=-days_back, allow_nonexistent_upstream_partitions=True)
+
+
+@dataclass(frozen=True)
+class DateVerdict:
+    """A check's verdict on one business date of a run over several."""
+
+    passed: bool
+    metadata: dict = field(default_factory=dict)
+    description: str | None = None
+    severity: dg.AssetCheckSeverity = dg.AssetCheckSeverity.ERROR
+
+
+def record_per_date(
+    context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext,
+    asset: str,
+    check: str,
+    verdicts: dict[dt.date, DateVerdict],
+    blocking: bool = False,
+) -> None:
+    """In a run over several dates, record the check's verdict on each date as its own evaluation.
+
+    A check returns one result per run, which a run over a range records without a partition;
+    Dagster would then show every date of the range as skipped. Each date's own verdict (with
+    its figures) is what the UI shows on that partition; the run's result still gates the run.
+    """
+    if len(verdicts) <= 1:
+        return
+    log = context.log_event if isinstance(context, dg.AssetExecutionContext) else context.op_execution_context.log_event
+    for day, verdict in verdicts.items():
+        log(
+            dg.AssetCheckEvaluation(
+                asset_key=dg.AssetKey(asset),
+                check_name=check,
+                passed=verdict.passed,
+                partition=day.isoformat(),
+                metadata=verdict.metadata,
+                severity=verdict.severity,
+                description=verdict.description,
+                blocking=blocking,
+            )
+        )
+
+
+def same_verdict_each_date(
+    days: list[dt.date], result: dg.AssetCheckResult, note: str = "figures of the whole range"
+) -> dict[dt.date, DateVerdict]:
+    """The run's verdict on every date, for checks whose figures exist only for the range."""
+    description = f"{result.description} ({note})" if result.description else None
+    return {day: DateVerdict(result.passed, dict(result.metadata), description, result.severity) for day in days}

@@ -11,8 +11,10 @@ from velocity_platform.defs.partitions import (
     BACKFILL_POLICY,
     DUCKDB_POOL,
     PARTITION_METADATA,
+    DateVerdict,
     business_days,
     partition_dates,
+    record_per_date,
 )
 from velocity_platform.defs.resources import WarehouseResource
 from velocity_platform.domain.validation import (
@@ -43,12 +45,47 @@ def previous_dead_letters(warehouse_tables: DuckDBResource, days: list[dt.date])
         ).pl()
 
 
-def daily_dlq_rates(raw: pl.DataFrame, rejects: pl.DataFrame) -> pl.DataFrame:
-    """Dead-lettered share of each business date's raw lines."""
+def daily_dlq_figures(raw: pl.DataFrame, rejects: pl.DataFrame) -> pl.DataFrame:
+    """Per business date: raw lines, dead-lettered lines and their share, and the source
+    batches of pages dead-lettered whole."""
     lines = raw.group_by("business_date").len("lines")
-    rejected = rejects.group_by("business_date").len("rejected")
-    return lines.join(rejected, on="business_date", how="left").select(
-        "business_date", (pl.col("rejected").fill_null(0) / pl.col("lines")).alias("dlq_rate")
+    rejected = rejects.group_by("business_date").agg(
+        pl.len().alias("rejected"),
+        pl.col("source_batch").filter(pl.col("fields").list.contains("page")).alias("dead_pages"),
+    )
+    return (
+        lines.join(rejected, on="business_date", how="left")
+        .with_columns(pl.col("rejected").fill_null(0), pl.col("dead_pages").fill_null([]))
+        .with_columns((pl.col("rejected") / pl.col("lines")).alias("dlq_rate"))
+        .sort("business_date")
+    )
+
+
+def dlq_gate(figures: dict, limit: float, top_field: str) -> DateVerdict:
+    """One date's DLQ gate: its dead-lettered share within the limit and no page lost whole."""
+    dead_pages, rate = figures["dead_pages"], figures["dlq_rate"]
+    if dead_pages:
+        description = (
+            f"{len(dead_pages)} ERP page(s) were unreadable and dead-lettered whole ({', '.join(dead_pages[:5])}): "
+            "the day is incomplete, so it stops before planning. Re-materialize once the ERP serves them."
+        )
+    elif rate > limit:
+        description = (
+            f"{rate:.3%} of lines dead-lettered on {figures['business_date']} (limit {limit:.3%}); "
+            f"see dead_letter_transactions, most rejects on field '{top_field}'"
+        )
+    else:
+        description = None
+    return DateVerdict(
+        passed=description is None,
+        metadata={
+            "dlq_rate": rate,
+            "limit": limit,
+            "dead_letter_lines": figures["rejected"],
+            "lines": figures["lines"],
+            "pages_dead_lettered": len(dead_pages),
+        },
+        description=description,
     )
 
 
@@ -117,47 +154,51 @@ def validate_feed(
             "rejects_by_field": dg.MetadataValue.md(_markdown_counts(reasons)),
         },
     )
-    # A page dead-lettered whole stands for lines the day is missing: planning on it would be
+    # The limit holds for each date (a backfill range must not average a bad day away), and a
+    # page dead-lettered whole stands for lines the day is missing: planning on it would be
     # planning on a partial day, so the gate fails whatever the rate.
-    dead_pages = result.rejects.filter(pl.col("fields").list.contains("page"))["source_batch"].to_list()
-    # The limit holds for each date: a backfill range must not average a bad day away.
-    daily = daily_dlq_rates(raw_transactions, result.rejects)
-    over = daily.filter(pl.col("dlq_rate") > warehouse.dlq_rate_max)
-    worst_rate = float(daily["dlq_rate"].max() or 0.0)
-    gate_passed = over.is_empty() and not dead_pages
-    if dead_pages:
-        gate_description = (
-            f"{len(dead_pages)} ERP page(s) were unreadable and dead-lettered whole ({', '.join(dead_pages[:5])}): "
-            "the day is incomplete, so it stops before planning. Re-materialize once the ERP serves them."
-        )
-    elif not gate_passed:
-        worst = over.sort("dlq_rate", descending=True).row(0, named=True)
-        dates = f" on {over.height} of {daily.height} dates" if daily.height > 1 else ""
-        gate_description = (
-            f"{worst['dlq_rate']:.3%} of lines dead-lettered on {worst['business_date']}{dates} "
-            f"(limit {warehouse.dlq_rate_max:.3%}); "
-            f"see dead_letter_transactions, most rejects on field '{next(iter(reasons), '?')}'"
-        )
-    else:
-        gate_description = None
+    top_field = next(iter(reasons), "none")
+    figures = {row["business_date"]: row for row in daily_dlq_figures(raw_transactions, result.rejects).iter_rows(named=True)}
+    no_lines = {"lines": 0, "rejected": 0, "dlq_rate": 0.0, "dead_pages": []}
+    verdicts = {
+        day: dlq_gate(figures.get(day, {**no_lines, "business_date": day}), warehouse.dlq_rate_max, top_field)
+        for day in days
+    }
+    record_per_date(context, "validated_transactions", DLQ_RATE_CHECK, verdicts, blocking=True)
+    failing = [(day, v) for day, v in verdicts.items() if not v.passed]
+    dead_pages = sum(v.metadata["pages_dead_lettered"] for v in verdicts.values())
+    gate_description = None
+    if failing:
+        gate_description = failing[0][1].description
+        if len(verdicts) > 1:
+            gate_description = f"{len(failing)} of {len(verdicts)} dates fail the gate; first {failing[0][0]}: {gate_description}"
     yield dg.AssetCheckResult(
         asset_key="validated_transactions",
         check_name=DLQ_RATE_CHECK,
-        passed=gate_passed,
+        passed=not failing,
         severity=dg.AssetCheckSeverity.ERROR,
         metadata={
             "dlq_rate": result.dlq_rate,
-            "worst_daily_dlq_rate": worst_rate,
-            "dates_over_limit": over.height,
+            "worst_daily_dlq_rate": max((v.metadata["dlq_rate"] for v in verdicts.values()), default=0.0),
+            "dates_failing": len(failing),
             "limit": warehouse.dlq_rate_max,
             "dead_letter_lines": result.rejects.height,
             "lines": result.total,
-            "top_field": next(iter(reasons), "none"),
-            "pages_dead_lettered": len(dead_pages),
+            "top_field": top_field,
+            "pages_dead_lettered": dead_pages,
         },
         description=gate_description,
     )
-    duplicates = result.valid.select(pl.struct("txn_id", "line_no").is_duplicated().sum()).item()
+    duplicated = result.valid.filter(pl.struct("txn_id", "line_no").is_duplicated())
+    per_date = dict(duplicated.group_by("business_date").len().iter_rows())
+    record_per_date(
+        context,
+        "validated_transactions",
+        UNIQUE_KEY_CHECK,
+        {day: DateVerdict(per_date.get(day, 0) == 0, {"duplicate_rows": per_date.get(day, 0)}) for day in days},
+        blocking=True,
+    )
+    duplicates = duplicated.height
     yield dg.AssetCheckResult(
         asset_key="validated_transactions",
         check_name=UNIQUE_KEY_CHECK,

@@ -3,7 +3,7 @@
 
 import dagster as dg
 
-from velocity_platform.defs.partitions import business_days, partition_dates
+from velocity_platform.defs.partitions import business_days, partition_dates, record_per_date, same_verdict_each_date
 from velocity_platform.defs.resources import OperationsResource
 from velocity_platform.domain.signals import ingestion_success_rate
 
@@ -50,7 +50,7 @@ def ingestion_success_rate_check(
     passed = rate >= operations.ingestion_success_min
     pages_dead = int(pull.get("pages_dead_lettered", 0))
     missing = max(source_lines - received, 0)
-    return dg.AssetCheckResult(
+    result = dg.AssetCheckResult(
         passed=passed,
         severity=dg.AssetCheckSeverity.ERROR,
         metadata={
@@ -68,3 +68,6 @@ def ingestion_success_rate_check(
         + (f", in {pages_dead} page(s) dead-lettered whole" if pages_dead else "")
         + ". Re-materialize the partition once the ERP serves them; until then the day does not reach the WMS.",
     )
+    # The pull's figures are the range's in a backfill run: its verdict stands for each date.
+    record_per_date(context, "validated_transactions", INGESTION_SUCCESS_CHECK, same_verdict_each_date(dates, result), True)
+    return result

@@ -11,8 +11,10 @@ from velocity_platform.defs.partitions import (
     BACKFILL_POLICY,
     DUCKDB_POOL,
     PARTITION_METADATA,
+    DateVerdict,
     business_days,
     partition_dates,
+    record_per_date,
 )
 from velocity_platform.defs.resources import (
     ErpResource,
@@ -153,7 +155,9 @@ def raw_transactions(
     if len(days) > 1:
         metadata["business_dates"] = len(days)
     yield dg.Output(lines, metadata=metadata)
-    yield reconciliation(pulls)
+    verdicts = {day: reconciles(day, pull) for day, pull in pulls.items()}
+    record_per_date(context, "raw_transactions", RECONCILIATION_CHECK, verdicts, blocking=True)
+    yield reconciliation(verdicts)
 
 
 def _numbered_across_days(frames: list[pl.DataFrame]) -> pl.DataFrame:
@@ -191,43 +195,49 @@ def _summed_pull_metadata(days: list[SourcePull]) -> dict:
     return {**merged, **{key: dg.MetadataValue.json(_summed(parts)) for key, parts in counts.items()}}
 
 
-def reconciliation(pulls: dict[dt.date, SourcePull]) -> dg.AssetCheckResult:
-    """Lines received == lines the source holds, for every date of the run.
+def reconciles(day: dt.date, pull: SourcePull) -> DateVerdict:
+    """Lines received == lines the source holds, for one date.
 
     When whole pages were dead-lettered the missing lines are in them: the check still fails, but
     as a warning, so the rest of the day (and the page's dead letter) lands. Any other gap blocks.
     """
-    gaps = []
-    for day, pull in pulls.items():
-        received, dead_pages = pull.ingested.lines_received, pull.ingested.dead_lettered_pages
-        if received != pull.source_lines:
-            gaps.append((day, received, pull.source_lines, dead_pages))
-    unexplained = [g for g in gaps if not (g[3] and g[1] < g[2])]
-    passed = not gaps
-    descriptions = []
-    for day, received, source_lines, dead_pages in gaps:
-        if dead_pages and received < source_lines:
-            descriptions.append(
-                f"received {received:,} of the {source_lines:,} lines the ERP holds for {day}; the other "
-                f"{source_lines - received:,} are in {len(dead_pages)} unreadable page(s) dead-lettered whole "
-                f"({', '.join(dead_pages[:5])}). Re-materialize the partition when the ERP serves them intact."
-            )
-        else:
-            descriptions.append(f"received {received:,} lines but the ERP holds {source_lines:,} for {day}; re-run the partition")
-    received = sum(p.ingested.lines_received for p in pulls.values())
-    source_lines = sum(p.source_lines for p in pulls.values())
-    return dg.AssetCheckResult(
-        check_name=RECONCILIATION_CHECK,
-        passed=passed,
-        severity=dg.AssetCheckSeverity.ERROR if unexplained or passed else dg.AssetCheckSeverity.WARN,
+    received, source_lines = pull.ingested.lines_received, pull.source_lines
+    dead_pages = pull.ingested.dead_lettered_pages
+    explained = bool(dead_pages) and received < source_lines
+    if received == source_lines:
+        description = None
+    elif explained:
+        description = (
+            f"received {received:,} of the {source_lines:,} lines the ERP holds for {day}; the other "
+            f"{source_lines - received:,} are in {len(dead_pages)} unreadable page(s) dead-lettered whole "
+            f"({', '.join(dead_pages[:5])}). Re-materialize the partition when the ERP serves them intact."
+        )
+    else:
+        description = f"received {received:,} lines but the ERP holds {source_lines:,} for {day}; re-run the partition"
+    return DateVerdict(
+        passed=received == source_lines,
         metadata={
             "erp_lines": source_lines,
             "raw_lines": received,
             "difference": received - source_lines,
-            "pages_dead_lettered": sum(len(p.ingested.dead_lettered_pages) for p in pulls.values()),
-            "dates_not_reconciled": len(gaps),
+            "pages_dead_lettered": len(dead_pages),
         },
-        description="\n".join(descriptions) or None,
+        description=description,
+        severity=dg.AssetCheckSeverity.WARN if explained else dg.AssetCheckSeverity.ERROR,
+    )
+
+
+def reconciliation(verdicts: dict[dt.date, DateVerdict]) -> dg.AssetCheckResult:
+    """Every date of the run reconciles; the run's result adds the dates up and names the gaps."""
+    gaps = [v for v in verdicts.values() if not v.passed]
+    unexplained = any(v.severity == dg.AssetCheckSeverity.ERROR for v in gaps)
+    total = {key: sum(v.metadata[key] for v in verdicts.values()) for key in ("erp_lines", "raw_lines", "difference", "pages_dead_lettered")}
+    return dg.AssetCheckResult(
+        check_name=RECONCILIATION_CHECK,
+        passed=not gaps,
+        severity=dg.AssetCheckSeverity.WARN if gaps and not unexplained else dg.AssetCheckSeverity.ERROR,
+        metadata={**total, **({"dates_not_reconciled": len(gaps)} if len(verdicts) > 1 else {})},
+        description="\n".join(v.description for v in gaps if v.description) or None,
     )
 
 

@@ -6,7 +6,7 @@ import datetime as dt
 import dagster as dg
 import polars as pl
 
-from velocity_platform.defs.partitions import DUCKDB_POOL, business_days, partition_dates
+from velocity_platform.defs.partitions import DUCKDB_POOL, DateVerdict, business_days, partition_dates, record_per_date
 from velocity_platform.defs.resources import OperationalStoreResource, WarehouseResource
 from velocity_platform.domain.signals import thrash
 
@@ -40,17 +40,30 @@ def no_thrash_within_hysteresis(
     )
     planned = slotting_directives.select("business_date", "sku_id").cast({"business_date": pl.Date, "sku_id": pl.String})
     applied = pl.concat([acked, planned])
-    thrashing = pl.concat(
-        [
-            thrash(
-                slotting_directives.filter(pl.col("business_date") == day),
-                applied.filter(pl.col("business_date") < day),
-                day,
-                window_days,
+    per_date = {
+        day: thrash(
+            slotting_directives.filter(pl.col("business_date") == day),
+            applied.filter(pl.col("business_date") < day),
+            day,
+            window_days,
+        )
+        for day in days
+    }
+    record_per_date(
+        context,
+        "slotting_directives",
+        THRASH_CHECK,
+        {
+            day: DateVerdict(
+                found.is_empty(),
+                {"thrashing_directives": found.height},
+                None if found.is_empty() else f"{found.height} directives move a SKU again inside the window (first: {found['sku_id'][0]})",
+                dg.AssetCheckSeverity.WARN,
             )
-            for day in days
-        ]
+            for day, found in per_date.items()
+        },
     )
+    thrashing = pl.concat(list(per_date.values()))
     day = days[-1] if len(days) == 1 else f"{days[0]} .. {days[-1]}"
     listing = "\n".join(
         f"- {r['sku_id']} ({r['directive_id']}): {r['problem']}" for r in thrashing.head(15).iter_rows(named=True)

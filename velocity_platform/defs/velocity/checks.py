@@ -6,7 +6,14 @@ import datetime as dt
 import dagster as dg
 import polars as pl
 
-from velocity_platform.defs.partitions import DUCKDB_POOL, business_days, partition_dates, window
+from velocity_platform.defs.partitions import (
+    DUCKDB_POOL,
+    DateVerdict,
+    business_days,
+    partition_dates,
+    record_per_date,
+    window,
+)
 from velocity_platform.defs.resources import OperationsResource
 from velocity_platform.domain.signals import EXPECTED_SKU_SHARE, day_on_day_changes, pareto_shape
 
@@ -40,6 +47,20 @@ def class_shares_follow_pareto(
     days = partition_dates(context)  # a backfill's range: every date judged, the worst one shown
     shapes = {day: pareto_shape(sku_velocity.filter(pl.col("business_date") == day), operations.pareto_tolerance) for day in days}
     dates_off = [day for day, shape in shapes.items() if not shape["within"].all()]
+    record_per_date(
+        context,
+        "sku_velocity",
+        PARETO_CHECK,
+        {
+            day: DateVerdict(
+                bool(shape["within"].all()),
+                {f"{r['abc_class']}_sku_share": dg.MetadataValue.float(r["sku_share"]) for r in shape.iter_rows(named=True)},
+                None if shape["within"].all() else "class shares off the Pareto shape: see the run's result for the figures",
+                dg.AssetCheckSeverity.WARN,
+            )
+            for day, shape in shapes.items()
+        },
+    )
     shown = dates_off[-1] if dates_off else days[-1]
     shape = shapes[shown]
     off = shape.filter(~pl.col("within"))
@@ -95,6 +116,21 @@ def velocity_change_within_factor(
         )
         for day in days
     ]
+    record_per_date(
+        context,
+        "sku_velocity",
+        DAY_ON_DAY_CHECK,
+        {
+            day: DateVerdict(
+                frame.is_empty(),
+                {"skus_compared": n, "skus_changed": frame.height},
+                None if frame.is_empty() else f"{frame.height:,} SKUs' 30-day units changed by more than "
+                f"{operations.day_on_day_factor:g}x since {day - dt.timedelta(days=1)} (first: {frame['sku_id'][0]})",
+                dg.AssetCheckSeverity.WARN,
+            )
+            for day, (frame, n) in zip(days, found, strict=True)
+        },
+    )
     changed = pl.concat([frame for frame, _ in found], how="diagonal_relaxed")
     compared = sum(n for _, n in found)
     day = days[-1]

@@ -5,7 +5,7 @@ import datetime as dt
 
 import dagster as dg
 
-from velocity_platform.defs.partitions import business_days, partition_dates
+from velocity_platform.defs.partitions import business_days, partition_dates, record_per_date, same_verdict_each_date
 from velocity_platform.defs.resources import OperationsResource, WarehouseResource
 from velocity_platform.domain.signals import batch_window
 
@@ -41,12 +41,14 @@ def landed_within_batch_window(
     if schedule is None:
         # A backfill, a command-line range or a manual re-run lands a past day late by design: the
         # KPI is the nightly run's. A nightly run that did not land at all shows as stale freshness.
-        return dg.AssetCheckResult(
+        result = dg.AssetCheckResult(
             passed=True,
             severity=dg.AssetCheckSeverity.WARN,
             metadata=figures,
             description="not a scheduled nightly run: the batch window applies to runs of the 02:00 schedule",
         )
+        record_per_date(context, "wms_directive_acks", BATCH_WINDOW_CHECK, same_verdict_each_date(partition_dates(context), result))
+        return result
     on_time = landed <= end
     return dg.AssetCheckResult(
         passed=on_time,
