@@ -43,7 +43,7 @@ from velocity_platform.domain.history import (
     to_sales_history,
 )
 from velocity_platform.domain.slotting import plan_directives
-from velocity_platform.domain.taxonomy import classify_skus
+from velocity_platform.domain.taxonomy import classify_skus, classify_window_totals, demand_per_sku_sql
 from velocity_platform.domain.validation import validate_lines
 
 
@@ -55,6 +55,7 @@ class Scenario:
 
 
 SCENARIOS = {
+    "smoke": Scenario("smoke", 500, 5_000),  # the test suite's run of the harness, not a benchmark
     "S": Scenario("S", 5_000, 50_000),
     "M": Scenario("M", 20_000, 300_000),
     "L": Scenario("L", 100_000, 1_000_000),
@@ -288,7 +289,11 @@ def engine_floor(pages: list[tuple[str, bytes]], master: pl.DataFrame, work: Pat
     result = validate_lines(raw, master, seen)
     validation_s = time.perf_counter() - started
     demand = daily_demand(to_sales_history(result.valid, master))
-    velocity = classify_skus(pl.concat([history, demand]), master, BUSINESS_DATE, history_start=history["business_date"].min())
+    # The window sums as the platform does them, in DuckDB, here over the frames in memory.
+    window = duckdb.connect()
+    window.register("daily_sku_demand", pl.concat([history, demand]))
+    totals = window.execute(demand_per_sku_sql("daily_sku_demand", BUSINESS_DATE)).pl()
+    velocity = classify_window_totals(totals, master, BUSINESS_DATE, history["business_date"].min())
     assignment = locations.filter(pl.col("sku_id").is_not_null()).select("sku_id", "location_id")
     plan_directives(BUSINESS_DATE, velocity, yesterday, locations, assignment, master)
     return validation_s, time.perf_counter() - started
@@ -357,7 +362,10 @@ def run_benchmark(name: str, json_path: Path | None = None, compare: bool = True
             report["ratios"] = {
                 "validation_vs_per_record": round(per_record_s / stage["validate_feed"]["compute_s"], 2),
                 "compute_vs_floor": round(platform_compute / floor_s, 2),
-                "ingest_vs_parse": round(stage["raw_transactions"]["wall_s"] / ceiling, 2),
+                # Ingestion: the pull over HTTP, the parse and the flattening, up to the frame
+                # handed to Dagster; and the same with the DuckDB write of the raw table.
+                "ingest_vs_parse": round(stage["raw_transactions"]["compute_s"] / ceiling, 2),
+                "ingest_with_store_vs_parse": round(stage["raw_transactions"]["wall_s"] / ceiling, 2),
             }
     if json_path:
         json_path.parent.mkdir(parents=True, exist_ok=True)
@@ -391,6 +399,7 @@ def format_report(report: dict) -> str:
             f"validation vs per-record pydantic loop: {r['validation_vs_per_record']:.1f}x faster "
             f"({c['per_record_validation_and_aggregation_s']:.2f}s)",
             f"compute vs engine floor: {r['compute_vs_floor']:.2f}x ({c['engine_floor_s']:.2f}s)",
-            f"ingestion vs orjson parse ceiling: {r['ingest_vs_parse']:.2f}x ({c['parse_ceiling_s']:.2f}s)",
+            f"ingestion vs orjson parse ceiling: {r['ingest_vs_parse']:.2f}x ({c['parse_ceiling_s']:.2f}s), "
+            f"{r['ingest_with_store_vs_parse']:.2f}x with the DuckDB write",
         ]
     return "\n".join(lines)

@@ -128,14 +128,16 @@ class ErpClient:
                 query["cursor"] = cursor
             source_batch = f"{batch_prefix}:page-{page_no:04d}"
             reads = 0
+            with_cursor: tuple[bytes, str | None] | None = None  # a fetch of this page whose cursor was readable
 
             def read(answer: HttpAnswer) -> tuple[Any, str | None]:
-                nonlocal reads
+                nonlocal reads, with_cursor
                 reads += 1
                 # The cursor must be readable too: a page cut short loses it, and must be fetched again.
                 found, next_page = next_cursor(answer.content)
                 if not found:
                     raise InvalidBody("the page ends before its next_cursor (truncated)")
+                with_cursor = (answer.content, next_page)
                 if next_page and page_no + 1 not in jobs:
                     jobs[page_no + 1] = prefetch.submit(fetch, page_no + 1, next_page)
                 if reader is None:
@@ -150,7 +152,11 @@ class ErpClient:
             try:
                 answer, (parsed, _) = self._get(path, query, read)
             except BodyStillInvalid as exc:
-                found, next_page = next_cursor(exc.answer.content)
+                body = exc.answer.content
+                found, next_page = next_cursor(body)
+                if not found and with_cursor is not None:
+                    # The last fetch came cut short, an earlier one had the cursor: go on from it.
+                    (body, next_page), found = with_cursor, True
                 if not found:
                     raise UpstreamError(
                         SYSTEM,
@@ -160,7 +166,7 @@ class ErpClient:
                     ) from None
                 if next_page and page_no + 1 not in jobs:
                     jobs[page_no + 1] = prefetch.submit(fetch, page_no + 1, next_page)
-                return ErpPage(source_batch, exc.answer.content, None, exc.reason, exc.attempts)
+                return ErpPage(source_batch, body, None, exc.reason, exc.attempts)
             return ErpPage(source_batch, answer.content, parsed, None, max(1, reads))
 
         try:

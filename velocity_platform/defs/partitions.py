@@ -71,11 +71,14 @@ def record_per_date(
     verdicts: dict[dt.date, DateVerdict],
     blocking: bool = False,
 ) -> None:
-    """In a run over several dates, record the check's verdict on each date as its own evaluation.
+    """In a run over several dates, record a partitioned check's verdict on each date as its own
+    evaluation.
 
     A check returns one result per run, which a run over a range records without a partition;
     Dagster would then show every date of the range as skipped. Each date's own verdict (with
     its figures) is what the UI shows on that partition; the run's result still gates the run.
+    Only for the checks declared per partition (the separate @asset_checks): the gates inside
+    an asset are not partitioned and record one result per run, nightly or backfill alike.
     """
     if len(verdicts) <= 1:
         return

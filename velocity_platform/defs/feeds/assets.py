@@ -14,7 +14,6 @@ from velocity_platform.defs.partitions import (
     DateVerdict,
     business_days,
     partition_dates,
-    record_per_date,
 )
 from velocity_platform.defs.resources import WarehouseResource
 from velocity_platform.domain.validation import (
@@ -164,7 +163,6 @@ def validate_feed(
         day: dlq_gate(figures.get(day, {**no_lines, "business_date": day}), warehouse.dlq_rate_max, top_field)
         for day in days
     }
-    record_per_date(context, "validated_transactions", DLQ_RATE_CHECK, verdicts, blocking=True)
     failing = [(day, v) for day, v in verdicts.items() if not v.passed]
     dead_pages = sum(v.metadata["pages_dead_lettered"] for v in verdicts.values())
     gate_description = None
@@ -190,14 +188,6 @@ def validate_feed(
         description=gate_description,
     )
     duplicated = result.valid.filter(pl.struct("txn_id", "line_no").is_duplicated())
-    per_date = dict(duplicated.group_by("business_date").len().iter_rows())
-    record_per_date(
-        context,
-        "validated_transactions",
-        UNIQUE_KEY_CHECK,
-        {day: DateVerdict(per_date.get(day, 0) == 0, {"duplicate_rows": per_date.get(day, 0)}) for day in days},
-        blocking=True,
-    )
     duplicates = duplicated.height
     yield dg.AssetCheckResult(
         asset_key="validated_transactions",

@@ -17,10 +17,8 @@ from velocity_platform.defs.partitions import (
     BACKFILL_POLICY,
     DUCKDB_POOL,
     PARTITION_METADATA,
-    DateVerdict,
     business_days,
     partition_dates,
-    record_per_date,
     window,
 )
 from velocity_platform.defs.resources import (
@@ -118,16 +116,6 @@ def slotting_directives(
         assignment = apply_directives(assignment, planned)
         moves = pl.concat([moves, planned.select(list(_MOVE_SCHEMA)).cast(_MOVE_SCHEMA)])
     directives, violations = pl.concat(plans), pl.concat(problems)
-    record_per_date(
-        context,
-        "slotting_directives",
-        CAPACITY_CHECK,
-        {
-            day: DateVerdict(found.is_empty(), {"violations": found.height})
-            for day, found in zip(days, problems, strict=True)
-        },
-        blocking=True,
-    )
     yield dg.Output(
         directives,
         metadata={

@@ -10,10 +10,8 @@ from velocity_platform.defs.partitions import (
     BACKFILL_POLICY,
     DUCKDB_POOL,
     PARTITION_METADATA,
-    DateVerdict,
     business_days,
     partition_dates,
-    record_per_date,
 )
 from velocity_platform.defs.resources import OperationalStoreResource, WmsResource
 from velocity_platform.domain.contracts import WMS_DIRECTIVE_ACKS_SCHEMA
@@ -120,23 +118,6 @@ def wms_directive_acks(
         schema=WMS_DIRECTIVE_ACKS_SCHEMA,
     )
     acked = acks.filter(pl.col("status") == "acked").height
-    by_date = dict(
-        acks.group_by("business_date").agg(pl.len().alias("planned"), (pl.col("status") == "acked").sum().alias("acked")).select(
-            "business_date", pl.struct("planned", "acked")
-        ).iter_rows()
-    )
-    record_per_date(
-        context,
-        "wms_directive_acks",
-        ACK_CHECK,
-        {
-            day: DateVerdict(
-                (f := by_date.get(day, {"planned": 0, "acked": 0}))["planned"] == f["acked"],
-                {"directives": f["planned"], "acked": f["acked"], "not_acked": f["planned"] - f["acked"]},
-            )
-            for day in days
-        },
-    )
     yield dg.Output(
         acks,
         metadata={
