@@ -83,13 +83,7 @@ def run_range(
             result = job.execute_in_process(
                 instance=instance, partition_key=day.isoformat(), raise_on_error=False, run_config=run_config
             )
-            evaluations = result.get_asset_check_evaluations()
-            failed = [f"{e.asset_key.to_user_string()}.{e.check_name}" for e in evaluations if not e.passed]
-            error = None
-            if not result.success:
-                failure = next((e for e in result.all_events if e.is_step_failure), None)
-                error = failure.step_failure_data.error.message.strip() if failure and failure.step_failure_data.error else "run failed"
-            outcome = DayOutcome(day, result.success, time.perf_counter() - started, len(evaluations) - len(failed), failed, error)
+            outcome = _outcome(day, result, time.perf_counter() - started)
             outcomes.append(outcome)
             if progress:
                 progress(outcome, index, len(dates))
@@ -109,13 +103,18 @@ def run_together(dates: list[dt.date], resource_config: dict[str, dict] | None =
     started = time.perf_counter()
     with DagsterInstance.get() as instance:
         result = job.execute_in_process(instance=instance, tags=tags, raise_on_error=False, run_config=run_config)
+    return _outcome(dates[-1], result, time.perf_counter() - started)
+
+
+def _outcome(day: dt.date, result, seconds: float) -> DayOutcome:
+    """What a finished in-process run says: success, checks passed and failed, the first error."""
     evaluations = result.get_asset_check_evaluations()
     failed = [f"{e.asset_key.to_user_string()}.{e.check_name}" for e in evaluations if not e.passed]
     error = None
     if not result.success:
         failure = next((e for e in result.all_events if e.is_step_failure), None)
         error = failure.step_failure_data.error.message.strip() if failure and failure.step_failure_data.error else "run failed"
-    return DayOutcome(dates[-1], result.success, time.perf_counter() - started, len(evaluations) - len(failed), failed, error)
+    return DayOutcome(day, result.success, seconds, len(evaluations) - len(failed), failed, error)
 
 
 # The tags a backfill puts on a run that covers a range of partitions.

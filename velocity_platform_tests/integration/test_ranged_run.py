@@ -3,35 +3,19 @@
 import datetime as dt
 
 import dagster as dg
-import duckdb
-import polars as pl
 import pytest
 
 from velocity_platform.batch import business_dates, run_range, run_together
 from velocity_platform.simulators.erp import ErpConfig
 from velocity_platform.simulators.wms import WmsConfig
 from velocity_platform_tests.conftest import ERP_TOKEN, WMS_TOKEN, WORLD, platform_environment
+from velocity_platform_tests.warehouse import warehouse_tables
 
 pytestmark = pytest.mark.integration
 
 DATES = business_dates(dt.date(2026, 2, 3), dt.date(2026, 2, 7))
 # What says when or how often something happened, not what: differs between any two runs.
 WHEN = {"first_seen_at", "last_seen_at", "acked_at", "ack_id", "http_status", "attempts", "detail"}
-
-
-def tables(duckdb_path: str) -> dict[str, pl.DataFrame]:
-    with duckdb.connect(duckdb_path, read_only=True) as con:
-        names = [r[0] for r in con.execute(
-            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'warehouse' ORDER BY 1"
-        ).fetchall()]
-        frames = {}
-        for name in names:
-            frame = con.execute(f'SELECT * FROM warehouse."{name}"').pl()
-            frame = frame.select([c for c in frame.columns if c not in WHEN])
-            if "arrival_seq" in frame.columns:  # numbered across the range: compare the order within each day
-                frame = frame.with_columns(pl.col("arrival_seq").rank("ordinal").over("business_date"))
-            frames[name] = frame.sort(frame.columns, nulls_last=True)
-        return frames
 
 
 def build(root, together: bool):
@@ -51,7 +35,7 @@ def build(root, together: bool):
                 statuses == {d.isoformat(): "SUCCEEDED" for d in DATES} for statuses in checks_by_date.values()
             ), checks_by_date
         sim = platform.wms_app.state.simulator
-        return tables(platform.settings.duckdb_path), sim.loc_of_sku.tolist(), platform.wms_stats()["applied_per_key"]
+        return warehouse_tables(platform.settings.duckdb_path, WHEN), sim.loc_of_sku.tolist(), platform.wms_stats()["applied_per_key"]
 
 
 def evaluated_per_date() -> dict[str, dict[str, str]]:
@@ -81,8 +65,6 @@ def test_one_run_over_the_range_matches_one_run_per_date(tmp_path_factory):
     assert by_day_tables["slotting_directives"].height > 0, "the world should need moves in five days"
     assert set(tables_together) == set(by_day_tables)
     for name, frame in by_day_tables.items():
-        if name == "wms_locations":  # the occupants as read at the start of each run
-            continue
         assert tables_together[name].equals(frame), name
     # The WMS ends with the same slotting, each directive applied once.
     assert slotting_together == by_day_slotting

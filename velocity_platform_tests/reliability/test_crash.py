@@ -8,13 +8,13 @@ import subprocess
 import sys
 import time
 
-import duckdb
 import numpy as np
 import polars as pl
 import pytest
 
 from velocity_platform.connectors.state import OperationalStore, wms_outbox
 from velocity_platform_tests.conftest import PROJECT
+from velocity_platform_tests.warehouse import warehouse_tables as read_tables
 
 from .conftest import DATES, faulty_world, run
 
@@ -26,20 +26,7 @@ WHEN = {"first_seen_at", "last_seen_at", "attempt_count", "acked_at", "http_stat
 
 
 def warehouse_tables(duckdb_path: str) -> dict[str, pl.DataFrame]:
-    with duckdb.connect(duckdb_path, read_only=True) as con:
-        names = [r[0] for r in con.execute(
-            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'warehouse' ORDER BY 1"
-        ).fetchall()]
-        frames = {}
-        for name in names:
-            frame = con.execute(f'SELECT * FROM warehouse."{name}"').pl()
-            frame = frame.select([c for c in frame.columns if c not in WHEN])
-            if name == "wms_locations":
-                # The live occupant at the moment of the last read: a re-run reads it after the
-                # moves applied before the crash. The WMS's final slotting is compared on its own.
-                frame = frame.drop("sku_id")
-            frames[name] = frame.sort(frame.columns, nulls_last=True)
-        return frames
+    return read_tables(duckdb_path, WHEN)
 
 
 def wms_state(platform) -> tuple[list[int], dict[str, int]]:

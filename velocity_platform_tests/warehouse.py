@@ -1,0 +1,28 @@
+"""Reading the warehouse tables back for comparisons between two ways of building the same dates."""
+
+import duckdb
+import polars as pl
+
+
+def warehouse_tables(duckdb_path: str, ignore: set[str]) -> dict[str, pl.DataFrame]:
+    """Every warehouse table, rows sorted on all columns, without the columns in `ignore`.
+
+    Two columns say how a run went rather than what it built: the raw lines' arrival_seq is
+    numbered across a run's dates (so it becomes the line's rank within its date), and
+    wms_locations' occupant is read live at the start of each run (so it is dropped; compare the
+    WMS's own slotting instead).
+    """
+    with duckdb.connect(duckdb_path, read_only=True) as con:
+        names = [r[0] for r in con.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'warehouse' ORDER BY 1"
+        ).fetchall()]
+        frames = {}
+        for name in names:
+            frame = con.execute(f'SELECT * FROM warehouse."{name}"').pl()
+            frame = frame.select([c for c in frame.columns if c not in ignore])
+            if name == "wms_locations":
+                frame = frame.drop("sku_id")
+            if "arrival_seq" in frame.columns:
+                frame = frame.with_columns(pl.col("arrival_seq").rank("ordinal").over("business_date"))
+            frames[name] = frame.sort(frame.columns, nulls_last=True)
+        return frames
