@@ -142,6 +142,15 @@ def new_pusher_id(label: str = "pusher") -> str:
     return f"{label}@{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
+def _still_held(directive_ids: Collection[str], claimer: str) -> sa.ColumnElement[bool]:
+    """Rows among `directive_ids` that `claimer` claimed and that are not settled yet."""
+    return sa.and_(
+        wms_outbox.c.directive_id.in_(list(directive_ids)),
+        wms_outbox.c.claimed_by == claimer,
+        wms_outbox.c.status == PENDING,
+    )
+
+
 @dataclass(frozen=True)
 class Outcome:
     """What the WMS answered for one directive, as the store settles it."""
@@ -360,11 +369,7 @@ class OperationalStore:
         with self._write() as conn:
             held = conn.execute(
                 wms_outbox.update()
-                .where(
-                    wms_outbox.c.directive_id.in_(list(directive_ids)),
-                    wms_outbox.c.claimed_by == claimer,
-                    wms_outbox.c.status == PENDING,
-                )
+                .where(_still_held(directive_ids, claimer))
                 .values(claimed_until=_now() + lease)
                 .returning(wms_outbox.c.directive_id)
             )
@@ -378,11 +383,7 @@ class OperationalStore:
         with self._write() as conn:
             result = conn.execute(
                 wms_outbox.update()
-                .where(
-                    wms_outbox.c.directive_id.in_(list(directive_ids)),
-                    wms_outbox.c.claimed_by == claimer,
-                    wms_outbox.c.status == PENDING,
-                )
+                .where(_still_held(directive_ids, claimer))
                 .values(claimed_until=None)
             )
             return result.rowcount

@@ -141,7 +141,6 @@ class WmsClient:
         status = "replayed" if answer.get("replayed") else "applied"
         return PushOutcome(key, status, response.status_code, answer.get("ack_id"), answer.get("status", ""))
 
-
     def push_directives(self, directives: list[dict]) -> list[PushOutcome]:
         """POST many directives in one request, each under its own idempotency key.
 

@@ -79,10 +79,11 @@ def _run_id(context: dg.InputContext) -> str | None:
         return None
 
 
-def _table_columns(connection, table_slice: TableSlice) -> set[str]:
+def table_columns(connection, schema: str, table: str) -> set[str]:
+    """The columns of a warehouse table; empty when the table does not exist yet."""
     rows = connection.execute(
         "SELECT column_name FROM information_schema.columns WHERE table_schema = ? AND table_name = ?",
-        [table_slice.schema, table_slice.table],
+        [schema, table],
     ).fetchall()
     return {row[0] for row in rows}
 
@@ -107,7 +108,7 @@ class _PolarsTablesHandler(DuckDBPolarsTypeHandler):
         started = time.perf_counter()
         connection.execute(f"create schema if not exists {table_slice.schema}")
         connection.execute("SET preserve_insertion_order = false")
-        columns = _table_columns(connection, table_slice)
+        columns = table_columns(connection, table_slice.schema, table_slice.table)
         if not columns:
             connection.execute(f"create table {table} as select * from frame")
         else:

@@ -15,7 +15,7 @@ from velocity_platform.defs.partitions import (
     business_days,
     partition_dates,
 )
-from velocity_platform.defs.resources import WarehouseResource
+from velocity_platform.defs.resources import WarehouseResource, table_columns
 from velocity_platform.domain.validation import (
     ValidationResult,
     carry_dead_letter_history,
@@ -31,11 +31,7 @@ DEAD_LETTER_TABLE = ("warehouse", "dead_letter_transactions")
 def previous_dead_letters(warehouse_tables: DuckDBResource, days: list[dt.date]) -> pl.DataFrame | None:
     """The dates' dead letters as the last materialization left them (None on a first run)."""
     with warehouse_tables.get_connection() as con:
-        exists = con.execute(
-            "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?",
-            [DEAD_LETTER_TABLE[0], DEAD_LETTER_TABLE[1]],
-        ).fetchone()[0]
-        if not exists:
+        if not table_columns(con, *DEAD_LETTER_TABLE):
             return None
         return con.execute(
             f"SELECT business_date, raw_payload, attempt_count, first_seen_at FROM {'.'.join(DEAD_LETTER_TABLE)} "

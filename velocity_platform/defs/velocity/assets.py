@@ -15,6 +15,7 @@ from velocity_platform.defs.partitions import (
     partition_dates,
     window,
 )
+from velocity_platform.defs.resources import table_columns
 from velocity_platform.domain.taxonomy import classify_window_totals, demand_per_sku_sql
 
 VELOCITY_WINDOW_DAYS = 90
@@ -58,10 +59,7 @@ def sku_velocity(
     days = partition_dates(context)  # one date, or a backfill's range: each classified on its own window
     start = history_start(context)
     with warehouse_tables.get_connection() as con:
-        schema, table = DEMAND_TABLE.split(".")
-        if not con.execute(
-            "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?", [schema, table]
-        ).fetchone()[0]:
+        if not table_columns(con, *DEMAND_TABLE.split(".")):
             raise dg.Failure(
                 description=f"{DEMAND_TABLE} does not exist yet: materialize daily_sku_demand for the 90 days up to "
                 f"{days[-1]} first"
