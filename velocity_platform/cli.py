@@ -318,8 +318,9 @@ def _budget(value: str) -> int | None:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from velocity_platform.connectors.files import FileSourceError, preset, read_export
+    from velocity_platform.domain.labor import LaborModel
     from velocity_platform.domain.travel import Layout
-    from velocity_platform.evaluate import EvaluationSettings, evaluate
+    from velocity_platform.evaluate import EvaluationSettings, evaluate, write_directives
 
     try:  # --source file is the only source evaluate replays: history comes from an export
         mapping = preset(args.preset, args.default_cube)
@@ -333,6 +334,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             start_assignment=args.start_assignment,
             seed=args.seed,
             history_from=args.history_from,
+            labor=LaborModel(args.walk_speed, args.move_minutes, args.payback_days),
         )
         print(
             f"Replaying {args.date_from} .. {args.date_to} from {export.path.name} "
@@ -352,11 +354,19 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         f"{lines['validated']:,} validated + {lines['excluded_non_inventory']:,} excluded (non-inventory) + "
         f"{lines['dead_lettered']:,} dead-lettered\n"
         f"Orders {s['orders']:,}, pick lines {s['pick_lines']:,} over {s['days']} days\n"
+        f"Net labor saved: {s['net_labor_saving_hours']:,.1f} h = {s['net_labor_saving_pct']:.2f}% of the baseline's "
+        f"{s['baseline_travel_hours']:,.1f} walking hours\n"
+        f"  walking saved {s['travel_saved_hours']:,.1f} h at {s['walk_speed_m_s']} m/s, relocations "
+        f"{s['relocation_hours']:,.1f} h ({s['relocations']:,} x {s['move_minutes']:g} min)\n"
         f"Travel per order: baseline {s['baseline_m_per_order']:,.1f} m, platform {s['platform_m_per_order']:,.1f} m "
         f"-> {s['travel_reduction_pct']:.2f}% less ({s['routing']})\n"
-        f"Moves {s['moves']:,} ({s['new_skus_slotted']:,} new SKUs slotted, {s['relocations']:,} relocations) "
+        f"Moves {s['moves']:,} ({s['new_skus_slotted']:,} new SKUs slotted, {s['relocations']:,} relocations, "
+        f"{s['relocations_reversed_30d']:,} = {s['relocations_reversed_30d_pct']:.2f}% undone within 30 days) "
         f"in {s['seconds']}s"
     )
+    if args.directives:
+        written = write_directives(result, args.directives)
+        print(f"{written:,} directives written to {args.directives}", file=sys.stderr)
     if args.summary:
         args.summary.parent.mkdir(parents=True, exist_ok=True)
         args.summary.write_text(json.dumps(s, indent=2) + "\n")
@@ -370,6 +380,34 @@ def _sqlite_file(url: str) -> Path | None:
 
 
 # --- parser ----------------------------------------------------------------------------------------
+
+
+def _positive(kind: type):
+    def parse(value: str):
+        try:
+            number = kind(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
+        if number < 0:
+            raise argparse.ArgumentTypeError(f"{value!r} must not be negative")
+        return number
+
+    return parse
+
+
+def _add_labor_options(parser: argparse.ArgumentParser) -> None:
+    from velocity_platform.settings import labor_from_env
+
+    labor = labor_from_env()  # defaults: the environment's, else the labor model's own
+    group = parser.add_argument_group("labor model (docs/slotting.md)")
+    group.add_argument("--walk-speed", type=_positive(float), default=labor.walk_speed_m_s, help=f"picker walking speed, m/s (default {labor.walk_speed_m_s:g}; VELOCITY_WALK_SPEED_M_S)")
+    group.add_argument("--move-minutes", type=_positive(float), default=labor.move_minutes, help=f"labor of one relocation, minutes (default {labor.move_minutes:g}; VELOCITY_MOVE_MINUTES)")
+    group.add_argument(
+        "--payback-days",
+        type=_positive(float),
+        default=labor.payback_horizon_days,
+        help=f"days of saving a relocation may count on (default {labor.payback_horizon_days:g}; VELOCITY_PAYBACK_HORIZON_DAYS)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -431,10 +469,17 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--levels", type=int, default=1)
     evaluate.add_argument("--routing", choices=["s-shape", "return", "largest-gap"], default="s-shape")
     evaluate.add_argument("--moves-per-day", type=_budget, default=200, help="move budget, or 'unlimited' (default 200)")
-    evaluate.add_argument("--start-assignment", default="random", help="'random' or a CSV/Parquet of sku_id, location_id")
+    evaluate.add_argument(
+        "--start-assignment",
+        default="random",
+        help="'random', 'static-turnover' (SKUs ranked by pick lines over the six months before --from, fastest to "
+        "the cheapest location) or a CSV/Parquet of sku_id, location_id",
+    )
     evaluate.add_argument("--seed", type=int, default=7, help="seed of the random start and putaway (default 7)")
     evaluate.add_argument("--default-cube", type=float, default=None, help="unit cube (ft3) for SKUs without one")
     evaluate.add_argument("--summary", type=Path, default=None, help="write the summary as JSON here")
+    evaluate.add_argument("--directives", type=Path, default=None, help="write every directive applied here (.csv or .parquet)")
+    _add_labor_options(evaluate)
     evaluate.set_defaults(func=cmd_evaluate)
     return parser
 

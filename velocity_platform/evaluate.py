@@ -8,12 +8,16 @@ For each business date D of the range, in order:
    that same place in the platform's run too (its slot comes from the night's directives).
 2. The nightly job runs for D exactly as the assets do, with the same domain functions:
    daily demand (``history.daily_demand``, computed once from the validated lines, one group
-   per day), velocity at D from the 90 days up to D (``taxonomy.classify_skus``, nothing after
-   D), directives against the assignment at the start of D (``slotting.plan_directives``,
-   hysteresis against D-1, SKUs moved in the window left alone, the move budget), applied
-   before D+1's orders.
+   per day), velocity and pick rates at D from the 90 days up to D (``taxonomy.classify_skus``,
+   ``pick_rate.with_pick_rates``, nothing after D), and the one planning loop
+   (``slotting.plan_day_after_day``) that the ``slotting_directives`` asset runs: directives
+   against the assignment at the start of D, applied before D+1's orders.
 
 Nothing looks ahead: the SKU master as of D knows only the SKUs the file has shown by D.
+
+What it reports leads with net labor: the walking the platform saved against the baseline, in
+hours at the walk speed, less the hours its relocations took (``labor.LaborModel``); gross
+travel reduction beside it, and the relocations undone within 30 days (thrash).
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from __future__ import annotations
 import datetime as dt
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -29,18 +33,28 @@ import polars as pl
 
 from velocity_platform.connectors.files import FileExport
 from velocity_platform.domain.history import daily_demand, to_sales_history
+from velocity_platform.domain.labor import LaborModel
+from velocity_platform.domain.pick_rate import with_pick_rates
 from velocity_platform.domain.shadow import (
     ASSIGNMENT_SCHEMA,
-    apply_directives,
     picks_on,
     putaway,
     random_assignment,
 )
-from velocity_platform.domain.slotting import SlottingConfig, plan_directives
+from velocity_platform.domain.slotting import (
+    MOVE_SCHEMA,
+    SlottingConfig,
+    plan_day_after_day,
+    ranked_locations,
+    reversed_relocations,
+)
 from velocity_platform.domain.taxonomy import TaxonomyConfig, classify_skus
 from velocity_platform.domain.travel import Layout, Routing, layout_locations, order_travel
 from velocity_platform.domain.validation import validate_lines
 
+# How far back the static-turnover start looks for pick lines: the months an analyst would use.
+STATIC_TURNOVER_DAYS = 182
+REVERSAL_WINDOW_DAYS = 30
 
 @dataclass(frozen=True)
 class EvaluationSettings:
@@ -49,10 +63,11 @@ class EvaluationSettings:
     layout: Layout
     routing: Routing = "s-shape"
     move_budget: int | None = 200  # None: unlimited
-    start_assignment: str = "random"  # "random" or a CSV/Parquet path with sku_id, location_id
+    start_assignment: str = "random"  # "random", "static-turnover" or a CSV/Parquet path with sku_id, location_id
     seed: int = 7
     history_from: dt.date | None = None  # default: the file's first date
     capacity_ft3: float = 40.0
+    labor: LaborModel = field(default_factory=LaborModel)
 
     def __post_init__(self) -> None:
         if self.last < self.first:
@@ -62,7 +77,9 @@ class EvaluationSettings:
 @dataclass
 class Evaluation:
     summary: dict
-    days: pl.DataFrame  # business_date, orders, pick_lines, baseline_m, platform_m, moves, new_skus_slotted
+    days: pl.DataFrame  # business_date, orders, pick_lines, baseline_m, platform_m, moves, new_skus_slotted, relocations
+    directives: pl.DataFrame  # every directive applied (SLOTTING_DIRECTIVES_SCHEMA)
+    locations: pl.DataFrame  # the layout's location master
 
 
 def load_assignment(path: str | Path, locations: pl.DataFrame) -> pl.DataFrame:
@@ -89,6 +106,31 @@ def load_assignment(path: str | Path, locations: pl.DataFrame) -> pl.DataFrame:
     return frame
 
 
+def static_turnover_assignment(
+    skus: pl.Series, demand: pl.DataFrame, before: dt.date, locations: pl.DataFrame, routing: Routing
+) -> pl.DataFrame:
+    """The one-shot slotting an analyst makes before go-live: `skus` ranked by pick lines over
+    the STATIC_TURNOVER_DAYS before `before`, fastest into the cheapest location under the
+    routing (ties and SKUs without lines by sku_id)."""
+    skus = skus.unique()
+    if skus.len() > locations.height:
+        raise ValueError(
+            f"{skus.len():,} SKUs need a location but the layout has {locations.height:,}; use more --aisles, --bays or --levels"
+        )
+    lines = (
+        demand.filter(pl.col("business_date").is_between(before - dt.timedelta(days=STATIC_TURNOVER_DAYS), before - dt.timedelta(days=1)))
+        .group_by("sku_id")
+        .agg(pl.col("pick_lines").sum())
+    )
+    ranked = (
+        pl.DataFrame({"sku_id": skus})
+        .join(lines, on="sku_id", how="left")
+        .sort([pl.col("pick_lines").fill_null(0), pl.col("sku_id")], descending=[True, False])
+    )
+    cheapest = ranked_locations(locations, SlottingConfig(routing=routing)).sort("cost_rank")["location_id"]
+    return ranked.select("sku_id", cheapest.head(ranked.height).alias("location_id")).cast(ASSIGNMENT_SCHEMA)
+
+
 def evaluate(
     export: FileExport,
     settings: EvaluationSettings,
@@ -110,33 +152,37 @@ def evaluate(
     checked = validate_lines(raw, master, seen_at=dt.datetime.now(dt.UTC))
     sales = to_sales_history(checked.valid, master)
     demand = daily_demand(sales).sort("business_date")
-    orders_by_day = {
-        key[0]: frame
-        for key, frame in sales.filter(pl.col("txn_type") == "ORDER")
-        .select("business_date", pl.col("txn_id").alias("order_id"), "sku_id")
-        .partition_by("business_date", as_dict=True)
-        .items()
-    }
+    order_lines = sales.filter(pl.col("txn_type") == "ORDER").select(
+        "business_date", pl.col("txn_id").alias("order_id"), "sku_id"
+    )
+    orders_by_day = {key[0]: frame for key, frame in order_lines.partition_by("business_date", as_dict=True).items()}
+    lookback = TaxonomyConfig().lookback_days
+    config = SlottingConfig(move_budget=s.move_budget, routing=s.routing, labor=s.labor)
 
-    def velocity_at(day: dt.date) -> pl.DataFrame:
-        window = demand.filter(
-            pl.col("business_date").is_between(day - dt.timedelta(days=TaxonomyConfig().lookback_days - 1), day)
+    def velocity_on(day: dt.date) -> pl.DataFrame:
+        window = demand.filter(pl.col("business_date").is_between(day - dt.timedelta(days=lookback - 1), day))
+        velocity = classify_skus(window, master.filter(pl.col("introduced_on") <= day), day, history_start=history_from)
+        return with_pick_rates(velocity, window, day, config.pick_rate)
+
+    def recent_orders_on(day: dt.date) -> pl.DataFrame:
+        return order_lines.filter(
+            pl.col("business_date").is_between(day - dt.timedelta(days=config.pick_rate.level_days - 1), day)
         )
-        return classify_skus(window, master.filter(pl.col("introduced_on") <= day), day, history_start=history_from)
 
     known_at_start = master.filter(pl.col("introduced_on") < s.first)["sku_id"]
     if s.start_assignment == "random":
         start = random_assignment(known_at_start, locations, s.seed)
+    elif s.start_assignment == "static-turnover":
+        start = static_turnover_assignment(known_at_start, demand, s.first, locations, s.routing)
     else:
         start = load_assignment(s.start_assignment, locations)
     rng = np.random.default_rng([s.seed, 1])
-    config = SlottingConfig(move_budget=s.move_budget, routing=s.routing)
-    baseline, platform = start, start
-    applied: list[pl.DataFrame] = []  # the platform's moves, for the hysteresis window
-    yesterday = velocity_at(s.first - dt.timedelta(days=1))
-    rows = []
-    day = s.first
-    while day <= s.last:
+    baseline = start
+    days = [s.first + dt.timedelta(days=n) for n in range((s.last - s.first).days + 1)]
+    plans = plan_day_after_day(days, velocity_on, locations, start, master, None, recent_orders_on, config)
+    rows, applied = [], []
+    for plan in plans:
+        day, platform, directives = plan.business_date, plan.assignment, plan.directives
         lines = orders_by_day.get(day)
         if lines is not None and lines.height:
             # Stock that arrives without a slot is put away where there is room.
@@ -154,24 +200,7 @@ def evaluate(
         else:
             orders = pick_lines = unslotted_picks = 0
             baseline_m = platform_m = 0.0
-        today = velocity_at(day)
-        window_start = day - dt.timedelta(days=config.hysteresis_days)
-        recent = [m for m in applied[-config.hysteresis_days :] if not m.is_empty()]
-        recently_moved = (
-            pl.concat(recent).filter(pl.col("business_date") >= window_start).select("sku_id") if recent else None
-        )
-        directives = plan_directives(
-            day,
-            velocity_today=today,
-            velocity_yesterday=yesterday,
-            locations=locations,
-            assignment=platform,
-            sku_master=master.filter(pl.col("introduced_on") <= day),
-            recently_moved=recently_moved,
-            config=config,
-        )
-        platform = apply_directives(platform, directives)
-        applied.append(directives.select("business_date", "sku_id"))
+        applied.append(directives)
         row = {
             "business_date": day,
             "orders": orders,
@@ -180,19 +209,56 @@ def evaluate(
             "platform_m": platform_m,
             "moves": directives.height,
             "new_skus_slotted": directives.filter(pl.col("from_location").is_null()).height,
+            "relocations": int(directives["relocations"].sum()),
             "unslotted_picks": unslotted_picks,
             "expected_saving_m_per_day": float(directives["expected_saving_m_per_day"].sum()),
+            "expected_net_saving_h": float(directives["net_saving_h"].sum()),
         }
         rows.append(row)
         if progress:
             progress(row)
-        yesterday = today
-        day += dt.timedelta(days=1)
 
-    days = pl.DataFrame(rows)
-    summary = _summary(days, s, export, checked.valid.height, checked.rejects.height, history_from)
+    days_frame = pl.DataFrame(rows)
+    directives = pl.concat(applied)
+    reversed_moves = reversed_relocations(directives.select(list(MOVE_SCHEMA)), locations, s.routing, REVERSAL_WINDOW_DAYS)
+    summary = _summary(days_frame, s, export, checked.valid.height, checked.rejects.height, history_from, reversed_moves.height)
     summary["seconds"] = round(time.perf_counter() - started, 1)
-    return Evaluation(summary, days)
+    return Evaluation(summary, days_frame, directives, locations)
+
+
+def write_directives(evaluation: Evaluation, path: Path) -> int:
+    """Every directive the replay applied, as CSV or Parquet (by the file's suffix): business_date,
+    sku_id, from/to location with aisle/bay/level, expected saving, payback, net hours."""
+    where = evaluation.locations.select("location_id", "aisle", "bay", "level")
+    table = (
+        evaluation.directives.join(where.rename(lambda c: f"from_{c}" if c != "location_id" else "from_location"), on="from_location", how="left")
+        .join(where.rename(lambda c: f"to_{c}" if c != "location_id" else "to_location"), on="to_location", how="left")
+        .select(
+            "business_date",
+            "sku_id",
+            "from_location",
+            "to_location",
+            "from_aisle",
+            "from_bay",
+            "from_level",
+            "to_aisle",
+            "to_bay",
+            "to_level",
+            "expected_saving_m_per_day",
+            "expected_pick_lines_per_day",
+            "relocations",
+            "payback_days",
+            "net_saving_h",
+            "reason",
+        )
+        .sort("business_date", "sku_id")
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix.lower() in (".parquet", ".pq"):
+        table.write_parquet(path)
+    else:
+        table.write_csv(path)
+    return table.height
 
 
 def _summary(
@@ -202,15 +268,32 @@ def _summary(
     validated: int,
     dead_lettered: int,
     history_from: dt.date,
+    relocations_reversed: int,
 ) -> dict:
     orders = int(days["orders"].sum())
     baseline_m, platform_m = float(days["baseline_m"].sum()), float(days["platform_m"].sum())
     moves = int(days["moves"].sum())
     new_slots = int(days["new_skus_slotted"].sum())
+    relocations = int(days["relocations"].sum())
+    labor = s.labor
+    baseline_h = labor.walk_hours(baseline_m)
+    saved_h = labor.walk_hours(baseline_m - platform_m)
+    relocation_h = labor.relocation_hours(relocations)
     excluded = export.excluded.filter(
         pl.col("business_date").is_between(history_from, s.last)
     )["lines"].sum()
     return {
+        "net_labor_saving_hours": round(saved_h - relocation_h, 1),
+        "net_labor_saving_pct": round(100.0 * (saved_h - relocation_h) / baseline_h, 2) if baseline_h else 0.0,
+        "travel_saved_hours": round(saved_h, 1),
+        "relocation_hours": round(relocation_h, 1),
+        "baseline_travel_hours": round(baseline_h, 1),
+        "relocations": relocations,
+        "relocations_reversed_30d": relocations_reversed,
+        "relocations_reversed_30d_pct": round(100.0 * relocations_reversed / relocations, 2) if relocations else 0.0,
+        "move_minutes": labor.move_minutes,
+        "walk_speed_m_s": labor.walk_speed_m_s,
+        "payback_horizon_days": labor.payback_horizon_days,
         "orders": orders,
         "pick_lines": int(days["pick_lines"].sum()),
         "baseline_m_per_order": round(baseline_m / orders, 2) if orders else 0.0,
@@ -220,8 +303,7 @@ def _summary(
         "platform_m": round(platform_m, 1),
         "moves": moves,
         "new_skus_slotted": new_slots,
-        "relocations": moves - new_slots,
-        "saving_m_per_relocation": round((baseline_m - platform_m) / (moves - new_slots), 2) if moves > new_slots else None,
+        "saving_m_per_relocation": round((baseline_m - platform_m) / relocations, 2) if relocations else None,
         "routing": s.routing,
         "layout": {
             "aisles": s.layout.aisles,

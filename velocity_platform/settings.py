@@ -141,3 +141,26 @@ class SourceSettings:
             default_unit_cube_ft3=float(_env("VELOCITY_DEFAULT_UNIT_CUBE_FT3", "0.1")),
             routing=_env("VELOCITY_ROUTING", "s-shape"),
         )
+
+
+# --- slotting economics: what a relocation costs and how long a move may take to pay back ------
+
+ENV_DOCS.update(
+    {
+        "VELOCITY_WALK_SPEED_M_S": "Picker walking speed in m/s (prices travel saved in hours)",
+        "VELOCITY_MOVE_MINUTES": "Labor of one relocation, in minutes (a new SKU's first slot costs none)",
+        "VELOCITY_PAYBACK_HORIZON_DAYS": "Days of expected saving a relocation may count on to repay its labor",
+    }
+)
+
+
+def labor_from_env():
+    """The labor model with the environment's overrides; the defaults live in LaborModel."""
+    from velocity_platform.domain.labor import LaborModel
+
+    defaults = LaborModel()
+    return LaborModel(
+        walk_speed_m_s=float(_env("VELOCITY_WALK_SPEED_M_S", str(defaults.walk_speed_m_s))),
+        move_minutes=float(_env("VELOCITY_MOVE_MINUTES", str(defaults.move_minutes))),
+        payback_horizon_days=float(_env("VELOCITY_PAYBACK_HORIZON_DAYS", str(defaults.payback_horizon_days))),
+    )

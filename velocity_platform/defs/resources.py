@@ -1,6 +1,7 @@
 """Resources: thin ConfigurableResources around the connectors. Secrets come from dg.EnvVar."""
 
 
+import dataclasses
 import functools
 import os
 import time
@@ -20,7 +21,8 @@ from velocity_platform.connectors.outbox import WMS_BATCH_SIZE
 from velocity_platform.connectors.state import OperationalStore
 from velocity_platform.connectors.webhook import AlertWebhook
 from velocity_platform.connectors.wms import WmsClient
-from velocity_platform.settings import NIGHTLY_START_HOUR, OperationsSettings, Settings, SourceSettings
+from velocity_platform.domain.labor import LaborModel
+from velocity_platform.settings import NIGHTLY_START_HOUR, OperationsSettings, Settings, SourceSettings, labor_from_env
 
 
 def _slice_key(table_slice: TableSlice) -> tuple:
@@ -375,10 +377,19 @@ class TransactionSourceResource(dg.ConfigurableResource):
 
 
 class SlottingResource(dg.ConfigurableResource):
-    """How slotting ranks locations: the pick routing their travel cost is measured under."""
+    """How slotting prices locations (the pick routing) and moves (the labor model)."""
 
     routing: str = Field(default="s-shape", description="s-shape, return or largest-gap")
     band_locations: int | None = Field(default=None, description="Locations per band; default a twentieth of the pick face")
+    walk_speed_m_s: float = Field(default=LaborModel().walk_speed_m_s, description="Picker walking speed, m/s")
+    move_minutes: float = Field(default=LaborModel().move_minutes, description="Labor of one relocation, minutes")
+    payback_horizon_days: float = Field(
+        default=LaborModel().payback_horizon_days, description="Days of saving a relocation may count on to repay itself"
+    )
+
+    @property
+    def labor(self) -> LaborModel:
+        return LaborModel(self.walk_speed_m_s, self.move_minutes, self.payback_horizon_days)
 
 
 def source_resources() -> dict[str, object]:
@@ -390,5 +401,5 @@ def source_resources() -> dict[str, object]:
             file_preset=source.file_preset,
             default_unit_cube_ft3=source.default_unit_cube_ft3,
         ),
-        "slotting": SlottingResource(routing=source.routing),
+        "slotting": SlottingResource(routing=source.routing, **dataclasses.asdict(labor_from_env())),
     }

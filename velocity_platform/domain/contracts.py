@@ -188,9 +188,13 @@ SLOTTING_DIRECTIVES_SCHEMA = {
     "reason": pl.String,
     "expected_saving_m_per_day": pl.Float64,  # this move alone: pick lines/day x cost difference
     "priority": pl.Int32,
-    "velocity_rank": pl.Int64,  # 1 = the busiest SKU by pick lines over 30 days
+    "velocity_rank": pl.Int64,  # 1 = the busiest SKU by expected pick lines per day
     "to_cost_rank": pl.Int64,  # 1 = the cheapest location under the routing
     "enables_saving_m_per_day": pl.Float64,  # a demotion: the saving of the promotion it makes room for
+    "expected_pick_lines_per_day": pl.Float64,  # the rate the move is planned on (pick_rate)
+    "relocations": pl.Int32,  # 0 for a new SKU's first slot (a putaway that happens anyway), else 1
+    "payback_days": pl.Float64,  # days of expected saving that repay the relocation(s); 0 for a putaway
+    "net_saving_h": pl.Float64,  # walking saved over the payback horizon less relocation time, hours
 }
 
 WMS_DIRECTIVE_ACKS_SCHEMA = {

@@ -1,31 +1,39 @@
-"""Slotting directives: which SKUs move where today.
+"""Slotting directives: which SKUs move where today, and only moves that pay for their labor.
 
-SKUs are ranked by pick frequency (pick lines over 30 days; COI breaks ties where the cube is
-real, not a default) and locations by their travel cost under the warehouse's routing
-(``travel.rank_locations``); the ideal is the SKU of rank r in the location of cost rank r. To
-keep moves worth their labour the locations are grouped into bands of equal size (twenty bands
-by default) and a SKU only moves when its target band -- the band of the location its
-rank points at -- has held on two consecutive evaluations (hysteresis) and differs from the band
-it sits in, and it has not moved inside the hysteresis window (no thrash).
+SKUs are ranked by their expected pick rate (``pick_rate``: pick lines per day that a one-off
+spike does not move) and locations by their travel cost under the warehouse's routing
+(``travel.rank_locations``); the ideal is the SKU of rank r in the location of cost rank r.
+Locations are grouped into bands of equal size (twenty by default).
+
+A SKU is relocated only when three things hold:
+
+* **Confirmed on two disjoint windows.** Ranked on its rate over D-3..D and, separately, over
+  D-7..D-4, both ranks put it in a better (or both in a worse) band than the one it sits in; it
+  moves no further than the nearer of the two. A spike lies in one window only, so it never
+  moves stock; a sustained change confirms within a week.
+* **It pays for its labor** (``labor.LaborModel``). A pick line in a location costs what it adds
+  to a real order's tour (``travel.marginal_location_costs``, measured on recent orders as they
+  would be walked on the slotting the plan is heading to), so a move saves ``rate x (cost
+  before - cost after)`` metres a day. A relocation is planned only when that saving over the
+  payback horizon exceeds the relocation's time, at the lower of the two windows' rates. A
+  demotion (which frees a good location for a waiting promotion) counts what the promotion it
+  makes room for saves, less its own loss and both relocations.
+* **It does not undo a recent move.** A SKU relocated inside the hysteresis window is left
+  alone, and one relocated inside the reversal guard (30 days) never moves back the other way.
 
 A move goes to a location that is free at the start of the day, so the day's directives never
-depend on each other's order (the WMS may apply them in any order):
+depend on each other's order (the WMS may apply them in any order). A new SKU that sells but has
+no slot gets the cheapest free location of its band or beyond the day it appears: a putaway that
+happens anyway, so it costs no relocation. New slots come first, then moves by net value; the
+move budget is a cap, not a target -- on a quiet day nothing pays and nothing moves.
 
-* new SKUs that sell but have no slot get the cheapest free location of their band or beyond,
-  the first day they appear;
-* promotions take the cheapest free location of their target band or beyond that is in a
-  better band than the one they leave;
-* demotions move a slow mover out of a band it does not belong in, to the cheapest free
-  location of its own band or beyond -- only when that frees a location a waiting promotion
-  can take the next day; their priority is the saving of that pair.
+A SKU with no confirmable rate yet (on sale for less than two windows) is never relocated: its
+first slot follows its expected rate, and it moves only once both windows agree.
 
-Every directive carries its expected saving in metres per day: pick lines per day x the
-difference in location cost (the tour of a one-line order from each, ``travel.location_costs``).
-New slots come first, then moves by expected saving (a demotion counts the promotion it makes
-room for), within the daily move budget.
-
-The assignment a day is planned against is the one at the start of that day, so re-running a
-past partition plans the same moves and produces the same deterministic directive ids.
+``plan_day_after_day`` is the one planning loop: the ``slotting_directives`` asset over a range
+of dates and ``velocity-platform evaluate`` both run it, each day on the slotting the previous
+day's moves leave. The assignment a day is planned against is the one at the start of that day,
+so re-running a past partition plans the same moves and the same deterministic directive ids.
 """
 
 from __future__ import annotations
@@ -33,27 +41,37 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import math
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import polars as pl
 
 from velocity_platform.domain.contracts import SLOTTING_DIRECTIVES_SCHEMA, conform, empty_frame
-from velocity_platform.domain.travel import ROUTINGS, Routing, rank_locations
+from velocity_platform.domain.labor import LaborModel
+from velocity_platform.domain.pick_rate import PickRateConfig
+from velocity_platform.domain.shadow import apply_directives, sample_orders
+from velocity_platform.domain.travel import ROUTINGS, Layout, Routing, marginal_location_costs, rank_locations
 
-WINDOW_DAYS = 30  # pick_lines_30d is the frequency the ranking and the savings read
 # Twenty bands of equal size (5% of the locations each, two aisles of a 40-aisle block): finer
-# bands chase noise in the ranks with moves that save little; coarser ones leave fast movers far
-# out. Measured on the Online Retail replay (docs/slotting.md).
+# bands chase noise in the ranks; coarser ones leave fast movers far out (docs/slotting.md).
 DEFAULT_BANDS = 20
+# Orders the walking cost of a location is measured on, at most (a deterministic sample of the
+# recent ones), and how often it is measured again while a range of days is planned.
+WALK_COST_ORDERS = 200
+WALK_COST_REFRESH_DAYS = 7
+# Thrash is a relocation undone (the SKU moved back the other way) within this many days.
+REVERSAL_GUARD_DAYS = 30
 
 
 @dataclass(frozen=True)
 class SlottingConfig:
-    move_budget: int | None = 200  # None: no cap
-    hysteresis_days: int = 2  # a target band must hold this many consecutive evaluations
+    move_budget: int | None = 200  # a cap, not a target; None: no cap
+    hysteresis_days: int = 2  # a SKU relocated this recently is left alone
     routing: Routing = "s-shape"
     band_locations: int | None = None  # locations per band; None: the pick face in DEFAULT_BANDS bands
-    min_saving_m_per_day: float = 0.0  # a move must be expected to save more than this
+    labor: LaborModel = LaborModel()
+    reversal_guard_days: int = REVERSAL_GUARD_DAYS  # a relocation is never undone inside this many days
+    pick_rate: PickRateConfig = PickRateConfig()
 
     def __post_init__(self) -> None:
         if self.routing not in ROUTINGS:
@@ -64,24 +82,27 @@ class SlottingConfig:
             raise ValueError(f"band_locations must be >= 1, got {self.band_locations}")
 
 
-def directive_id(business_date: dt.date, sku_id: str, from_location: str | None, to_location: str) -> str:
-    """Deterministic idempotency key: the same move planned for the same day has the same id."""
-    raw = f"{business_date.isoformat()}|{sku_id}|{from_location or '-'}|{to_location}"
-    return hashlib.md5(raw.encode(), usedforsecurity=False).hexdigest()
+def _directive_key(business_date: pl.Expr, sku_id: pl.Expr, from_location: pl.Expr, to_location: pl.Expr) -> pl.Expr:
+    return pl.concat_str(business_date, sku_id, from_location.fill_null("-"), to_location, separator="|")
+
+
+def _md5(values: pl.Series) -> pl.Series:
+    return pl.Series([hashlib.md5(v.encode(), usedforsecurity=False).hexdigest() for v in values], dtype=pl.String)
 
 
 def directive_id_expr(business_date: dt.date) -> pl.Expr:
-    raw = pl.concat_str(
-        pl.lit(business_date.isoformat()),
-        pl.col("sku_id"),
-        pl.col("from_location").fill_null("-"),
-        pl.col("to_location"),
-        separator="|",
+    """Deterministic idempotency key: the same move planned for the same day has the same id."""
+    key = _directive_key(pl.lit(business_date.isoformat()), pl.col("sku_id"), pl.col("from_location"), pl.col("to_location"))
+    return key.map_batches(_md5, return_dtype=pl.String)
+
+
+def directive_id(business_date: dt.date, sku_id: str, from_location: str | None, to_location: str) -> str:
+    """The id `directive_id_expr` gives one move."""
+    frame = pl.DataFrame(
+        {"sku_id": [sku_id], "from_location": [from_location], "to_location": [to_location]},
+        schema={"sku_id": pl.String, "from_location": pl.String, "to_location": pl.String},
     )
-    return raw.map_batches(
-        lambda s: pl.Series([hashlib.md5(v.encode(), usedforsecurity=False).hexdigest() for v in s]),
-        return_dtype=pl.String,
-    )
+    return frame.select(directive_id_expr(business_date)).item()
 
 
 def rewind_assignment(current: pl.DataFrame, applied_since: pl.DataFrame) -> pl.DataFrame:
@@ -120,37 +141,24 @@ def _default_band(locations: pl.DataFrame) -> int:
 
 
 def velocity_ranks(
-    velocity: pl.DataFrame, sku_master: pl.DataFrame, population: pl.DataFrame, band_locations: int
+    velocity: pl.DataFrame, sku_master: pl.DataFrame, population: pl.DataFrame, band_locations: int, rate: str
 ) -> pl.DataFrame:
-    """sku_id, pick_lines_30d, velocity_rank (1 = busiest) and target_band for `population`.
-
-    Busiest first by pick lines per day over the 30-day window (over the days on sale, for a SKU
-    younger than the window); among equals, the lower COI first where the unit cube is known (a
-    default cube says nothing about the item), then sku_id. With one SKU per location,
-    frequency alone decides who is nearest: COI only orders ties.
-    """
+    """sku_id, velocity_rank (1 = busiest) and target_band of `population` ranked by `rate`
+    (pick lines per day); among equals, the lower COI first where the unit cube is known (a
+    default cube says nothing about the item), then sku_id. A SKU without a rate ranks last."""
     real_cube = sku_master.select("sku_id", (~pl.col("cube_is_default").fill_null(False)).alias("_real_cube"))
-    # A SKU on sale for fewer days than the window is judged on the days it has been on sale.
-    days_on_sale = (
-        pl.col("history_days").fill_null(WINDOW_DAYS).clip(1, WINDOW_DAYS)
-        if "history_days" in velocity.columns
-        else pl.lit(WINDOW_DAYS)
-    )
     coi = pl.col("coi") if "coi" in velocity.columns else pl.lit(None, pl.Float64)
     ranked = (
-        velocity.join(population.select("sku_id").unique(), on="sku_id", how="semi")
+        population.select("sku_id").unique()
+        .join(velocity.select("sku_id", rate, *(["coi"] if "coi" in velocity.columns else [])), on="sku_id", how="left")
         .join(real_cube, on="sku_id", how="left")
-        .select(
-            "sku_id",
-            "pick_lines_30d",
-            "abc_class",
-            (pl.col("pick_lines_30d") / days_on_sale).alias("lines_per_day"),
-            pl.when(pl.col("_real_cube").fill_null(False)).then(coi).alias("_coi"),
-        )
-        .sort(["lines_per_day", "_coi", "sku_id"], descending=[True, False, False], nulls_last=True)
+        .select("sku_id", pl.col(rate).alias("_rate"), pl.when(pl.col("_real_cube").fill_null(False)).then(coi).alias("_coi"))
+        .sort(["_rate", "_coi", "sku_id"], descending=[True, False, False], nulls_last=True)
         .with_columns(pl.int_range(1, pl.len() + 1, dtype=pl.Int64).alias("velocity_rank"))
     )
-    return ranked.with_columns(((pl.col("velocity_rank") - 1) // band_locations).alias("target_band")).drop("_coi")
+    return ranked.select(
+        "sku_id", "velocity_rank", ((pl.col("velocity_rank") - 1) // band_locations).alias("target_band")
+    )
 
 
 # --- matching -----------------------------------------------------------------------------------
@@ -226,23 +234,30 @@ def _slots(locations: pl.DataFrame) -> pl.DataFrame:
 
 def plan_directives(
     business_date: dt.date,
-    velocity_today: pl.DataFrame,
-    velocity_yesterday: pl.DataFrame,
+    velocity: pl.DataFrame,
     locations: pl.DataFrame,
     assignment: pl.DataFrame,
     sku_master: pl.DataFrame,
-    recently_moved: pl.DataFrame | None = None,
+    recent_moves: pl.DataFrame | None = None,
+    walk_costs: pl.DataFrame | None = None,
     config: SlottingConfig = SlottingConfig(),
 ) -> pl.DataFrame:
-    """Directives for `business_date` (SLOTTING_DIRECTIVES_SCHEMA), new slots first, then by
-    expected saving, within the move budget.
+    """Directives for `business_date` (SLOTTING_DIRECTIVES_SCHEMA): new slots first, then the
+    moves that pay for their labor by net value, within the move budget.
 
-    `locations` is the WMS location master (location_id, zone, aisle, bay, side, level,
+    `velocity` is sku_velocity at D with the pick-rate columns (``pick_rate.PICK_RATE_COLUMNS``);
+    `locations` the WMS location master (location_id, zone, aisle, bay, side, level,
     capacity_ft3); `assignment` (sku_id, location_id) the slotting at the start of the day;
-    the velocity frames are sku_velocity at D and D-1; `recently_moved` (sku_id) the SKUs moved
-    inside the hysteresis window.
+    `recent_moves` (business_date, sku_id, from_location, to_location) the relocations of the
+    last ``reversal_guard_days``; `walk_costs` (location_id, marginal_m) what a pick line costs
+    in each location (``walk_costs_towards``); without it, the tour of a one-line order.
     """
+    labor = config.labor
     ranked_locs = ranked_locations(locations, config)
+    if walk_costs is not None:
+        ranked_locs = ranked_locs.join(walk_costs.select("location_id", "marginal_m"), on="location_id", how="left").with_columns(
+            pl.coalesce("marginal_m", "cost_m").alias("cost_m")
+        ).drop("marginal_m")
     per_band = config.band_locations or _default_band(locations)
     slotted = assignment.select("sku_id", "location_id").join(
         ranked_locs.select(
@@ -257,45 +272,60 @@ def plan_directives(
     ).rename({"location_id": "from_location"})
     # Who holds or needs a location: the slotted SKUs and the unslotted ones that sell.
     population = pl.concat(
-        [
-            slotted.select("sku_id"),
-            velocity_today.filter(pl.col("pick_lines_30d") > 0).select("sku_id"),
-        ]
+        [slotted.select("sku_id"), velocity.filter(pl.col("expected_pick_lines_per_day") > 0).select("sku_id")]
     ).unique()
-    today = velocity_ranks(velocity_today, sku_master, population, per_band)
-    yesterday = velocity_ranks(velocity_yesterday, sku_master, population, per_band).select(
-        "sku_id", pl.col("target_band").alias("band_yesterday")
+    expected = velocity_ranks(velocity, sku_master, population, per_band, "expected_pick_lines_per_day")
+    recent = velocity_ranks(velocity, sku_master, population, per_band, "pick_lines_per_day_recent").select(
+        "sku_id", pl.col("target_band").alias("band_recent")
+    )
+    prior = velocity_ranks(velocity, sku_master, population, per_band, "pick_lines_per_day_prior").select(
+        "sku_id", pl.col("target_band").alias("band_prior")
     )
     cases = sku_master.select(
         "sku_id", (pl.col("unit_cube_ft3").fill_null(0.0) * pl.col("case_qty").fill_null(1).clip(1)).alias("case_cube_ft3")
     )
-    skus = (
-        today.join(slotted, on="sku_id", how="left")
-        .join(yesterday, on="sku_id", how="left")
-        .join(cases, on="sku_id", how="left")
+    rates = velocity.select(
+        "sku_id",
+        "pick_lines_30d",
+        pl.col("expected_pick_lines_per_day").alias("rate"),
+        # The rate a move is priced at: the lowest of the level and the two windows for a
+        # promotion (a SKU picked for a promotion because its recent days ran high tends to
+        # fall back), the highest for a demotion's loss.
+        pl.min_horizontal("expected_pick_lines_per_day", "pick_lines_per_day_recent", "pick_lines_per_day_prior").alias("rate_up"),
+        pl.max_horizontal("expected_pick_lines_per_day", "pick_lines_per_day_recent", "pick_lines_per_day_prior").alias("rate_down"),
+        pl.col("pick_lines_per_day_prior").is_not_null().alias("confirmable"),
     )
-    if recently_moved is not None and not recently_moved.is_empty():
-        skus = skus.join(recently_moved.select("sku_id").unique(), on="sku_id", how="anti")
+    skus = (
+        expected.join(slotted, on="sku_id", how="left")
+        .join(recent, on="sku_id", how="left")
+        .join(prior, on="sku_id", how="left")
+        .join(rates, on="sku_id", how="left")
+        .join(cases, on="sku_id", how="left")
+        .with_columns(pl.col("rate", "pick_lines_30d").fill_null(0))
+    )
+    frozen, no_promotion, no_demotion = _recent_move_guards(business_date, recent_moves, ranked_locs, config)
 
     free = _slots(ranked_locs.join(assignment.select("location_id"), on="location_id", how="anti"))
-    # Hysteresis: a SKU moves only when both evaluations put it on the same side of the band it
-    # sits in, and then no further than the nearer of the two targets.
-    today_band, yesterday_band = pl.col("target_band"), pl.col("band_yesterday")
-    better_both = (today_band < pl.col("from_band")) & (yesterday_band < pl.col("from_band"))
-    worse_both = (today_band > pl.col("from_band")) & (yesterday_band > pl.col("from_band"))
+    # Hysteresis: the 28-day level and both windows put the SKU on the same side of the band it
+    # sits in; it moves no further than the least extreme of the three targets.
+    level_band, recent_band, prior_band, here = pl.col("target_band"), pl.col("band_recent"), pl.col("band_prior"), pl.col("from_band")
+    confirmable = pl.col("confirmable").fill_null(False)
+    better_all = confirmable & (level_band < here) & (recent_band < here) & (prior_band < here)
+    worse_all = confirmable & (level_band > here) & (recent_band > here) & (prior_band > here)
     skus = skus.with_columns(
-        pl.when(better_both)
-        .then(pl.max_horizontal(today_band, yesterday_band))
-        .when(worse_both)
-        .then(pl.min_horizontal(today_band, yesterday_band))
-        .otherwise(today_band)
-        .alias("target_band")
+        pl.when(better_all)
+        .then(pl.max_horizontal(level_band, recent_band, prior_band))
+        .when(worse_all)
+        .then(pl.min_horizontal(level_band, recent_band, prior_band))
+        .otherwise(level_band)
+        .alias("target_band"),
+        better_all.alias("_up"),
+        worse_all.alias("_down"),
     ).with_columns((pl.col("target_band") * per_band + 1).alias("min_rank"))
-    held = better_both | worse_both
     by_rank = ["min_rank", "velocity_rank"]
 
     # 1. New SKUs: a slot the first day they sell, in their band or beyond (any slot if none).
-    new = skus.filter(pl.col("from_location").is_null() & (pl.col("pick_lines_30d") > 0)).sort(by_rank)
+    new = skus.filter(pl.col("from_location").is_null() & (pl.col("rate") > 0)).sort(by_rank)
     new_slots = _fit_within(new, free, None)
     leftover = (
         new.join(new_slots.select("sku_id"), on="sku_id", how="anti")
@@ -307,26 +337,28 @@ def plan_directives(
     free = free.join(late_slots.select("to_location"), on="to_location", how="anti")
     average_free_cost = free["to_cost_m"].mean() if free.height else None
     new_moves = pl.concat([new_slots, late_slots], how="diagonal_relaxed").with_columns(
-        (pl.col("lines_per_day") * (pl.lit(average_free_cost, pl.Float64) - pl.col("to_cost_m"))).fill_null(0.0).alias("saving"),
+        (pl.col("rate") * (pl.lit(average_free_cost, pl.Float64) - pl.col("to_cost_m"))).fill_null(0.0).alias("saving"),
         pl.lit(0.0).alias("enables"),
+        pl.lit(0, pl.Int32).alias("relocations"),
         pl.lit("new").alias("kind"),
     )
 
-    # 2. Promotions into free locations of a better band.
-    movable = skus.filter(pl.col("from_location").is_not_null() & held)
-    promoters = movable.filter(pl.col("target_band") < pl.col("from_band")).sort(by_rank)
-    promotions = _fit_within(promoters, free, "from_band")
-    free = free.join(promotions.select("to_location"), on="to_location", how="anti")
-    promotions = promotions.with_columns(
-        (pl.col("lines_per_day") * (pl.col("from_cost_m") - pl.col("to_cost_m"))).alias("saving"),
+    # 2. Promotions into free locations of a better band, when the saving repays the move.
+    movable = skus.filter(pl.col("from_location").is_not_null()).join(frozen, on="sku_id", how="anti")
+    promoters = movable.filter(pl.col("_up")).join(no_promotion, on="sku_id", how="anti").sort(by_rank)
+    fitted = _fit_within(promoters, free, "from_band").with_columns(
+        (pl.col("rate_up") * (pl.col("from_cost_m") - pl.col("to_cost_m"))).alias("saving"),
         pl.lit(0.0).alias("enables"),
+        pl.lit(1, pl.Int32).alias("relocations"),
         pl.lit("promotion").alias("kind"),
     )
+    promotions = fitted.filter(labor.net_value_m(pl.col("saving"), pl.col("relocations")) > 0)
+    free = free.join(promotions.select("to_location"), on="to_location", how="anti")
 
     # 3. Demotions that make room for a promotion still waiting: pair each waiting promoter with
     #    the cheapest location of its band or beyond held by a SKU that belongs further out.
     waiting = promoters.join(promotions.select("sku_id"), on="sku_id", how="anti")
-    demoters = movable.filter(pl.col("target_band") > pl.col("from_band"))
+    demoters = movable.filter(pl.col("_down")).join(no_demotion, on="sku_id", how="anti")
     held_by_demoters = demoters.select(
         pl.col("sku_id").alias("demoter"),
         pl.col("from_location").alias("to_location"),
@@ -338,75 +370,209 @@ def plan_directives(
     pairs = _fit_within(waiting, held_by_demoters, "from_band").select(
         pl.col("demoter").alias("sku_id"),
         pl.col("sku_id").alias("makes_room_for"),
-        (pl.col("lines_per_day") * (pl.col("from_cost_m") - pl.col("to_cost_m"))).alias("enables"),
+        (pl.col("rate_up") * (pl.col("from_cost_m") - pl.col("to_cost_m"))).alias("enables"),
     )
     paired = demoters.join(pairs, on="sku_id", how="inner").sort(by_rank)
-    in_band = _fit_within(paired, free, None)
-    free = free.join(in_band.select("to_location"), on="to_location", how="anti")
-    # No room in its own band: parked in the nearest free location beyond the band it leaves.
-    unplaced = paired.join(in_band.select("sku_id"), on="sku_id", how="anti").with_columns(
-        ((pl.col("from_band") + 1) * per_band + 1).alias("park_rank")
+    # A demoted SKU goes to a free location of its own band or beyond, never parked half-way
+    # (a parked SKU would have to move again).
+    demoted = _fit_within(paired, free, None)
+    free = free.join(demoted.select("to_location"), on="to_location", how="anti")
+    # The pair's value: what the promotion saves, less the demoted SKU's own loss, both moves.
+    demotions = demoted.with_columns(
+        (pl.col("rate_down") * (pl.col("from_cost_m") - pl.col("to_cost_m"))).alias("saving"),
+        pl.lit(2, pl.Int32).alias("relocations"),
+        pl.lit("demotion").alias("kind"),
     )
-    beyond = _fit_within(
-        unplaced.sort("park_rank", "velocity_rank").with_columns(pl.col("park_rank").alias("min_rank")).drop("park_rank"),
-        free,
-        None,
-    ).with_columns((pl.col("target_band") * per_band + 1).alias("min_rank"))
-    # A demotion parked beyond its band for want of room moves on to its band later, so what it
-    # costs for good is the difference to its own band, not to the parking place.
-    band_cost = ranked_locs.select(pl.col("cost_rank").alias("min_rank"), pl.col("cost_m").alias("band_cost_m"))
-    demotions = (
-        pl.concat([in_band, beyond], how="diagonal_relaxed")
-        .join(band_cost, on="min_rank", how="left")
-        .with_columns(
-            (pl.col("lines_per_day") * (pl.col("from_cost_m") - pl.col("to_cost_m"))).alias("saving"),
-            (pl.col("lines_per_day") * (pl.col("from_cost_m") - pl.col("band_cost_m").fill_null(pl.col("to_cost_m")))).alias(
-                "settled"
-            ),
-            pl.lit("demotion").alias("kind"),
-        )
-    )
+    demotions = demotions.filter(labor.net_value_m(pl.col("saving") + pl.col("enables"), pl.col("relocations")) > 0)
 
     moves = pl.concat([new_moves, promotions, demotions], how="diagonal_relaxed")
     if moves.is_empty():
         return empty_frame(SLOTTING_DIRECTIVES_SCHEMA)
-    value = pl.when(pl.col("kind") == "demotion").then(pl.col("settled")).otherwise(pl.col("saving")) + pl.col("enables")
-    ordered = (
-        moves.filter(pl.col("capacity_ft3") >= pl.col("case_cube_ft3").fill_null(0.0))
-        .filter((pl.col("kind") == "new") | (value > config.min_saving_m_per_day))
-        .sort(
-            [(pl.col("kind") == "new"), value, pl.col("sku_id")],
-            descending=[True, True, False],
-        )
+    pair_saving = pl.col("saving") + pl.col("enables")
+    value = labor.net_value_m(pair_saving, pl.col("relocations"))
+    ordered = moves.filter(pl.col("capacity_ft3") >= pl.col("case_cube_ft3").fill_null(0.0)).sort(
+        [(pl.col("kind") == "new"), value, pl.col("sku_id")], descending=[True, True, False]
     )
     if config.move_budget is not None:
         ordered = ordered.head(config.move_budget)
-    directives = ordered.with_columns(
-        _reason(per_band).alias("reason"),
+    directives = ordered.with_columns(labor.payback_days(pair_saving, pl.col("relocations")).alias("_payback")).with_columns(
+        _reason().alias("reason"),
         pl.col("saving").alias("expected_saving_m_per_day"),
         pl.lit(business_date).alias("business_date"),
         directive_id_expr(business_date).alias("directive_id"),
         pl.int_range(1, pl.len() + 1).cast(pl.Int32).alias("priority"),
         pl.col("cost_rank").alias("to_cost_rank"),
         pl.col("enables").alias("enables_saving_m_per_day"),
+        pl.col("rate").alias("expected_pick_lines_per_day"),
+        pl.col("_payback").alias("payback_days"),
+        labor.walk_hours(value).alias("net_saving_h"),
+        # One relocation per SKU moved; the demotion's pair counts both in its value only.
+        pl.min_horizontal(pl.col("relocations"), 1).cast(pl.Int32).alias("relocations"),
     )
     return conform(directives, SLOTTING_DIRECTIVES_SCHEMA)
 
 
-def _reason(per_band: int) -> pl.Expr:
-    rank = pl.lit("rank ") + pl.col("velocity_rank").cast(pl.String) + pl.lit(" by pick lines (")
-    rank = rank + pl.col("pick_lines_30d").cast(pl.String) + pl.lit(" in 30 days)")
+def _recent_move_guards(
+    business_date: dt.date, recent_moves: pl.DataFrame | None, ranked_locs: pl.DataFrame, config: SlottingConfig
+) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    """(SKUs relocated inside the hysteresis window, SKUs whose last relocation inside the
+    reversal guard was a demotion -- they may not be promoted back -- and those whose last was a
+    promotion -- they may not be demoted back)."""
+    empty = pl.DataFrame(schema={"sku_id": pl.String})
+    if recent_moves is None or recent_moves.is_empty():
+        return empty, empty, empty
+    directions = relocation_directions(recent_moves, ranked_locs).filter(
+        pl.col("business_date") >= business_date - dt.timedelta(days=config.reversal_guard_days)
+    )
+    frozen = directions.filter(pl.col("business_date") >= business_date - dt.timedelta(days=config.hysteresis_days))
+    last = directions.sort("business_date").group_by("sku_id").last()
+    return (
+        frozen.select("sku_id").unique(),
+        last.filter(pl.col("direction") > 0).select("sku_id"),
+        last.filter(pl.col("direction") < 0).select("sku_id"),
+    )
+
+
+def relocation_directions(moves: pl.DataFrame, ranked_locs: pl.DataFrame) -> pl.DataFrame:
+    """The relocations among `moves` (from_location not null) with ``direction``: -1 towards
+    the cheaper locations (a promotion), +1 away from them (a demotion), 0 level."""
+    rank = ranked_locs.select("location_id", "cost_rank")
+    return (
+        moves.filter(pl.col("from_location").is_not_null())
+        .join(rank.rename({"location_id": "from_location", "cost_rank": "_from"}), on="from_location", how="left")
+        .join(rank.rename({"location_id": "to_location", "cost_rank": "_to"}), on="to_location", how="left")
+        .with_columns((pl.col("_to") - pl.col("_from")).sign().fill_null(0).cast(pl.Int8).alias("direction"))
+        .drop("_from", "_to")
+    )
+
+
+def _relocation_sequence(moves: pl.DataFrame, locations: pl.DataFrame, routing: Routing) -> pl.DataFrame:
+    return relocation_directions(moves, rank_locations(locations, routing)).sort("sku_id", "business_date")
+
+
+def reversed_relocations(moves: pl.DataFrame, locations: pl.DataFrame, routing: Routing, within_days: int = REVERSAL_GUARD_DAYS) -> pl.DataFrame:
+    """The relocations of `moves` (business_date, sku_id, from_location, to_location) that the
+    same SKU's next relocation, inside `within_days`, takes back the other way: thrash."""
+    following = pl.col("business_date").shift(-1).over("sku_id")
+    undone = (pl.col("direction").shift(-1).over("sku_id") * pl.col("direction") < 0) & (
+        (following - pl.col("business_date")).dt.total_days() <= within_days
+    )
+    return _relocation_sequence(moves, locations, routing).filter(undone).drop("direction")
+
+
+def reversing_relocations(moves: pl.DataFrame, locations: pl.DataFrame, routing: Routing, within_days: int = REVERSAL_GUARD_DAYS) -> pl.DataFrame:
+    """The relocations of `moves` that take back the same SKU's previous relocation, made
+    within `within_days` before: the directives a thrash signal names."""
+    previous = pl.col("business_date").shift(1).over("sku_id")
+    undoes = (pl.col("direction").shift(1).over("sku_id") * pl.col("direction") < 0) & (
+        (pl.col("business_date") - previous).dt.total_days() <= within_days
+    )
+    return _relocation_sequence(moves, locations, routing).filter(undoes).drop("direction")
+
+
+def _reason() -> pl.Expr:
+    rate = pl.col("rate").round(2).cast(pl.String) + pl.lit(" pick lines/day expected")
     band = pl.lit("band ") + pl.col("target_band").cast(pl.String)
     moved = pl.lit("; band ") + pl.col("from_band").cast(pl.String) + pl.lit(" -> ") + pl.col("to_band").cast(pl.String)
+    payback = pl.lit(", pays back in ") + pl.col("_payback").round(1).cast(pl.String) + pl.lit(" days")
     return (
         pl.when(pl.col("kind") == "new")
-        .then(pl.lit("new SKU slotted: ") + rank + pl.lit(", ") + band + pl.lit(" -> slot in band ") + pl.col("to_band").cast(pl.String))
+        .then(pl.lit("new SKU slotted (putaway, no relocation): ") + rate + pl.lit(", ") + band + pl.lit(" -> slot in band ") + pl.col("to_band").cast(pl.String))
         .when(pl.col("kind") == "promotion")
-        .then(rank + pl.lit(" belongs in ") + band + pl.lit(", held on two evaluations") + moved)
-        .otherwise(
-            rank + pl.lit(" belongs in ") + band + moved + pl.lit(" to make room for ") + pl.col("makes_room_for")
-        )
+        .then(rate + pl.lit(", belongs in ") + band + pl.lit(" on both confirmation windows") + moved + payback)
+        .otherwise(rate + pl.lit(", belongs in ") + band + moved + pl.lit(" to make room for ") + pl.col("makes_room_for") + payback)
     )
+
+
+# --- the planning loop --------------------------------------------------------------------------
+
+MOVE_SCHEMA = {"business_date": pl.Date, "sku_id": pl.String, "from_location": pl.String, "to_location": pl.String}
+
+
+def walk_costs_towards(
+    recent_orders: pl.DataFrame, velocity: pl.DataFrame, locations: pl.DataFrame, config: SlottingConfig
+) -> pl.DataFrame:
+    """location_id, marginal_m: what one pick line in each location adds to a tour, measured on
+    a sample of `recent_orders` (order_id, sku_id) walked on the slotting the plan is heading to
+    (SKUs by expected pick rate in locations by cost rank).
+
+    Measured on the target rather than today's slotting because the value of a move is what it
+    saves once the fast movers are together: from a random start every aisle is visited by most
+    orders, so no single move looks worth anything until the rest are made. (The mean of today's
+    and the target's cost priced moves no better on the replay: docs/slotting.md.)
+    """
+    ranked = ranked_locations(locations, config).sort("cost_rank")
+    located = locations.select("location_id", pl.col("aisle").cast(pl.Int32), pl.col("bay").cast(pl.Int32))
+    picks = (
+        sample_orders(recent_orders.select("order_id", "sku_id"), WALK_COST_ORDERS)
+        .join(_zip_by_rank(velocity, ranked), on="sku_id", how="inner")
+        .join(located, on="location_id", how="inner")
+    )
+    costs = marginal_location_costs(picks, Layout.from_locations(locations), config.routing)
+    return located.join(costs, on=["aisle", "bay"], how="left").select("location_id", "marginal_m")
+
+
+def _zip_by_rank(velocity: pl.DataFrame, ranked_locs: pl.DataFrame) -> pl.DataFrame:
+    busiest = (
+        velocity.filter(pl.col("expected_pick_lines_per_day") > 0)
+        .sort(["expected_pick_lines_per_day", "sku_id"], descending=[True, False])
+        .head(ranked_locs.height)
+        .select("sku_id")
+    )
+    return busiest.with_columns(ranked_locs["location_id"].head(busiest.height).alias("location_id"))
+
+
+@dataclass(frozen=True)
+class DayPlan:
+    business_date: dt.date
+    assignment: pl.DataFrame  # the slotting at the start of the day (sku_id, location_id)
+    directives: pl.DataFrame  # SLOTTING_DIRECTIVES_SCHEMA
+
+
+def plan_day_after_day(
+    days: Sequence[dt.date],
+    velocity_on: Callable[[dt.date], pl.DataFrame],
+    locations: pl.DataFrame,
+    start: pl.DataFrame,
+    sku_master: pl.DataFrame,
+    earlier_moves: pl.DataFrame | None = None,
+    recent_orders_on: Callable[[dt.date], pl.DataFrame] | None = None,
+    config: SlottingConfig = SlottingConfig(),
+) -> Iterator[DayPlan]:
+    """The one planning loop: each day of `days` (in order) planned on the slotting the previous
+    day's moves leave, starting from `start`.
+
+    `velocity_on(day)` is sku_velocity at that day with the pick-rate columns;
+    `recent_orders_on(day)` the order lines (order_id, sku_id) of the weeks up to it, to measure
+    what a pick line costs where (every WALK_COST_REFRESH_DAYS days; without it the one-line
+    tour prices a location); `earlier_moves` (MOVE_SCHEMA) the relocations before the first day,
+    for the hysteresis window and the reversal guard. A SKU the master introduces after a day is
+    unknown on that day.
+    """
+    assignment = start.select("sku_id", "location_id")
+    moves = (earlier_moves if earlier_moves is not None else pl.DataFrame(schema=MOVE_SCHEMA)).select(list(MOVE_SCHEMA)).cast(MOVE_SCHEMA)
+    walk_costs, measured_on = None, None
+    for day in days:
+        velocity = velocity_on(day)
+        if recent_orders_on is not None and (measured_on is None or (day - measured_on).days >= WALK_COST_REFRESH_DAYS):
+            orders = recent_orders_on(day)
+            if orders.height:
+                walk_costs, measured_on = walk_costs_towards(orders, velocity, locations, config), day
+        known = sku_master.filter(pl.col("introduced_on").is_null() | (pl.col("introduced_on") <= day))
+        guard_from = day - dt.timedelta(days=config.reversal_guard_days)
+        directives = plan_directives(
+            day,
+            velocity,
+            locations,
+            assignment,
+            known,
+            recent_moves=moves.filter(pl.col("business_date") >= guard_from),
+            walk_costs=walk_costs,
+            config=config,
+        )
+        yield DayPlan(day, assignment, directives)
+        assignment = apply_directives(assignment, directives)
+        moves = pl.concat([moves.filter(pl.col("business_date") >= guard_from), directives.select(list(MOVE_SCHEMA))])
 
 
 def capacity_violations(

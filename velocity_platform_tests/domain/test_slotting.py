@@ -1,5 +1,8 @@
 """Slotting: ranking, hysteresis, budget, new SKUs, demotions that make room, rewind, capacity.
 
+The tests of ranking and matching price relocations at zero minutes, so that every move that
+saves walking pays; test_slotting_economics.py holds the labor model to its promises.
+
 Hand-built cases on a 3-aisle x 2-bay layout under return routing, where a location's cost is
 the one-line tour 2x + 2y: aisle 0 bay 0 costs 1 m, bay 1 3 m; aisle 1 bay 0 7 m, bay 1 9 m;
 aisle 2 bay 0 13 m, bay 1 15 m. With two locations per band the bands are, cheapest first:
@@ -14,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from velocity_platform.domain.contracts import SLOTTING_DIRECTIVES_SCHEMA
+from velocity_platform.domain.labor import LaborModel
 from velocity_platform.domain.slotting import (
     SlottingConfig,
     capacity_violations,
@@ -26,7 +30,8 @@ from velocity_platform.domain.travel import Layout, layout_locations
 
 D = dt.date(2026, 3, 10)
 LOCATIONS = layout_locations(Layout(aisles=3, bays_per_side=2), capacity_ft3=40.0)
-CONFIG = SlottingConfig(routing="return", band_locations=2)
+FREE_MOVES = LaborModel(move_minutes=0.0)
+CONFIG = SlottingConfig(routing="return", band_locations=2, labor=FREE_MOVES)
 SKUS = ["SKU-FAST", "SKU-BLIP", "SKU-MID", "SKU-F1", "SKU-F2", "SKU-SLOW", "SKU-SLW2", "SKU-NEW", "SKU-BIG"]
 MASTER = pl.DataFrame(
     {
@@ -38,8 +43,11 @@ MASTER = pl.DataFrame(
 )
 
 
-def velocity(lines: dict[str, int]) -> pl.DataFrame:
-    """sku_velocity rows with the columns slotting reads (pick lines over 30 days)."""
+def velocity(lines: dict[str, int], prior: dict[str, int] | None = None) -> pl.DataFrame:
+    """sku_velocity rows with the columns slotting reads: `lines` pick lines over 30 days set the
+    level and the recent window's rate, `prior` (default the same) the prior window's."""
+    prior = lines if prior is None else prior
+    rate = lambda table: [table.get(k, 0) / 30 for k in lines]  # noqa: E731
     return pl.DataFrame(
         {
             "sku_id": list(lines),
@@ -47,6 +55,9 @@ def velocity(lines: dict[str, int]) -> pl.DataFrame:
             "pick_lines_30d": list(lines.values()),
             "coi": [None] * len(lines),
             "history_days": [365] * len(lines),
+            "expected_pick_lines_per_day": rate(lines),
+            "pick_lines_per_day_recent": rate(lines),
+            "pick_lines_per_day_prior": rate(prior),
         },
         schema={
             "sku_id": pl.String,
@@ -54,6 +65,9 @@ def velocity(lines: dict[str, int]) -> pl.DataFrame:
             "pick_lines_30d": pl.Int64,
             "coi": pl.Float64,
             "history_days": pl.Int32,
+            "expected_pick_lines_per_day": pl.Float64,
+            "pick_lines_per_day_recent": pl.Float64,
+            "pick_lines_per_day_prior": pl.Float64,
         },
     )
 
@@ -62,8 +76,19 @@ def assign(**where: str) -> pl.DataFrame:
     return pl.DataFrame({"sku_id": [f"SKU-{k}" for k in where], "location_id": list(where.values())})
 
 
-def plan(today, yesterday, assignment, config=CONFIG, **kwargs):
-    return plan_directives(D, today, yesterday, LOCATIONS, assignment, MASTER, config=config, **kwargs)
+def held_in_place(skus: list[str], day: dt.date = D - dt.timedelta(days=1)) -> pl.DataFrame:
+    """Relocations of `skus` on `day` (from one location to another of the same rank: level)."""
+    return pl.DataFrame(
+        {"business_date": [day] * len(skus), "sku_id": skus, "from_location": ["AA-001"] * len(skus), "to_location": ["AA-001"] * len(skus)},
+        schema={"business_date": pl.Date, "sku_id": pl.String, "from_location": pl.String, "to_location": pl.String},
+    )
+
+
+def plan(today, yesterday, assignment, config=CONFIG, day=D, recently_moved=None):
+    """Today's lines set the level and the recent window, yesterday's the prior window."""
+    table = velocity(dict(zip(today["sku_id"], today["pick_lines_30d"])), dict(zip(yesterday["sku_id"], yesterday["pick_lines_30d"])))
+    recent = held_in_place(recently_moved["sku_id"].to_list(), day - dt.timedelta(days=1)) if recently_moved is not None else None
+    return plan_directives(day, table, LOCATIONS, assignment, MASTER, recent_moves=recent, config=config)
 
 
 def moves(directives: pl.DataFrame) -> dict[str, tuple]:
@@ -88,7 +113,7 @@ def test_only_moves_whose_band_held_on_two_evaluations_are_planned():
     assert fast["expected_saving_m_per_day"] == 120.0
     assert (fast["velocity_rank"], fast["to_cost_rank"], fast["priority"]) == (1, 2, 1)
     assert fast["directive_id"] == directive_id(D, "SKU-FAST", "AC-001", "AA-002")
-    assert fast["reason"].startswith("rank 1 by pick lines (300 in 30 days) belongs in band 0")
+    assert fast["reason"].startswith("10.0 pick lines/day expected, belongs in band 0 on both confirmation windows")
 
 
 def test_full_best_bands_are_made_room_in_by_demoting_slow_movers():
@@ -107,19 +132,16 @@ def test_full_best_bands_are_made_room_in_by_demoting_slow_movers():
     assert "make room for SKU-FAST" in slow["reason"] and slow["priority"] == 1
     after = start.filter(~pl.col("sku_id").is_in(["SKU-SLOW", "SKU-SLW2"])).vstack(assign(SLOW="AB-002", SLW2="AB-003"))
     recently = pl.DataFrame({"sku_id": ["SKU-SLOW", "SKU-SLW2"]})
-    tomorrow = plan_directives(
-        D + dt.timedelta(days=1), velocity(lines), velocity(lines), LOCATIONS, after, MASTER,
-        recently_moved=recently, config=CONFIG,
-    )
+    tomorrow = plan(velocity(lines), velocity(lines), after, day=D + dt.timedelta(days=1), recently_moved=recently)
     assert moves(tomorrow) == {"SKU-FAST": ("AB-001", "AA-001"), "SKU-MID": ("AA-003", "AA-002")}
 
 
 def test_budget_keeps_the_largest_savings():
     today = velocity({"SKU-FAST": 300, "SKU-MID": 60})
     start = assign(FAST="AC-001", MID="AC-002")
-    directives = plan(today, today, start, config=SlottingConfig(routing="return", band_locations=2, move_budget=1))
+    directives = plan(today, today, start, config=SlottingConfig(routing="return", band_locations=2, move_budget=1, labor=FREE_MOVES))
     assert directives["sku_id"].to_list() == ["SKU-FAST"]
-    unlimited = plan(today, today, start, config=SlottingConfig(routing="return", band_locations=2, move_budget=None))
+    unlimited = plan(today, today, start, config=SlottingConfig(routing="return", band_locations=2, move_budget=None, labor=FREE_MOVES))
     assert moves(unlimited) == {"SKU-FAST": ("AC-001", "AA-001"), "SKU-MID": ("AC-002", "AA-002")}
 
 
@@ -130,7 +152,8 @@ def test_a_new_sku_that_sells_gets_a_slot_the_first_day():
     row = directives.row(0, named=True)
     # NEW ranks 3rd: band 1, whose cheapest free location is AA-003.
     assert (row["sku_id"], row["from_location"], row["to_location"]) == ("SKU-NEW", None, "AA-003")
-    assert row["reason"].startswith("new SKU slotted: rank 3")
+    assert row["reason"].startswith("new SKU slotted (putaway, no relocation): 0.5 pick lines/day expected, band 1")
+    assert (row["relocations"], row["payback_days"]) == (0, 0.0)
 
 
 def test_recently_moved_skus_are_left_alone():
@@ -145,7 +168,7 @@ def test_a_case_that_does_not_fit_is_not_moved():
 
 def test_s_shape_ranks_aisles_nearest_the_depot_first():
     today = velocity({"SKU-FAST": 300})
-    directives = plan(today, today, assign(FAST="AC-004"), config=SlottingConfig(routing="s-shape"))
+    directives = plan(today, today, assign(FAST="AC-004"), config=SlottingConfig(routing="s-shape", labor=FREE_MOVES))
     # s-shape: every location of an aisle costs 2x + L (L = 2 m): aisle 2 is 14 m, aisle 0 2 m.
     assert moves(directives) == {"SKU-FAST": ("AC-004", "AA-001")}
     assert directives["expected_saving_m_per_day"].to_list() == [10.0 * 12.0]
@@ -216,7 +239,8 @@ def warehouses(draw):
     places = draw(st.permutations(BIG_LAYOUT["location_id"].to_list()))[: len(slotted)]
     today = [draw(st.integers(0, 400)) for _ in skus]
     yesterday = [max(0, t + draw(st.integers(-50, 50))) for t in today]
-    moved = draw(st.lists(st.sampled_from(skus), unique=True, max_size=10))
+    # a relocation needs a slot: only slotted SKUs can have been moved recently
+    moved = draw(st.lists(st.sampled_from(slotted), unique=True, max_size=10)) if slotted else []
     budget = draw(st.sampled_from([None, 0, 3, 20]))
     routing = draw(st.sampled_from(["s-shape", "return", "largest-gap"]))
     return skus, dict(zip(slotted, places)), today, yesterday, moved, budget, routing
@@ -232,12 +256,11 @@ def test_a_plan_never_conflicts_with_itself_or_the_start_of_the_day(case):
     assignment = pl.DataFrame({"sku_id": list(where), "location_id": list(where.values())}, schema={"sku_id": pl.String, "location_id": pl.String})
     directives = plan_directives(
         D,
-        velocity(dict(zip(skus, today))),
-        velocity(dict(zip(skus, yesterday))),
+        velocity(dict(zip(skus, today)), dict(zip(skus, yesterday))),
         BIG_LAYOUT,
         assignment,
         master,
-        recently_moved=pl.DataFrame({"sku_id": moved}, schema={"sku_id": pl.String}),
+        recent_moves=held_in_place(moved),
         config=SlottingConfig(move_budget=budget, routing=routing),
     )
     assert capacity_violations(directives, BIG_LAYOUT, assignment, master).is_empty()

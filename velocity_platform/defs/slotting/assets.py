@@ -27,20 +27,24 @@ from velocity_platform.defs.resources import (
     WarehouseResource,
     WmsResource,
 )
-from velocity_platform.defs.slotting.plots import abc_pareto, heat_maps, markdown_image
+from velocity_platform.defs.slotting.plots import abc_pareto, cumulative_net_labor, heat_maps, markdown_image
 from velocity_platform.domain.history import read_assignment_page
 from velocity_platform.domain.shadow import Comparison, apply_directives, compare, sample_orders, with_order_hash
 from velocity_platform.domain.slotting import (
+    MOVE_SCHEMA,
     SlottingConfig,
     capacity_violations,
-    plan_directives,
+    plan_day_after_day,
     rewind_assignment,
 )
 from velocity_platform.domain.travel import Layout
 
 CAPACITY_CHECK = "location_capacity_respected"
 
-_MOVE_SCHEMA = {"business_date": pl.Date, "sku_id": pl.String, "from_location": pl.String, "to_location": pl.String}
+_MOVE_SCHEMA = MOVE_SCHEMA
+# Days of orders the walking cost of a location is measured on (the day and the two before it,
+# so a quiet Sunday still has orders to walk).
+WALK_COST_DAYS = 3
 
 
 def assignment_at_start_of(day: dt.date, wms: WmsResource, state_store: OperationalStoreResource) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -63,7 +67,13 @@ def assignment_at_start_of(day: dt.date, wms: WmsResource, state_store: Operatio
     partitions_def=business_days,
     backfill_policy=BACKFILL_POLICY,
     metadata=PARTITION_METADATA,
-    ins={"sku_velocity": dg.AssetIn(partition_mapping=window(1))},
+    ins={
+        "sku_velocity": dg.AssetIn(),
+        "sales_history": dg.AssetIn(
+            partition_mapping=window(WALK_COST_DAYS - 1),
+            metadata={"columns": ["business_date", "txn_id", "txn_type", "sku_id"]},  # the orders a walk needs
+        ),
+    },
     group_name="slotting",
     kinds={"duckdb", "polars"},
     pool=DUCKDB_POOL,
@@ -75,8 +85,9 @@ def assignment_at_start_of(day: dt.date, wms: WmsResource, state_store: Operatio
             description="No directive targets an occupied location, the same location twice, or one a case cannot fit.",
         )
     ],
-    description="Moves for the day: SKUs ranked by pick frequency into locations ranked by travel cost, target band "
-    "held two evaluations, new SKUs slotted, best saving first, within budget.",
+    description="Moves for the day that pay for their labor: SKUs ranked by a spike-proof pick rate into locations "
+    "ranked by travel cost, confirmed on two disjoint windows, each relocation repaid by the walking it saves within "
+    "the payback horizon; new SKUs slotted; best net value first, the budget a cap.",
 )
 def slotting_directives(
     context: dg.AssetExecutionContext,
@@ -85,44 +96,54 @@ def slotting_directives(
     wms: WmsResource,
     state_store: OperationalStoreResource,
     sku_velocity: pl.DataFrame,
+    sales_history: pl.DataFrame,
     wms_locations: pl.DataFrame,
     sku_master: pl.DataFrame,
 ):
     days = partition_dates(context)
-    # Day after day: each plans on the slotting the previous day's moves leave (a backfill's
-    # range is planned as its nights would have been, one after another).
     start, earlier_moves = assignment_at_start_of(days[0], wms, state_store)
     config = SlottingConfig(
         move_budget=warehouse.move_budget,
         hysteresis_days=warehouse.hysteresis_days,
         routing=slotting.routing,
         band_locations=slotting.band_locations,
+        labor=slotting.labor,
     )
-    assignment, moves, plans, problems = start, earlier_moves, [], []
-    for day in days:
-        window_start = day - dt.timedelta(days=warehouse.hysteresis_days)
-        planned = plan_directives(
-            day,
-            velocity_today=sku_velocity.filter(pl.col("business_date") == day),
-            velocity_yesterday=sku_velocity.filter(pl.col("business_date") == day - dt.timedelta(days=1)),
-            locations=wms_locations,
-            assignment=assignment,
-            sku_master=sku_master,
-            recently_moved=moves.filter(pl.col("business_date") >= window_start),
-            config=config,
+    orders = sales_history.filter(pl.col("txn_type") == "ORDER").select(
+        "business_date", pl.col("txn_id").alias("order_id"), "sku_id"
+    )
+    # The one planning loop (also evaluate's): a backfill's range is planned as its nights
+    # would have been, each on the slotting the previous night's moves leave.
+    plans = list(
+        plan_day_after_day(
+            days,
+            lambda day: sku_velocity.filter(pl.col("business_date") == day),
+            wms_locations,
+            start,
+            sku_master,
+            earlier_moves,
+            lambda day: orders.filter(pl.col("business_date").is_between(day - dt.timedelta(days=WALK_COST_DAYS - 1), day)),
+            config,
         )
-        problems.append(capacity_violations(planned, wms_locations, assignment, sku_master))
-        plans.append(planned)
-        assignment = apply_directives(assignment, planned)
-        moves = pl.concat([moves, planned.select(list(_MOVE_SCHEMA)).cast(_MOVE_SCHEMA)])
-    directives, violations = pl.concat(plans), pl.concat(problems)
+    )
+    directives = pl.concat([plan.directives for plan in plans])
+    violations = pl.concat([capacity_violations(p.directives, wms_locations, p.assignment, sku_master) for p in plans])
+    relocations = int(directives["relocations"].sum())
+    labor = config.labor
     yield dg.Output(
         directives,
         metadata={
             "dagster/row_count": directives.height,
             "move_budget": warehouse.move_budget,
-            "expected_saving_m_per_day": float(directives["expected_saving_m_per_day"].sum()),
+            "relocations": relocations,
             "new_skus_slotted": directives.filter(pl.col("from_location").is_null()).height,
+            "expected_saving_m_per_day": round(float(directives["expected_saving_m_per_day"].sum()), 1),
+            "expected_net_saving_h": round(float(directives["net_saving_h"].sum()), 2),
+            "relocation_hours": round(labor.relocation_hours(relocations), 2),
+            "median_payback_days": round(float(directives.filter(pl.col("relocations") > 0)["payback_days"].median() or 0.0), 1),
+            "payback_horizon_days": labor.payback_horizon_days,
+            "move_minutes": labor.move_minutes,
+            "walk_speed_m_s": labor.walk_speed_m_s,
             "routing": slotting.routing,
             "skus_slotted_at_start": start.height,
             **({"business_dates": len(days)} if len(days) > 1 else {}),
@@ -217,7 +238,15 @@ def slotting_shadow_report(
     last = days[-1]
     moves = slotting_directives.filter(pl.col("business_date") == last)
     result = replay.comparison
-    saved_per_day = (result.before_m - result.after_m) / SHADOW_DAYS
+    # The walk of the sample scaled to every order of the window, per day.
+    scale = replay.orders_in_window / result.orders if result.orders else 0.0
+    saved_per_day = (result.before_m - result.after_m) * scale / SHADOW_DAYS
+    labor = slotting.labor
+    relocations = int(moves["relocations"].sum())
+    saved_h_per_day = labor.walk_hours(saved_per_day)
+    relocation_h = labor.relocation_hours(relocations)
+    net_labor_h = saved_h_per_day * labor.payback_horizon_days - relocation_h
+    history = _net_labor_by_date(context, {last: net_labor_h})
     context.add_output_metadata(
         {
             "dagster/row_count": report.height,
@@ -235,6 +264,16 @@ def slotting_shadow_report(
             "moves": moves.height,
             "saving_m_per_day": round(saved_per_day, 2),
             "saving_m_per_day_per_move": round(saved_per_day / moves.height, 3) if moves.height else 0.0,
+            # Net labor leads: walking saved less the relocations' time, over the payback horizon.
+            "travel_saved_m_per_day": round(saved_per_day, 1),
+            "travel_saved_h_per_day": round(saved_h_per_day, 3),
+            "relocations": relocations,
+            "relocation_hours": round(relocation_h, 2),
+            "net_labor_h": round(net_labor_h, 2),
+            "payback_days": round(relocation_h / saved_h_per_day, 1) if relocations and saved_h_per_day > 0 else None,
+            "payback_horizon_days": labor.payback_horizon_days,
+            "net_labor_cumulative_h": round(sum(history.values()), 2),
+            "net_labor_plot": dg.MetadataValue.md(markdown_image(cumulative_net_labor(history), "cumulative net labor hours")),
             "expected_saving_m_per_day": round(float(moves["expected_saving_m_per_day"].sum()), 2),
             # Pictures of the last date only: a backfill's range shares one set of metadata.
             "abc_pareto": dg.MetadataValue.md(
@@ -249,6 +288,19 @@ def slotting_shadow_report(
         }
     )
     return report
+
+
+def _net_labor_by_date(context: dg.AssetExecutionContext, today: dict[dt.date, float]) -> dict[dt.date, float]:
+    """Net labor hours of every date built so far (from this asset's earlier materializations,
+    the latest per date), with `today`'s figures in place of any earlier ones for those dates."""
+    records = context.instance.fetch_materializations(dg.AssetKey("slotting_shadow_report"), limit=2000).records
+    by_date: dict[dt.date, float] = {}
+    for record in reversed(records):  # oldest first, so the latest of a date wins
+        event = record.asset_materialization
+        value = event.metadata.get("net_labor_h") if event else None
+        if event and event.partition and value is not None:
+            by_date[dt.date.fromisoformat(event.partition)] = float(value.value)
+    return {**by_date, **today}
 
 
 # Orders replayed per day, about, at most: a deterministic sample (by order id) above this keeps

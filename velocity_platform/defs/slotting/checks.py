@@ -1,4 +1,5 @@
-"""Signal on the day's moves: no SKU moved again inside the hysteresis window (thrash)."""
+"""Signals on the day's moves: no SKU moved again inside the hysteresis window (thrash), and moves that
+pay for their labor without undoing a recent relocation."""
 
 
 import datetime as dt
@@ -6,9 +7,11 @@ import datetime as dt
 import dagster as dg
 import polars as pl
 
+from velocity_platform.connectors.state import moves_sent_from
 from velocity_platform.defs.partitions import DUCKDB_POOL, DateVerdict, business_days, partition_dates, record_per_date
-from velocity_platform.defs.resources import OperationalStoreResource, WarehouseResource
+from velocity_platform.defs.resources import OperationalStoreResource, SlottingResource, WarehouseResource
 from velocity_platform.domain.signals import thrash
+from velocity_platform.domain.slotting import MOVE_SCHEMA, REVERSAL_GUARD_DAYS, reversing_relocations
 
 THRASH_CHECK = "no_thrash_within_hysteresis"
 
@@ -83,4 +86,76 @@ def no_thrash_within_hysteresis(
         else f"{thrashing.height} of the {slotting_directives.height} directives for {day} move a SKU again inside "
         f"the {window_days}-day hysteresis window (first: {thrashing['sku_id'][0]}); the planner should have held "
         "them back: look at that SKU's recent directives and class history.",
+    )
+
+
+NET_LABOR_CHECK = "moves_pay_for_their_labor"
+
+
+@dg.asset_check(
+    asset="slotting_directives",
+    name=NET_LABOR_CHECK,
+    partitions_def=business_days,
+    pool=DUCKDB_POOL,
+    additional_ins={"wms_locations": dg.AssetIn("wms_locations")},
+    description="The day's directives are worth more walking than their relocations cost, and none moves a SKU back "
+    "within 30 days of an earlier relocation.",
+)
+def moves_pay_for_their_labor(
+    context: dg.AssetCheckExecutionContext,
+    slotting: SlottingResource,
+    state_store: OperationalStoreResource,
+    slotting_directives: pl.DataFrame,
+    wms_locations: pl.DataFrame,
+) -> dg.AssetCheckResult:
+    days = partition_dates(context)
+    guard = REVERSAL_GUARD_DAYS
+    earlier = pl.DataFrame(
+        [
+            {"business_date": m.business_date, "sku_id": m.sku_id, "from_location": m.from_location, "to_location": m.to_location}
+            for m in moves_sent_from(state_store.store(), days[0] - dt.timedelta(days=guard))
+            if m.business_date < days[0]
+        ],
+        schema=MOVE_SCHEMA,
+    )
+    moves = pl.concat([earlier, slotting_directives.select(list(MOVE_SCHEMA)).cast(MOVE_SCHEMA)])
+    reversing = reversing_relocations(moves, wms_locations, slotting.routing, guard)
+    per_date = {}
+    for day in days:
+        # New SKUs' first slots are putaways that happen anyway: only relocations are judged.
+        today = slotting_directives.filter((pl.col("business_date") == day) & (pl.col("relocations") > 0))
+        net_h = float(today["net_saving_h"].sum())
+        undone = reversing.filter(pl.col("business_date") == day)
+        problems = ([f"expected net value {net_h:.2f} h is negative"] if net_h < 0 else []) + (
+            [f"{undone.height} directives move a SKU back within {guard} days (first: {undone['sku_id'][0]})"] if undone.height else []
+        )
+        per_date[day] = (net_h, undone, problems)
+    record_per_date(
+        context,
+        "slotting_directives",
+        NET_LABOR_CHECK,
+        {
+            day: DateVerdict(
+                not problems,
+                {"expected_net_saving_h": round(net_h, 2), "moves_back_within_30d": undone.height},
+                "; ".join(problems) or None,
+                dg.AssetCheckSeverity.WARN,
+            )
+            for day, (net_h, undone, problems) in per_date.items()
+        },
+    )
+    problems = [f"{day}: {p}" for day, (_, _, found) in per_date.items() for p in found]
+    return dg.AssetCheckResult(
+        passed=not problems,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={
+            "expected_net_saving_h": round(float(slotting_directives.filter(pl.col("relocations") > 0)["net_saving_h"].sum()), 2),
+            "relocations": int(slotting_directives["relocations"].sum()),
+            "moves_back_within_30d": reversing.filter(pl.col("business_date").is_in(days)).height,
+        },
+        description=None
+        if not problems
+        else "; ".join(problems) + ". The planner should only plan moves that repay their labor and never undo a "
+        "recent relocation: look at those directives' reason and payback_days, and at the labor settings "
+        "(VELOCITY_MOVE_MINUTES, VELOCITY_WALK_SPEED_M_S, VELOCITY_PAYBACK_HORIZON_DAYS).",
     )

@@ -65,3 +65,17 @@ def heat_maps(picks_before: pl.DataFrame, picks_after: pl.DataFrame, aisles: int
     panes[0].set_ylabel("bay (front = 0)")
     figure.colorbar(image, ax=panes, shrink=0.85, label="pick lines, last 30 days")
     return figure
+
+
+def cumulative_net_labor(net_by_date: dict) -> plt.Figure:
+    """Net labor hours (walking saved over the payback horizon less relocation time) summed over
+    the dates built, in date order: a line that falls means moves that did not pay."""
+    dates = sorted(net_by_date)
+    running = np.cumsum([net_by_date[d] for d in dates]) if dates else np.zeros(0)
+    figure, axes = plt.subplots(figsize=(6, 3.2))
+    axes.plot(dates, running, color="#1a7f37", linewidth=2, marker="o" if len(dates) < 40 else None, markersize=3)
+    axes.axhline(0, color="#999999", linewidth=1)
+    axes.set_title("Cumulative net labor saved (hours)", fontsize=10)
+    axes.set_ylabel("hours")
+    figure.autofmt_xdate()
+    return figure

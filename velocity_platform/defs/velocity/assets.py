@@ -16,6 +16,7 @@ from velocity_platform.defs.partitions import (
     window,
 )
 from velocity_platform.defs.resources import table_columns
+from velocity_platform.domain.pick_rate import PickRateConfig, with_pick_rates
 from velocity_platform.domain.taxonomy import classify_window_totals, demand_per_sku_sql
 
 VELOCITY_WINDOW_DAYS = 90
@@ -64,8 +65,19 @@ def sku_velocity(
                 description=f"{DEMAND_TABLE} does not exist yet: materialize daily_sku_demand for the 90 days up to "
                 f"{days[-1]} first"
             )
+        # The daily pick lines the pick rates read: the 28 days up to each date of the range.
+        rates = PickRateConfig()
+        daily_lines = con.execute(
+            f"SELECT business_date, sku_id, pick_lines FROM {DEMAND_TABLE} WHERE business_date BETWEEN ? AND ?",
+            [rates.first_day(days[0]), days[-1]],
+        ).pl()
         velocity = pl.concat(
-            classify_window_totals(con.execute(demand_per_sku_sql(DEMAND_TABLE, day)).pl(), sku_master, day, start)
+            with_pick_rates(
+                classify_window_totals(con.execute(demand_per_sku_sql(DEMAND_TABLE, day)).pl(), sku_master, day, start),
+                daily_lines,
+                day,
+                rates,
+            )
             for day in days
         )
         last = days[-1]
@@ -84,6 +96,8 @@ def sku_velocity(
             "abc_counts": abc,
             "xyz_counts": xyz,
             "classes": dg.MetadataValue.md(class_table(latest)),
+            "skus_with_promotional_days": latest.filter(pl.col("promo_days_28d") > 0).height,
+            "promotional_uplift_lines_28d": int(latest["promo_uplift_lines_28d"].sum()),
             **({"classified_as_of": str(last), "business_dates": len(days)} if len(days) > 1 else {}),
         }
     )
