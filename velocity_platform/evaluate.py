@@ -179,7 +179,8 @@ def evaluate(
     rng = np.random.default_rng([s.seed, 1])
     baseline = start
     days = [s.first + dt.timedelta(days=n) for n in range((s.last - s.first).days + 1)]
-    plans = plan_day_after_day(days, velocity_on, locations, start, master, None, recent_orders_on, config)
+    # Walking costs measured weekly: they move slowly, and six months stay under half a minute.
+    plans = plan_day_after_day(days, velocity_on, locations, start, master, None, recent_orders_on, config, walk_costs_every_days=7)
     rows, applied = [], []
     for plan in plans:
         day, platform, directives = plan.business_date, plan.assignment, plan.directives

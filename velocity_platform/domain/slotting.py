@@ -56,9 +56,8 @@ from velocity_platform.domain.travel import ROUTINGS, Layout, Routing, marginal_
 # bands chase noise in the ranks; coarser ones leave fast movers far out (docs/slotting.md).
 DEFAULT_BANDS = 20
 # Orders the walking cost of a location is measured on, at most (a deterministic sample of the
-# recent ones), and how often it is measured again while a range of days is planned.
+# recent ones).
 WALK_COST_ORDERS = 200
-WALK_COST_REFRESH_DAYS = 7
 # Thrash is a relocation undone (the SKU moved back the other way) within this many days.
 REVERSAL_GUARD_DAYS = 30
 
@@ -538,14 +537,16 @@ def plan_day_after_day(
     earlier_moves: pl.DataFrame | None = None,
     recent_orders_on: Callable[[dt.date], pl.DataFrame] | None = None,
     config: SlottingConfig = SlottingConfig(),
+    walk_costs_every_days: int = 1,
 ) -> Iterator[DayPlan]:
     """The one planning loop: each day of `days` (in order) planned on the slotting the previous
     day's moves leave, starting from `start`.
 
     `velocity_on(day)` is sku_velocity at that day with the pick-rate columns;
     `recent_orders_on(day)` the order lines (order_id, sku_id) of the weeks up to it, to measure
-    what a pick line costs where (every WALK_COST_REFRESH_DAYS days; without it the one-line
-    tour prices a location); `earlier_moves` (MOVE_SCHEMA) the relocations before the first day,
+    what a pick line costs where (every `walk_costs_every_days` days: the asset measures every
+    day, so a range plans exactly as one run per date; a long replay may measure weekly; without
+    orders the one-line tour prices a location); `earlier_moves` (MOVE_SCHEMA) the relocations before the first day,
     for the hysteresis window and the reversal guard. A SKU the master introduces after a day is
     unknown on that day.
     """
@@ -554,7 +555,7 @@ def plan_day_after_day(
     walk_costs, measured_on = None, None
     for day in days:
         velocity = velocity_on(day)
-        if recent_orders_on is not None and (measured_on is None or (day - measured_on).days >= WALK_COST_REFRESH_DAYS):
+        if recent_orders_on is not None and (measured_on is None or (day - measured_on).days >= walk_costs_every_days):
             orders = recent_orders_on(day)
             if orders.height:
                 walk_costs, measured_on = walk_costs_towards(orders, velocity, locations, config), day
