@@ -8,12 +8,16 @@ daemon gives it; its scheduled time is the wall clock, because the window is mea
 - The ERP is stopped (connection refused) before the night starts and stays down for longer
   than the HTTP client's retry budget, twice over; then it comes back on its port. The night
   completes with no one touching it, and the WMS applies each directive once, none sent twice.
+- A night whose run worker is killed (SIGKILL) while its ERP pull waits to retry is failed by
+  the code server and re-executed from failure by the daemon's run retries: the steps that had
+  succeeded are not run again, and the failed run pages nobody.
 - A night whose ERP never comes back stops retrying when its window has passed, and the
   failure alert goes out once, saying the window was missed.
 """
 
 import datetime as dt
 import os
+import signal
 import time
 from zoneinfo import ZoneInfo
 
@@ -34,7 +38,7 @@ pytestmark = pytest.mark.integration
 
 LONDON = ZoneInfo("Europe/London")
 WINDOW_HOURS = 0.1  # six minutes
-HEALED, MISSED = dt.date(2026, 2, 5), dt.date(2026, 2, 6)
+HEALED, CRASHED, MISSED = dt.date(2026, 2, 5), dt.date(2026, 2, 6), dt.date(2026, 2, 7)
 
 LAUNCH_RUN = """
 mutation($params: ExecutionParams!) {
@@ -90,6 +94,20 @@ def retries_of(instance: dg.DagsterInstance, run_id: str, step: str) -> list[flo
         for r in records
         if r.event_log_entry.dagster_event.step_key == step
     ]
+
+
+def worker_pid(instance: dg.DagsterInstance, run_id: str) -> int | None:
+    """The run worker's process id, from the engine event it logs when it starts."""
+    for record in instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.ENGINE_EVENT).records:
+        metadata = record.event_log_entry.dagster_event.event_specific_data.metadata
+        if "pid" in metadata:
+            return int(metadata["pid"].value)
+    return None
+
+
+def materialized_in(instance: dg.DagsterInstance, run_id: str) -> set[str]:
+    keys = instance.get_asset_keys_for_run(run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION)
+    return {key.to_user_string() for key in keys}
 
 
 def finished(instance: dg.DagsterInstance, run_id: str) -> dg.DagsterRun | None:
@@ -158,7 +176,25 @@ def nights(tmp_path_factory):
                     healed_run = wait_until("the first night to finish", lambda: finished(instance, healed), deadline_s=300)
                     healed_after_s = time.monotonic() - down_at
 
-                    # Night two: it starts 45 s before the end of its window and the ERP never answers.
+                    # Night two: its run worker dies while the ERP pull waits out an outage.
+                    erp_switch.down()
+                    crashed = launch_night(deployment, CRASHED, dt.datetime.now(dt.UTC))
+                    wait_until(
+                        "the second night's ERP pull waiting to retry, its WMS locations read",
+                        lambda: retries_of(instance, crashed, "raw_transactions")
+                        and "wms_locations" in materialized_in(instance, crashed),
+                        deadline_s=240,
+                    )
+                    os.kill(worker_pid(instance, crashed), signal.SIGKILL)
+                    wait_until("the killed run marked failed", lambda: finished(instance, crashed), deadline_s=60)
+                    erp_switch.up()
+                    group = wait_until(
+                        "the daemon's retry of the killed run to finish",
+                        lambda: len(runs := instance.get_run_group(crashed)[1]) == 2 and all(r.is_finished for r in runs) and runs,
+                        deadline_s=300,
+                    )
+
+                    # Night three: it starts 45 s before the end of its window and the ERP never answers.
                     erp_switch.down()
                     started_at = dt.datetime.now(dt.UTC) - dt.timedelta(hours=WINDOW_HOURS) + dt.timedelta(seconds=45)
                     missed = launch_night(deployment, MISSED, started_at)
@@ -174,6 +210,7 @@ def nights(tmp_path_factory):
                         "instance": instance,
                         "healed": healed_run,
                         "missed": missed_run,
+                        "crashed": sorted(group, key=lambda r: r.run_id != crashed),
                         "messages": list(receiver.messages),
                         "outage_s": outage_s,
                         "healed_after_s": healed_after_s,
@@ -203,12 +240,14 @@ def test_the_waits_between_retries_grow(nights):
 
 def test_each_directive_is_applied_once_and_none_is_sent_twice(nights):
     platform = nights["platform"]
+    nights_built = [HEALED, CRASHED]
     with duckdb.connect(platform.settings.duckdb_path, read_only=True) as con:
         planned = {r[0] for r in con.execute(
-            "SELECT directive_id FROM warehouse.slotting_directives WHERE business_date = ?", [HEALED]
+            "SELECT directive_id FROM warehouse.slotting_directives WHERE business_date IN (?, ?)", nights_built
         ).fetchall()}
         acked = {r[0] for r in con.execute(
-            "SELECT directive_id FROM warehouse.wms_directive_acks WHERE business_date = ? AND status = 'acked'", [HEALED]
+            "SELECT directive_id FROM warehouse.wms_directive_acks WHERE business_date IN (?, ?) AND status = 'acked'",
+            nights_built,
         ).fetchall()}
     assert planned and acked == planned
     stats = platform.wms_stats()
@@ -216,6 +255,20 @@ def test_each_directive_is_applied_once_and_none_is_sent_twice(nights):
     assert applied == planned
     assert set(stats["applied_per_key"].values()) <= {0, 1}
     assert stats["replayed"] == 0  # no Idempotency-Key came twice
+
+
+def test_a_killed_run_worker_is_re_executed_from_failure_by_the_daemon(nights):
+    instance = nights["instance"]
+    killed, retry = nights["crashed"]
+    assert killed.status == dg.DagsterRunStatus.FAILURE
+    assert retry.status == dg.DagsterRunStatus.SUCCESS
+    assert retry.parent_run_id == killed.run_id and retry.tags["dagster/retry_number"] == "1"
+    # From failure: what the killed run had finished is not run again; the rest is.
+    assert "wms_locations" in materialized_in(instance, killed.run_id)
+    assert "wms_locations" not in materialized_in(instance, retry.run_id)
+    assert {"raw_transactions", "slotting_directives", "wms_directive_acks"} <= materialized_in(instance, retry.run_id)
+    # The retry keeps the night's scheduled time, so its window is the night's, not a new one.
+    assert retry.tags[SCHEDULED_AT_TAG] == killed.tags[SCHEDULED_AT_TAG]
 
 
 def test_a_night_whose_erp_never_returns_stops_at_the_end_of_its_window(nights):
