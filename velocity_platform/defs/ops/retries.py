@@ -13,8 +13,8 @@ retried straight into the same outage and use up its retries in a minute. The wo
   never reaches past the end of the batch window (02:00 + VELOCITY_BATCH_WINDOW_HOURS). At the
   end of the window the last failure is final: the step fails saying the window was missed,
   and failure_alert_sensor sends one alert for the night.
-- A run whose worker died (out of memory, a lost machine, a code server restart): the
-  instance's run retries re-execute it from failure. Asset failures are left to the step
+- A run whose worker process died (out of memory, `kill -9`; the code server that started it
+  marks it failed): the instance's run retries re-execute it from failure. Asset failures are left to the step
   retries above (`retry_on_asset_or_op_failure: false`): a gate that blocked a bad day would
   block it again, and an outage is already waited out inside the run.
 
