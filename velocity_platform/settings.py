@@ -65,6 +65,8 @@ ENV_DOCS.update(
         "VELOCITY_PARETO_TOLERANCE": "Signal: how far a class's share of SKUs may sit from the 20/30/50 Pareto shape",
         "VELOCITY_DAY_ON_DAY_FACTOR": "Signal: a SKU's 30-day velocity changing by more than this factor in a day",
         "VELOCITY_BATCH_WINDOW_HOURS": "Signal: hours after the 02:00 start by which the nightly batch must land",
+        "VELOCITY_RETRY_FIRST_DELAY_SECONDS": "Nightly run: wait before retrying a step the ERP outage failed (then doubled)",
+        "VELOCITY_RETRY_MAX_DELAY_SECONDS": "Nightly run: longest wait between two retries of a step inside the batch window",
         "VELOCITY_SPIKE_MULTIPLE": "Sensor: units since the last tick above this multiple of the 30-day daily rate",
         "VELOCITY_SPIKE_MIN_UNITS": "Sensor: fewer units than this are never a spike (slow movers)",
         "VELOCITY_DELTA_MAX_RECORDS": "Sensor: ERP records read per tick at most; the rest waits for the next tick",
@@ -82,6 +84,8 @@ class OperationsSettings:
     pareto_tolerance: float
     day_on_day_factor: float
     batch_window_hours: float
+    retry_first_delay_s: float
+    retry_max_delay_s: float
     spike_multiple: float
     spike_min_units: float
     delta_max_records: int
@@ -94,6 +98,8 @@ class OperationsSettings:
             pareto_tolerance=float(_env("VELOCITY_PARETO_TOLERANCE", "0.20")),
             day_on_day_factor=float(_env("VELOCITY_DAY_ON_DAY_FACTOR", "3.0")),
             batch_window_hours=float(_env("VELOCITY_BATCH_WINDOW_HOURS", "4")),
+            retry_first_delay_s=float(_env("VELOCITY_RETRY_FIRST_DELAY_SECONDS", "60")),
+            retry_max_delay_s=float(_env("VELOCITY_RETRY_MAX_DELAY_SECONDS", "900")),
             spike_multiple=float(_env("VELOCITY_SPIKE_MULTIPLE", "3.0")),
             spike_min_units=float(_env("VELOCITY_SPIKE_MIN_UNITS", "20")),
             delta_max_records=int(_env("VELOCITY_DELTA_MAX_RECORDS", "200000")),

@@ -28,6 +28,7 @@ class Platform:
     wms_url: str
     erp_app: object
     wms_app: object
+    erp_server: BackgroundServer | None = None  # to take the ERP down (stop) and bring it back on its port
 
     @property
     def settings(self) -> Settings:
@@ -61,7 +62,7 @@ def platform_environment(root: Path, erp: ErpConfig, wms: WmsConfig) -> Iterator
             }
         )
         try:
-            yield Platform(root, erp_server.url, wms_server.url, erp_app, wms_app)
+            yield Platform(root, erp_server.url, wms_server.url, erp_app, wms_app, erp_server)
         finally:
             os.environ.clear()
             os.environ.update(saved)

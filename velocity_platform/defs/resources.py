@@ -310,6 +310,8 @@ class OperationsResource(dg.ConfigurableResource):
     day_on_day_min_units: float = Field(default=20.0, description="Signal: smaller 30-day volumes are not compared")
     batch_start_hour: int = Field(default=NIGHTLY_START_HOUR, description="Local hour the nightly batch starts")
     batch_window_hours: float = Field(default=4.0, description="Signal: the batch must land this long after its start")
+    retry_first_delay_s: float = Field(default=60.0, description="Nightly run: first wait before retrying a step an outage failed")
+    retry_max_delay_s: float = Field(default=900.0, description="Nightly run: longest wait between retries of a step")
     spike_multiple: float = Field(default=3.0, description="Sensor: units since the last tick vs the 30-day daily rate")
     spike_min_units: float = Field(default=20.0, description="Sensor: smaller bursts are never spikes")
     delta_max_records: int = Field(default=200_000, description="Sensor: ERP records read per tick at most")
@@ -322,6 +324,8 @@ class OperationsResource(dg.ConfigurableResource):
             pareto_tolerance=settings.pareto_tolerance,
             day_on_day_factor=settings.day_on_day_factor,
             batch_window_hours=settings.batch_window_hours,
+            retry_first_delay_s=settings.retry_first_delay_s,
+            retry_max_delay_s=settings.retry_max_delay_s,
             spike_multiple=settings.spike_multiple,
             spike_min_units=settings.spike_min_units,
             delta_max_records=settings.delta_max_records,

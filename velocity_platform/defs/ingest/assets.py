@@ -7,6 +7,7 @@ import dagster as dg
 import polars as pl
 
 from velocity_platform.connectors.http import UpstreamError
+from velocity_platform.defs.ops.retries import retry_or_fail
 from velocity_platform.defs.partitions import (
     BACKFILL_POLICY,
     DUCKDB_POOL,
@@ -17,6 +18,7 @@ from velocity_platform.defs.partitions import (
 )
 from velocity_platform.defs.resources import (
     ErpResource,
+    OperationsResource,
     TransactionSourceResource,
     WarehouseResource,
 )
@@ -44,6 +46,7 @@ def sku_master(
     erp: ErpResource,
     transaction_source: TransactionSourceResource,
     warehouse: WarehouseResource,
+    operations: OperationsResource,
 ) -> pl.DataFrame:
     if transaction_source.is_file:  # a file-drop export instead of the ERP: see the end of this module
         return sku_master_from_file(context, transaction_source, warehouse.timezone)
@@ -51,7 +54,9 @@ def sku_master(
         try:
             master = sku_master_from_pages(client.skus(reader=read_sku_page))
         except UpstreamError as exc:
-            raise dg.Failure(description=f"could not read the SKU master: {exc}") from None
+            # An ERP outage in the nightly run is retried later inside its batch window (defs/ops/retries.py).
+            failure = dg.Failure(description=f"could not read the SKU master: {exc}")
+            retry_or_fail(context, operations, exc, failure)
     context.add_output_metadata(
         {
             "dagster/row_count": master.height,
@@ -75,7 +80,9 @@ class SourcePull:
     metadata: dict  # how the pull went: requests, retries, ...
 
 
-def pull_from_erp(day: dt.date, erp: ErpResource, timezone: str) -> SourcePull:
+def pull_from_erp(
+    context: dg.AssetExecutionContext, day: dt.date, erp: ErpResource, timezone: str, operations: OperationsResource
+) -> SourcePull:
     """Count the ERP's lines for the day, then page through its documents.
 
     Each page is read inside the client's retry loop (a truncated page is fetched again); a page
@@ -90,10 +97,12 @@ def pull_from_erp(day: dt.date, erp: ErpResource, timezone: str) -> SourcePull:
             ]
         except UpstreamError as exc:
             # Nothing is stored: the partition keeps its previous rows (if any) until a run succeeds.
-            raise dg.Failure(
+            # An ERP outage in the nightly run is retried later inside its batch window (defs/ops/retries.py).
+            failure = dg.Failure(
                 description=f"ERP pull for {day} failed, nothing stored: {exc}",
                 metadata={"http_requests": client.stats.requests, "http_retries": client.stats.retries},
-            ) from None
+            )
+            retry_or_fail(context, operations, exc, failure)
         stats = client.stats
     return SourcePull(
         raw_lines_from_received(pages, day),
@@ -128,13 +137,14 @@ def raw_transactions(
     erp: ErpResource,
     warehouse: WarehouseResource,
     transaction_source: TransactionSourceResource,
+    operations: OperationsResource,
 ):
     pulls = {}
     for day in partition_dates(context):  # one date, or a backfill's range in order
         if transaction_source.is_file:  # a file-drop export instead of the ERP: see the end of this module
             pulls[day] = pull_from_file(day, transaction_source, warehouse.timezone)
         else:
-            pulls[day] = pull_from_erp(day, erp, warehouse.timezone)
+            pulls[day] = pull_from_erp(context, day, erp, warehouse.timezone, operations)
     lines = _numbered_across_days([with_provenance(p.ingested.lines) for p in pulls.values()])
     days = list(pulls.values())
     received = sum(p.ingested.lines_received for p in days)

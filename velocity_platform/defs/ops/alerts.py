@@ -6,7 +6,11 @@ run-failure sensor alone cannot do: a non-blocking ERROR check (every directive 
 fails without failing its run. WARN checks are signals for the UI and never page.
 
 One message per failure: one per failed ERROR check, and one per failed run that no failed
-ERROR check explains (a blocking gate fails its run; that run's page is the gate's). The cursor
+ERROR check explains (a blocking gate fails its run; that run's page is the gate's). A failed run
+that the daemon's run retries will re-execute pages nobody: its retry's outcome is the one that
+counts, and the sensor waits at such a run until the daemon has launched the retry (or decided
+not to). A nightly run that failed once its batch window had passed pages once, saying the window
+was missed: its steps retried an ERP outage until then (defs/ops/retries.py). The cursor
 is the storage id of the last run fully reported, plus the alerts already posted for the run in
 hand, so a webhook outage mid-run re-posts nothing that went through. Each message carries an
 `alert_id` for the receiver to de-duplicate on, should a tick be cut short after a post.
@@ -20,11 +24,16 @@ from dataclasses import dataclass, field
 import dagster as dg
 
 from velocity_platform.connectors.webhook import WebhookError
+from velocity_platform.defs.ops.retries import window_deadline
 from velocity_platform.defs.resources import ALERT_WEBHOOK_ENV, AlertWebhookResource, OperationsResource
 
 FINISHED = (dg.DagsterEventType.RUN_SUCCESS, dg.DagsterEventType.RUN_FAILURE)
 RUNS_PER_TICK = 50
 PARTITION_TAG = "dagster/partition"
+WILL_RETRY_TAG = "dagster/will_retry"  # set on a failed run when the instance's run retries will re-execute it
+RETRY_RUN_TAG = "dagster/auto_retry_run_id"  # set by the daemon once it has launched that retry
+ROOT_RUN_TAG = "dagster/root_run_id"  # on a re-execution: the first run of its group
+RETRY_LAUNCH_GRACE_S = 600  # the daemon retries within seconds; after this, page as if no retry came
 
 
 @dataclass
@@ -69,8 +78,29 @@ def _base_message(run: dg.DagsterRun, ui_base_url: str, at: float) -> dict:
     }
 
 
-def alerts_for_run(instance: dg.DagsterInstance, run_id: str, ui_base_url: str) -> list[dict]:
-    """The messages a finished run deserves: its failed ERROR checks, or its failure."""
+def retry_pending(instance: dg.DagsterInstance, run: dg.DagsterRun) -> bool | None:
+    """True: the daemon will re-execute this failed run and has not yet; False: it has (the retry
+    reports); None: no retry is coming. The daemon cannot retry a run launched outside it (no code
+    location origin), and one it has not retried within RETRY_LAUNCH_GRACE_S is taken as not coming."""
+    if run.status != dg.DagsterRunStatus.FAILURE or run.tags.get(WILL_RETRY_TAG) != "true":
+        return None
+    if run.tags.get(RETRY_RUN_TAG) is not None:
+        return False
+    if run.remote_job_origin is None:
+        return None
+    record = instance.get_run_record_by_id(run.run_id)
+    ended_at = record.end_time if record and record.end_time else time.time()
+    return time.time() - ended_at < RETRY_LAUNCH_GRACE_S
+
+
+def alerts_for_run(
+    instance: dg.DagsterInstance, run_id: str, ui_base_url: str, window_hours: float | None = None
+) -> list[dict]:
+    """The messages a finished run deserves: its failed ERROR checks, or its failure.
+
+    With `window_hours`, a run of the nightly schedule that failed after the end of its batch
+    window says the window was missed, once for the night (keyed on the night's first run).
+    """
     run = instance.get_run_by_id(run_id)
     if run is None:
         return []
@@ -105,19 +135,30 @@ def alerts_for_run(instance: dg.DagsterInstance, run_id: str, ui_base_url: str) 
         ]
         record = instance.get_run_record_by_id(run_id)
         ended_at = record.end_time if record and record.end_time else time.time()
-        messages.append(
-            {
-                "alert_id": f"{run_id}:run_failed",
-                "kind": "run_failed",
-                "asset": steps[0] if steps else None,
-                "partition": run.tags.get(PARTITION_TAG),
-                "check": None,
-                "blocking": None,
-                "description": errors[0] if errors else "the run failed before any step ran; see the run's logs",
-                "figures": {"failed_steps": steps, "errors": errors},
-                **_base_message(run, ui_base_url, ended_at),
-            }
-        )
+        cause = errors[0] if errors else "the run failed before any step ran; see the run's logs"
+        deadline = window_deadline(run.tags, window_hours) if window_hours is not None else None
+        missed = deadline is not None and ended_at >= deadline.timestamp()
+        message = {
+            "alert_id": f"{run_id}:run_failed",
+            "kind": "run_failed",
+            "asset": steps[0] if steps else None,
+            "partition": run.tags.get(PARTITION_TAG),
+            "check": None,
+            "blocking": None,
+            "description": cause,
+            "figures": {"failed_steps": steps, "errors": errors},
+            **_base_message(run, ui_base_url, ended_at),
+        }
+        if missed:
+            message.update(
+                alert_id=f"{run.tags.get(ROOT_RUN_TAG, run_id)}:batch_window_missed",
+                kind="batch_window_missed",
+                description=f"the nightly run for {message['partition']} missed its {window_hours:g}-hour batch "
+                f"window, which ended at {deadline.isoformat(timespec='seconds')}; it kept retrying until then. "
+                f"Last failure: {cause}",
+                figures={**message["figures"], "window_ended_at": deadline.isoformat(timespec="seconds")},
+            )
+        messages.append(message)
     return messages
 
 
@@ -166,9 +207,19 @@ def failure_alert_sensor(
         )
     cursor = AlertCursor.parse(context.cursor)
     sent = 0
+    waiting = None
     with webhook:
         for storage_id, run_id in finished_runs_after(context.instance, cursor.after_storage_id, RUNS_PER_TICK):
-            for message in alerts_for_run(context.instance, run_id, operations.ui_base_url):
+            run = context.instance.get_run_by_id(run_id)
+            pending = retry_pending(context.instance, run) if run is not None else None
+            if pending:
+                # The daemon has not launched this run's retry yet; should it give up, this run pages.
+                waiting = run_id
+                break
+            messages = [] if pending is False else alerts_for_run(
+                context.instance, run_id, operations.ui_base_url, operations.batch_window_hours
+            )
+            for message in messages:
                 if message["alert_id"] in cursor.posted:
                     continue
                 try:
@@ -184,6 +235,7 @@ def failure_alert_sensor(
             cursor = AlertCursor(storage_id)
     result_cursor = cursor.serialize()
     if sent == 0:
-        return dg.SensorResult(skip_reason=dg.SkipReason("no new failures"), cursor=result_cursor)
+        reason = f"waiting for the retry of run {waiting}" if waiting else "no new failures"
+        return dg.SensorResult(skip_reason=dg.SkipReason(reason), cursor=result_cursor)
     context.log.info(f"posted {sent} alert(s)")
     return dg.SensorResult(cursor=result_cursor)

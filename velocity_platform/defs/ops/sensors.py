@@ -12,6 +12,14 @@ ERP's commit time) and sorts them with `domain/deltas.py`:
 The watermark lives in the sensor's cursor and is returned together with the tick's run
 requests, so it only advances with them. A tick that fails (ERP down, a page that stays
 unreadable) leaves the watermark where it was and the next tick reads the same records again.
+
+A late line counts as handled only once its day's refresh run has succeeded. The cursor keeps
+each requested refresh as pending, and every tick looks its run up on the instance (by its run
+key): a success clears it; a failed or canceled run is asked for again under a new run key (run
+keys dedupe, so the old one would be ignored), and again after that, until one succeeds. The
+watermark of rebuilt lines, `rebuilt_through`, stays just before the first late line of the
+oldest pending refresh: it never passes a line whose rebuild failed, while reading goes on from
+`committed_through`, so one day that keeps failing does not hold up the others.
 """
 
 import datetime as dt
@@ -41,6 +49,8 @@ from velocity_platform.domain.history import parse_erp_page
 from velocity_platform.domain.validation import parse_utc_timestamp
 
 ONE_MICROSECOND = dt.timedelta(microseconds=1)
+SENSOR_NAME = "erp_delta_sensor"
+RUN_KEY_TAG, SENSOR_NAME_TAG = "dagster/run_key", "dagster/sensor_name"  # set by the daemon on a sensor's runs
 MAX_SPIKE_OBSERVATIONS = 25  # the largest spikes of a tick; the tick's log line counts them all
 
 
@@ -49,18 +59,68 @@ class DeltaReadError(RuntimeError):
 
 
 @dataclass(frozen=True)
+class PendingRefresh:
+    """A late_arrival_refresh asked for and not yet known to have succeeded."""
+
+    business_date: str
+    run_key: str
+    fingerprint: str  # of the late txn_ids that asked for it; each new attempt keeps it in its run key
+    documents: int
+    first_committed: dt.datetime  # the earliest late line it rebuilds
+    attempt: int = 0  # 0 for the first request, then one more per failed run
+
+    def as_json(self) -> dict:
+        return {**self.__dict__, "first_committed": self.first_committed.isoformat()}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "PendingRefresh":
+        return cls(**{**data, "first_committed": dt.datetime.fromisoformat(data["first_committed"])})
+
+    def run_request(self) -> dg.RunRequest:
+        return dg.RunRequest(
+            job_name=late_arrival_refresh.name,
+            partition_key=self.business_date,
+            run_key=self.run_key,
+            tags={
+                "velocity/trigger": "late_arrivals",
+                "velocity/late_documents": str(self.documents),
+                "velocity/attempt": str(self.attempt + 1),
+            },
+        )
+
+    def again(self) -> "PendingRefresh":
+        """The same refresh asked for once more, under a run key the daemon has not seen."""
+        attempt = self.attempt + 1
+        key = f"late-arrivals:{self.business_date}:{self.fingerprint}:retry-{attempt}"
+        return PendingRefresh(self.business_date, key, self.fingerprint, self.documents, self.first_committed, attempt)
+
+
+@dataclass(frozen=True)
 class DeltaCursor:
-    """Every ERP document committed at or before `committed_through` has been classified."""
+    """Every ERP document committed at or before `committed_through` has been classified; the
+    late lines among them are rebuilt, except those of the `pending` refreshes."""
 
     committed_through: dt.datetime
+    pending: tuple[PendingRefresh, ...] = ()
+
+    @property
+    def rebuilt_through(self) -> dt.datetime:
+        """Every late line committed at or before this is in the warehouse (its refresh succeeded)."""
+        first = min((p.first_committed for p in self.pending), default=None)
+        return self.committed_through if first is None else min(self.committed_through, first - ONE_MICROSECOND)
 
     def serialize(self) -> str:
-        return json.dumps({"committed_through": self.committed_through.isoformat()})
+        data: dict = {"committed_through": self.committed_through.isoformat()}
+        if self.pending:
+            data["pending"] = [p.as_json() for p in self.pending]
+        return json.dumps(data)
 
     @classmethod
     def parse(cls, raw: str) -> "DeltaCursor":
         try:
-            moment = dt.datetime.fromisoformat(json.loads(raw)["committed_through"])
+            data = json.loads(raw)
+            moment = dt.datetime.fromisoformat(data["committed_through"])
+            pending = tuple(PendingRefresh.from_json(p) for p in data.get("pending", []))
         except (ValueError, KeyError, TypeError) as exc:
             raise ValueError(
                 f"erp_delta_sensor cursor {raw[:100]!r} is not a watermark like "
@@ -68,7 +128,36 @@ class DeltaCursor:
             ) from exc
         if moment.tzinfo is None:
             raise ValueError(f"erp_delta_sensor cursor {raw[:100]!r} has no time zone; reset the cursor in the UI")
-        return cls(moment)
+        return cls(moment, pending)
+
+
+def refresh_outcome(instance: dg.DagsterInstance, refresh: PendingRefresh) -> str:
+    """'succeeded', 'failed' (failed or canceled) or 'waiting' (not launched yet, queued, running)."""
+    runs = instance.get_runs(
+        filters=dg.RunsFilter(tags={RUN_KEY_TAG: refresh.run_key, SENSOR_NAME_TAG: SENSOR_NAME}), limit=1
+    )
+    if not runs or not runs[0].is_finished:
+        return "waiting"
+    return "succeeded" if runs[0].is_success else "failed"
+
+
+def follow_up(
+    instance: dg.DagsterInstance, pending: tuple[PendingRefresh, ...], superseded: set[str]
+) -> tuple[list[PendingRefresh], list[PendingRefresh]]:
+    """(refreshes still pending, the failed ones asked for again among them). A day with a new
+    refresh in this tick drops its older one: the new run re-pulls the whole day."""
+    still, again = [], []
+    for refresh in pending:
+        if refresh.business_date in superseded:
+            continue
+        outcome = refresh_outcome(instance, refresh)
+        if outcome == "succeeded":
+            continue
+        if outcome == "failed":
+            refresh = refresh.again()
+            again.append(refresh)
+        still.append(refresh)
+    return still, again
 
 
 @dataclass(frozen=True)
@@ -185,7 +274,7 @@ def spike_observation(row: dict, baseline_day: dt.date, since: dt.datetime, thro
 
 
 @dg.sensor(
-    name="erp_delta_sensor",
+    name=SENSOR_NAME,
     jobs=[late_arrival_refresh, sku_master_refresh],
     minimum_interval_seconds=60,
     default_status=dg.DefaultSensorStatus.RUNNING,
@@ -206,9 +295,17 @@ def erp_delta_sensor(
     until = dt.datetime.now(dt.UTC)
     committed = read_committed(erp, since, until, operations.delta_max_records)
     if committed.committed_through is None:
+        pending, again = follow_up(context.instance, cursor.pending, superseded=set())
+        after = DeltaCursor(cursor.committed_through, tuple(pending))
+        if again:
+            context.log.warning(f"late_arrival_refresh failed for {[p.business_date for p in again]}: asked for again")
+            return dg.SensorResult(run_requests=[p.run_request() for p in again], cursor=after.serialize())
         return dg.SensorResult(
-            skip_reason=dg.SkipReason(f"nothing committed in the ERP since {cursor.committed_through.isoformat()}"),
-            cursor=cursor.serialize(),
+            skip_reason=dg.SkipReason(
+                f"nothing committed in the ERP since {cursor.committed_through.isoformat()}"
+                + (f"; {len(pending)} late-arrival refresh(es) pending" if pending else "")
+            ),
+            cursor=after.serialize(),
         )
 
     lines = delta_lines(committed.documents, warehouse.timezone)
@@ -224,15 +321,18 @@ def erp_delta_sensor(
         else pl.DataFrame()
     )
 
-    run_requests = [
-        dg.RunRequest(
-            job_name=late_arrival_refresh.name,
-            partition_key=row["business_date"].isoformat(),
-            run_key=f"late-arrivals:{row['business_date']}:{row['fingerprint']}",
-            tags={"velocity/trigger": "late_arrivals", "velocity/late_documents": str(row["documents"])},
+    earlier = {p.business_date: p for p in cursor.pending}
+    requested = []
+    for row in late.iter_rows(named=True):
+        day = row["business_date"].isoformat()
+        first = row["first_committed_at"] or since  # no readable commit time: as early as this tick reads
+        if day in earlier:  # an older refresh of the day still pending: the new run covers its lines too
+            first = min(first, earlier[day].first_committed)
+        requested.append(
+            PendingRefresh(day, f"late-arrivals:{day}:{row['fingerprint']}", row["fingerprint"], row["documents"], first)
         )
-        for row in late.iter_rows(named=True)
-    ]
+    pending, again = follow_up(context.instance, cursor.pending, superseded={p.business_date for p in requested})
+    run_requests = [p.run_request() for p in requested + again]
     if new_skus:
         run_requests.append(
             dg.RunRequest(
@@ -245,14 +345,13 @@ def erp_delta_sensor(
         spike_observation(row, baseline_day, since, committed.committed_through)
         for row in spikes.head(MAX_SPIKE_OBSERVATIONS).iter_rows(named=True)
     ]
+    after = DeltaCursor(committed.committed_through, tuple(pending + requested))
     context.log.info(
         f"{committed.documents.height:,} documents ({lines.height:,} lines, {committed.pages} pages) committed "
         f"{since.isoformat(timespec='seconds')} .. {committed.committed_through.isoformat(timespec='seconds')} "
         f"classified in {time.perf_counter() - started:.2f}s: late arrivals for {late.height} built day(s) "
-        f"{[d.isoformat() for d in late['business_date']]}, {len(new_skus)} new SKU(s), {spikes.height} spike(s)"
+        f"{[d.isoformat() for d in late['business_date']]}, {len(new_skus)} new SKU(s), {spikes.height} spike(s); "
+        f"failed refreshes asked for again: {[p.business_date for p in again]}; "
+        f"late lines rebuilt through {after.rebuilt_through.isoformat(timespec='seconds')}"
     )
-    return dg.SensorResult(
-        run_requests=run_requests,
-        asset_events=observations,
-        cursor=DeltaCursor(committed.committed_through).serialize(),
-    )
+    return dg.SensorResult(run_requests=run_requests, asset_events=observations, cursor=after.serialize())
