@@ -20,7 +20,14 @@ from velocity_platform.connectors.outbox import WMS_BATCH_SIZE
 from velocity_platform.connectors.state import OperationalStore
 from velocity_platform.connectors.webhook import AlertWebhook
 from velocity_platform.connectors.wms import WmsClient
-from velocity_platform.settings import NIGHTLY_START_HOUR, OperationsSettings, Settings, SourceSettings
+from velocity_platform.settings import (
+    NIGHTLY_START_HOUR,
+    XYZ_MIN_WEEKS,
+    OperationsSettings,
+    Settings,
+    SourceSettings,
+    xyz_min_weeks_from_env,
+)
 
 
 def _slice_key(table_slice: TableSlice) -> tuple:
@@ -268,6 +275,9 @@ class WarehouseResource(dg.ConfigurableResource):
     move_budget: int = 200
     dlq_rate_max: float = 0.001
     hysteresis_days: int = 2
+    xyz_min_weeks: int = Field(
+        default=XYZ_MIN_WEEKS, description="Whole weeks on sale a SKU needs before it gets an XYZ class"
+    )
 
 
 def build_resources(settings: Settings | None = None) -> dict[str, object]:
@@ -285,7 +295,9 @@ def build_resources(settings: Settings | None = None) -> dict[str, object]:
             **http_config_from_env(),
         ),
         "state_store": OperationalStoreResource(url=settings.store_url),
-        "warehouse": WarehouseResource(timezone=settings.timezone, move_budget=settings.move_budget),
+        "warehouse": WarehouseResource(
+            timezone=settings.timezone, move_budget=settings.move_budget, xyz_min_weeks=xyz_min_weeks_from_env()
+        ),
         **operations_resources(),
         **source_resources(),
     }
