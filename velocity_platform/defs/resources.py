@@ -316,12 +316,14 @@ class OperationsResource(dg.ConfigurableResource):
 
     ingestion_success_min: float = Field(default=0.9995, description="Gate: readable lines / lines the ERP holds")
     pareto_tolerance: float = Field(default=0.20, description="Signal: class share of SKUs vs 20/30/50")
-    day_on_day_factor: float = Field(default=3.0, description="Signal: 30-day velocity change in one day")
+    pareto_shift_max: float = Field(default=0.025, description="Signal: class share of SKUs vs yesterday's")
+    day_on_day_factor: float = Field(default=3.0, description="Signal: a 30-day velocity change in one day that counts")
     day_on_day_min_units: float = Field(default=20.0, description="Signal: smaller 30-day volumes are not compared")
     batch_start_hour: int = Field(default=NIGHTLY_START_HOUR, description="Local hour the nightly batch starts")
     batch_window_hours: float = Field(default=4.0, description="Signal: the batch must land this long after its start")
-    spike_multiple: float = Field(default=3.0, description="Sensor: units since the last tick vs the 30-day daily rate")
-    spike_min_units: float = Field(default=20.0, description="Sensor: smaller bursts are never spikes")
+    spike_multiple: float = Field(default=30.0, description="Sensor: units since the last tick vs the SKU's peak day")
+    spike_min_units: float = Field(default=500.0, description="Sensor: smaller bursts are never spikes")
+    spike_min_days_sold: int = Field(default=5, description="Sensor: SKUs sold on fewer of 90 days are not judged")
     delta_max_records: int = Field(default=200_000, description="Sensor: ERP records read per tick at most")
     ui_base_url: str = Field(default="http://127.0.0.1:3000", description="Dagster UI, for run links in alerts")
 
@@ -330,10 +332,12 @@ class OperationsResource(dg.ConfigurableResource):
         return cls(
             ingestion_success_min=settings.ingestion_success_min,
             pareto_tolerance=settings.pareto_tolerance,
+            pareto_shift_max=settings.pareto_shift_max,
             day_on_day_factor=settings.day_on_day_factor,
             batch_window_hours=settings.batch_window_hours,
             spike_multiple=settings.spike_multiple,
             spike_min_units=settings.spike_min_units,
+            spike_min_days_sold=settings.spike_min_days_sold,
             delta_max_records=settings.delta_max_records,
             ui_base_url=settings.ui_base_url,
         )
