@@ -20,9 +20,9 @@ from velocity_platform.defs.resources import OperationsResource
 from velocity_platform.defs.velocity.assets import history_start
 from velocity_platform.domain.signals import (
     EXPECTED_SKU_SHARE,
+    ParetoVerdict,
     VelocityChangePolicy,
     VelocityChangeVerdict,
-    ParetoVerdict,
     changed_sku_counts,
     pareto_verdict,
     usual_line_sizes_sql,
@@ -35,6 +35,9 @@ VELOCITY_WINDOW = 30
 BASELINE_DAYS = VelocityChangePolicy().baseline_days
 # Where the I/O manager keeps sales_history (schema "warehouse", table named after the asset).
 HISTORY_TABLE = "warehouse.sales_history"
+# What the signals read of their inputs: a large day's lines carry many more columns.
+DEMAND_COLUMNS = ["business_date", "sku_id", "units"]
+LINE_COLUMNS = ["business_date", "sku_id", "txn_type", "quantity_eaches"]
 
 
 def _md_table(frame: pl.DataFrame, limit: int = 15) -> str:
@@ -70,7 +73,9 @@ def _pareto_date(verdict: ParetoVerdict, day: dt.date) -> DateVerdict:
     partitions_def=business_days,
     pool=DUCKDB_POOL,
     # D and D-30 of daily demand: yesterday's 30-day units, for yesterday's class shares.
-    additional_ins={"daily_sku_demand": dg.AssetIn(partition_mapping=window(VELOCITY_WINDOW))},
+    additional_ins={
+        "daily_sku_demand": dg.AssetIn(partition_mapping=window(VELOCITY_WINDOW), metadata={"columns": DEMAND_COLUMNS})
+    },
     description="Each ABC class's share of SKUs sits near the Pareto shape (A 20%, B 30%, C 50%) and near "
     "yesterday's share; not judged before the warehouse has 30 days of history.",
 )
@@ -152,8 +157,10 @@ def _unusual_lines_today(
     pool=DUCKDB_POOL,
     # The 30-day sums of D and the 28 days before it (the usual count), and the day's own lines.
     additional_ins={
-        "daily_sku_demand": dg.AssetIn(partition_mapping=window(VELOCITY_WINDOW + BASELINE_DAYS)),
-        "sales_history": dg.AssetIn(),
+        "daily_sku_demand": dg.AssetIn(
+            partition_mapping=window(VELOCITY_WINDOW + BASELINE_DAYS), metadata={"columns": DEMAND_COLUMNS}
+        ),
+        "sales_history": dg.AssetIn(metadata={"columns": LINE_COLUMNS}),
     },
     description="The day's velocity changes are usual for this warehouse: no more SKUs change their 30-day units "
     "by more than 3x than on a normal day of the four weeks before, and no SKU's order lines are all more than "
