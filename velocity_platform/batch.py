@@ -21,6 +21,7 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
+from velocity_platform.domain.taxonomy import UNCLASSIFIED
 from velocity_platform.settings import LOCAL_STATE_DIR, Settings
 
 JOB_NAME = "nightly_slotting_batch"
@@ -142,7 +143,8 @@ def summarize(dates: list[dt.date], outcomes: list[DayOutcome], erp_lines: int, 
                 f'SELECT "{column}", count(*) FROM warehouse.sku_velocity WHERE business_date = ? GROUP BY 1 ORDER BY 1',
                 [last],
             ).fetchall()
-            return {k: v for k, v in rows}
+            # a null XYZ class is a SKU without the weeks on sale to judge: shown apart, never as Z
+            return {UNCLASSIFIED if k is None else k: v for k, v in rows}
 
         raw, valid, dead = count("raw_transactions"), count("validated_transactions"), count("dead_letter_transactions")
         acked = 0

@@ -54,7 +54,18 @@ class FileMapping:
     return_order_prefix: str | None = None  # an order number starting with this is a return
     sku_upper_case: bool = False  # codes differing only in case are one SKU
     non_inventory_codes: tuple[str, ...] = ()  # lines for these codes are counted, not picked
+    # Codes shaped like these regular expressions (matched against the whole code as exported)
+    # are non-inventory too: vouchers and fees a retailer numbers as it goes.
+    non_inventory_patterns: tuple[str, ...] = ()
     default_unit_cube_ft3: float = 0.1  # the export has no cube: this one, flagged as a default
+
+    def __post_init__(self) -> None:
+        for pattern in self.non_inventory_patterns:
+            try:
+                pl.Series([""]).str.contains(pattern)
+            except pl.exceptions.PolarsError as exc:
+                why = next((line.strip() for line in str(exc).splitlines() if line.strip().startswith("error:")), "")
+                raise ValueError(f"non_inventory_patterns: {pattern!r} is not a regular expression ({why})") from None
 
     @property
     def columns(self) -> dict[str, str]:
@@ -93,6 +104,8 @@ PRESETS: dict[str, FileMapping] = {
         non_inventory_codes=(
             "POST", "DOT", "M", "BANK CHARGES", "AMAZONFEE", "C2", "D", "CRUK", "PADS", "B", "S", "m",
         ),
+        # Gift vouchers (gift_0001_10 .. gift_0001_50): sold, never picked from a location.
+        non_inventory_patterns=(r"(?i)gift_\d{4}_\d+",),
     ),
     # Our own raw line columns, one file per drop: for ERPs that can export what the API serves.
     "erp-lines": FileMapping(
@@ -274,6 +287,14 @@ def _text(column: str) -> pl.Expr:
     return pl.col(column).str.strip_chars()
 
 
+def _non_inventory(code: pl.Expr, m: FileMapping) -> pl.Expr:
+    """The mapping's non-inventory codes, by name or by shape (a pattern matching the whole code)."""
+    listed = code.is_in(list(m.non_inventory_codes))
+    for pattern in m.non_inventory_patterns:
+        listed = listed | code.str.contains(f"^(?:{pattern})$")
+    return listed.fill_null(False)
+
+
 def _map_lines(frame: pl.DataFrame, m: FileMapping, source_name: str, warehouse_tz: str) -> pl.DataFrame:
     """Export columns -> our raw line fields (text), business date, and the non-inventory flag."""
     raw_sku = _text(m.sku)
@@ -326,7 +347,7 @@ def _map_lines(frame: pl.DataFrame, m: FileMapping, source_name: str, warehouse_
         (_text(m.uom) if m.uom else pl.lit("EA")).alias("uom"),
         (_text(m.description) if m.description else pl.lit(None, pl.String)).alias("description"),
         raw_sku.alias("_raw_sku"),
-        raw_sku.is_in(list(m.non_inventory_codes)).fill_null(False).alias("_non_inventory"),
+        _non_inventory(raw_sku, m).alias("_non_inventory"),
     )
     # Undated lines still need a partition to be dead-lettered on: the file's first date.
     first_date = mapped["business_date"].min()

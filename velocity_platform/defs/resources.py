@@ -22,7 +22,15 @@ from velocity_platform.connectors.state import OperationalStore
 from velocity_platform.connectors.webhook import AlertWebhook
 from velocity_platform.connectors.wms import WmsClient
 from velocity_platform.domain.labor import LaborModel
-from velocity_platform.settings import NIGHTLY_START_HOUR, OperationsSettings, Settings, SourceSettings, labor_from_env
+from velocity_platform.settings import (
+    NIGHTLY_START_HOUR,
+    XYZ_MIN_WEEKS,
+    OperationsSettings,
+    Settings,
+    SourceSettings,
+    labor_from_env,
+    xyz_min_weeks_from_env,
+)
 
 
 def _slice_key(table_slice: TableSlice) -> tuple:
@@ -270,6 +278,9 @@ class WarehouseResource(dg.ConfigurableResource):
     move_budget: int = 200
     dlq_rate_max: float = 0.001
     hysteresis_days: int = 2
+    xyz_min_weeks: int = Field(
+        default=XYZ_MIN_WEEKS, description="Whole weeks on sale a SKU needs before it gets an XYZ class"
+    )
 
 
 def build_resources(settings: Settings | None = None) -> dict[str, object]:
@@ -287,7 +298,9 @@ def build_resources(settings: Settings | None = None) -> dict[str, object]:
             **http_config_from_env(),
         ),
         "state_store": OperationalStoreResource(url=settings.store_url),
-        "warehouse": WarehouseResource(timezone=settings.timezone, move_budget=settings.move_budget),
+        "warehouse": WarehouseResource(
+            timezone=settings.timezone, move_budget=settings.move_budget, xyz_min_weeks=xyz_min_weeks_from_env()
+        ),
         **operations_resources(),
         **source_resources(),
     }
@@ -306,14 +319,16 @@ class OperationsResource(dg.ConfigurableResource):
 
     ingestion_success_min: float = Field(default=0.9995, description="Gate: readable lines / lines the ERP holds")
     pareto_tolerance: float = Field(default=0.20, description="Signal: class share of SKUs vs 20/30/50")
-    day_on_day_factor: float = Field(default=3.0, description="Signal: 30-day velocity change in one day")
+    pareto_shift_max: float = Field(default=0.025, description="Signal: class share of SKUs vs yesterday's")
+    day_on_day_factor: float = Field(default=3.0, description="Signal: a 30-day velocity change in one day that counts")
     day_on_day_min_units: float = Field(default=20.0, description="Signal: smaller 30-day volumes are not compared")
     batch_start_hour: int = Field(default=NIGHTLY_START_HOUR, description="Local hour the nightly batch starts")
     batch_window_hours: float = Field(default=4.0, description="Signal: the batch must land this long after its start")
     retry_first_delay_s: float = Field(default=60.0, description="Nightly run: first wait before retrying a step an outage failed")
     retry_max_delay_s: float = Field(default=900.0, description="Nightly run: longest wait between retries of a step")
-    spike_multiple: float = Field(default=3.0, description="Sensor: units since the last tick vs the 30-day daily rate")
-    spike_min_units: float = Field(default=20.0, description="Sensor: smaller bursts are never spikes")
+    spike_multiple: float = Field(default=30.0, description="Sensor: units since the last tick vs the SKU's peak day")
+    spike_min_units: float = Field(default=500.0, description="Sensor: smaller bursts are never spikes")
+    spike_min_days_sold: int = Field(default=5, description="Sensor: SKUs sold on fewer of 90 days are not judged")
     delta_max_records: int = Field(default=200_000, description="Sensor: ERP records read per tick at most")
     ui_base_url: str = Field(default="http://127.0.0.1:3000", description="Dagster UI, for run links in alerts")
 
@@ -322,12 +337,14 @@ class OperationsResource(dg.ConfigurableResource):
         return cls(
             ingestion_success_min=settings.ingestion_success_min,
             pareto_tolerance=settings.pareto_tolerance,
+            pareto_shift_max=settings.pareto_shift_max,
             day_on_day_factor=settings.day_on_day_factor,
             batch_window_hours=settings.batch_window_hours,
             retry_first_delay_s=settings.retry_first_delay_s,
             retry_max_delay_s=settings.retry_max_delay_s,
             spike_multiple=settings.spike_multiple,
             spike_min_units=settings.spike_min_units,
+            spike_min_days_sold=settings.spike_min_days_sold,
             delta_max_records=settings.delta_max_records,
             ui_base_url=settings.ui_base_url,
         )

@@ -168,8 +168,9 @@ SKU_VELOCITY_SCHEMA = {
     "share_before": pl.Float64,
     "abc_class": pl.String,
     "weekly_mean_12w": pl.Float64,
-    "demand_cv": pl.Float64,
-    "xyz_class": pl.String,
+    "demand_cv": pl.Float64,  # null: not yet classified (fewer than xyz_min_weeks weeks on sale)
+    "xyz_class": pl.String,  # X / Y / Z, or null: not yet classified
+    "xyz_weeks": pl.Int32,  # whole weeks the SKU could have sold in, of the 12 XYZ weeks
     "unit_cube_ft3": pl.Float64,
     "cubic_velocity_ft3_per_day": pl.Float64,
     "coi": pl.Float64,

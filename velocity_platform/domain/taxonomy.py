@@ -17,17 +17,22 @@ Definitions (docs/architecture.md, "Velocity taxonomy"; bracketed values are Tax
   the basis of all SKUs ranked above divided by the total basis. A if share_before < 0.80, B if
   < 0.95, else C. A SKU with zero basis is C. When the total basis is 0 every SKU is C and
   share_before is null (0 / 0: no share is defined).
-- XYZ [12 trailing weeks, cut-offs 0.5/1.0]: week w covers D-7w-6 .. D-7w (w = 0..11), i.e. the
-  row's age // 7. Weekly demand counts empty weeks as zero; ``weekly_mean_12w`` is the mean over
-  all 12 weeks and ``demand_cv`` the population standard deviation over the mean. X if
-  cv <= 0.5, Y if cv <= 1.0, else Z. A zero weekly mean is Z with demand_cv null.
+- XYZ [12 trailing weeks, cut-offs 0.5/1.0, at least 8 weeks]: week w covers D-7w-6 .. D-7w
+  (w = 0..11), i.e. the row's age // 7. Only the weeks in which the SKU could have sold count:
+  ``xyz_weeks`` = min(12, history_days // 7), the whole weeks since the later of the first built
+  day and introduced_on (a week the SKU was not yet on sale, or the warehouse had not yet built,
+  is not a week without sales). Among those weeks empty ones count as zero; ``weekly_mean_12w``
+  is the mean over them and ``demand_cv`` the population standard deviation over the mean.
+  X if cv <= 0.5, Y if cv <= 1.0, else Z; a zero weekly mean is Z with demand_cv null. With
+  fewer than ``xyz_min_weeks`` such weeks the SKU is not yet classified: xyz_class and
+  demand_cv are null (weekly_mean_12w is still the mean of the weeks there are; null with none).
 - ``cubic_velocity_ft3_per_day`` = units_30d * unit_cube_ft3 / 30.
 - ``coi`` (cube-per-order index; lower means it belongs closer to the pick face). We read "cube
   of 7 days of demand" as the slot cube a week of stock needs at the 30-day demand rate:
   ``units_30d / 30 * 7 * unit_cube_ft3``, divided by ``pick_lines_30d`` (the pick frequency).
   Null when pick_lines_30d is 0 or the unit cube is unknown.
-- ``seasonality_index`` = (units_30d / 30) / (units_90d / 90) clipped to [0.1, 5.0]; 1.0 when
-  history_days < 90 or units_90d == 0. With non-negative demand the raw ratio is at most 3 (all
+- ``seasonality_index`` = (units_30d / 30) / (units_90d / 90) clipped to [0.1, 5.0]; null (not
+  yet known) when history_days < 90, 1.0 when units_90d == 0. With non-negative demand the raw ratio is at most 3 (all
   of the 90-day demand inside the 30 days), so only the lower clip can bite at the default
   windows; the upper bound guards other window settings and bad input.
 - ``history_days`` = D - max(history_start, introduced_on) + 1, floored at 0. history_start
@@ -58,6 +63,10 @@ from typing import Literal
 import polars as pl
 
 from velocity_platform.domain.contracts import ABC_CLASSES, SKU_VELOCITY_SCHEMA, conform
+from velocity_platform.settings import XYZ_MIN_WEEKS
+
+# What a null XYZ class means, wherever classes are shown (UI metadata, checks, summaries).
+UNCLASSIFIED = "not yet classified"
 
 _EPOCH = dt.date(1970, 1, 1)
 AGE = "_age_days"  # D - business_date in days, on the demand rows
@@ -85,6 +94,7 @@ class TaxonomyConfig:
     abc_cutoffs: tuple[float, float] = (0.80, 0.95)
     xyz_weeks: int = 12
     xyz_cutoffs: tuple[float, float] = (0.5, 1.0)
+    xyz_min_weeks: int = XYZ_MIN_WEEKS
     seasonality_clip: tuple[float, float] = (0.1, 5.0)
     windows: tuple[int, int, int] = (30, 60, 90)
 
@@ -97,6 +107,10 @@ class TaxonomyConfig:
         x, y = self.xyz_cutoffs
         if not 0.0 <= x <= y:
             raise ValueError(f"xyz_cutoffs must satisfy 0 <= X <= Y, got {self.xyz_cutoffs}")
+        if not 1 <= self.xyz_min_weeks <= self.xyz_weeks:
+            raise ValueError(
+                f"xyz_min_weeks must be between 1 and xyz_weeks ({self.xyz_weeks}), got {self.xyz_min_weeks}"
+            )
         lo, hi = self.seasonality_clip
         if not 0.0 <= lo <= hi:
             raise ValueError(f"seasonality_clip must satisfy 0 <= lo <= hi, got {lo, hi}")
@@ -163,24 +177,29 @@ def weekly_columns(weeks: int) -> list[pl.Expr]:
     return [pl.col(_week_name(w)) for w in range(weeks)]
 
 
-def weekly_total(weekly: Sequence[pl.Expr]) -> pl.Expr:
-    """Demand over all the weeks."""
-    return pl.sum_horizontal(weekly)
+def weekly_total(weekly: Sequence[pl.Expr], weeks: pl.Expr | int | None = None) -> pl.Expr:
+    """Demand over the first ``weeks`` weeks (all of them when None): the weeks that count."""
+    return pl.sum_horizontal(_counted(weekly, weeks))
 
 
-def weekly_mean(weekly: Sequence[pl.Expr]) -> pl.Expr:
-    """Mean over all the weeks (empty weeks are zeros, not missing)."""
-    return weekly_total(weekly) / len(weekly)
+def weekly_mean(weekly: Sequence[pl.Expr], weeks: pl.Expr | int | None = None) -> pl.Expr:
+    """Mean over the weeks that count (empty weeks among them are zeros, not missing); null
+    when no week counts."""
+    n = len(weekly) if weeks is None else weeks
+    n = pl.lit(n) if isinstance(n, int) else n
+    return pl.when(n > 0).then(weekly_total(weekly, weeks) / n)
 
 
-def scaled_squared_deviations(weekly: Sequence[pl.Expr]) -> pl.Expr:
-    """sum((n * w - total)^2) = n^2 * sum((w - mean)^2), without dividing by n."""
-    n, total = len(weekly), weekly_total(weekly)
-    deviations = [w * n - total for w in weekly]
-    return pl.sum_horizontal([d * d for d in deviations])
+def scaled_squared_deviations(weekly: Sequence[pl.Expr], weeks: pl.Expr | int | None = None) -> pl.Expr:
+    """sum((n * w - total)^2) = n^2 * sum((w - mean)^2) over the n weeks that count, without
+    dividing by n."""
+    n = len(weekly) if weeks is None else weeks
+    total = weekly_total(weekly, weeks)
+    deviations = [(w * n - total) for w in weekly]
+    return pl.sum_horizontal(_counted([d * d for d in deviations], weeks))
 
 
-def population_cv(total: pl.Expr, scaled_sq_dev: pl.Expr, weeks: int) -> pl.Expr:
+def population_cv(total: pl.Expr, scaled_sq_dev: pl.Expr, weeks: pl.Expr | int) -> pl.Expr:
     """Population std / mean = sqrt(scaled_sq_dev / (n * total^2)); null unless total > 0."""
     return pl.when(total > 0).then((scaled_sq_dev / (total * total * weeks)).sqrt())
 
@@ -188,7 +207,7 @@ def population_cv(total: pl.Expr, scaled_sq_dev: pl.Expr, weeks: int) -> pl.Expr
 def xyz_class(
     total: pl.Expr,
     scaled_sq_dev: pl.Expr,
-    weeks: int,
+    weeks: pl.Expr | int,
     cutoffs: tuple[float, float] = (0.5, 1.0),
 ) -> pl.Expr:
     """X if cv <= x, Y if cv <= y, else Z (and Z for a zero mean), decided as cv^2 without
@@ -203,6 +222,16 @@ def xyz_class(
         .then(pl.lit("Y"))
         .otherwise(pl.lit("Z"))
     )
+
+
+def xyz_weeks(history: pl.Expr, weeks: int) -> pl.Expr:
+    """Whole trailing weeks in which the SKU could have sold: min(weeks, history_days // 7)."""
+    return (history // 7).clip(upper_bound=weeks).cast(pl.Int32)
+
+
+def when_judged(value: pl.Expr, weeks_counted: pl.Expr, min_weeks: int) -> pl.Expr:
+    """``value`` once the SKU has ``min_weeks`` weeks to judge by, else null (not yet classified)."""
+    return pl.when(weeks_counted >= min_weeks).then(value)
 
 
 def abc_rank() -> pl.Expr:
@@ -301,12 +330,11 @@ def seasonality_index(
     windows: tuple[int, int] = (30, 90),
     clip: tuple[float, float] = (0.1, 5.0),
 ) -> pl.Expr:
-    """(units_short / short) / (units_long / long), clipped; 1.0 when history < long or there
-    is no long-window demand. Computed as one division of exact products."""
+    """(units_short / short) / (units_long / long), clipped; null (not yet known) when history <
+    long, 1.0 when there is no long-window demand. Computed as one division of exact products."""
     short, long = windows
     ratio = (units_short * long) / (units_long * short)
-    known = (history >= long) & (units_long > 0)
-    return pl.when(known).then(ratio.clip(*clip)).otherwise(1.0)
+    return pl.when(history < long).then(None).when(units_long > 0).then(ratio.clip(*clip)).otherwise(1.0)
 
 
 # --- the taxonomy --------------------------------------------------------------------------------
@@ -379,6 +407,7 @@ def classify_window_totals(
     short, medium, long = config.windows
     weeks = config.xyz_weeks
     weekly = weekly_columns(weeks)
+    counted = pl.col("xyz_weeks")
     counters = COUNTERS
     velocity = (
         _master(sku_master)
@@ -386,19 +415,26 @@ def classify_window_totals(
         .filter(_in_population(evaluation_date))
         .with_columns(pl.col(counters).fill_null(0), *(w.fill_null(0.0) for w in weekly))
         .with_columns(
-            weekly_total(weekly).alias(WEEK_TOTAL),
-            scaled_squared_deviations(weekly).alias(WEEK_SQDEV),
             history_days(evaluation_date, history_start, pl.col("introduced_on")).alias(
                 "history_days"
             ),
         )
+        .with_columns(xyz_weeks(pl.col("history_days"), weeks).alias("xyz_weeks"))
+        .with_columns(
+            weekly_total(weekly, counted).alias(WEEK_TOTAL),
+            scaled_squared_deviations(weekly, counted).alias(WEEK_SQDEV),
+        )
         .with_columns(
             pl.lit(evaluation_date, pl.Date).alias("business_date"),
-            weekly_mean(weekly).alias("weekly_mean_12w"),
-            population_cv(pl.col(WEEK_TOTAL), pl.col(WEEK_SQDEV), weeks).alias("demand_cv"),
-            xyz_class(pl.col(WEEK_TOTAL), pl.col(WEEK_SQDEV), weeks, config.xyz_cutoffs).alias(
-                "xyz_class"
-            ),
+            weekly_mean(weekly, counted).alias("weekly_mean_12w"),
+            when_judged(
+                population_cv(pl.col(WEEK_TOTAL), pl.col(WEEK_SQDEV), counted), counted, config.xyz_min_weeks
+            ).alias("demand_cv"),
+            when_judged(
+                xyz_class(pl.col(WEEK_TOTAL), pl.col(WEEK_SQDEV), counted, config.xyz_cutoffs),
+                counted,
+                config.xyz_min_weeks,
+            ).alias("xyz_class"),
             cubic_velocity(pl.col("units_30d"), pl.col("unit_cube_ft3"), short).alias(
                 "cubic_velocity_ft3_per_day"
             ),
@@ -446,6 +482,14 @@ def class_shares(velocity: pl.DataFrame) -> dict[str, dict[str, int | float]]:
 
 
 # --- internals -----------------------------------------------------------------------------------
+
+
+def _counted(values: Sequence[pl.Expr], weeks: pl.Expr | int | None) -> list[pl.Expr]:
+    """The per-week values of the weeks that count (week w counts when w < weeks), others 0."""
+    if weeks is None:
+        return list(values)
+    n = pl.lit(weeks) if isinstance(weeks, int) else weeks
+    return [pl.when(n > w).then(v).otherwise(0.0) for w, v in enumerate(values)]
 
 
 def _week_name(week: int) -> str:

@@ -14,6 +14,8 @@ from velocity_platform.domain.deltas import (
     demand_spikes,
     late_arrivals,
     latest_commit,
+    spike_baseline,
+    spike_baseline_sql,
     unknown_skus,
 )
 from velocity_platform.domain.history import parse_erp_page
@@ -112,31 +114,35 @@ MASTER = pl.DataFrame(
 
 
 def baseline(**rows: tuple[float, int]) -> pl.DataFrame:
+    """sku_id=(peak_day_units, days_sold) over the 90 days before."""
     return pl.DataFrame(
-        {"sku_id": list(rows), "units_30d": [r[0] for r in rows.values()], "history_days": [r[1] for r in rows.values()]},
-        schema={"sku_id": pl.String, "units_30d": pl.Float64, "history_days": pl.Int32},
+        {"sku_id": list(rows), "peak_day_units": [r[0] for r in rows.values()], "days_sold": [r[1] for r in rows.values()]},
+        schema={"sku_id": pl.String, "peak_day_units": pl.Float64, "days_sold": pl.Int64},
     )
 
 
-def test_spikes_count_ordered_eaches_against_the_daily_rate_of_the_history_there_is():
+def test_spikes_count_ordered_eaches_against_the_skus_own_peak_day():
     lines = delta_lines(
         documents(
-            # SKU-A001: 3 cases = 36 eaches against 300 units / 30 days = 10 a day -> 3.6x.
+            # SKU-A001: 3 cases = 36 eaches against a peak day of 10 -> 3.6x.
             doc("SO-1", "2026-02-05T10:00:00Z", "2026-02-06T09:00:00Z", [line(1, "SKU-A001", 3, "CS")]),
             # Returns and adjustments are not demand.
             doc("RT-1", "2026-02-05T10:00:00Z", "2026-02-06T09:00:00Z", [line(1, "SKU-A001", 50)], txn_type="RETURN"),
             doc("AJ-1", "2026-02-05T10:00:00Z", "2026-02-06T09:00:00Z", [line(1, "SKU-A001", 50)], txn_type="ADJUSTMENT"),
-            # SKU-B002: 30 eaches; 60 units over its 6 days of history = 10 a day -> exactly 3x: not above.
+            # SKU-B002: 30 eaches against a peak day of 10 -> exactly 3x: not above.
             doc("SO-2", "2026-02-05T10:00:00Z", "2026-02-06T09:00:00Z", [line(1, "SKU-B002", 30)]),
-            # SKU-C003: never sold before, 25 eaches >= min units: a spike without a multiple.
-            doc("SO-3", "2026-02-05T10:00:00Z", "2026-02-06T09:00:00Z", [line(1, "SKU-C003", 25)]),
-            # SKU-D004: never sold before, 19 eaches: under the floor.
-            doc("SO-4", "2026-02-05T10:00:00Z", "2026-02-06T09:00:00Z", [line(1, "SKU-D004", 19), line(2, "SKU-D004", -5)]),
+            # SKU-C003: sold on only 2 days before: no range of its own yet, not judged.
+            doc("SO-3", "2026-02-05T10:00:00Z", "2026-02-06T09:00:00Z", [line(1, "SKU-C003", 2500)]),
+            # SKU-D004: never sold before (absent from the baseline): a launch, not a spike.
+            doc("SO-4", "2026-02-05T10:00:00Z", "2026-02-06T09:00:00Z", [line(1, "SKU-D004", 900), line(2, "SKU-D004", -5)]),
         ),
         TZ,
     )
-    spikes = demand_spikes(lines, MASTER, baseline(**{"SKU-A001": (300.0, 400), "SKU-B002": (60.0, 6)}), SpikePolicy(3.0, 20.0))
-    assert spikes.rows() == [("SKU-A001", 36.0, 10.0, 3.6), ("SKU-C003", 25.0, 0.0, None)]
+    rates = baseline(**{"SKU-A001": (10.0, 40), "SKU-B002": (10.0, 6), "SKU-C003": (1.0, 2)})
+    spikes = demand_spikes(lines, MASTER, rates, SpikePolicy(3.0, 20.0, 5))
+    assert spikes.rows() == [("SKU-A001", 36.0, 10.0, 3.6)]
+    # the defaults ask for 30x the peak day and 500 eaches: 36 is neither
+    assert demand_spikes(lines, MASTER, rates).is_empty()
 
 
 @settings(max_examples=60, deadline=None)
@@ -152,14 +158,16 @@ def test_spikes_count_ordered_eaches_against_the_daily_rate_of_the_history_there
     ),
     st.floats(0.5, 6.0),
     st.floats(0.0, 50.0),
+    st.integers(1, 8),
 )
-def test_spikes_match_a_line_by_line_reference(rows, multiple, min_units):
+def test_spikes_match_a_line_by_line_reference(rows, multiple, min_units, min_days_sold):
     records = [
         doc(f"SO-{i}", "2026-02-05T10:00:00Z", "2026-02-06T09:00:00Z", [line(1, sku, qty, uom)], txn_type=kind)
         for i, (sku, qty, uom, kind) in enumerate(rows)
     ]
-    rates = {"SKU-A001": (90.0, 30), "SKU-B002": (12.0, 3)}
-    spikes = demand_spikes(delta_lines(documents(*records), TZ), MASTER, baseline(**rates), SpikePolicy(multiple, min_units))
+    peaks = {"SKU-A001": (30.0, 7), "SKU-B002": (12.0, 3)}
+    policy = SpikePolicy(multiple, min_units, min_days_sold)
+    spikes = demand_spikes(delta_lines(documents(*records), TZ), MASTER, baseline(**peaks), policy)
     per_uom = {sku: {"EA": 1, "CS": c, "PL": p} for sku, c, p in MASTER.iter_rows()}
     units: dict[str, float] = {}
     for sku, qty, uom, kind in rows:
@@ -167,7 +175,27 @@ def test_spikes_match_a_line_by_line_reference(rows, multiple, min_units):
             units[sku] = units.get(sku, 0.0) + qty * per_uom[sku][uom]
     expected = set()
     for sku, total in units.items():
-        u30, days = rates.get(sku, (0.0, 30))
-        if total >= min_units and total > multiple * (u30 / days):
+        if sku not in peaks:
+            continue
+        peak, days_sold = peaks[sku]
+        if days_sold >= min_days_sold and total >= min_units and total > multiple * peak:
             expected.add((sku, total))
     assert set(zip(spikes["sku_id"], spikes["units"])) == expected
+
+
+def test_the_spike_baseline_is_the_same_from_sql_and_from_a_frame(tmp_path):
+    import duckdb
+
+    day = dt.date(2026, 2, 5)
+    daily = pl.DataFrame(
+        {
+            "business_date": [day, day - dt.timedelta(days=3), day - dt.timedelta(days=89), day - dt.timedelta(days=90), day],
+            "sku_id": ["SKU-A001", "SKU-A001", "SKU-A001", "SKU-A001", "SKU-B002"],
+            "units": [5.0, 12.0, 7.0, 400.0, 0.0],  # D-90 lies outside the 90 days ending D
+        }
+    )
+    with duckdb.connect(str(tmp_path / "w.duckdb")) as con:
+        con.execute("CREATE TABLE daily AS SELECT * FROM daily")
+        from_sql = con.execute(spike_baseline_sql("daily", day)).pl()
+    from_frame = spike_baseline(daily, day)
+    assert from_sql.sort("sku_id").rows() == from_frame.sort("sku_id").rows() == [("SKU-A001", 12.0, 3), ("SKU-B002", 0.0, 0)]

@@ -384,18 +384,18 @@ def test_seasonality_with_full_history():
     assert index["SKU-SL"] == pytest.approx(0.1)  # (1/30) / 1 = 0.033 -> clipped to 0.1
     assert index["SKU-S0"] == pytest.approx(0.1)  # 0 -> clipped to 0.1
     assert index["SKU-S3"] == pytest.approx(3.0)  # (90/30) / 1, inside [0.1, 5.0]
-    assert index["SKU-NEW"] == 1.0  # introduced D-50: 51 days of history
+    assert index["SKU-NEW"] is None  # introduced D-50: 51 days of history, not yet known
     assert history["SKU-NEW"] == 51
     assert index["SKU-NONE"] == 1.0  # units_90d == 0
     assert history["SKU-S2"] == 90  # D - (D-89) + 1
 
 
-def test_seasonality_is_one_below_90_days_of_history():
+def test_seasonality_is_not_known_below_90_days_of_history():
     out = classify_skus(
         demand(*SEASONAL_ROWS), master(*SEASONAL_MASTER), D, history_start=ago(88)
     )
     assert set(out["history_days"]) == {89, 51}
-    assert out["seasonality_index"].to_list() == [1.0] * out.height
+    assert out["seasonality_index"].to_list() == [None] * out.height
 
 
 def test_history_start_defaults_to_the_earliest_demand_date():
@@ -407,7 +407,7 @@ def test_history_start_defaults_to_the_earliest_demand_date():
     # earliest row D-88: 89 days
     short = classify_skus(demand(("SKU-A", 0, 90), ("SKU-B", 88, 1)), skus, D)
     assert column(short, "history_days") == {"SKU-A": 89, "SKU-B": 89}
-    assert column(short, "seasonality_index") == {"SKU-A": 1.0, "SKU-B": 1.0}
+    assert column(short, "seasonality_index") == {"SKU-A": None, "SKU-B": None}
     # a row before the window is ignored in the sums but still shows history since D-120
     older = classify_skus(demand(("SKU-A", 0, 90), ("SKU-B", 120, 1)), skus, D)
     assert column(older, "history_days") == {"SKU-A": 121, "SKU-B": 121}

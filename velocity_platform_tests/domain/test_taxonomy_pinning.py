@@ -117,11 +117,11 @@ def test_cubic_velocity_and_coi():
 def test_seasonality_needs_ninety_days_of_history():
     rows = [("XMAS", 5, 60, 6), ("XMAS", 70, 30, 3)]  # 60 in the last 30 days, 90 in the last 90
     skus = {"XMAS": 1.0}
-    # (60 / 30) / (90 / 90) = 2.0 with 90 days of history; 1.0 with 89
+    # (60 / 30) / (90 / 90) = 2.0 with 90 days of history; not yet known (null) with 89
     full = classify_skus(demand(rows), master(skus), D, history_start=D - dt.timedelta(days=89))
     short = classify_skus(demand(rows), master(skus), D, history_start=D - dt.timedelta(days=88))
     assert full["seasonality_index"][0] == pytest.approx(2.0)
-    assert short["seasonality_index"][0] == 1.0
+    assert short["seasonality_index"][0] is None
     # a product out of season: 1 unit in 30 days of 90 in 90 -> 1/30 -> clipped to 0.1
     faded = classify_skus(demand([("FADE", 1, 1, 1), ("FADE", 60, 89, 9)]), master({"FADE": 1.0}), D, history_start=dt.date(2010, 12, 1))
     assert faded["seasonality_index"][0] == pytest.approx(0.1)

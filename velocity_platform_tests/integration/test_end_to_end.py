@@ -108,6 +108,8 @@ def test_summary_reconciles(three_days):
     summary = summarize(DATES, outcomes, erp_lines, platform.settings)
     assert summary["erp_lines"] == summary["raw_lines"] == summary["validated_lines"] + summary["dead_letter_lines"]
     assert summary["skus_classified"] == sum(summary["abc_counts"].values()) > 0
+    # three days of history are not the eight weeks XYZ needs: every SKU is shown apart, none as Z
+    assert summary["xyz_counts"] == {"not yet classified": summary["skus_classified"]}
     assert summary["directives"] == summary["directives_acked"]
     assert summary["checks_failed"] == 0
 

@@ -129,7 +129,7 @@ def test_after_a_restart_the_cursor_resumes_with_new_skus_and_spikes(world, seco
     grown = {day.isoformat() for day in BUILT if erp_lines(platform, day) > counts_before[day]}
 
     with dg.DagsterInstance.get() as restarted:
-        resumed = tick(restarted, json.dumps(stored), spike_multiple=1.5, spike_min_units=5.0)
+        resumed = tick(restarted, json.dumps(stored), spike_multiple=1.5, spike_min_units=5.0, spike_min_days_sold=1)
 
     requests = late_requests(resumed)
     assert set(requests) == grown
@@ -145,8 +145,8 @@ def test_after_a_restart_the_cursor_resumes_with_new_skus_and_spikes(world, seco
     assert {e.partition for e in spikes} == {BUILT[-1].isoformat()}
     for event in spikes:
         units = event.metadata["units_since_last_tick"].value
-        rate = event.metadata["daily_rate_30d"].value
-        assert units >= 5.0 and units > 1.5 * rate
+        peak = event.metadata["peak_day_units_90d"].value
+        assert units >= 5.0 and units > 1.5 * peak
     units_seen = [e.metadata["units_since_last_tick"].value for e in spikes]
     assert units_seen == sorted(units_seen, reverse=True)
     assert {r.job_name for r in resumed.run_requests} <= {"late_arrival_refresh", "sku_master_refresh"}

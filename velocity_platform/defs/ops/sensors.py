@@ -43,6 +43,7 @@ from velocity_platform.domain.deltas import (
     digest,
     late_arrivals,
     latest_commit,
+    spike_baseline_sql,
     unknown_skus,
 )
 from velocity_platform.domain.history import parse_erp_page
@@ -227,10 +228,10 @@ def read_tables(
     candidates: pl.DataFrame,
     baseline_day: dt.date | None,
 ) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
-    """(txn_ids the built partitions hold among the candidates, SKU master, 30-day baseline)."""
+    """(txn_ids the built partitions hold among the candidates, SKU master, each SKU's peak day of 90)."""
     held = pl.DataFrame(schema={"business_date": pl.Date, "txn_id": pl.String})
     master = pl.DataFrame(schema={"sku_id": pl.String, "case_qty": pl.Int32, "pallet_qty": pl.Int32})
-    baseline = pl.DataFrame(schema={"sku_id": pl.String, "units_30d": pl.Float64, "history_days": pl.Int32})
+    baseline = pl.DataFrame(schema={"sku_id": pl.String, "peak_day_units": pl.Float64, "days_sold": pl.Int64})
     with warehouse_tables.get_connection() as con:
         tables = {row[0] for row in con.execute(
             "SELECT table_name FROM information_schema.tables WHERE table_schema = 'warehouse'"
@@ -246,26 +247,24 @@ def read_tables(
             ).pl()
         if "sku_master" in tables:
             master = con.execute("SELECT sku_id, case_qty, pallet_qty FROM warehouse.sku_master").pl()
-        if "sku_velocity" in tables and baseline_day is not None:
-            baseline = con.execute(
-                "SELECT sku_id, units_30d, history_days FROM warehouse.sku_velocity WHERE business_date = ?", [baseline_day]
-            ).pl()
+        if "daily_sku_demand" in tables and baseline_day is not None:
+            baseline = con.execute(spike_baseline_sql("warehouse.daily_sku_demand", baseline_day)).pl()
     return held, master, baseline
 
 
 def spike_observation(row: dict, baseline_day: dt.date, since: dt.datetime, through: dt.datetime) -> dg.AssetObservation:
-    multiple = row["multiple_of_daily_rate"]
+    multiple = row["multiple_of_peak_day"]
     return dg.AssetObservation(
         asset_key="sku_velocity",
         partition=baseline_day.isoformat(),
         description=f"demand spike: {row['sku_id']} ordered {row['units']:,.0f} eaches since the last tick, "
-        + (f"{multiple:,.1f}x its 30-day daily rate" if multiple is not None else "with no demand in the 30 days before")
+        + (f"{multiple:,.1f}x its largest day of the 90 before" if multiple is not None else "after 90 days of none")
         + "; recorded only, no move is made for a spike",
         metadata={
             "sku_id": row["sku_id"],
             "units_since_last_tick": dg.MetadataValue.float(row["units"]),
-            "daily_rate_30d": dg.MetadataValue.float(row["daily_rate_30d"]),
-            "multiple_of_daily_rate": dg.MetadataValue.float(multiple) if multiple is not None else "no 30-day demand",
+            "peak_day_units_90d": dg.MetadataValue.float(row["peak_day_units"]),
+            "multiple_of_peak_day": dg.MetadataValue.float(multiple) if multiple is not None else "no peak day",
             "committed_from": since.isoformat(timespec="seconds"),
             "committed_through": through.isoformat(timespec="seconds"),
             "baseline_date": baseline_day.isoformat(),
@@ -316,7 +315,12 @@ def erp_delta_sensor(
     late = late_arrivals(lines, built, held)
     new_skus = unknown_skus(lines, master)
     spikes = (
-        demand_spikes(lines, master, baseline, SpikePolicy(operations.spike_multiple, operations.spike_min_units))
+        demand_spikes(
+            lines,
+            master,
+            baseline,
+            SpikePolicy(operations.spike_multiple, operations.spike_min_units, operations.spike_min_days_sold),
+        )
         if baseline_day is not None
         else pl.DataFrame()
     )

@@ -15,20 +15,31 @@ from velocity_platform.defs.partitions import (
     partition_dates,
     window,
 )
-from velocity_platform.defs.resources import table_columns
+from velocity_platform.defs.resources import WarehouseResource, table_columns
 from velocity_platform.domain.pick_rate import PickRateConfig, with_pick_rates
-from velocity_platform.domain.taxonomy import classify_window_totals, demand_per_sku_sql
+from velocity_platform.domain.taxonomy import UNCLASSIFIED, TaxonomyConfig, classify_window_totals, demand_per_sku_sql
 
 VELOCITY_WINDOW_DAYS = 90
 # Where the I/O manager keeps daily_sku_demand (schema "warehouse", table named after the asset).
 DEMAND_TABLE = "warehouse.daily_sku_demand"
 
 
+def xyz_counts(velocity: pl.DataFrame) -> dict[str, int]:
+    """SKUs per XYZ class, the SKUs without enough weeks on sale counted apart as UNCLASSIFIED."""
+    counts = velocity.group_by(pl.col("xyz_class").fill_null(UNCLASSIFIED)).len().sort("xyz_class")
+    return dict(counts.iter_rows())
+
+
 def class_table(velocity: pl.DataFrame) -> str:
-    counts = velocity.group_by("abc_class", "xyz_class").len().pivot(
-        on="xyz_class", index="abc_class", values="len"
-    ).fill_null(0).sort("abc_class")
-    xyz = [c for c in ("X", "Y", "Z") if c in counts.columns]
+    counts = (
+        velocity.with_columns(pl.col("xyz_class").fill_null(UNCLASSIFIED))
+        .group_by("abc_class", "xyz_class")
+        .len()
+        .pivot(on="xyz_class", index="abc_class", values="len")
+        .fill_null(0)
+        .sort("abc_class")
+    )
+    xyz = [c for c in ("X", "Y", "Z", UNCLASSIFIED) if c in counts.columns]
     header = "| ABC \\ XYZ | " + " | ".join(xyz) + " |\n|---|" + "---:|" * len(xyz)
     rows = "\n".join(
         f"| {row['abc_class']} | " + " | ".join(f"{row[c]:,}" for c in xyz) + " |" for row in counts.iter_rows(named=True)
@@ -52,13 +63,18 @@ def history_start(context: dg.AssetExecutionContext) -> dt.date:
     group_name="velocity",
     kinds={"duckdb", "polars"},
     pool=DUCKDB_POOL,
-    description="Per SKU at the evaluation date: windowed demand, ABC / XYZ class, cubic velocity, COI, seasonality.",
+    description="Per SKU at the evaluation date: windowed demand, ABC / XYZ class, cubic velocity, COI, seasonality. "
+    "XYZ, demand_cv and seasonality are null (not yet classified) until the SKU has the weeks on sale they need.",
 )
 def sku_velocity(
-    context: dg.AssetExecutionContext, warehouse_tables: DuckDBResource, sku_master: pl.DataFrame
+    context: dg.AssetExecutionContext,
+    warehouse: WarehouseResource,
+    warehouse_tables: DuckDBResource,
+    sku_master: pl.DataFrame,
 ) -> pl.DataFrame:
     days = partition_dates(context)  # one date, or a backfill's range: each classified on its own window
     start = history_start(context)
+    config = TaxonomyConfig(xyz_min_weeks=warehouse.xyz_min_weeks)
     with warehouse_tables.get_connection() as con:
         if not table_columns(con, *DEMAND_TABLE.split(".")):
             raise dg.Failure(
@@ -73,7 +89,7 @@ def sku_velocity(
         ).pl()
         velocity = pl.concat(
             with_pick_rates(
-                classify_window_totals(con.execute(demand_per_sku_sql(DEMAND_TABLE, day)).pl(), sku_master, day, start),
+                classify_window_totals(con.execute(demand_per_sku_sql(DEMAND_TABLE, day, config)).pl(), sku_master, day, start, config),
                 daily_lines,
                 day,
                 rates,
@@ -87,7 +103,7 @@ def sku_velocity(
         ).fetchone()[0]
     latest = velocity.filter(pl.col("business_date") == last)
     abc = dict(latest.group_by("abc_class").len().iter_rows())
-    xyz = dict(latest.group_by("xyz_class").len().iter_rows())
+    xyz = xyz_counts(latest)
     context.add_output_metadata(
         {
             "dagster/row_count": velocity.height,
@@ -95,6 +111,8 @@ def sku_velocity(
             "days_of_demand_loaded": days_loaded,
             "abc_counts": abc,
             "xyz_counts": xyz,
+            # why a SKU has no XYZ class: fewer whole weeks on sale than the minimum
+            "xyz_min_weeks": warehouse.xyz_min_weeks,
             "classes": dg.MetadataValue.md(class_table(latest)),
             "skus_with_promotional_days": latest.filter(pl.col("promo_days_28d") > 0).height,
             "promotional_uplift_lines_28d": int(latest["promo_uplift_lines_28d"].sum()),

@@ -1,10 +1,12 @@
-"""Signals on the velocity classes: a Pareto shape gone odd, a SKU's velocity jumping in a day."""
+"""Signals on the velocity classes, judged against what is normal for this warehouse: class
+shares off the Pareto shape or jumping in a day, and velocity changes out of the ordinary."""
 
 
 import datetime as dt
 
 import dagster as dg
 import polars as pl
+from dagster_duckdb import DuckDBResource
 
 from velocity_platform.defs.partitions import (
     DUCKDB_POOL,
@@ -15,11 +17,27 @@ from velocity_platform.defs.partitions import (
     window,
 )
 from velocity_platform.defs.resources import OperationsResource
-from velocity_platform.domain.signals import EXPECTED_SKU_SHARE, day_on_day_changes, pareto_shape
+from velocity_platform.defs.velocity.assets import history_start
+from velocity_platform.domain.signals import (
+    EXPECTED_SKU_SHARE,
+    ParetoVerdict,
+    VelocityChangePolicy,
+    VelocityChangeVerdict,
+    changed_sku_counts,
+    pareto_verdict,
+    usual_line_sizes_sql,
+    velocity_change_verdict,
+)
 
 PARETO_CHECK = "class_shares_follow_pareto"
 DAY_ON_DAY_CHECK = "velocity_change_within_factor"
 VELOCITY_WINDOW = 30
+BASELINE_DAYS = VelocityChangePolicy().baseline_days
+# Where the I/O manager keeps sales_history (schema "warehouse", table named after the asset).
+HISTORY_TABLE = "warehouse.sales_history"
+# What the signals read of their inputs: a large day's lines carry many more columns.
+DEMAND_COLUMNS = ["business_date", "sku_id", "units"]
+LINE_COLUMNS = ["business_date", "sku_id", "txn_type", "quantity_eaches"]
 
 
 def _md_table(frame: pl.DataFrame, limit: int = 15) -> str:
@@ -34,59 +52,102 @@ def _md_table(frame: pl.DataFrame, limit: int = 15) -> str:
     return f"{head}\n{rows}{more}"
 
 
+def _pareto_date(verdict: ParetoVerdict, day: dt.date) -> DateVerdict:
+    if verdict.not_judged:
+        return DateVerdict(True, {"not_judged": verdict.not_judged}, None, dg.AssetCheckSeverity.WARN)
+    metadata = {f"{r['abc_class']}_sku_share": dg.MetadataValue.float(r["sku_share"]) for r in verdict.shape.iter_rows(named=True)}
+    if verdict.largest_shift is not None:
+        metadata["largest_shift"] = dg.MetadataValue.float(verdict.largest_shift)
+    description = None
+    if verdict.problems:
+        description = (
+            f"{day}: " + "; ".join(verdict.problems) + ". Check daily_sku_demand for unconverted units of measure "
+            "or one giant line before trusting the moves."
+        )
+    return DateVerdict(verdict.passed, metadata, description, dg.AssetCheckSeverity.WARN)
+
+
 @dg.asset_check(
     asset="sku_velocity",
     name=PARETO_CHECK,
     partitions_def=business_days,
     pool=DUCKDB_POOL,
-    description="Each ABC class's share of SKUs sits near the expected Pareto shape (A 20%, B 30%, C 50%).",
+    # D and D-30 of daily demand: yesterday's 30-day units, for yesterday's class shares.
+    additional_ins={
+        "daily_sku_demand": dg.AssetIn(partition_mapping=window(VELOCITY_WINDOW), metadata={"columns": DEMAND_COLUMNS})
+    },
+    description="Each ABC class's share of SKUs sits near the Pareto shape (A 20%, B 30%, C 50%) and near "
+    "yesterday's share; not judged before the warehouse has 30 days of history.",
 )
 def class_shares_follow_pareto(
-    context: dg.AssetCheckExecutionContext, operations: OperationsResource, sku_velocity: pl.DataFrame
+    context: dg.AssetCheckExecutionContext,
+    operations: OperationsResource,
+    sku_velocity: pl.DataFrame,
+    daily_sku_demand: pl.DataFrame,
 ) -> dg.AssetCheckResult:
     days = partition_dates(context)  # a backfill's range: every date judged, the worst one shown
-    shapes = {day: pareto_shape(sku_velocity.filter(pl.col("business_date") == day), operations.pareto_tolerance) for day in days}
-    dates_off = [day for day, shape in shapes.items() if not shape["within"].all()]
-    record_per_date(
-        context,
-        "sku_velocity",
-        PARETO_CHECK,
-        {
-            day: DateVerdict(
-                bool(shape["within"].all()),
-                {f"{r['abc_class']}_sku_share": dg.MetadataValue.float(r["sku_share"]) for r in shape.iter_rows(named=True)},
-                None if shape["within"].all() else "class shares off the Pareto shape: see the run's result for the figures",
-                dg.AssetCheckSeverity.WARN,
-            )
-            for day, shape in shapes.items()
-        },
-    )
-    shown = dates_off[-1] if dates_off else days[-1]
-    shape = shapes[shown]
-    off = shape.filter(~pl.col("within"))
-    by_class = {row["abc_class"]: row for row in shape.iter_rows(named=True)}
+    start = history_start(context)
+    found = {
+        day: pareto_verdict(
+            sku_velocity.filter(pl.col("business_date") == day),
+            daily_sku_demand,
+            day,
+            (day - start).days + 1,
+            operations.pareto_tolerance,
+            operations.pareto_shift_max,
+            VELOCITY_WINDOW,
+        )
+        for day in days
+    }
+    dated = {day: _pareto_date(verdict, day) for day, verdict in found.items()}
+    record_per_date(context, "sku_velocity", PARETO_CHECK, dated)
+    failing = [day for day, verdict in found.items() if not verdict.passed]
+    shown = failing[-1] if failing else days[-1]
+    verdict = found[shown]
+    figures = dict(dated[shown].metadata)
+    if verdict.shape is not None:
+        by_class = {row["abc_class"]: row for row in verdict.shape.iter_rows(named=True)}
+        figures.update({f"{c}_units_share": dg.MetadataValue.float(by_class[c]["units_share"]) for c in by_class})
+        figures["skus"] = int(verdict.shape["skus"].sum())
+        table = verdict.shape.drop("within")
+        if verdict.shift is not None:
+            table = table.join(verdict.shift.select("abc_class", "sku_share_yesterday", "shift"), on="abc_class")
+        figures["shares"] = dg.MetadataValue.md(_md_table(table))
     return dg.AssetCheckResult(
-        passed=off.is_empty(),
+        passed=not failing,
         severity=dg.AssetCheckSeverity.WARN,
         metadata={
-            **{f"{c}_sku_share": dg.MetadataValue.float(by_class[c]["sku_share"]) for c in by_class},
-            **{f"{c}_units_share": dg.MetadataValue.float(by_class[c]["units_share"]) for c in by_class},
+            **figures,
             "expected_sku_share": EXPECTED_SKU_SHARE,
             "tolerance": dg.MetadataValue.float(operations.pareto_tolerance),
-            "skus": int(shape["skus"].sum()),
-            "shares": dg.MetadataValue.md(_md_table(shape.drop("within"))),
-            **({"shown_for": str(shown), "dates_off_shape": len(dates_off)} if len(days) > 1 else {}),
+            "shift_max": dg.MetadataValue.float(operations.pareto_shift_max),
+            **({"shown_for": str(shown), "dates_off_shape": len(failing)} if len(days) > 1 else {}),
         },
         description=None
-        if off.is_empty()
-        else (f"{shown} (one of {len(dates_off)} dates off shape): " if len(days) > 1 else "")
-        + "; ".join(
-            f"class {r['abc_class']} holds {r['sku_share']:.1%} of SKUs (expected {r['expected_sku_share']:.0%} "
-            f"± {operations.pareto_tolerance:.0%})"
-            for r in off.iter_rows(named=True)
-        )
-        + ". Check daily_sku_demand for unconverted units of measure or one giant line before trusting the moves.",
+        if not failing
+        else (f"one of {len(failing)} dates off shape: " if len(days) > 1 else "") + (dated[shown].description or ""),
     )
+
+
+def _unusual_lines_today(
+    warehouse_tables: DuckDBResource, lines_today: pl.DataFrame, day: dt.date, policy: VelocityChangePolicy
+) -> pl.DataFrame:
+    """The usual line of the SKUs with enough lines today, from the sales history stored before it."""
+    busy = (
+        lines_today.filter(pl.col("txn_type") == "ORDER")
+        .group_by("sku_id")
+        .len()
+        .filter(pl.col("len") >= policy.min_lines_today)
+        .select("sku_id")
+    )
+    if busy.is_empty():
+        return pl.DataFrame(schema={"sku_id": pl.String, "usual_line_units": pl.Float64, "lines_before": pl.Int64})
+    with warehouse_tables.get_connection() as con:
+        con.register("busy_skus", busy.to_arrow())
+        try:
+            return con.execute(usual_line_sizes_sql(HISTORY_TABLE, day, policy.line_days, "busy_skus")).pl()
+        finally:
+            con.unregister("busy_skus")
 
 
 @dg.asset_check(
@@ -94,60 +155,85 @@ def class_shares_follow_pareto(
     name=DAY_ON_DAY_CHECK,
     partitions_def=business_days,
     pool=DUCKDB_POOL,
-    # D-30..D of daily demand: the day that entered the 30-day window and the one that left it.
-    additional_ins={"daily_sku_demand": dg.AssetIn(partition_mapping=window(VELOCITY_WINDOW))},
-    description="No SKU's 30-day velocity changes by more than the configured factor from one day to the next.",
+    # The 30-day sums of D and the 28 days before it (the usual count), and the day's own lines.
+    additional_ins={
+        "daily_sku_demand": dg.AssetIn(
+            partition_mapping=window(VELOCITY_WINDOW + BASELINE_DAYS), metadata={"columns": DEMAND_COLUMNS}
+        ),
+        "sales_history": dg.AssetIn(metadata={"columns": LINE_COLUMNS}),
+    },
+    description="The day's velocity changes are usual for this warehouse: no more SKUs change their 30-day units "
+    "by more than 3x than on a normal day of the four weeks before, and no SKU's order lines are all more than "
+    "12x (or under 1/12 of) its usual line -- the mark of an unconverted unit of measure.",
 )
 def velocity_change_within_factor(
     context: dg.AssetCheckExecutionContext,
     operations: OperationsResource,
-    sku_velocity: pl.DataFrame,
+    warehouse_tables: DuckDBResource,
     daily_sku_demand: pl.DataFrame,
+    sales_history: pl.DataFrame,
 ) -> dg.AssetCheckResult:
     days = partition_dates(context)
-    found = [
-        day_on_day_changes(
-            sku_velocity.filter(pl.col("business_date") == day),
-            daily_sku_demand,
-            day,
-            operations.day_on_day_factor,
-            operations.day_on_day_min_units,
-            VELOCITY_WINDOW,
+    policy = VelocityChangePolicy(factor=operations.day_on_day_factor, min_units=operations.day_on_day_min_units)
+    start = history_start(context)
+    counts = changed_sku_counts(
+        daily_sku_demand, days[0] - dt.timedelta(days=BASELINE_DAYS), days[-1], start, policy
+    )
+    verdicts: dict[dt.date, VelocityChangeVerdict] = {}
+    for day in days:
+        today = sales_history.filter(pl.col("business_date") == day)
+        usual = _unusual_lines_today(warehouse_tables, today, day, policy)
+        verdicts[day] = velocity_change_verdict(day, (day - start).days + 1, counts, today, usual, policy)
+
+    def figures(v: VelocityChangeVerdict) -> dict:
+        return {
+            **({"not_judged": v.not_judged} if v.not_judged else {}),
+            **({"skus_changed": v.skus_changed} if v.skus_changed is not None else {}),
+            **({"usual_limit": dg.MetadataValue.float(v.usual_limit)} if v.usual_limit is not None else {}),
+            "skus_with_unusual_lines": v.unusual_lines.height,
+        }
+
+    def describe(day: dt.date, v: VelocityChangeVerdict) -> str | None:
+        if v.passed:
+            return None
+        parts = []
+        if v.count_off:
+            parts.append(
+                f"{v.skus_changed:,} SKUs' 30-day units changed by more than {policy.factor:g}x since "
+                f"{day - dt.timedelta(days=1)}, above this warehouse's usual {v.usual_limit:,.1f}"
+            )
+        if not v.unusual_lines.is_empty():
+            first = v.unusual_lines.row(0, named=True)
+            parts.append(
+                f"{v.unusual_lines.height} SKU(s) with every line out of its usual size (first: {first['sku_id']}, "
+                f"median line {first['median_line_today']:,.0f} vs usual {first['usual_line_units']:,.0f} eaches)"
+            )
+        return f"{day}: " + "; ".join(parts) + (
+            ". Look for a unit of measure not converted (cases read as eaches, or the reverse) or a bulk load "
+            "in those SKUs' lines before their moves are trusted."
         )
-        for day in days
-    ]
+
     record_per_date(
         context,
         "sku_velocity",
         DAY_ON_DAY_CHECK,
-        {
-            day: DateVerdict(
-                frame.is_empty(),
-                {"skus_compared": n, "skus_changed": frame.height},
-                None if frame.is_empty() else f"{frame.height:,} SKUs' 30-day units changed by more than "
-                f"{operations.day_on_day_factor:g}x since {day - dt.timedelta(days=1)} (first: {frame['sku_id'][0]})",
-                dg.AssetCheckSeverity.WARN,
-            )
-            for day, (frame, n) in zip(days, found, strict=True)
-        },
+        {day: DateVerdict(v.passed, figures(v), describe(day, v), dg.AssetCheckSeverity.WARN) for day, v in verdicts.items()},
     )
-    changed = pl.concat([frame for frame, _ in found], how="diagonal_relaxed")
-    compared = sum(n for _, n in found)
-    day = days[-1]
+    failing = [(day, v) for day, v in verdicts.items() if not v.passed]
+    shown_day, shown = failing[-1] if failing else (days[-1], verdicts[days[-1]])
+    lines = pl.concat([v.unusual_lines.with_columns(pl.lit(d).alias("business_date")) for d, v in verdicts.items()], how="diagonal_relaxed")
     return dg.AssetCheckResult(
-        passed=changed.is_empty(),
+        passed=not failing,
         severity=dg.AssetCheckSeverity.WARN,
         metadata={
-            "skus_compared": compared,
-            "skus_changed": changed.height,
-            "factor": dg.MetadataValue.float(operations.day_on_day_factor),
-            "min_units_30d": dg.MetadataValue.float(operations.day_on_day_min_units),
-            "largest_changes": dg.MetadataValue.md(_md_table(changed)),
+            **figures(shown),
+            "factor": dg.MetadataValue.float(policy.factor),
+            "min_units_30d": dg.MetadataValue.float(policy.min_units),
+            "line_factor": dg.MetadataValue.float(policy.line_factor),
+            "unusual_lines": dg.MetadataValue.md(_md_table(lines)),
+            **({"shown_for": str(shown_day), "dates_failing": len(failing)} if len(days) > 1 else {}),
         },
         description=None
-        if changed.is_empty()
-        else f"{changed.height:,} SKUs' 30-day units changed by more than {operations.day_on_day_factor:g}x "
-        + (f"since {day - dt.timedelta(days=1)}" if len(days) == 1 else f"from one day to the next in {days[0]} .. {day}")
-        + f" (first: {changed['sku_id'][0]}); look for a bulk order or a unit-of-measure "
-        "error in that SKU's lines before its move is trusted.",
+        if not failing
+        else (f"one of {len(failing)} dates: " if len(days) > 1 else "") + (describe(shown_day, shown) or ""),
     )
