@@ -71,6 +71,8 @@ def test_every_other_line_is_read_and_the_counts_reconcile(broken_export):
     dead = checked.rejects.filter(pl.col("raw_payload") == LINES[2][0].decode())
     assert dead["reasons"][0].to_list() == [broken_export.unparsed_lines.filter(pl.col("line") == 3)["reason"][0]]
     assert dead["source_batch"][0].endswith(":line-3")
+    # one broken line, not a page lost whole: it counts towards the dead-letter rate like any other
+    assert set(checked.rejects.filter(pl.col("source_batch").str.contains(":line-(3|5|6|7)$"))["fields"].explode()) == {"line"}
 
 
 def test_a_broken_line_is_filed_on_the_business_date_of_the_line_before_it(broken_export, tmp_path):
