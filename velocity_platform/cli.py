@@ -578,8 +578,15 @@ def _sqlite_file(url: str) -> Path | None:
 # --- parser ----------------------------------------------------------------------------------------
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a usage mistake said in one line (the usage is one `--help` away)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="velocity-platform", description=__doc__)
+    parser = _Parser(prog="velocity-platform", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
     simulate = commands.add_parser("simulate", help="run the ERP or WMS simulator in the foreground")
