@@ -91,19 +91,25 @@ def run_range(
     return outcomes
 
 
-def run_together(dates: list[dt.date], resource_config: dict[str, dict] | None = None) -> DayOutcome:
-    """Materialize every asset for consecutive dates in one run, as a backfill run does (see
-    BACKFILL_POLICY); the outcome is dated with the last date and covers them all."""
-    from dagster import DagsterInstance
+def run_together(
+    dates: list[dt.date], resource_config: dict[str, dict] | None = None, assets: list[str] | None = None
+) -> DayOutcome:
+    """Materialize every asset (or only `assets`, with their checks) for consecutive dates in one
+    run, as a backfill run does (see BACKFILL_POLICY); the outcome is dated with the last date
+    and covers them all."""
+    from dagster import AssetKey, DagsterInstance
 
     from velocity_platform.definitions import defs
 
     job = defs().resolve_job_def(JOB_NAME)
     run_config = {**QUIET_CONSOLE, "resources": {k: {"config": v} for k, v in (resource_config or {}).items()}}
     tags = {RANGE_START_TAG: dates[0].isoformat(), RANGE_END_TAG: dates[-1].isoformat()}
+    selection = [AssetKey(name) for name in assets] if assets else None
     started = time.perf_counter()
     with DagsterInstance.get() as instance:
-        result = job.execute_in_process(instance=instance, tags=tags, raise_on_error=False, run_config=run_config)
+        result = job.execute_in_process(
+            instance=instance, tags=tags, raise_on_error=False, run_config=run_config, asset_selection=selection
+        )
     return _outcome(dates[-1], result, time.perf_counter() - started)
 
 
@@ -117,6 +123,18 @@ def _outcome(day: dt.date, result, seconds: float) -> DayOutcome:
         error = failure.step_failure_data.error.message.strip() if failure and failure.step_failure_data.error else "run failed"
     return DayOutcome(day, result.success, seconds, len(evaluations) - len(failed), failed, error)
 
+
+# What a velocity window reads (daily_sku_demand) and everything it is built from, with their
+# gates: the history the demo builds in one run before its nights.
+DEMAND_ASSETS = [
+    "sku_master",
+    "raw_transactions",
+    "validated_transactions",
+    "dead_letter_transactions",
+    "sales_history",
+    "daily_sku_demand",
+]
+# The class counts' name for SKUs without a class yet (too little history to judge).
 
 # The tags a backfill puts on a run that covers a range of partitions.
 RANGE_START_TAG = "dagster/asset_partition_range_start"

@@ -100,6 +100,152 @@ def _wms_config(args: argparse.Namespace):
     )
 
 
+# --- configuration mistakes: one clear line and exit 2, never a traceback -------------------------
+
+
+class ConfigurationError(Exception):
+    """A mistake in how a command is set up (a variable, a URL, a directory, dates): `main` prints
+    it as one line naming what to change and exits 2."""
+
+
+# Where each upstream is named on the command line and in the environment.
+UPSTREAMS = {
+    "ERP": ("VELOCITY_ERP_URL", "--erp-url", "VELOCITY_ERP_TOKEN", DEV_ERP_TOKEN),
+    "WMS": ("VELOCITY_WMS_URL", "--wms-url", "VELOCITY_WMS_TOKEN", DEV_WMS_TOKEN),
+}
+# A request that answers at all proves the upstream is there: the count of one date (ERP) and
+# one assignment (WMS), each an endpoint the nightly run reads anyway.
+PROBES = {"ERP": "/v1/transactions/count?business_date={first}", "WMS": "/v1/slotting/assignments?limit=1"}
+PROBE_ATTEMPTS = 3
+PROBE_TIMEOUT_S = 3.0
+
+
+def _settings():
+    from velocity_platform.settings import Settings
+
+    try:
+        return Settings.from_env()
+    except ValueError as exc:
+        raise ConfigurationError(f"a VELOCITY_* setting is not valid ({exc}); fix or unset it") from None
+
+
+def _dagster_yaml_template() -> Path:
+    """The instance template: ./dagster.yaml in a checkout, else the one beside the package."""
+    here = Path.cwd() / "dagster.yaml"
+    return here if here.exists() else Path(__file__).resolve().parents[1] / "dagster.yaml"
+
+
+def _check_dates(first: dt.date, last: dt.date, settings, *, partitioned_from_settings: bool = True) -> None:
+    """The range is in order, and every date is a business date the partitions hold."""
+    from zoneinfo import ZoneInfo
+
+    if last < first:
+        raise ConfigurationError(f"--to {last} is before --from {first}; give the earlier date with --from")
+    if partitioned_from_settings and first < settings.first_partition_date:
+        raise ConfigurationError(
+            f"--from {first} is before the first business date {settings.first_partition_date}; "
+            f"set VELOCITY_FIRST_PARTITION_DATE={first} (or an earlier date) to build it"
+        )
+    today = dt.datetime.now(ZoneInfo(settings.timezone)).date()
+    if last >= today:
+        raise ConfigurationError(
+            f"--to {last} has not ended yet in {settings.timezone}; the last business date that can be built is "
+            f"{today - dt.timedelta(days=1)}"
+        )
+
+
+def _check_state_writable(settings) -> None:
+    """Dagster's home, the DuckDB file's and the store's directories exist and take a file."""
+    import tempfile
+
+    from velocity_platform.settings import LOCAL_STATE_DIR
+
+    home = Path(os.environ.get("DAGSTER_HOME") or LOCAL_STATE_DIR / "dagster_home")
+    directories = {home: "DAGSTER_HOME", Path(settings.duckdb_path).parent: "VELOCITY_DUCKDB_PATH"}
+    store = _sqlite_file(settings.store_url)
+    if store:
+        directories.setdefault(store.parent, "VELOCITY_STORE_URL")
+    for directory, variable in directories.items():
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=directory):
+                pass
+        except OSError as exc:
+            reason = exc.strerror or type(exc).__name__
+            raise ConfigurationError(
+                f"the state directory {directory} is not writable ({reason}); set VELOCITY_STATE_DIR "
+                f"(or {variable}) to a directory you can write"
+            ) from None
+
+
+def _check_tokens(systems: list[str]) -> None:
+    """The bearer token of each upstream the run talks to is set (its value is never shown)."""
+    missing = [(name, UPSTREAMS[name]) for name in systems if not os.environ.get(UPSTREAMS[name][2], "").strip()]
+    if not missing:
+        return
+    names = " and ".join(variable for _, (_, _, variable, _) in missing)
+    how = "; ".join(f"export {variable}=<the {name}'s token>" for name, (_, _, variable, _) in missing)
+    dev = ", ".join(f"{dev_token}" for _, (_, _, _, dev_token) in missing)
+    raise ConfigurationError(
+        f"{names} {'is' if len(missing) == 1 else 'are'} not set: {how} (the local simulators of `make dev` take {dev})"
+    )
+
+
+def _check_reachable(name: str, url: str, first: dt.date) -> None:
+    """One request the run would make anyway, a few times: an answer of any kind but a refused
+    token means the upstream is there; no answer at all is a wrong URL or an upstream that is down."""
+    import httpx
+
+    url_variable, flag, token_variable, _ = UPSTREAMS[name]
+    target = url.rstrip("/") + PROBES[name].format(first=first)
+    headers = {"Authorization": f"Bearer {os.environ.get(token_variable, '').strip()}"}
+    started, reason = time.perf_counter(), ""
+    for attempt in range(PROBE_ATTEMPTS):
+        try:
+            response = httpx.get(target, headers=headers, timeout=PROBE_TIMEOUT_S)
+        except (httpx.UnsupportedProtocol, httpx.InvalidURL):
+            raise ConfigurationError(f"{url_variable} / {flag} {url!r} is not an http(s) URL") from None
+        except httpx.TransportError as exc:
+            reason = str(exc) or type(exc).__name__
+            if attempt + 1 < PROBE_ATTEMPTS:
+                time.sleep(0.5 * (attempt + 1))
+            continue
+        if response.status_code in (401, 403):
+            raise ConfigurationError(
+                f"the {name} at {url} refused {token_variable} (HTTP {response.status_code} on GET {PROBES[name].split('?')[0]}); "
+                f"set it to the {name}'s token"
+            )
+        return
+    raise ConfigurationError(
+        f"the {name} at {url} cannot be reached: GET {target} failed {PROBE_ATTEMPTS} times over "
+        f"{time.perf_counter() - started:.1f}s ({reason}); start the {name} or set {url_variable} / {flag} to where it runs"
+    )
+
+
+def _configuration_mistake(exc: BaseException) -> str | None:
+    """What a user can fix, said in one line; None for anything else (a bug keeps its traceback)."""
+    import re
+
+    from velocity_platform.connectors.files import FileSourceError
+
+    if isinstance(exc, ConfigurationError | FileSourceError):
+        return str(exc)
+    kind = type(exc).__name__
+    text = str(exc)
+    if kind in ("DagsterInvalidConfigError", "PostProcessingError"):  # an unset dg.EnvVar, found late
+        unset = sorted(set(re.findall(r"environment variable \W?(VELOCITY_[A-Z_]+)", text)))
+        if unset:
+            return f"{' and '.join(unset)} not set; export {unset[0]}=<value> and run again"
+    if kind == "IOException" and "lock" in text.lower():  # duckdb: another process holds the file
+        return (
+            "the DuckDB file is in use by another process (`make dev`, a daemon or another run); stop it "
+            "or set VELOCITY_DUCKDB_PATH to another file"
+        )
+    if isinstance(exc, PermissionError):
+        return f"cannot write {exc.filename} ({exc.strerror}); set VELOCITY_STATE_DIR to a directory you can write"
+    return None
+
+
 # --- commands ------------------------------------------------------------------------------------
 
 
@@ -116,9 +262,24 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     except ValueError as exc:  # an impossible rate or clock: say which, without a traceback
         print(f"velocity-platform simulate {args.system}: {exc}", file=sys.stderr)
         return 2
+    _check_port_free(args.host, port)
     print(f"{args.system.upper()} simulator on http://{args.host}:{port} (Ctrl-C to stop)", file=sys.stderr)
     run_foreground(app, host=args.host, port=port)
     return 0
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """uvicorn would log a bind error and exit 1; say which port and what to do instead."""
+    import socket
+
+    try:
+        with socket.create_server((host, port)):
+            pass
+    except OSError as exc:
+        raise ConfigurationError(
+            f"cannot listen on {host}:{port} ({os.strerror(exc.errno) if exc.errno else exc}); another process has it: "
+            "stop it or choose --port"
+        ) from None
 
 
 def _erp_lines_for(dates: list[dt.date]) -> int:
@@ -134,7 +295,7 @@ def _run_and_report(dates: list[dt.date], summary_path: Path | None, source_line
     from velocity_platform.batch import ensure_dagster_home, format_summary, print_progress, run_range, summarize
     from velocity_platform.settings import Settings
 
-    home = ensure_dagster_home()
+    home = ensure_dagster_home(_dagster_yaml_template())
     settings = Settings.from_env()
     Path(settings.duckdb_path).parent.mkdir(parents=True, exist_ok=True)
     print(
@@ -160,6 +321,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         os.environ["VELOCITY_ERP_URL"] = args.erp_url
     if args.wms_url:
         os.environ["VELOCITY_WMS_URL"] = args.wms_url
+    # Everything a run needs is checked before Dagster starts, so a mistake is one line, not a
+    # failed run: the dates, the state directory, the tokens, then the upstreams themselves.
+    settings = _settings()
+    _check_dates(args.date_from, args.date_to, settings)
+    _check_state_writable(settings)
+    _check_tokens(["ERP", "WMS"])
+    _check_reachable("ERP", settings.erp_url, args.date_from)
+    _check_reachable("WMS", settings.wms_url, args.date_from)
     summary = _run_and_report(business_dates(args.date_from, args.date_to), args.summary)
     return 0 if summary["partitions_succeeded"] == len(summary["partitions"]) else 1
 
@@ -171,9 +340,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from velocity_platform.simulators.serve import BackgroundServer
     from velocity_platform.simulators.wms import create_wms_app
 
+    # The demo starts its own simulators, so it uses their development tokens.
     os.environ.setdefault("VELOCITY_ERP_TOKEN", DEV_ERP_TOKEN)
     os.environ.setdefault("VELOCITY_WMS_TOKEN", DEV_WMS_TOKEN)
+    if args.days < 1 or args.history_days < 0:
+        raise ConfigurationError(f"--days must be 1 or more and --history-days 0 or more (got {args.days}, {args.history_days})")
     settings = Settings.from_env()
+    _check_state_writable(settings)
     # A demo starts from a clean warehouse: the tables, the outbox and the WMS's own state.
     args.wms_state = str(Path(settings.duckdb_path).parent / "wms_state.jsonl")
     for leftover in (Path(settings.duckdb_path), Path(args.wms_state), _sqlite_file(settings.store_url)):
@@ -181,22 +354,49 @@ def cmd_demo(args: argparse.Namespace) -> int:
             leftover.unlink()
     started = time.perf_counter()
     last = _yesterday()
-    dates = business_dates(last - dt.timedelta(days=args.days - 1), last)
-    args.start, args.days = None, max(120, args.days + 90)
+    nights = business_dates(last - dt.timedelta(days=args.days - 1), last)
+    # The history a velocity window reads (90 days), built before the nights are run one by one.
+    history = business_dates(nights[0] - dt.timedelta(days=args.history_days), nights[0] - dt.timedelta(days=1)) if args.history_days else []
+    args.start, args.days = None, max(120, len(nights) + len(history) + 1)
     with BackgroundServer(create_erp_app(_erp_config(args))) as erp, BackgroundServer(
         create_wms_app(_wms_config(args))
     ) as wms:
         os.environ["VELOCITY_ERP_URL"], os.environ["VELOCITY_WMS_URL"] = erp.url, wms.url
         print(f"ERP simulator at {erp.url}, WMS simulator at {wms.url}", file=sys.stderr)
-        summary = _run_and_report(dates, args.summary)
+        history_ok = _build_history(history) if history else True
+        summary = _run_and_report(nights, args.summary)
     print(
         f"\nDemo finished in {time.perf_counter() - started:.0f}s. To explore the same data in the Dagster UI:\n"
         "  make dev     # then open http://127.0.0.1:3000 (Assets, partitions, checks, backfills)",
     )
-    ok = summary["partitions_succeeded"] == len(dates) and summary["raw_lines"] == (
+    ok = history_ok and summary["partitions_succeeded"] == len(nights) and summary["raw_lines"] == (
         summary["validated_lines"] + summary["dead_letter_lines"]
     )
     return 0 if ok else 1
+
+
+def _build_history(dates: list[dt.date]) -> bool:
+    """The days before the nights, in one run over the range (as a UI backfill runs a range), up
+    to daily_sku_demand: what the nights' 30/60/90-day windows and 12 XYZ weeks read. One run,
+    not one per day; the nights then classify and slot on full windows."""
+    from velocity_platform.batch import DEMAND_ASSETS, ensure_dagster_home, run_together
+
+    home = ensure_dagster_home(_dagster_yaml_template())
+    print(
+        f"Building {len(dates)} days of history {dates[0]} .. {dates[-1]} (ERP pull to daily_sku_demand) "
+        f"in one run on the instance at {home}",
+        file=sys.stderr,
+        flush=True,
+    )
+    outcome = run_together(dates, assets=DEMAND_ASSETS)
+    mark = "ok " if outcome.success and not outcome.checks_failed else "FAIL"
+    line = f"[history] {dates[0]} .. {dates[-1]}  {mark}  {outcome.seconds:5.1f}s  checks {outcome.checks_passed} passed"
+    if outcome.checks_failed:
+        line += f", failed: {', '.join(sorted(set(outcome.checks_failed)))}"
+    if outcome.error:
+        line += f"\n           {outcome.error.splitlines()[0][:200]}"
+    print(line, file=sys.stderr, flush=True)
+    return outcome.success
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -228,7 +428,13 @@ def _run_file_source(args: argparse.Namespace) -> int:
     from velocity_platform.simulators.serve import BackgroundServer
     from velocity_platform.simulators.wms import WmsConfig, create_wms_app
 
-    settings = Settings.from_env()
+    settings = _settings()
+    _check_dates(args.date_from, args.date_to, settings, partitioned_from_settings=False)
+    _check_state_writable(settings)
+    if args.wms_url:
+        os.environ["VELOCITY_WMS_URL"] = args.wms_url
+        _check_tokens(["WMS"])
+        _check_reachable("WMS", args.wms_url, args.date_from)
     try:
         export = read_export(args.path, preset(args.preset, args.default_cube), warehouse_tz=settings.timezone)
     except (FileSourceError, ValueError) as exc:
@@ -275,10 +481,10 @@ def _run_file_source(args: argparse.Namespace) -> int:
         return summary
 
     if args.wms_url:
-        os.environ["VELOCITY_WMS_URL"] = args.wms_url
         summary = run()
     else:
-        os.environ.setdefault("VELOCITY_WMS_TOKEN", DEV_WMS_TOKEN)
+        # The run starts its own WMS simulator, so it uses the simulator's development token.
+        os.environ["VELOCITY_WMS_TOKEN"] = DEV_WMS_TOKEN
         master = export.sku_master()
         catalog = list(zip(master["sku_id"].to_list(), [d.isoformat() for d in master["introduced_on"]], strict=True))
         Path(settings.duckdb_path).parent.mkdir(parents=True, exist_ok=True)
@@ -410,8 +616,15 @@ def _add_labor_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a usage mistake said in one line (the usage is one `--help` away)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="velocity-platform", description=__doc__)
+    parser = _Parser(prog="velocity-platform", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
     simulate = commands.add_parser("simulate", help="run the ERP or WMS simulator in the foreground")
@@ -442,7 +655,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=cmd_run)
 
     demo = commands.add_parser("demo", help="simulators + the last N business days + a KPI summary")
-    demo.add_argument("--days", type=int, default=14)
+    demo.add_argument("--days", type=int, default=14, help="nights run one by one at the end (default 14)")
+    demo.add_argument(
+        "--history-days", type=int, default=90, help="days built before them in one run (default 90; 0: none)"
+    )
     demo.add_argument("--seed", type=int, default=7)
     demo.add_argument("--skus", type=int, default=2000)
     demo.add_argument("--lines-per-day", type=int, default=4000)
@@ -486,7 +702,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print(f"velocity-platform {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # the edge where a user's mistakes become one line (others propagate)
+        message = _configuration_mistake(exc)
+        if message is None:
+            raise
+        print(f"velocity-platform {args.command}: {message}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -10,6 +10,9 @@ one of two places: a raw line (RAW_TRANSACTIONS_SCHEMA, text, for validation to 
 business date, or an excluded non-inventory line (postage, fees, manual lines), counted per code.
 Nothing is dropped: a line whose business time cannot be read is still a raw line, filed on the
 file's first business date with its time as found, so validation dead-letters it with the reason.
+A CSV line that cannot be parsed at all (an unterminated quote, the wrong number of fields, bytes
+that are not UTF-8) is a raw line too, with its text and the reason and no fields, filed on the
+business date of the line before it: validation dead-letters it, and the rest of the file is read.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import functools
 import gzip
 import io
 import os
+import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
@@ -28,7 +32,13 @@ import polars as pl
 from velocity_platform.domain.contracts import RAW_TRANSACTIONS_SCHEMA, SKU_MASTER_SCHEMA, conform
 
 FileFormat = Literal["csv", "parquet"]
-_FIRST_LINE = "_file_line"  # 1-based line number in the file (after the header)
+# Line number in the file, the header being line 0 (a record spanning lines: its first line).
+_FIRST_LINE = "_file_line"
+# A raw line from a file: the line fields, and for a line that could not be parsed its text
+# (raw_payload) and why (page_error, which validation turns into the dead letter's reason).
+FILE_LINE_SCHEMA = {**RAW_TRANSACTIONS_SCHEMA, "raw_payload": pl.String, "page_error": pl.String}
+# A quoted field may span lines; one still open after this many lines is an unterminated quote.
+MAX_LINES_PER_RECORD = 20
 
 
 @dataclass(frozen=True)
@@ -143,7 +153,7 @@ class FileExport:
     """A mapped export: every line as a raw line or an excluded one, plus the file's accounting."""
 
     path: Path
-    lines: pl.DataFrame  # RAW_TRANSACTIONS_SCHEMA + description, sorted by business_date
+    lines: pl.DataFrame  # FILE_LINE_SCHEMA + description, sorted by business_date
     excluded: pl.DataFrame  # business_date, sku_code, lines: non-inventory lines per date and code
     total_lines: int
     mapping: FileMapping = field(repr=False)
@@ -159,12 +169,21 @@ class FileExport:
         return max(dates) if dates else None
 
     def raw_lines(self, business_date: dt.date) -> pl.DataFrame:
-        """The raw lines of one business date (RAW_TRANSACTIONS_SCHEMA), in file order."""
-        return conform(self.lines.filter(pl.col("business_date") == business_date), RAW_TRANSACTIONS_SCHEMA)
+        """The raw lines of one business date (FILE_LINE_SCHEMA), in file order."""
+        return conform(self.lines.filter(pl.col("business_date") == business_date), FILE_LINE_SCHEMA)
 
     def raw_lines_between(self, first: dt.date, last: dt.date) -> pl.DataFrame:
         between = pl.col("business_date").is_between(pl.lit(first, pl.Date), pl.lit(last, pl.Date))
-        return conform(self.lines.filter(between), RAW_TRANSACTIONS_SCHEMA)
+        return conform(self.lines.filter(between), FILE_LINE_SCHEMA)
+
+    @property
+    def unparsed_lines(self) -> pl.DataFrame:
+        """The lines that could not be parsed: line number, text as found, reason."""
+        return self.lines.filter(pl.col("page_error").is_not_null()).select(
+            pl.col("source_batch").str.extract(r"line-(\d+)$").cast(pl.Int64).alias("line"),
+            pl.col("raw_payload").alias("text"),
+            pl.col("page_error").alias("reason"),
+        )
 
     def excluded_counts(self, business_date: dt.date | None = None) -> dict[str, int]:
         """Non-inventory lines per code (of one date, or of the whole file), most first."""
@@ -246,14 +265,16 @@ def _read_export(
     path: Path, size: int, mtime_ns: int, mapping: FileMapping, file_format: FileFormat, warehouse_tz: str
 ) -> FileExport:
     del size, mtime_ns  # part of the cache key only: a changed file is read again
-    frame = _read_text_frame(path, file_format)
+    frame, unparsed = _read_text_frame(path, file_format)
     missing = [f"{role}={column!r}" for role, column in mapping.columns.items() if column not in frame.columns]
     if missing:
         raise FileSourceError(
             f"{path.name} has no column for {', '.join(missing)} (it has {frame.columns}); "
             "choose the preset that matches this export"
         )
-    mapped = _map_lines(frame.with_row_index(_FIRST_LINE, offset=1), mapping, path.name, warehouse_tz)
+    mapped = _map_lines(frame, mapping, path.name, warehouse_tz)
+    if not unparsed.is_empty():
+        mapped = _with_unparsed(mapped, unparsed, path.name)
     inventory = ~pl.col("_non_inventory")
     excluded = (
         mapped.filter(~inventory)
@@ -261,26 +282,197 @@ def _read_export(
         .agg(pl.len().cast(pl.Int64).alias("lines"))
         .sort("business_date", "sku_code")
     )
-    lines = mapped.filter(inventory).select(*RAW_TRANSACTIONS_SCHEMA, "description").sort(
+    lines = mapped.filter(inventory).select(*FILE_LINE_SCHEMA, "description").sort(
         "business_date", maintain_order=True
     )
-    return FileExport(path, lines, excluded, frame.height, mapping)
+    return FileExport(path, lines, excluded, frame.height + unparsed.height, mapping)
 
 
-def _read_text_frame(path: Path, file_format: FileFormat) -> pl.DataFrame:
-    """Every column as text, so that a drifted type becomes a dead letter rather than a crash."""
+_UNPARSED_SCHEMA = {_FIRST_LINE: pl.Int64, "text": pl.String, "reason": pl.String}
+
+
+def _read_text_frame(path: Path, file_format: FileFormat) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Every column as text (so a drifted type becomes a dead letter rather than a crash), with
+    each record's line number; and the lines that could not be parsed (_UNPARSED_SCHEMA)."""
     try:
         if path.suffix.lower() == ".gz":
             with gzip.open(path, "rb") as handle:
-                source: Path | io.BytesIO = io.BytesIO(handle.read())
+                data = handle.read()
         else:
-            source = path
+            data = path.read_bytes()
         if file_format == "csv":
-            return pl.read_csv(source, infer_schema=False)
-        table = pl.read_parquet(source)
-        return table.with_columns(pl.all().cast(pl.String))
+            return _read_csv(data, path.name)
+        table = pl.read_parquet(io.BytesIO(data))
+        return table.with_columns(pl.all().cast(pl.String)).with_row_index(_FIRST_LINE, offset=1).with_columns(
+            pl.col(_FIRST_LINE).cast(pl.Int64)
+        ), pl.DataFrame(schema=_UNPARSED_SCHEMA)
     except (OSError, EOFError, pl.exceptions.PolarsError) as exc:
-        raise FileSourceError(f"{path.name} is not a readable {file_format} export: {exc}") from None
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise FileSourceError(f"{path.name} is not a readable {file_format} export: {message}") from None
+
+
+# A quoted field as RFC 4180 writes it; what is left of a line without them holds no quote.
+_QUOTED_FIELD = r'"(?:[^"]|"")*"'
+
+
+def _read_csv(data: bytes, name: str) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The whole file through polars' reader; the lines are checked for shape in the same pass
+    (vectorised), and only a file with a broken line is read again, around the broken lines."""
+    header_end = data.find(b"\n")
+    header = data if header_end < 0 else data[:header_end]
+    try:
+        header_text = header.decode("utf-8").removeprefix("\ufeff").rstrip("\r")
+    except UnicodeDecodeError:
+        header_text = ""
+    if not header_text.strip() or "\x00" in header_text:
+        raise FileSourceError(f"{name} is not a CSV export: its first line is not a header of column names")
+    columns = len(re.sub(_QUOTED_FIELD, "", header_text).split(","))
+    try:
+        frame = pl.read_csv(io.BytesIO(data), infer_schema=False)
+    except pl.exceptions.PolarsError:
+        frame = None
+    text = _physical_lines(data) if frame is not None else None
+    if text is not None:
+        text = text.slice(1)
+        if text.len() != frame.height:
+            text = text.filter(text.str.strip_chars() != "")  # blank lines hold no record
+    if text is not None and text.len() == frame.height and _whole(text, columns).all():
+        return frame.with_row_index(_FIRST_LINE, offset=1).with_columns(pl.col(_FIRST_LINE).cast(pl.Int64)), pl.DataFrame(
+            schema=_UNPARSED_SCHEMA
+        )
+    return _read_csv_around_broken_lines(data, name, header_text, columns)
+
+
+def _physical_lines(data: bytes) -> pl.Series | None:
+    """The file's lines as text, header first (no quoting applied; a blank line is ""), or None
+    when the file is not all UTF-8."""
+    separator = next((c for c in "\x1f\x1e\x1d\x1c" if c.encode() not in data), None)
+    if separator is None:
+        return None
+    try:
+        lines = pl.read_csv(
+            io.BytesIO(data), has_header=False, separator=separator, quote_char=None, schema={"line": pl.String}
+        )["line"]
+    except pl.exceptions.PolarsError:
+        return None
+    return lines.str.strip_suffix("\r").fill_null("")
+
+
+def _whole(lines: pl.Series, columns: int) -> pl.Series:
+    """True for a line that is a whole record of `columns` fields (quoted fields well formed).
+    The quoting rule is a regular expression, run only on the few lines that hold a quote."""
+    quoted = lines.str.contains('"', literal=True)
+    whole = (lines.str.count_matches(",", literal=True) == columns - 1) & ~quoted
+    if quoted.any():
+        positions = quoted.arg_true()
+        unquoted = lines.gather(positions).str.replace_all(_QUOTED_FIELD, "")
+        fits = (unquoted.str.count_matches(",", literal=True) == columns - 1) & ~unquoted.str.contains('"', literal=True)
+        whole = whole.scatter(positions, fits)
+    return whole
+
+
+def _read_csv_around_broken_lines(
+    data: bytes, name: str, header_text: str, columns: int
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The failure path: lines judged vectorised, then each suspect one on its own (a quoted
+    field may continue over the following lines); the whole records parsed by polars, the
+    others returned with their reason."""
+    lines = _physical_lines(data)
+    raw: list[bytes] = []
+    not_utf8: dict[int, str] = {}
+    if lines is None:  # bytes that are not UTF-8 somewhere: find the lines, one by one
+        raw = data.split(b"\n")
+        if raw and raw[-1] in (b"", b"\r"):
+            raw.pop()
+        text: list[str] = []
+        for number, line in enumerate(raw):
+            try:
+                text.append(line.decode("utf-8").removesuffix("\r"))
+            except UnicodeDecodeError as exc:
+                text.append("")
+                not_utf8[number] = (
+                    f"bytes that are not UTF-8 at byte {exc.start + 1} (0x{line[exc.start : exc.start + 1].hex()}); "
+                    "export the file as UTF-8"
+                )
+        lines = pl.Series("line", text, dtype=pl.String)
+    blank = lines.str.strip_chars() == ""
+    unreadable = pl.Series("unreadable", [False] * lines.len()).scatter(list(not_utf8), True) if not_utf8 else False
+    suspects = ((~_whole(lines, columns) & ~blank) | unreadable).arg_true().to_list()
+    dropped = set(blank.arg_true().to_list()) | {0}
+    spanned: dict[int, str] = {}
+    broken: list[tuple[int, str, str]] = []
+    consumed_to = 0
+    for number in suspects:
+        if number == 0 or number < consumed_to:
+            continue
+        dropped.add(number)
+        if number in not_utf8:
+            broken.append((number, raw[number].decode("utf-8", errors="backslashreplace"), not_utf8[number]))
+            continue
+        line = lines[number]
+        unquoted = re.sub(_QUOTED_FIELD, "", line)
+        if '"' in unquoted:
+            end = _spanning_record(lines, number, columns, set(not_utf8))
+            if end:
+                spanned[number] = "\n".join(lines.slice(number, end - number).to_list())
+                dropped.update(range(number + 1, end))
+                consumed_to = end
+                dropped.discard(number)
+                continue
+            reason = "a quote that is never closed (or a stray quote inside a field); quote the field and double any quote in it"
+        else:
+            fields = unquoted.count(",") + 1
+            reason = f"{fields} field{'s' if fields != 1 else ''} where the header has {columns}"
+        broken.append((number, line, reason))
+    numbered = pl.DataFrame({_FIRST_LINE: pl.int_range(lines.len(), eager=True, dtype=pl.Int64), "line": lines})
+    records = numbered.filter(~pl.col(_FIRST_LINE).is_in(list(dropped)))
+    if spanned:
+        records = records.update(
+            pl.DataFrame({_FIRST_LINE: list(spanned), "line": list(spanned.values())}, schema=records.schema), on=_FIRST_LINE
+        )
+    if records.is_empty():
+        raise FileSourceError(
+            f"{name} is not a CSV export: none of its {lines.len() - 1:,} lines is a record of the header's {columns} columns"
+        )
+    body = header_text + "\n" + records["line"].str.join("\n")[0] + "\n"
+    try:
+        frame = pl.read_csv(io.BytesIO(body.encode()), infer_schema=False)
+    except pl.exceptions.PolarsError as exc:  # not expected: every record was checked above
+        raise FileSourceError(f"{name} is not a readable csv export: {str(exc).splitlines()[0]}") from None
+    frame = frame.with_columns(records[_FIRST_LINE]).select(_FIRST_LINE, *frame.columns)
+    unparsed = pl.DataFrame(
+        [(n, t, f"line {n} of {name} (after the header) could not be read as CSV: {r}") for n, t, r in broken],
+        schema=_UNPARSED_SCHEMA,
+        orient="row",
+    )
+    return frame, unparsed
+
+
+def _spanning_record(lines: pl.Series, first: int, columns: int, not_utf8: set[int]) -> int | None:
+    """Where a record whose quoted field continues on the next lines ends (exclusive), if it does."""
+    for end in range(first + 2, min(first + MAX_LINES_PER_RECORD, lines.len()) + 1):
+        if end - 1 in not_utf8:
+            return None
+        joined = "\n".join(lines.slice(first, end - first).to_list())
+        unquoted = re.sub(_QUOTED_FIELD, "", joined)
+        if '"' not in unquoted:
+            return end if unquoted.count(",") == columns - 1 else None
+    return None
+
+
+def _with_unparsed(mapped: pl.DataFrame, unparsed: pl.DataFrame, source_name: str) -> pl.DataFrame:
+    """The unparsed lines as raw rows without fields, each on the business date of the nearest
+    line before it (after it, at the top of the file): where the file's order puts it."""
+    rows = unparsed.select(
+        pl.col(_FIRST_LINE),
+        pl.lit(None, pl.Date).alias("business_date"),
+        (pl.lit(f"file:{source_name}:line-") + pl.col(_FIRST_LINE).cast(pl.String)).alias("source_batch"),
+        pl.col("text").alias("raw_payload"),
+        pl.col("reason").alias("page_error"),
+        pl.lit(False).alias("_non_inventory"),
+    )
+    combined = pl.concat([mapped, rows], how="diagonal_relaxed").sort(_FIRST_LINE)
+    return combined.with_columns(pl.col("business_date").forward_fill().backward_fill())
 
 
 def _text(column: str) -> pl.Expr:
@@ -348,6 +540,8 @@ def _map_lines(frame: pl.DataFrame, m: FileMapping, source_name: str, warehouse_
         (_text(m.description) if m.description else pl.lit(None, pl.String)).alias("description"),
         raw_sku.alias("_raw_sku"),
         _non_inventory(raw_sku, m).alias("_non_inventory"),
+        pl.lit(None, pl.String).alias("raw_payload"),
+        pl.lit(None, pl.String).alias("page_error"),
     )
     # Undated lines still need a partition to be dead-lettered on: the file's first date.
     first_date = mapped["business_date"].min()

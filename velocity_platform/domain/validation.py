@@ -276,7 +276,13 @@ def validate_lines(
         .otherwise(pl.concat_list(rule.reason() for rule in checks).list.drop_nulls())
         .alias("reasons"),
         pl.when(is_page)
-        .then(pl.concat_list(pl.lit("page")))
+        # A row standing for one line of a file that could not be parsed (its source batch names
+        # the line) is one broken line, counted like any dead letter; 'page' is a page lost whole.
+        .then(
+            pl.concat_list(
+                pl.when(pl.col("source_batch").str.contains(r":line-\d+$")).then(pl.lit("line")).otherwise(pl.lit("page"))
+            )
+        )
         .otherwise(
             pl.concat_list(pl.when(pl.col(rule.name)).then(pl.lit(rule.field)) for rule in checks).list.drop_nulls()
         )

@@ -6,8 +6,8 @@ import gzip
 import polars as pl
 import pytest
 
-from velocity_platform.connectors.files import FileSourceError, preset, read_export
-from velocity_platform.domain.contracts import RAW_TRANSACTIONS_SCHEMA, SKU_MASTER_SCHEMA
+from velocity_platform.connectors.files import FILE_LINE_SCHEMA, FileSourceError, preset, read_export
+from velocity_platform.domain.contracts import SKU_MASTER_SCHEMA
 from velocity_platform.domain.validation import validate_lines
 
 # An Online Retail-shaped export: a summer day (BST, UTC+1) and a winter day (GMT).
@@ -53,7 +53,7 @@ def test_every_line_ends_in_exactly_one_place_whatever_the_format(export_path):
     assert export.excluded_counts() == {"POST": 1, "gift_0001_20": 1, "m": 1}
     assert export.lines.height == len(ROWS) - 3
     lines = export.raw_lines_between(dt.date(2011, 1, 1), dt.date(2011, 12, 31))
-    assert lines.schema == pl.Schema(RAW_TRANSACTIONS_SCHEMA)
+    assert lines.schema == pl.Schema(FILE_LINE_SCHEMA)
     checked = validate_lines(lines, export.sku_master(), seen_at=dt.datetime(2026, 1, 1, tzinfo=dt.UTC))
     # the unreadable quantity and the unreadable time are dead letters
     assert checked.valid.height == 4 and checked.rejects.height == 2
