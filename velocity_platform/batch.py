@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
-import polars as pl
 
 from velocity_platform.settings import LOCAL_STATE_DIR, Settings
 
@@ -220,11 +219,3 @@ def format_summary(summary: dict) -> str:
     ]
     return "\n".join(lines)
 
-
-def frame_of(table: str, settings: Settings, where: str = "", params: list | None = None) -> pl.DataFrame:
-    """Read one asset table (tests and reports); an absent table reads as empty."""
-    with duckdb.connect(settings.duckdb_path, read_only=True) as con:
-        if not _exists(con, table):
-            return pl.DataFrame()
-        # `where` is code, not data: callers pass values through `params`.
-        return con.execute(f"SELECT * FROM {_table(table)} {where}", params or []).pl()

@@ -282,22 +282,3 @@ class OrderLineRecord(BaseModel):
 
 
 _ISO_TS = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})$")
-
-
-class SlottingDirective(BaseModel):
-    """What is posted to the WMS, one per Idempotency-Key."""
-
-    directive_id: str = Field(pattern=r"^[0-9a-f]{32}$")
-    business_date: dt.date
-    sku_id: str = Field(pattern=SKU_ID_PATTERN)
-    from_location: str | None
-    to_location: str
-    reason: str
-    expected_saving_m_per_day: float
-
-
-_SKU_RE = re.compile(SKU_ID_PATTERN)
-
-
-def is_valid_sku_id(value: str) -> bool:
-    return bool(_SKU_RE.match(value))

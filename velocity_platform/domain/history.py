@@ -20,7 +20,6 @@ from velocity_platform.domain.contracts import (
     ERP_PAGE_SCHEMA,
     RAW_PROVENANCE_SCHEMA,
     RAW_TABLE_SCHEMA,
-    RAW_TRANSACTIONS_SCHEMA,
     SALES_HISTORY_SCHEMA,
     SKU_MASTER_SCHEMA,
     WMS_LOCATIONS_SCHEMA,
@@ -227,16 +226,6 @@ def drop_repeated_documents(documents: pl.DataFrame) -> tuple[pl.DataFrame, int]
     # Without an id two documents cannot be told to be the same record: both stay (and fail validation).
     kept = documents.filter(content.is_first_distinct() | pl.col("txn_id").is_null())
     return kept, documents.height - kept.height
-
-
-def flatten_documents(documents: pl.DataFrame, business_date: dt.date) -> pl.DataFrame:
-    """Documents (with nested `lines`) -> RAW_TRANSACTIONS_SCHEMA, one row per line.
-
-    A document whose `lines` is missing becomes one line with empty line fields, so it is
-    dead-lettered ("line_no missing") rather than vanishing; so does a null entry in `lines`.
-    An empty list holds no line.
-    """
-    return conform(_flatten(documents, business_date), RAW_TRANSACTIONS_SCHEMA)
 
 
 def _flatten(documents: pl.DataFrame, business_date: dt.date) -> pl.DataFrame:
