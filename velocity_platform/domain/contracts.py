@@ -26,23 +26,6 @@ SKU_ID_PATTERN = r"^[A-Z0-9-]{4,20}$"
 UTC = "UTC"
 TS = pl.Datetime("us", UTC)
 
-# --- the ERP page as we read it: every leaf as text, so a drifted type can never crash a parse --
-
-ERP_LINE_STRUCT = pl.Struct(
-    {"line_no": pl.String, "sku_id": pl.String, "quantity": pl.String, "uom": pl.String}
-)
-ERP_DOCUMENT_STRUCT = pl.Struct(
-    {
-        "txn_id": pl.String,
-        "txn_type": pl.String,
-        "customer_id": pl.String,
-        "event_ts": pl.String,
-        "created_at": pl.String,
-        "lines": pl.List(ERP_LINE_STRUCT),
-    }
-)
-ERP_PAGE_SCHEMA = {"records": pl.List(ERP_DOCUMENT_STRUCT), "next_cursor": pl.String}
-
 # --- asset tables ------------------------------------------------------------------------------
 
 # One row per order line exactly as received (text), with where it came from.
