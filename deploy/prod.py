@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
 import shutil
 import signal
@@ -32,117 +31,34 @@ from pathlib import Path
 
 import httpx
 
+from velocity_platform.connectors.dagster_webserver import (
+    LOCATION,
+    SCHEDULE,
+    GraphQLError,
+    daemon_health,
+    graphql,
+    launch_backfill,
+    launch_run,
+    schedule_dry_run,
+    start_schedule,
+    status,
+)
+
 DEPLOY = Path(__file__).resolve().parent
 BIN = Path(sys.executable).parent
-LOCATION = "velocity_platform"
-REPOSITORY = "__repository__"
-JOB = "nightly_slotting_batch"
-SCHEDULE = "nightly_slotting_schedule"
 DEFAULT_PG_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432"
+# The GraphQL calls live in the product (velocity_platform/connectors/dagster_webserver.py); these
+# names stay importable from here for the scripts and tests that drive a running stack.
+__all__ = ["GraphQLError", "graphql", "launch_backfill", "launch_run", "schedule_tick", "main"]
 
 
 def say(line: str) -> None:
     print(line, flush=True)
 
 
-# --- GraphQL --------------------------------------------------------------------------------------
-
-
-class GraphQLError(RuntimeError):
-    pass
-
-
-def graphql(url: str, query: str, variables: dict | None = None, timeout: float = 60.0) -> dict:
-    response = httpx.post(f"{url.rstrip('/')}/graphql", json={"query": query, "variables": variables or {}}, timeout=timeout)
-    response.raise_for_status()
-    body = response.json()
-    if body.get("errors"):
-        raise GraphQLError("; ".join(e.get("message", str(e)) for e in body["errors"]))
-    return body["data"]
-
-
-def _unwrap(result: dict, ok_type: str, what: str) -> dict:
-    """A mutation answers a union: the expected type, or an error type with a message."""
-    if result.get("__typename") != ok_type:
-        raise GraphQLError(f"{what}: {result.get('__typename')}: {result.get('message') or json.dumps(result)[:500]}")
-    return result
-
-
-REPOSITORY_SELECTOR = {"repositoryName": REPOSITORY, "repositoryLocationName": LOCATION}
-
-LAUNCH_BACKFILL = """
-mutation($params: LaunchBackfillParams!) {
-  launchPartitionBackfill(backfillParams: $params) {
-    __typename
-    ... on LaunchBackfillSuccess { backfillId }
-    ... on PythonError { message }
-    ... on PartitionSetNotFoundError { message }
-    ... on InvalidStepError { invalidStepKey }
-    ... on InvalidOutputError { invalidOutputName }
-    ... on UnauthorizedError { message }
-  }
-}"""
-
-
-def launch_backfill(url: str, partitions: list[str], title: str | None = None) -> str:
-    params = {
-        "selector": {"partitionSetName": f"{JOB}_partition_set", "repositorySelector": REPOSITORY_SELECTOR},
-        "partitionNames": partitions,
-        "title": title or f"{JOB} {partitions[0]} .. {partitions[-1]}",
-        "tags": [{"key": "velocity/trigger", "value": "backfill"}],
-    }
-    result = graphql(url, LAUNCH_BACKFILL, {"params": params})["launchPartitionBackfill"]
-    return _unwrap(result, "LaunchBackfillSuccess", "backfill")["backfillId"]
-
-
-SCHEDULE_DRY_RUN = """
-mutation($selector: ScheduleSelector!, $timestamp: Float) {
-  scheduleDryRun(selectorData: $selector, timestamp: $timestamp) {
-    __typename
-    ... on DryRunInstigationTick {
-      evaluationResult {
-        runRequests { runKey runConfigYaml tags { key value } }
-        skipReason
-        error { message }
-      }
-    }
-    ... on PythonError { message }
-    ... on ScheduleNotFoundError { message }
-  }
-}"""
-
-LAUNCH_RUN = """
-mutation($params: ExecutionParams!) {
-  launchRun(executionParams: $params) {
-    __typename
-    ... on LaunchRunSuccess { run { runId } }
-    ... on PythonError { message }
-    ... on RunConfigValidationInvalid { errors { message } }
-    ... on InvalidSubsetError { message }
-    ... on UnauthorizedError { message }
-  }
-}"""
-
-
-def launch_run(url: str, tags: dict[str, str], run_config: dict | None = None) -> str:
-    params = {
-        "selector": {"jobName": JOB, **REPOSITORY_SELECTOR},
-        "runConfigData": run_config or {},
-        "executionMetadata": {"tags": [{"key": k, "value": v} for k, v in tags.items()]},
-    }
-    result = graphql(url, LAUNCH_RUN, {"params": params})["launchRun"]
-    if result["__typename"] == "RunConfigValidationInvalid":
-        raise GraphQLError("run config: " + "; ".join(e["message"] for e in result["errors"]))
-    return _unwrap(result, "LaunchRunSuccess", "launch")["run"]["runId"]
-
-
 def schedule_tick(url: str, at: dt.datetime) -> list[str]:
     """Evaluate the nightly schedule as of `at` and launch its run requests; returns the run ids."""
-    selector = {"scheduleName": SCHEDULE, **REPOSITORY_SELECTOR}
-    result = graphql(url, SCHEDULE_DRY_RUN, {"selector": selector, "timestamp": at.timestamp()})["scheduleDryRun"]
-    evaluation = _unwrap(result, "DryRunInstigationTick", "schedule evaluation")["evaluationResult"]
-    if evaluation["error"]:
-        raise GraphQLError(f"schedule evaluation failed: {evaluation['error']['message']}")
+    evaluation = schedule_dry_run(url, at)
     if not evaluation["runRequests"]:
         raise GraphQLError(f"the schedule asked for no run at {at.isoformat()}: {evaluation['skipReason']}")
     run_ids = []
@@ -154,46 +70,6 @@ def schedule_tick(url: str, at: dt.datetime) -> list[str]:
         tags.update({"velocity/trigger": "tick", "velocity/schedule_tick": f"{SCHEDULE}@{at.isoformat()}"})
         run_ids.append(launch_run(url, tags))
     return run_ids
-
-
-STATUS = f"""
-{{
-  instance {{ daemonHealth {{ allDaemonStatuses {{ daemonType required healthy }} }} }}
-  scheduleOrError(scheduleSelector: {{scheduleName: "{SCHEDULE}", repositoryName: "{REPOSITORY}", repositoryLocationName: "{LOCATION}"}}) {{
-    __typename
-    ... on Schedule {{ scheduleState {{ status }} futureTicks(limit: 1) {{ results {{ timestamp }} }} executionTimezone }}
-  }}
-  runsOrError(limit: 10) {{ ... on Runs {{ results {{ runId status tags {{ key value }} startTime endTime }} }} }}
-  partitionBackfillsOrError(limit: 5) {{ ... on PartitionBackfills {{ results {{ id status numPartitions title }} }} }}
-}}"""
-
-
-def daemon_health(url: str, since: float = 0.0) -> dict[str, bool]:
-    """Required daemons and whether each is healthy with a heartbeat at or after `since` (epoch s):
-    heartbeats of a daemon that ran before are still in the database and prove nothing."""
-    query = "{ instance { daemonHealth { allDaemonStatuses { daemonType required healthy lastHeartbeatTime } } } }"
-    statuses = graphql(url, query)["instance"]["daemonHealth"]["allDaemonStatuses"]
-    return {
-        d["daemonType"]: bool(d["healthy"]) and (d["lastHeartbeatTime"] or 0.0) >= since
-        for d in statuses
-        if d["required"]
-    }
-
-
-def start_schedule(url: str) -> str:
-    query = """
-    mutation($selector: ScheduleSelector!) {
-      startSchedule(scheduleSelector: $selector) {
-        __typename
-        ... on ScheduleStateResult { scheduleState { status } }
-        ... on PythonError { message }
-        ... on UnauthorizedError { message }
-      }
-    }"""
-    result = graphql(url, query, {"selector": {"scheduleName": SCHEDULE, **REPOSITORY_SELECTOR}})["startSchedule"]
-    if result["__typename"] == "PythonError" and "already running" in result.get("message", ""):
-        return "RUNNING"
-    return _unwrap(result, "ScheduleStateResult", "start schedule")["scheduleState"]["status"]
 
 
 # --- processes --------------------------------------------------------------------------------
@@ -411,7 +287,7 @@ def _dates(first: dt.date, last: dt.date) -> list[str]:
 
 def cmd_backfill(args: argparse.Namespace) -> int:
     partitions = _dates(args.date_from, args.date_to)
-    backfill_id = launch_backfill(args.url, partitions)
+    backfill_id = launch_backfill(args.url, partitions, tags={"velocity/trigger": "backfill"})
     say(f"Backfill {backfill_id}: {len(partitions)} business dates {partitions[0]} .. {partitions[-1]}")
     say(f"  {args.url}/runs/b/{backfill_id}")
     return 0
@@ -428,7 +304,7 @@ def cmd_tick(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    data = graphql(args.url, STATUS)
+    data = status(args.url)
     daemons = data["instance"]["daemonHealth"]["allDaemonStatuses"]
     say("Daemons   " + ", ".join(f"{d['daemonType']} {'ok' if d['healthy'] else 'DOWN'}" for d in daemons if d["required"]))
     schedule = data["scheduleOrError"]
