@@ -163,7 +163,9 @@ def ensure_database(server_url, name: str) -> str:
         engine.dispose()
 
 
-def cmd_up(args: argparse.Namespace) -> int:
+def prepare_databases(args: argparse.Namespace) -> tuple[str, str]:
+    """Both databases on the server (created when absent) and the store's migrations applied;
+    returns the URLs of Dagster's storage and of the operational store."""
     import sqlalchemy as sa
 
     server = sa.make_url(args.pg_url)
@@ -179,7 +181,12 @@ def cmd_up(args: argparse.Namespace) -> int:
     applied = store.migrate()
     say(f"Operational store  schema version {store.schema_version()} (applied now: {', '.join(map(str, applied)) or 'none'})")
     store.dispose()
+    return dagster_url, store_url
 
+
+def prepare_dagster_home(args: argparse.Namespace, dagster_url: str) -> tuple[Path, Path]:
+    """DAGSTER_HOME with deploy/dagster.yaml, the DuckDB file's folder, and Dagster's tables and pool;
+    returns the home and the DuckDB path."""
     home = Path(args.home).resolve()
     home.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(DEPLOY / "dagster.yaml", home / "dagster.yaml")
@@ -189,17 +196,74 @@ def cmd_up(args: argparse.Namespace) -> int:
     say(f"DuckDB             {duckdb_path}")
     os.environ["DAGSTER_PG_URL"] = dagster_url  # for the instance opened here; children get it in env
     say(f"Dagster storage    {prepare_instance(home)}")
+    return home, duckdb_path
 
-    env = {
-        **os.environ,
-        "DAGSTER_HOME": str(home),
-        "DAGSTER_PG_URL": dagster_url,
-        "VELOCITY_STORE_URL": store_url,
-        "VELOCITY_DUCKDB_PATH": str(duckdb_path),
-        "VELOCITY_CODE_SERVER_HOST": args.code_server_host,
-        "VELOCITY_CODE_SERVER_PORT": str(args.code_server_port),
-    }
-    children: list[Child] = []
+
+def start_simulators(args: argparse.Namespace, env: dict[str, str], duckdb_path: Path, children: list[Child]) -> None:
+    """The ERP and WMS simulators (no real ones here); their URLs go into `env` for the others."""
+    env.setdefault("VELOCITY_ERP_TOKEN", "erp-dev-token")
+    env.setdefault("VELOCITY_WMS_TOKEN", "wms-dev-token")
+    for system, port in (("erp", args.erp_port), ("wms", args.wms_port)):
+        argv = [str(BIN / "velocity-platform"), "simulate", system, "--port", str(port)]
+        if system == "wms":
+            argv += ["--wms-state", str(duckdb_path.parent / "wms_state.jsonl")]
+        child = spawn(f"{system.upper()} simulator", argv, env)
+        children.append(child)
+        env[f"VELOCITY_{system.upper()}_URL"] = f"http://127.0.0.1:{port}"
+        took = wait_until(child.name, lambda p=port: httpx.get(f"http://127.0.0.1:{p}/healthz").status_code == 200, 60, child.check_alive)
+        say(f"{child.name:<18} http://127.0.0.1:{port}  pid {child.process.pid}  ready in {took:.1f}s")
+
+
+def start_code_server(args: argparse.Namespace, env: dict[str, str], children: list[Child]) -> None:
+    code_server = spawn(
+        "Code server",
+        [
+            str(BIN / "dagster"), "api", "grpc",
+            "--module-name", "velocity_platform.definitions", "--attribute", "defs",
+            "--location-name", LOCATION,
+            "--host", args.code_server_host, "--port", str(args.code_server_port),
+            "--log-level", "warning",
+        ],
+        env,
+    )
+    children.append(code_server)
+    took = wait_until("code server", lambda: grpc_ready(args.code_server_host, args.code_server_port), 180, code_server.check_alive)
+    say(f"Code server        {args.code_server_host}:{args.code_server_port}  pid {code_server.process.pid}  ready in {took:.1f}s")
+
+
+def start_webserver(args: argparse.Namespace, env: dict[str, str], children: list[Child], ui: str) -> None:
+    workspace = str(DEPLOY / "workspace.yaml")
+    webserver = spawn(
+        "Webserver",
+        [str(BIN / "dagster-webserver"), "-w", workspace, "-h", args.ui_host, "-p", str(args.ui_port), "--log-level", "warning"],
+        env,
+    )
+    children.append(webserver)
+    took = wait_until("webserver", lambda: httpx.get(f"{ui}/server_info").status_code == 200, 180, webserver.check_alive)
+    say(f"Webserver          {ui}  pid {webserver.process.pid}  ready in {took:.1f}s")
+
+
+def start_daemon(env: dict[str, str], children: list[Child], ui: str) -> None:
+    """The daemon, ready once every required daemon has a heartbeat of its own (not an earlier one's)."""
+    daemon_started = time.time()
+    workspace = str(DEPLOY / "workspace.yaml")
+    daemon = spawn("Daemon", [str(BIN / "dagster-daemon"), "run", "-w", workspace, "--log-level", "warning"], env)
+    children.append(daemon)
+    took = wait_until("daemon", lambda: (h := daemon_health(ui, daemon_started)) and all(h.values()), 180, daemon.check_alive)
+    say(f"Daemon             pid {daemon.process.pid}  ready in {took:.1f}s  heartbeats: {', '.join(sorted(daemon_health(ui)))}")
+
+
+def supervise(children: list[Child]) -> None:
+    """Until a signal arrives or a child dies (then SystemExit names it)."""
+    while True:
+        for child in children:
+            child.check_alive()
+        time.sleep(1)
+
+
+def stop_on_signals() -> None:
+    """SIGTERM and SIGINT (Ctrl-C) end the launcher once, as a KeyboardInterrupt; a second one
+    while stopping does not interrupt the orderly stop."""
     stopping = False
 
     def on_signal(signum, _frame):
@@ -210,59 +274,33 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    dagster_url, store_url = prepare_databases(args)
+    home, duckdb_path = prepare_dagster_home(args, dagster_url)
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        "DAGSTER_PG_URL": dagster_url,
+        "VELOCITY_STORE_URL": store_url,
+        "VELOCITY_DUCKDB_PATH": str(duckdb_path),
+        "VELOCITY_CODE_SERVER_HOST": args.code_server_host,
+        "VELOCITY_CODE_SERVER_PORT": str(args.code_server_port),
+    }
+    children: list[Child] = []
+    stop_on_signals()
     ui = f"http://{args.ui_host}:{args.ui_port}"
     try:
         if args.simulators:
-            env.setdefault("VELOCITY_ERP_TOKEN", "erp-dev-token")
-            env.setdefault("VELOCITY_WMS_TOKEN", "wms-dev-token")
-            for system, port in (("erp", args.erp_port), ("wms", args.wms_port)):
-                argv = [str(BIN / "velocity-platform"), "simulate", system, "--port", str(port)]
-                if system == "wms":
-                    argv += ["--wms-state", str(duckdb_path.parent / "wms_state.jsonl")]
-                child = spawn(f"{system.upper()} simulator", argv, env)
-                children.append(child)
-                env[f"VELOCITY_{system.upper()}_URL"] = f"http://127.0.0.1:{port}"
-                took = wait_until(child.name, lambda p=port: httpx.get(f"http://127.0.0.1:{p}/healthz").status_code == 200, 60, child.check_alive)
-                say(f"{child.name:<18} http://127.0.0.1:{port}  pid {child.process.pid}  ready in {took:.1f}s")
-
-        code_server = spawn(
-            "Code server",
-            [
-                str(BIN / "dagster"), "api", "grpc",
-                "--module-name", "velocity_platform.definitions", "--attribute", "defs",
-                "--location-name", LOCATION,
-                "--host", args.code_server_host, "--port", str(args.code_server_port),
-                "--log-level", "warning",
-            ],
-            env,
-        )
-        children.append(code_server)
-        took = wait_until("code server", lambda: grpc_ready(args.code_server_host, args.code_server_port), 180, code_server.check_alive)
-        say(f"Code server        {args.code_server_host}:{args.code_server_port}  pid {code_server.process.pid}  ready in {took:.1f}s")
-
-        workspace = str(DEPLOY / "workspace.yaml")
-        webserver = spawn(
-            "Webserver",
-            [str(BIN / "dagster-webserver"), "-w", workspace, "-h", args.ui_host, "-p", str(args.ui_port), "--log-level", "warning"],
-            env,
-        )
-        children.append(webserver)
-        took = wait_until("webserver", lambda: httpx.get(f"{ui}/server_info").status_code == 200, 180, webserver.check_alive)
-        say(f"Webserver          {ui}  pid {webserver.process.pid}  ready in {took:.1f}s")
-
-        daemon_started = time.time()
-        daemon = spawn("Daemon", [str(BIN / "dagster-daemon"), "run", "-w", workspace, "--log-level", "warning"], env)
-        children.append(daemon)
-        took = wait_until("daemon", lambda: (h := daemon_health(ui, daemon_started)) and all(h.values()), 180, daemon.check_alive)
-        say(f"Daemon             pid {daemon.process.pid}  ready in {took:.1f}s  heartbeats: {', '.join(sorted(daemon_health(ui)))}")
-
+            start_simulators(args, env, duckdb_path, children)
+        start_code_server(args, env, children)
+        start_webserver(args, env, children, ui)
+        start_daemon(env, children, ui)
         if not args.no_schedule:
             say(f"Schedule           {SCHEDULE} {start_schedule(ui)}")
         say(f"Ready: open {ui}. Ctrl-C stops all {len(children)} processes.")
-        while True:
-            for child in children:
-                child.check_alive()
-            time.sleep(1)
+        supervise(children)
     except KeyboardInterrupt:
         say("Stopping ...")
         return 0
