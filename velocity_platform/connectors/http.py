@@ -28,7 +28,8 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
+from typing import Any, ClassVar, Self
 
 import httpx
 import pybreaker
@@ -471,6 +472,63 @@ class UpstreamClient:
             403: f" (the token from {self.token_source} lacks permission)",
         }.get(answer.status_code, "")
         raise UpstreamError(self.system, f"{describe} answered HTTP {answer.status_code}{hint}: {detail}", answer.status_code)
+
+
+# --- what the ERP and WMS clients share ----------------------------------------------------------
+
+
+@dataclass
+class UpstreamApiClient:
+    """The base of the ERP and WMS clients: their settings, one guarded client, a context manager.
+
+    A subclass names its SYSTEM and adds the calls of its API; the token's origin (for messages
+    about a refused token) defaults to the subclass's environment variable.
+    """
+
+    SYSTEM: ClassVar[str]
+    base_url: str
+    token: str | None
+    _: KW_ONLY
+    timeout_s: float = 30.0
+    page_limit: int = 5000
+    max_response_bytes: int = 64 * 1024 * 1024
+    verify_tls: bool = True
+    allow_plain_http: bool = False
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    limits: UpstreamLimits = field(default_factory=UpstreamLimits)
+    token_source: str = "the environment"
+    stats: RetryStats = field(default_factory=RetryStats)
+
+    def __post_init__(self) -> None:
+        self._http = UpstreamClient(
+            self.SYSTEM,
+            self.base_url,
+            self.token,
+            timeout_s=self.timeout_s,
+            verify_tls=self.verify_tls,
+            allow_plain_http=self.allow_plain_http,
+            retry=self.retry,
+            limits=self.limits,
+            max_response_bytes=self.max_response_bytes,
+            token_source=self.token_source,
+            stats=self.stats,
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _get(self, path: str, params: dict[str, str | int], read: Callable[[HttpAnswer], Any] | None = None) -> tuple[HttpAnswer, Any]:
+        """GET until a final answer; a final non-2xx raises UpstreamError naming the fix."""
+        describe = f"GET {path}"
+        answer, parsed = self._http.request("GET", path, params=params, read=read, describe=describe)
+        self._http.raise_for_final_status(answer, describe)
+        return answer, parsed
 
 
 def _retry_after_s(answer: HttpAnswer) -> float | None:
