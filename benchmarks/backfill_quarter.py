@@ -32,8 +32,8 @@ from pathlib import Path
 import duckdb
 import httpx
 
+from benchmarks.deployment import PROJECT, LocalDeployment, free_port, wait_until
 from velocity_platform.defs.partitions import days_per_backfill_run
-from velocity_platform_tests.ops.deployment import PROJECT, LocalDeployment, free_port, wait_until
 
 START = dt.date(2026, 1, 1)
 # The demo's world, or the benchmark scenario M (20,000 SKUs, 300,000 lines a day).

@@ -34,14 +34,9 @@ import numpy as np
 import orjson
 import polars as pl
 
+from velocity_platform.connectors.erp_pages import raw_lines_from_pages, read_sku_page, sku_master_from_pages
 from velocity_platform.domain.contracts import DAILY_SKU_DEMAND_SCHEMA, OrderLineRecord, conform
-from velocity_platform.domain.history import (
-    daily_demand,
-    raw_lines_from_pages,
-    read_sku_page,
-    sku_master_from_pages,
-    to_sales_history,
-)
+from velocity_platform.domain.history import daily_demand, to_sales_history
 from velocity_platform.domain.slotting import plan_directives
 from velocity_platform.domain.taxonomy import classify_skus, classify_window_totals, demand_per_sku_sql
 from velocity_platform.domain.validation import validate_lines

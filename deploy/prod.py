@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
 import shutil
 import signal
@@ -32,117 +31,34 @@ from pathlib import Path
 
 import httpx
 
+from velocity_platform.connectors.dagster_webserver import (
+    LOCATION,
+    SCHEDULE,
+    GraphQLError,
+    daemon_health,
+    graphql,
+    launch_backfill,
+    launch_run,
+    schedule_dry_run,
+    start_schedule,
+    status,
+)
+
 DEPLOY = Path(__file__).resolve().parent
 BIN = Path(sys.executable).parent
-LOCATION = "velocity_platform"
-REPOSITORY = "__repository__"
-JOB = "nightly_slotting_batch"
-SCHEDULE = "nightly_slotting_schedule"
 DEFAULT_PG_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432"
+# The GraphQL calls live in the product (velocity_platform/connectors/dagster_webserver.py); these
+# names stay importable from here for the scripts and tests that drive a running stack.
+__all__ = ["GraphQLError", "graphql", "launch_backfill", "launch_run", "schedule_tick", "main"]
 
 
 def say(line: str) -> None:
     print(line, flush=True)
 
 
-# --- GraphQL --------------------------------------------------------------------------------------
-
-
-class GraphQLError(RuntimeError):
-    pass
-
-
-def graphql(url: str, query: str, variables: dict | None = None, timeout: float = 60.0) -> dict:
-    response = httpx.post(f"{url.rstrip('/')}/graphql", json={"query": query, "variables": variables or {}}, timeout=timeout)
-    response.raise_for_status()
-    body = response.json()
-    if body.get("errors"):
-        raise GraphQLError("; ".join(e.get("message", str(e)) for e in body["errors"]))
-    return body["data"]
-
-
-def _unwrap(result: dict, ok_type: str, what: str) -> dict:
-    """A mutation answers a union: the expected type, or an error type with a message."""
-    if result.get("__typename") != ok_type:
-        raise GraphQLError(f"{what}: {result.get('__typename')}: {result.get('message') or json.dumps(result)[:500]}")
-    return result
-
-
-REPOSITORY_SELECTOR = {"repositoryName": REPOSITORY, "repositoryLocationName": LOCATION}
-
-LAUNCH_BACKFILL = """
-mutation($params: LaunchBackfillParams!) {
-  launchPartitionBackfill(backfillParams: $params) {
-    __typename
-    ... on LaunchBackfillSuccess { backfillId }
-    ... on PythonError { message }
-    ... on PartitionSetNotFoundError { message }
-    ... on InvalidStepError { invalidStepKey }
-    ... on InvalidOutputError { invalidOutputName }
-    ... on UnauthorizedError { message }
-  }
-}"""
-
-
-def launch_backfill(url: str, partitions: list[str], title: str | None = None) -> str:
-    params = {
-        "selector": {"partitionSetName": f"{JOB}_partition_set", "repositorySelector": REPOSITORY_SELECTOR},
-        "partitionNames": partitions,
-        "title": title or f"{JOB} {partitions[0]} .. {partitions[-1]}",
-        "tags": [{"key": "velocity/trigger", "value": "backfill"}],
-    }
-    result = graphql(url, LAUNCH_BACKFILL, {"params": params})["launchPartitionBackfill"]
-    return _unwrap(result, "LaunchBackfillSuccess", "backfill")["backfillId"]
-
-
-SCHEDULE_DRY_RUN = """
-mutation($selector: ScheduleSelector!, $timestamp: Float) {
-  scheduleDryRun(selectorData: $selector, timestamp: $timestamp) {
-    __typename
-    ... on DryRunInstigationTick {
-      evaluationResult {
-        runRequests { runKey runConfigYaml tags { key value } }
-        skipReason
-        error { message }
-      }
-    }
-    ... on PythonError { message }
-    ... on ScheduleNotFoundError { message }
-  }
-}"""
-
-LAUNCH_RUN = """
-mutation($params: ExecutionParams!) {
-  launchRun(executionParams: $params) {
-    __typename
-    ... on LaunchRunSuccess { run { runId } }
-    ... on PythonError { message }
-    ... on RunConfigValidationInvalid { errors { message } }
-    ... on InvalidSubsetError { message }
-    ... on UnauthorizedError { message }
-  }
-}"""
-
-
-def launch_run(url: str, tags: dict[str, str], run_config: dict | None = None) -> str:
-    params = {
-        "selector": {"jobName": JOB, **REPOSITORY_SELECTOR},
-        "runConfigData": run_config or {},
-        "executionMetadata": {"tags": [{"key": k, "value": v} for k, v in tags.items()]},
-    }
-    result = graphql(url, LAUNCH_RUN, {"params": params})["launchRun"]
-    if result["__typename"] == "RunConfigValidationInvalid":
-        raise GraphQLError("run config: " + "; ".join(e["message"] for e in result["errors"]))
-    return _unwrap(result, "LaunchRunSuccess", "launch")["run"]["runId"]
-
-
 def schedule_tick(url: str, at: dt.datetime) -> list[str]:
     """Evaluate the nightly schedule as of `at` and launch its run requests; returns the run ids."""
-    selector = {"scheduleName": SCHEDULE, **REPOSITORY_SELECTOR}
-    result = graphql(url, SCHEDULE_DRY_RUN, {"selector": selector, "timestamp": at.timestamp()})["scheduleDryRun"]
-    evaluation = _unwrap(result, "DryRunInstigationTick", "schedule evaluation")["evaluationResult"]
-    if evaluation["error"]:
-        raise GraphQLError(f"schedule evaluation failed: {evaluation['error']['message']}")
+    evaluation = schedule_dry_run(url, at)
     if not evaluation["runRequests"]:
         raise GraphQLError(f"the schedule asked for no run at {at.isoformat()}: {evaluation['skipReason']}")
     run_ids = []
@@ -154,46 +70,6 @@ def schedule_tick(url: str, at: dt.datetime) -> list[str]:
         tags.update({"velocity/trigger": "tick", "velocity/schedule_tick": f"{SCHEDULE}@{at.isoformat()}"})
         run_ids.append(launch_run(url, tags))
     return run_ids
-
-
-STATUS = f"""
-{{
-  instance {{ daemonHealth {{ allDaemonStatuses {{ daemonType required healthy }} }} }}
-  scheduleOrError(scheduleSelector: {{scheduleName: "{SCHEDULE}", repositoryName: "{REPOSITORY}", repositoryLocationName: "{LOCATION}"}}) {{
-    __typename
-    ... on Schedule {{ scheduleState {{ status }} futureTicks(limit: 1) {{ results {{ timestamp }} }} executionTimezone }}
-  }}
-  runsOrError(limit: 10) {{ ... on Runs {{ results {{ runId status tags {{ key value }} startTime endTime }} }} }}
-  partitionBackfillsOrError(limit: 5) {{ ... on PartitionBackfills {{ results {{ id status numPartitions title }} }} }}
-}}"""
-
-
-def daemon_health(url: str, since: float = 0.0) -> dict[str, bool]:
-    """Required daemons and whether each is healthy with a heartbeat at or after `since` (epoch s):
-    heartbeats of a daemon that ran before are still in the database and prove nothing."""
-    query = "{ instance { daemonHealth { allDaemonStatuses { daemonType required healthy lastHeartbeatTime } } } }"
-    statuses = graphql(url, query)["instance"]["daemonHealth"]["allDaemonStatuses"]
-    return {
-        d["daemonType"]: bool(d["healthy"]) and (d["lastHeartbeatTime"] or 0.0) >= since
-        for d in statuses
-        if d["required"]
-    }
-
-
-def start_schedule(url: str) -> str:
-    query = """
-    mutation($selector: ScheduleSelector!) {
-      startSchedule(scheduleSelector: $selector) {
-        __typename
-        ... on ScheduleStateResult { scheduleState { status } }
-        ... on PythonError { message }
-        ... on UnauthorizedError { message }
-      }
-    }"""
-    result = graphql(url, query, {"selector": {"scheduleName": SCHEDULE, **REPOSITORY_SELECTOR}})["startSchedule"]
-    if result["__typename"] == "PythonError" and "already running" in result.get("message", ""):
-        return "RUNNING"
-    return _unwrap(result, "ScheduleStateResult", "start schedule")["scheduleState"]["status"]
 
 
 # --- processes --------------------------------------------------------------------------------
@@ -287,7 +163,9 @@ def ensure_database(server_url, name: str) -> str:
         engine.dispose()
 
 
-def cmd_up(args: argparse.Namespace) -> int:
+def prepare_databases(args: argparse.Namespace) -> tuple[str, str]:
+    """Both databases on the server (created when absent) and the store's migrations applied;
+    returns the URLs of Dagster's storage and of the operational store."""
     import sqlalchemy as sa
 
     server = sa.make_url(args.pg_url)
@@ -303,7 +181,12 @@ def cmd_up(args: argparse.Namespace) -> int:
     applied = store.migrate()
     say(f"Operational store  schema version {store.schema_version()} (applied now: {', '.join(map(str, applied)) or 'none'})")
     store.dispose()
+    return dagster_url, store_url
 
+
+def prepare_dagster_home(args: argparse.Namespace, dagster_url: str) -> tuple[Path, Path]:
+    """DAGSTER_HOME with deploy/dagster.yaml, the DuckDB file's folder, and Dagster's tables and pool;
+    returns the home and the DuckDB path."""
     home = Path(args.home).resolve()
     home.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(DEPLOY / "dagster.yaml", home / "dagster.yaml")
@@ -313,17 +196,74 @@ def cmd_up(args: argparse.Namespace) -> int:
     say(f"DuckDB             {duckdb_path}")
     os.environ["DAGSTER_PG_URL"] = dagster_url  # for the instance opened here; children get it in env
     say(f"Dagster storage    {prepare_instance(home)}")
+    return home, duckdb_path
 
-    env = {
-        **os.environ,
-        "DAGSTER_HOME": str(home),
-        "DAGSTER_PG_URL": dagster_url,
-        "VELOCITY_STORE_URL": store_url,
-        "VELOCITY_DUCKDB_PATH": str(duckdb_path),
-        "VELOCITY_CODE_SERVER_HOST": args.code_server_host,
-        "VELOCITY_CODE_SERVER_PORT": str(args.code_server_port),
-    }
-    children: list[Child] = []
+
+def start_simulators(args: argparse.Namespace, env: dict[str, str], duckdb_path: Path, children: list[Child]) -> None:
+    """The ERP and WMS simulators (no real ones here); their URLs go into `env` for the others."""
+    env.setdefault("VELOCITY_ERP_TOKEN", "erp-dev-token")
+    env.setdefault("VELOCITY_WMS_TOKEN", "wms-dev-token")
+    for system, port in (("erp", args.erp_port), ("wms", args.wms_port)):
+        argv = [str(BIN / "velocity-platform"), "simulate", system, "--port", str(port)]
+        if system == "wms":
+            argv += ["--wms-state", str(duckdb_path.parent / "wms_state.jsonl")]
+        child = spawn(f"{system.upper()} simulator", argv, env)
+        children.append(child)
+        env[f"VELOCITY_{system.upper()}_URL"] = f"http://127.0.0.1:{port}"
+        took = wait_until(child.name, lambda p=port: httpx.get(f"http://127.0.0.1:{p}/healthz").status_code == 200, 60, child.check_alive)
+        say(f"{child.name:<18} http://127.0.0.1:{port}  pid {child.process.pid}  ready in {took:.1f}s")
+
+
+def start_code_server(args: argparse.Namespace, env: dict[str, str], children: list[Child]) -> None:
+    code_server = spawn(
+        "Code server",
+        [
+            str(BIN / "dagster"), "api", "grpc",
+            "--module-name", "velocity_platform.definitions", "--attribute", "defs",
+            "--location-name", LOCATION,
+            "--host", args.code_server_host, "--port", str(args.code_server_port),
+            "--log-level", "warning",
+        ],
+        env,
+    )
+    children.append(code_server)
+    took = wait_until("code server", lambda: grpc_ready(args.code_server_host, args.code_server_port), 180, code_server.check_alive)
+    say(f"Code server        {args.code_server_host}:{args.code_server_port}  pid {code_server.process.pid}  ready in {took:.1f}s")
+
+
+def start_webserver(args: argparse.Namespace, env: dict[str, str], children: list[Child], ui: str) -> None:
+    workspace = str(DEPLOY / "workspace.yaml")
+    webserver = spawn(
+        "Webserver",
+        [str(BIN / "dagster-webserver"), "-w", workspace, "-h", args.ui_host, "-p", str(args.ui_port), "--log-level", "warning"],
+        env,
+    )
+    children.append(webserver)
+    took = wait_until("webserver", lambda: httpx.get(f"{ui}/server_info").status_code == 200, 180, webserver.check_alive)
+    say(f"Webserver          {ui}  pid {webserver.process.pid}  ready in {took:.1f}s")
+
+
+def start_daemon(env: dict[str, str], children: list[Child], ui: str) -> None:
+    """The daemon, ready once every required daemon has a heartbeat of its own (not an earlier one's)."""
+    daemon_started = time.time()
+    workspace = str(DEPLOY / "workspace.yaml")
+    daemon = spawn("Daemon", [str(BIN / "dagster-daemon"), "run", "-w", workspace, "--log-level", "warning"], env)
+    children.append(daemon)
+    took = wait_until("daemon", lambda: (h := daemon_health(ui, daemon_started)) and all(h.values()), 180, daemon.check_alive)
+    say(f"Daemon             pid {daemon.process.pid}  ready in {took:.1f}s  heartbeats: {', '.join(sorted(daemon_health(ui)))}")
+
+
+def supervise(children: list[Child]) -> None:
+    """Until a signal arrives or a child dies (then SystemExit names it)."""
+    while True:
+        for child in children:
+            child.check_alive()
+        time.sleep(1)
+
+
+def stop_on_signals() -> None:
+    """SIGTERM and SIGINT (Ctrl-C) end the launcher once, as a KeyboardInterrupt; a second one
+    while stopping does not interrupt the orderly stop."""
     stopping = False
 
     def on_signal(signum, _frame):
@@ -334,59 +274,33 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    dagster_url, store_url = prepare_databases(args)
+    home, duckdb_path = prepare_dagster_home(args, dagster_url)
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        "DAGSTER_PG_URL": dagster_url,
+        "VELOCITY_STORE_URL": store_url,
+        "VELOCITY_DUCKDB_PATH": str(duckdb_path),
+        "VELOCITY_CODE_SERVER_HOST": args.code_server_host,
+        "VELOCITY_CODE_SERVER_PORT": str(args.code_server_port),
+    }
+    children: list[Child] = []
+    stop_on_signals()
     ui = f"http://{args.ui_host}:{args.ui_port}"
     try:
         if args.simulators:
-            env.setdefault("VELOCITY_ERP_TOKEN", "erp-dev-token")
-            env.setdefault("VELOCITY_WMS_TOKEN", "wms-dev-token")
-            for system, port in (("erp", args.erp_port), ("wms", args.wms_port)):
-                argv = [str(BIN / "velocity-platform"), "simulate", system, "--port", str(port)]
-                if system == "wms":
-                    argv += ["--wms-state", str(duckdb_path.parent / "wms_state.jsonl")]
-                child = spawn(f"{system.upper()} simulator", argv, env)
-                children.append(child)
-                env[f"VELOCITY_{system.upper()}_URL"] = f"http://127.0.0.1:{port}"
-                took = wait_until(child.name, lambda p=port: httpx.get(f"http://127.0.0.1:{p}/healthz").status_code == 200, 60, child.check_alive)
-                say(f"{child.name:<18} http://127.0.0.1:{port}  pid {child.process.pid}  ready in {took:.1f}s")
-
-        code_server = spawn(
-            "Code server",
-            [
-                str(BIN / "dagster"), "api", "grpc",
-                "--module-name", "velocity_platform.definitions", "--attribute", "defs",
-                "--location-name", LOCATION,
-                "--host", args.code_server_host, "--port", str(args.code_server_port),
-                "--log-level", "warning",
-            ],
-            env,
-        )
-        children.append(code_server)
-        took = wait_until("code server", lambda: grpc_ready(args.code_server_host, args.code_server_port), 180, code_server.check_alive)
-        say(f"Code server        {args.code_server_host}:{args.code_server_port}  pid {code_server.process.pid}  ready in {took:.1f}s")
-
-        workspace = str(DEPLOY / "workspace.yaml")
-        webserver = spawn(
-            "Webserver",
-            [str(BIN / "dagster-webserver"), "-w", workspace, "-h", args.ui_host, "-p", str(args.ui_port), "--log-level", "warning"],
-            env,
-        )
-        children.append(webserver)
-        took = wait_until("webserver", lambda: httpx.get(f"{ui}/server_info").status_code == 200, 180, webserver.check_alive)
-        say(f"Webserver          {ui}  pid {webserver.process.pid}  ready in {took:.1f}s")
-
-        daemon_started = time.time()
-        daemon = spawn("Daemon", [str(BIN / "dagster-daemon"), "run", "-w", workspace, "--log-level", "warning"], env)
-        children.append(daemon)
-        took = wait_until("daemon", lambda: (h := daemon_health(ui, daemon_started)) and all(h.values()), 180, daemon.check_alive)
-        say(f"Daemon             pid {daemon.process.pid}  ready in {took:.1f}s  heartbeats: {', '.join(sorted(daemon_health(ui)))}")
-
+            start_simulators(args, env, duckdb_path, children)
+        start_code_server(args, env, children)
+        start_webserver(args, env, children, ui)
+        start_daemon(env, children, ui)
         if not args.no_schedule:
             say(f"Schedule           {SCHEDULE} {start_schedule(ui)}")
         say(f"Ready: open {ui}. Ctrl-C stops all {len(children)} processes.")
-        while True:
-            for child in children:
-                child.check_alive()
-            time.sleep(1)
+        supervise(children)
     except KeyboardInterrupt:
         say("Stopping ...")
         return 0
@@ -411,7 +325,7 @@ def _dates(first: dt.date, last: dt.date) -> list[str]:
 
 def cmd_backfill(args: argparse.Namespace) -> int:
     partitions = _dates(args.date_from, args.date_to)
-    backfill_id = launch_backfill(args.url, partitions)
+    backfill_id = launch_backfill(args.url, partitions, tags={"velocity/trigger": "backfill"})
     say(f"Backfill {backfill_id}: {len(partitions)} business dates {partitions[0]} .. {partitions[-1]}")
     say(f"  {args.url}/runs/b/{backfill_id}")
     return 0
@@ -428,7 +342,7 @@ def cmd_tick(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    data = graphql(args.url, STATUS)
+    data = status(args.url)
     daemons = data["instance"]["daemonHealth"]["allDaemonStatuses"]
     say("Daemons   " + ", ".join(f"{d['daemonType']} {'ok' if d['healthy'] else 'DOWN'}" for d in daemons if d["required"]))
     schedule = data["scheduleOrError"]

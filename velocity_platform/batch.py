@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
-import polars as pl
 
 from velocity_platform.domain.taxonomy import UNCLASSIFIED
 from velocity_platform.settings import LOCAL_STATE_DIR, Settings
@@ -134,7 +133,6 @@ DEMAND_ASSETS = [
     "sales_history",
     "daily_sku_demand",
 ]
-# The class counts' name for SKUs without a class yet (too little history to judge).
 
 # The tags a backfill puts on a run that covers a range of partitions.
 RANGE_START_TAG = "dagster/asset_partition_range_start"
@@ -240,11 +238,3 @@ def format_summary(summary: dict) -> str:
     ]
     return "\n".join(lines)
 
-
-def frame_of(table: str, settings: Settings, where: str = "", params: list | None = None) -> pl.DataFrame:
-    """Read one asset table (tests and reports); an absent table reads as empty."""
-    with duckdb.connect(settings.duckdb_path, read_only=True) as con:
-        if not _exists(con, table):
-            return pl.DataFrame()
-        # `where` is code, not data: callers pass values through `params`.
-        return con.execute(f"SELECT * FROM {_table(table)} {where}", params or []).pl()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import importlib.metadata
 import json
 import os
 import sys
@@ -399,20 +400,6 @@ def _build_history(dates: list[dt.date]) -> bool:
     return outcome.success
 
 
-def cmd_bench(args: argparse.Namespace) -> int:
-    try:
-        from benchmarks.harness import run_benchmark
-    except ImportError:
-        print("benchmarks/ is not importable: run from a source checkout installed with `make install`", file=sys.stderr)
-        return 2
-    for scenario in args.scenario:
-        json_path = args.json
-        if json_path and len(args.scenario) > 1:
-            json_path = json_path.with_name(f"{json_path.stem}-{scenario}{json_path.suffix}")
-        run_benchmark(scenario, json_path, compare=not args.no_compare)
-    return 0
-
-
 def _run_file_source(args: argparse.Namespace) -> int:
     """`run --source file`: the same graph, with raw_transactions and sku_master read from an export.
 
@@ -665,12 +652,6 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--summary", type=Path, default=None)
     demo.set_defaults(func=cmd_demo)
 
-    bench = commands.add_parser("bench", help="measure one business day of a scenario (S, M, L) through Dagster")
-    bench.add_argument("--scenario", nargs="+", choices=["S", "M", "L"], default=["S"])
-    bench.add_argument("--json", type=Path, default=None, help="write the figures as JSON here")
-    bench.add_argument("--no-compare", action="store_true", help="skip the per-record, floor and parse comparisons")
-    bench.set_defaults(func=cmd_bench)
-
     evaluate = commands.add_parser(
         "evaluate", help="replay order history day by day: platform slotting vs a baseline that never re-slots"
     )
@@ -697,7 +678,24 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--directives", type=Path, default=None, help="write every directive applied here (.csv or .parquet)")
     _add_labor_options(evaluate)
     evaluate.set_defaults(func=cmd_evaluate)
+    add_installed_commands(commands)
     return parser
+
+
+# Packages installed beside the product add commands of their own through this entry-point group
+# (the benchmarks add `bench`): the product never imports its tools.
+COMMAND_ENTRY_POINTS = "velocity_platform.commands"
+
+
+def add_installed_commands(commands: argparse._SubParsersAction) -> None:
+    """Let each entry point of COMMAND_ENTRY_POINTS add its subcommand(s) to `commands`."""
+    for entry_point in importlib.metadata.entry_points(group=COMMAND_ENTRY_POINTS):
+        try:
+            add_commands = entry_point.load()
+        except ImportError as exc:  # installed metadata, but the package is gone: the other commands still work
+            print(f"command {entry_point.name!r} unavailable ({exc}); reinstall with `make install`", file=sys.stderr)
+            continue
+        add_commands(commands)
 
 
 def main(argv: list[str] | None = None) -> int:

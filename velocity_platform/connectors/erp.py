@@ -16,8 +16,8 @@ import datetime as dt
 import re
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 from zoneinfo import ZoneInfo
 
 import orjson
@@ -26,11 +26,8 @@ from velocity_platform.connectors.http import (
     BodyStillInvalid,
     HttpAnswer,
     InvalidBody,
-    RetryPolicy,
-    RetryStats,
-    UpstreamClient,
+    UpstreamApiClient,
     UpstreamError,
-    UpstreamLimits,
 )
 
 SYSTEM = "ERP"
@@ -57,51 +54,12 @@ def _iso(ts: dt.datetime) -> str:
     return ts.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-@dataclass
-class ErpClient:
-    base_url: str
-    token: str | None
-    timeout_s: float = 30.0
-    page_limit: int = 5000
-    max_page_bytes: int = 64 * 1024 * 1024
-    verify_tls: bool = True
-    allow_plain_http: bool = False
-    retry: RetryPolicy = field(default_factory=RetryPolicy)
-    limits: UpstreamLimits = field(default_factory=UpstreamLimits)
+@dataclass(kw_only=True)
+class ErpClient(UpstreamApiClient):
+    SYSTEM: ClassVar[str] = SYSTEM
     token_source: str = "VELOCITY_ERP_TOKEN"
-    stats: RetryStats = field(default_factory=RetryStats)
-
-    def __post_init__(self) -> None:
-        self._http = UpstreamClient(
-            SYSTEM,
-            self.base_url,
-            self.token,
-            timeout_s=self.timeout_s,
-            verify_tls=self.verify_tls,
-            allow_plain_http=self.allow_plain_http,
-            retry=self.retry,
-            limits=self.limits,
-            max_response_bytes=self.max_page_bytes,
-            token_source=self.token_source,
-            stats=self.stats,
-        )
-
-    def close(self) -> None:
-        self._http.close()
-
-    def __enter__(self) -> ErpClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     # --- plumbing ----------------------------------------------------------------------------
-
-    def _get(self, path: str, params: dict[str, str | int], read: Callable[[HttpAnswer], Any] | None = None) -> tuple[HttpAnswer, Any]:
-        describe = f"GET {path}"
-        answer, parsed = self._http.request("GET", path, params=params, read=read, describe=describe)
-        self._http.raise_for_final_status(answer, describe)
-        return answer, parsed
 
     def _get_json(self, path: str, params: dict[str, str | int]) -> Any:
         return self._get(path, params, read=_json_or_invalid)[1]

@@ -28,7 +28,8 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
+from typing import Any, ClassVar, Self
 
 import httpx
 import pybreaker
@@ -367,92 +368,29 @@ class UpstreamClient:
         raised with the last answer if it never becomes readable. GETs are idempotent; any
         other method only when `idempotent=True` (it carries an Idempotency-Key).
         """
-        describe = describe or f"{method} {path}"
-        idempotent = method in ("GET", "HEAD") if idempotent is None else idempotent
-        guard = self.guard
-        last_invalid: list[tuple[HttpAnswer, str]] = []
-
-        def attempt() -> tuple[HttpAnswer, object]:
-            guard.check_closed()
-            self.stats.requests += 1
-            try:
-                with guard.slot():
-                    answer = self._send_once(method, path, params, content, headers)
-            except httpx.TransportError as exc:
-                guard.record(exc)
-                raise
-            except ResponseTooLarge:
-                guard.record(None)
-                raise
-            if answer.status_code in RETRYABLE_STATUS:
-                # A 429 is a healthy upstream asking us to slow down: it does not count towards the breaker.
-                failure = RetryableStatus(answer)
-                guard.record(None if answer.status_code == 429 else failure)
-                raise failure
-            guard.record(None)
-            if read is None or not 200 <= answer.status_code < 300:
-                return answer, None
-            try:
-                return answer, read(answer)
-            except InvalidBody as exc:
-                last_invalid.append((answer, exc.reason))
-                raise
-
-        def retryable(exc: BaseException) -> bool:
-            if isinstance(exc, (RetryableStatus, InvalidBody)):
-                return idempotent or (isinstance(exc, RetryableStatus) and exc.answer.status_code == 429)
-            if isinstance(exc, httpx.TransportError):
-                return idempotent or isinstance(exc, NOT_SENT)
-            return False
-
-        def before_sleep(state: tenacity.RetryCallState) -> None:
-            self.stats.retries += 1
-            exc = state.outcome.exception() if state.outcome else None
-            self.stats.reasons[_kind(exc)] += 1
-            log.warning(
-                "%s %s: attempt %d failed (%s); retrying", self.system, describe, state.attempt_number, self.redact(_describe(exc))
-            )
-
-        def unreadable_too_often(_: tenacity.RetryCallState) -> bool:
-            return len(last_invalid) >= self.retry.max_unreadable_attempts
-
+        call = _Call(
+            self,
+            method,
+            path,
+            params,
+            content,
+            headers,
+            idempotent=method in ("GET", "HEAD") if idempotent is None else idempotent,
+            read=read,
+            describe=describe or f"{method} {path}",
+        )
         retrying = tenacity.Retrying(
-            stop=tenacity.stop_any(tenacity.stop_after_attempt(self.retry.max_attempts), unreadable_too_often),
+            stop=tenacity.stop_any(tenacity.stop_after_attempt(self.retry.max_attempts), call.unreadable_too_often),
             wait=_WaitHonouringRetryAfter(self.retry),
-            retry=tenacity.retry_if_exception(retryable),
-            before_sleep=before_sleep,
+            retry=tenacity.retry_if_exception(call.worth_retrying),
+            before_sleep=call.count_retry,
             sleep=self._sleep,
             reraise=True,
         )
         try:
-            try:
-                return retrying(attempt)
-            except (RetryableStatus, httpx.TransportError):
-                if last_invalid:
-                    raise InvalidBody(last_invalid[-1][1]) from None  # every answer that came was unreadable
-                raise
-        except RetryableStatus as exc:
-            raise UpstreamError(
-                self.system,
-                f"{describe} still failing after {self.retry.max_attempts} attempts: {exc}",
-                exc.answer.status_code,
-            ) from None
-        except httpx.TransportError as exc:
-            tried = self.retry.max_attempts if retryable(exc) else 1
-            hint = "" if retryable(exc) else " (not retried: the request may have reached the upstream and has no idempotency key)"
-            raise UpstreamError(
-                self.system, f"{describe} still failing after {tried} attempt(s): {_describe(exc)}{hint}"
-            ) from None
-        except InvalidBody as exc:
-            answer, reason = last_invalid[-1]
-            fetched = len(last_invalid)
-            raise BodyStillInvalid(
-                self.system,
-                f"{describe} answered an unreadable body {fetched} time(s), every time it answered: {self.redact(reason)}",
-                answer,
-                self.redact(exc.reason),
-                fetched,
-            ) from None
+            return retrying(call.attempt)
+        except (RetryableStatus, httpx.TransportError, InvalidBody) as exc:
+            raise call.gave_up(exc) from None
 
     def raise_for_final_status(self, answer: HttpAnswer, describe: str) -> None:
         """Turn a final non-2xx answer into an UpstreamError that names the fix."""
@@ -471,6 +409,160 @@ class UpstreamClient:
             403: f" (the token from {self.token_source} lacks permission)",
         }.get(answer.status_code, "")
         raise UpstreamError(self.system, f"{describe} answered HTTP {answer.status_code}{hint}: {detail}", answer.status_code)
+
+
+# --- what the ERP and WMS clients share ----------------------------------------------------------
+
+
+@dataclass
+class UpstreamApiClient:
+    """The base of the ERP and WMS clients: their settings, one guarded client, a context manager.
+
+    A subclass names its SYSTEM and adds the calls of its API; the token's origin (for messages
+    about a refused token) defaults to the subclass's environment variable.
+    """
+
+    SYSTEM: ClassVar[str]
+    base_url: str
+    token: str | None
+    _: KW_ONLY
+    timeout_s: float = 30.0
+    page_limit: int = 5000
+    max_response_bytes: int = 64 * 1024 * 1024
+    verify_tls: bool = True
+    allow_plain_http: bool = False
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    limits: UpstreamLimits = field(default_factory=UpstreamLimits)
+    token_source: str = "the environment"
+    stats: RetryStats = field(default_factory=RetryStats)
+
+    def __post_init__(self) -> None:
+        self._http = UpstreamClient(
+            self.SYSTEM,
+            self.base_url,
+            self.token,
+            timeout_s=self.timeout_s,
+            verify_tls=self.verify_tls,
+            allow_plain_http=self.allow_plain_http,
+            retry=self.retry,
+            limits=self.limits,
+            max_response_bytes=self.max_response_bytes,
+            token_source=self.token_source,
+            stats=self.stats,
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _get(self, path: str, params: dict[str, str | int], read: Callable[[HttpAnswer], Any] | None = None) -> tuple[HttpAnswer, Any]:
+        """GET until a final answer; a final non-2xx raises UpstreamError naming the fix."""
+        describe = f"GET {path}"
+        answer, parsed = self._http.request("GET", path, params=params, read=read, describe=describe)
+        self._http.raise_for_final_status(answer, describe)
+        return answer, parsed
+
+
+class _Call:
+    """One call of UpstreamClient.request: its attempts, which failures are worth another, and the
+    error it ends with when the retry budget is spent."""
+
+    def __init__(
+        self,
+        client: UpstreamClient,
+        method: str,
+        path: str,
+        params: dict | None,
+        content: bytes | None,
+        headers: dict | None,
+        *,
+        idempotent: bool,
+        read: Callable[[HttpAnswer], object] | None,
+        describe: str,
+    ):
+        self.client = client
+        self.method, self.path, self.params, self.content, self.headers = method, path, params, content, headers
+        self.idempotent = idempotent
+        self.read = read
+        self.describe = describe
+        self.unreadable: list[tuple[HttpAnswer, str]] = []  # answers whose body `read` could not read, and why
+
+    def attempt(self) -> tuple[HttpAnswer, object]:
+        """One request through the upstream's guard; the breaker hears how it went."""
+        client, guard = self.client, self.client.guard
+        guard.check_closed()
+        client.stats.requests += 1
+        try:
+            with guard.slot():
+                answer = client._send_once(self.method, self.path, self.params, self.content, self.headers)
+        except httpx.TransportError as exc:
+            guard.record(exc)
+            raise
+        except ResponseTooLarge:
+            guard.record(None)
+            raise
+        if answer.status_code in RETRYABLE_STATUS:
+            # A 429 is a healthy upstream asking us to slow down: it does not count towards the breaker.
+            failure = RetryableStatus(answer)
+            guard.record(None if answer.status_code == 429 else failure)
+            raise failure
+        guard.record(None)
+        if self.read is None or not 200 <= answer.status_code < 300:
+            return answer, None
+        try:
+            return answer, self.read(answer)
+        except InvalidBody as exc:
+            self.unreadable.append((answer, exc.reason))
+            raise
+
+    def worth_retrying(self, exc: BaseException) -> bool:
+        """Failures that can pass; without idempotency only those that certainly never landed."""
+        if isinstance(exc, (RetryableStatus, InvalidBody)):
+            return self.idempotent or (isinstance(exc, RetryableStatus) and exc.answer.status_code == 429)
+        if isinstance(exc, httpx.TransportError):
+            return self.idempotent or isinstance(exc, NOT_SENT)
+        return False
+
+    def count_retry(self, state: tenacity.RetryCallState) -> None:
+        client = self.client
+        client.stats.retries += 1
+        exc = state.outcome.exception() if state.outcome else None
+        client.stats.reasons[_kind(exc)] += 1
+        log.warning(
+            "%s %s: attempt %d failed (%s); retrying", client.system, self.describe, state.attempt_number, client.redact(_describe(exc))
+        )
+
+    def unreadable_too_often(self, _: tenacity.RetryCallState) -> bool:
+        return len(self.unreadable) >= self.client.retry.max_unreadable_attempts
+
+    def gave_up(self, exc: RetryableStatus | httpx.TransportError | InvalidBody) -> UpstreamError:
+        """The error a spent budget ends with: an unreadable body wins over the failures around it."""
+        client = self.client
+        if self.unreadable:  # every answer that came was unreadable
+            answer, reason = self.unreadable[-1]
+            return BodyStillInvalid(
+                client.system,
+                f"{self.describe} answered an unreadable body {len(self.unreadable)} time(s), every time it answered: "
+                f"{client.redact(reason)}",
+                answer,
+                client.redact(reason),
+                len(self.unreadable),
+            )
+        if isinstance(exc, RetryableStatus):
+            return UpstreamError(
+                client.system,
+                f"{self.describe} still failing after {client.retry.max_attempts} attempts: {exc}",
+                exc.answer.status_code,
+            )
+        retried = self.worth_retrying(exc)
+        tried = client.retry.max_attempts if retried else 1
+        hint = "" if retried else " (not retried: the request may have reached the upstream and has no idempotency key)"
+        return UpstreamError(client.system, f"{self.describe} still failing after {tried} attempt(s): {_describe(exc)}{hint}")
 
 
 def _retry_after_s(answer: HttpAnswer) -> float | None:

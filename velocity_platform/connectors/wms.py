@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import orjson
 
@@ -19,11 +19,8 @@ from velocity_platform.connectors.http import (
     CircuitOpen,
     HttpAnswer,
     InvalidBody,
-    RetryPolicy,
-    RetryStats,
-    UpstreamClient,
+    UpstreamApiClient,
     UpstreamError,
-    UpstreamLimits,
 )
 
 SYSTEM = "WMS"
@@ -40,43 +37,10 @@ class PushOutcome:
     detail: str
 
 
-@dataclass
-class WmsClient:
-    base_url: str
-    token: str | None
-    timeout_s: float = 30.0
-    page_limit: int = 5000
-    max_response_bytes: int = 64 * 1024 * 1024
-    verify_tls: bool = True
-    allow_plain_http: bool = False
-    retry: RetryPolicy = field(default_factory=RetryPolicy)
-    limits: UpstreamLimits = field(default_factory=UpstreamLimits)
+@dataclass(kw_only=True)
+class WmsClient(UpstreamApiClient):
+    SYSTEM: ClassVar[str] = SYSTEM
     token_source: str = "VELOCITY_WMS_TOKEN"
-    stats: RetryStats = field(default_factory=RetryStats)
-
-    def __post_init__(self) -> None:
-        self._http = UpstreamClient(
-            SYSTEM,
-            self.base_url,
-            self.token,
-            timeout_s=self.timeout_s,
-            verify_tls=self.verify_tls,
-            allow_plain_http=self.allow_plain_http,
-            retry=self.retry,
-            limits=self.limits,
-            max_response_bytes=self.max_response_bytes,
-            token_source=self.token_source,
-            stats=self.stats,
-        )
-
-    def close(self) -> None:
-        self._http.close()
-
-    def __enter__(self) -> WmsClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def _paged(self, path: str, reader: Callable[[bytes], Any] | None = None) -> list:
         """Every record of a paged listing (dicts), or with `reader` what it made of each page.
@@ -102,10 +66,7 @@ class WmsClient:
             params: dict[str, str | int] = {"limit": self.page_limit}
             if cursor:
                 params["cursor"] = cursor
-            describe = f"GET {path}"
-            answer, result = self._http.request("GET", path, params=params, read=read, describe=describe)
-            self._http.raise_for_final_status(answer, describe)
-            page, cursor = result
+            _, (page, cursor) = self._get(path, params, read)
             if reader is None:
                 parsed.extend(page)
             else:

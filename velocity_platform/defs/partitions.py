@@ -23,10 +23,6 @@ PARTITION_METADATA = {"partition_expr": "business_date"}
 DUCKDB_POOL = "duckdb"
 
 
-def partition_date(context: dg.AssetExecutionContext) -> dt.date:
-    return dt.date.fromisoformat(context.partition_key)
-
-
 def partition_dates(context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext) -> list[dt.date]:
     """The business dates a run covers, oldest first: one for the nightly run or a single-date
     run, several for a backfill run over a range (see BACKFILL_POLICY)."""

@@ -6,6 +6,7 @@ import functools
 import os
 import time
 from pathlib import Path
+from typing import TypeVar
 
 import dagster as dg
 import polars as pl
@@ -16,7 +17,7 @@ from pydantic import Field
 
 from velocity_platform.connectors.erp import ErpClient
 from velocity_platform.connectors.files import FileExport, FileSourceError, preset, read_export
-from velocity_platform.connectors.http import RetryPolicy, UpstreamLimits
+from velocity_platform.connectors.http import RetryPolicy, UpstreamApiClient, UpstreamLimits
 from velocity_platform.connectors.outbox import WMS_BATCH_SIZE
 from velocity_platform.connectors.state import OperationalStore
 from velocity_platform.connectors.webhook import AlertWebhook
@@ -153,6 +154,9 @@ class WarehouseTablesIOManager(DuckDBPolarsIOManager):
         return [_PolarsTablesHandler()]
 
 
+UpstreamClientT = TypeVar("UpstreamClientT", bound=UpstreamApiClient)
+
+
 class _UpstreamResource(dg.ConfigurableResource):
     """What every HTTP upstream shares: timeouts, retries, rate limit, concurrency, breaker, TLS."""
 
@@ -182,6 +186,20 @@ class _UpstreamResource(dg.ConfigurableResource):
             self.requests_per_second, self.max_concurrent_requests, self.breaker_fail_max, self.breaker_reset_s
         )
 
+    def _connect(self, client_type: type[UpstreamClientT]) -> UpstreamClientT:
+        """The connector's client with this resource's settings (the token is the subclass's field)."""
+        return client_type(
+            self.base_url,
+            self.token,
+            timeout_s=self.timeout_s,
+            page_limit=self.page_limit,
+            max_response_bytes=self.max_response_bytes,
+            verify_tls=self.verify_tls,
+            allow_plain_http=self.allow_plain_http,
+            retry=self._retry(),
+            limits=self._limits(),
+        )
+
 
 class ErpResource(_UpstreamResource):
     """The ERP's transaction and SKU API."""
@@ -189,18 +207,7 @@ class ErpResource(_UpstreamResource):
     token: str = Field(description="Bearer token; set VELOCITY_ERP_TOKEN, never in code")
 
     def client(self) -> ErpClient:
-        return ErpClient(
-            self.base_url,
-            self.token,
-            timeout_s=self.timeout_s,
-            page_limit=self.page_limit,
-            max_page_bytes=self.max_response_bytes,
-            verify_tls=self.verify_tls,
-            allow_plain_http=self.allow_plain_http,
-            retry=self._retry(),
-            limits=self._limits(),
-            token_source="VELOCITY_ERP_TOKEN",
-        )
+        return self._connect(ErpClient)
 
 
 class WmsResource(_UpstreamResource):
@@ -212,18 +219,7 @@ class WmsResource(_UpstreamResource):
     )
 
     def client(self) -> WmsClient:
-        return WmsClient(
-            self.base_url,
-            self.token,
-            timeout_s=self.timeout_s,
-            page_limit=self.page_limit,
-            max_response_bytes=self.max_response_bytes,
-            verify_tls=self.verify_tls,
-            allow_plain_http=self.allow_plain_http,
-            retry=self._retry(),
-            limits=self._limits(),
-            token_source="VELOCITY_WMS_TOKEN",
-        )
+        return self._connect(WmsClient)
 
 
 # Client knobs may also come from the environment (one value for both upstreams), so a run from

@@ -1,8 +1,9 @@
 """Record and table contracts shared by every stage.
 
-Frames are described as polars schemas (the hot paths never build per-row objects); single
-records that cross a boundary one at a time (a WMS directive, a SKU master row in a test) have a
-pydantic model with the same rules, which also serves as the per-record baseline in benchmarks.
+Frames are described as polars schemas (the hot paths never build per-row objects). The rules of
+an order line are one table, LINE_RULES: domain.validation compiles it to polars expressions for
+frames, and the pydantic OrderLineRecord applies it to a single record (the per-record baseline
+in benchmarks), so the two cannot drift apart.
 """
 
 from __future__ import annotations
@@ -10,10 +11,12 @@ from __future__ import annotations
 import datetime as dt
 import math
 import re
-from typing import Literal
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
 
 import polars as pl
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, StringConstraints, model_validator
 
 # --- vocabulary -------------------------------------------------------------------------------
 
@@ -25,23 +28,6 @@ SKU_ID_PATTERN = r"^[A-Z0-9-]{4,20}$"
 
 UTC = "UTC"
 TS = pl.Datetime("us", UTC)
-
-# --- the ERP page as we read it: every leaf as text, so a drifted type can never crash a parse --
-
-ERP_LINE_STRUCT = pl.Struct(
-    {"line_no": pl.String, "sku_id": pl.String, "quantity": pl.String, "uom": pl.String}
-)
-ERP_DOCUMENT_STRUCT = pl.Struct(
-    {
-        "txn_id": pl.String,
-        "txn_type": pl.String,
-        "customer_id": pl.String,
-        "event_ts": pl.String,
-        "created_at": pl.String,
-        "lines": pl.List(ERP_LINE_STRUCT),
-    }
-)
-ERP_PAGE_SCHEMA = {"records": pl.List(ERP_DOCUMENT_STRUCT), "next_cursor": pl.String}
 
 # --- asset tables ------------------------------------------------------------------------------
 
@@ -223,86 +209,158 @@ def conform(frame: pl.DataFrame, schema: dict[str, pl.DataType]) -> pl.DataFrame
     return frame.select([pl.col(c).cast(t) for c, t in schema.items()])
 
 
-# --- single records ----------------------------------------------------------------------------
+# --- the rules of an order line -----------------------------------------------------------------
+#
+# One row per rule, in the order a dead letter lists its reasons. `problem` follows the value as
+# received (or stands alone for a missing id) and names the fix.
+
+# What a valid value is, per kind of rule (each engine implements each kind once):
+#   present        text that is not blank after trimming
+#   whole_number   a whole number in [LINE_NO_MIN, LINE_NO_END) ("1", "1.0" and 1 are all 1)
+#   one_of         trimmed text, one of `allowed`
+#   pattern        trimmed text matching `pattern`
+#   finite_number  a finite number
+#   utc_timestamp  ISO-8601 with Z or a numeric offset (ISO_UTC_TIMESTAMP), normalised to UTC
+#   sign           the field may be below zero only on the transaction types in `allowed`
+RuleKind = Literal["present", "whole_number", "one_of", "pattern", "finite_number", "utc_timestamp", "sign"]
+LINE_NO_MIN, LINE_NO_END = 1, 2**31
+ISO_UTC_TIMESTAMP = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})$"
+_NOT_A_TIMESTAMP = " is not an ISO-8601 UTC timestamp like 2026-03-01T10:15:00Z"
+
+
+@dataclass(frozen=True)
+class LineRule:
+    field: str
+    kind: RuleKind
+    problem: str
+    allowed: tuple[str, ...] = ()
+    pattern: str = ""
+
+
+LINE_RULES = (
+    LineRule("txn_id", "present", "missing or blank; every ERP document needs its id (fix the export)"),
+    LineRule("line_no", "whole_number", " is not a whole number >= 1; number the document's lines 1..n"),
+    LineRule("txn_type", "one_of", f" is not one of {', '.join(TXN_TYPES)}", allowed=TXN_TYPES),
+    LineRule(
+        "sku_id",
+        "pattern",
+        " must be 4-20 characters of A-Z, 0-9 and '-'; correct the SKU code in the ERP",
+        pattern=SKU_ID_PATTERN,
+    ),
+    LineRule("quantity", "finite_number", " is not a finite number"),
+    LineRule(
+        "quantity",
+        "sign",
+        " is negative on an ORDER/RETURN line; only ADJUSTMENT lines may be negative",
+        allowed=("ADJUSTMENT",),
+    ),
+    LineRule("uom", "one_of", f" is not a unit of measure ({', '.join(UOMS)})", allowed=UOMS),
+    LineRule("event_ts", "utc_timestamp", _NOT_A_TIMESTAMP),
+    LineRule("created_at", "utc_timestamp", _NOT_A_TIMESTAMP),
+)
+
+
+# --- single records: the same table applied one value at a time -------------------------------
+
+
+def _trimmed(value: object) -> object:
+    return value.strip() if isinstance(value, str) else value
+
+
+# Each kind of rule as a check of one value: made once per field, returning the value as parsed or
+# raising ValueError with the rule's problem.
+
+
+def _present(rule: LineRule) -> Callable[[object], object]:
+    def check(value: object) -> object:
+        value = value.strip() if isinstance(value, str) else value
+        if not value:
+            raise ValueError(rule.problem)
+        return value
+
+    return check
+
+
+def _whole_number(rule: LineRule) -> Callable[[object], int]:
+    def check(value: object) -> int:
+        number = float(str(value).strip())  # "1", "1.0" and 1 are all line 1
+        if not math.isfinite(number) or number != int(number) or not LINE_NO_MIN <= number < LINE_NO_END:
+            raise ValueError(rule.problem.strip())
+        return int(number)
+
+    return check
+
+
+def _finite_number(rule: LineRule) -> Callable[[object], float]:
+    def check(value: object) -> float:
+        number = float(str(value).strip())
+        if not math.isfinite(number):
+            raise ValueError(rule.problem.strip())
+        return number
+
+    return check
+
+
+_ISO_UTC_TIMESTAMP = re.compile(ISO_UTC_TIMESTAMP)
+
+
+def _utc_timestamp(rule: LineRule) -> Callable[[object], dt.datetime]:
+    def check(value: object) -> dt.datetime:
+        text = str(value).strip()
+        if not _ISO_UTC_TIMESTAMP.match(text):
+            raise ValueError(rule.problem.strip())
+        return dt.datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(dt.UTC)
+
+    return check
+
+
+def _ruled(field: str) -> Any:
+    """The type of a field of OrderLineRecord with its rule from LINE_RULES attached.
+
+    Where pydantic has the constraint itself (a fixed set of values, a pattern) it checks it in
+    its compiled core; the other kinds run the rule's check above.
+    """
+    rule = _VALUE_RULES[field]
+    if rule.kind == "one_of":
+        return Annotated[Literal[rule.allowed], BeforeValidator(_trimmed)]
+    if rule.kind == "pattern":
+        return Annotated[str, BeforeValidator(_trimmed), StringConstraints(pattern=rule.pattern)]
+    python_type, check = {
+        "present": (str, _present),
+        "whole_number": (int, _whole_number),
+        "finite_number": (float, _finite_number),
+        "utc_timestamp": (dt.datetime, _utc_timestamp),
+    }[rule.kind]
+    return Annotated[python_type, BeforeValidator(check(rule))]
+
+
+# The value rules by field (the sign rule relates two fields: it runs on the whole record).
+_VALUE_RULES = {rule.field: rule for rule in LINE_RULES if rule.kind != "sign"}
+_SIGN_RULES = [rule for rule in LINE_RULES if rule.kind == "sign"]
+TxnId, LineNo, TxnType, SkuId = _ruled("txn_id"), _ruled("line_no"), _ruled("txn_type"), _ruled("sku_id")
+Quantity, Uom, EventTs, CreatedAt = _ruled("quantity"), _ruled("uom"), _ruled("event_ts"), _ruled("created_at")
 
 
 class OrderLineRecord(BaseModel):
-    """One flattened ERP line (fields as received, text), validated one at a time.
+    """One flattened ERP line (fields as received, text), validated one at a time by LINE_RULES.
 
-    The same rules as domain.validation's vectorised checks: where a single record is handled,
-    and in benchmarks as the per-record baseline the vectorised path is measured against.
+    Where a single record is handled, and in benchmarks as the per-record baseline the
+    vectorised path (domain.validation, the same table) is measured against.
     """
 
-    txn_id: str
-    line_no: int
-    txn_type: Literal["ORDER", "RETURN", "ADJUSTMENT"]
+    txn_id: TxnId
+    line_no: LineNo
+    txn_type: TxnType
     customer_id: str | None = None
-    sku_id: str = Field(pattern=SKU_ID_PATTERN)
-    quantity: float
-    uom: Literal["EA", "CS", "PL"]
-    event_ts: dt.datetime
-    created_at: dt.datetime
-
-    @field_validator("txn_id", "txn_type", "sku_id", "uom", mode="before")
-    @classmethod
-    def _stripped(cls, value: object) -> object:
-        return value.strip() if isinstance(value, str) else value
-
-    @field_validator("txn_id")
-    @classmethod
-    def _not_blank(cls, value: str) -> str:
-        if not value:
-            raise ValueError("missing or blank")
-        return value
-
-    @field_validator("line_no", mode="before")
-    @classmethod
-    def _whole_number(cls, value: object) -> int:
-        number = float(str(value).strip())  # "1", "1.0" and 1 are all line 1
-        if not math.isfinite(number) or number != int(number) or not 1 <= number < 2**31:
-            raise ValueError("not a whole number >= 1")
-        return int(number)
-
-    @field_validator("quantity", mode="before")
-    @classmethod
-    def _finite(cls, value: object) -> float:
-        number = float(str(value).strip())
-        if not math.isfinite(number):
-            raise ValueError("not a finite number")
-        return number
-
-    @field_validator("event_ts", "created_at", mode="before")
-    @classmethod
-    def _iso_with_offset(cls, value: object) -> dt.datetime:
-        text = str(value).strip()
-        if not _ISO_TS.match(text):
-            raise ValueError("not an ISO-8601 UTC timestamp like 2026-03-01T10:15:00Z")
-        return dt.datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(dt.UTC)
+    sku_id: SkuId
+    quantity: Quantity
+    uom: Uom
+    event_ts: EventTs
+    created_at: CreatedAt
 
     @model_validator(mode="after")
     def _sign(self) -> OrderLineRecord:
-        if self.quantity < 0 and self.txn_type != "ADJUSTMENT":
-            raise ValueError("quantity is negative on an ORDER/RETURN line")
+        for rule in _SIGN_RULES:
+            if getattr(self, rule.field) < 0 and self.txn_type not in rule.allowed:
+                raise ValueError(f"{rule.field}{rule.problem}")
         return self
-
-
-_ISO_TS = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})$")
-
-
-class SlottingDirective(BaseModel):
-    """What is posted to the WMS, one per Idempotency-Key."""
-
-    directive_id: str = Field(pattern=r"^[0-9a-f]{32}$")
-    business_date: dt.date
-    sku_id: str = Field(pattern=SKU_ID_PATTERN)
-    from_location: str | None
-    to_location: str
-    reason: str
-    expected_saving_m_per_day: float
-
-
-_SKU_RE = re.compile(SKU_ID_PATTERN)
-
-
-def is_valid_sku_id(value: str) -> bool:
-    return bool(_SKU_RE.match(value))

@@ -16,13 +16,14 @@ import polars as pl
 
 from velocity_platform.domain.contracts import (
     DEAD_LETTER_SCHEMA,
+    LINE_NO_END,
+    LINE_NO_MIN,
+    LINE_RULES,
     RAW_FIELDS,
     RAW_PROVENANCE_SCHEMA,
-    SKU_ID_PATTERN,
     TS,
-    TXN_TYPES,
-    UOMS,
     VALIDATED_TRANSACTIONS_SCHEMA,
+    LineRule,
     conform,
 )
 
@@ -100,7 +101,9 @@ def parse_quantity(name: str = "quantity") -> pl.Expr:
 
 def parse_line_no(name: str = "line_no") -> pl.Expr:
     as_float = _text(name).cast(pl.Float64, strict=False)
-    is_whole = as_float.is_finite() & (as_float == as_float.floor()) & (as_float >= 1) & (as_float < 2**31)
+    is_whole = (
+        as_float.is_finite() & (as_float == as_float.floor()) & (as_float >= LINE_NO_MIN) & (as_float < LINE_NO_END)
+    )
     return pl.when(is_whole).then(as_float.cast(pl.Int32, strict=False))
 
 
@@ -113,19 +116,21 @@ def parse_utc_timestamp(name: str) -> pl.Expr:
 
 # --- rules --------------------------------------------------------------------------------------
 #
-# A rule is a field, a failure test over the parsed columns, and a message. The tests run over
-# every line and are cheap (booleans); messages are built only for the few rejected lines.
+# The rules are contracts.LINE_RULES (the table the per-record model applies too), compiled here
+# to polars: a rule becomes a field, a failure test over the parsed columns, and a message. The
+# tests run over every line and are cheap (booleans); messages are built only for the few
+# rejected lines.
 
-_PARSED = {
-    "txn_id": _text("txn_id"),
-    "line_no": parse_line_no(),
-    "txn_type": _text("txn_type"),
-    "sku_id": _text("sku_id"),
-    "quantity": parse_quantity(),
-    "uom": _text("uom"),
-    "event_ts": parse_utc_timestamp("event_ts"),
-    "created_at": parse_utc_timestamp("created_at"),
+# How each kind of rule parses its field: text in, typed value or null out.
+_PARSE = {
+    "present": _text,
+    "one_of": _text,
+    "pattern": _text,
+    "whole_number": parse_line_no,
+    "finite_number": parse_quantity,
+    "utc_timestamp": parse_utc_timestamp,
 }
+_PARSED = {rule.field: _PARSE[rule.kind](rule.field) for rule in LINE_RULES if rule.kind != "sign"}
 
 
 def _p(name: str) -> pl.Expr:
@@ -143,61 +148,39 @@ class Rule:
         return pl.when(pl.col(self.name)).then(pl.lit(f"{self.field}: ") + self.message)
 
 
+def _compiled(rule: LineRule) -> Rule:
+    """One row of LINE_RULES as a polars failure test and message."""
+    parsed = _p(rule.field)
+    if rule.kind == "present":
+        failed, message = parsed.fill_null("") == "", pl.lit(rule.problem) + _drift_hint()
+    elif rule.kind in ("whole_number", "finite_number", "utc_timestamp"):
+        failed = parsed.is_null()  # the parser gives null for whatever is not one
+    elif rule.kind == "one_of":
+        failed = ~parsed.is_in(list(rule.allowed)).fill_null(False)
+    elif rule.kind == "pattern":
+        failed = ~_matches(rule)
+    elif rule.kind == "sign":
+        failed = (parsed < 0).fill_null(False) & ~_p("txn_type").is_in(list(rule.allowed)).fill_null(False)
+    else:
+        raise ValueError(f"no vectorised check for rule kind {rule.kind!r} ({rule.field})")
+    if rule.kind != "present":
+        message = _shown(rule.field) + pl.lit(rule.problem)
+    return Rule(f"__bad_{rule.field}_{rule.kind}", rule.field, failed, message)
+
+
+def _matches(rule: LineRule) -> pl.Expr:
+    return _p(rule.field).str.contains(rule.pattern).fill_null(False)
+
+
 def rules(known_skus: bool) -> list[Rule]:
-    sku_shape_ok = _p("sku_id").str.contains(SKU_ID_PATTERN).fill_null(False)
-    uom_known = _p("uom").is_in(list(UOMS)).fill_null(False)
-    checks = [
-        Rule(
-            "__bad_txn_id",
-            "txn_id",
-            _p("txn_id").fill_null("") == "",
-            pl.lit("missing or blank; every ERP document needs its id (fix the export)") + _drift_hint(),
-        ),
-        Rule(
-            "__bad_line_no",
-            "line_no",
-            _p("line_no").is_null(),
-            _shown("line_no") + pl.lit(" is not a whole number >= 1; number the document's lines 1..n"),
-        ),
-        Rule(
-            "__bad_txn_type",
-            "txn_type",
-            ~_p("txn_type").is_in(list(TXN_TYPES)).fill_null(False),
-            _shown("txn_type") + pl.lit(f" is not one of {', '.join(TXN_TYPES)}"),
-        ),
-        Rule(
-            "__bad_sku_shape",
-            "sku_id",
-            ~sku_shape_ok,
-            _shown("sku_id") + pl.lit(" must be 4-20 characters of A-Z, 0-9 and '-'; correct the SKU code in the ERP"),
-        ),
-        Rule("__bad_quantity", "quantity", _p("quantity").is_null(), _shown("quantity") + pl.lit(" is not a finite number")),
-        Rule(
-            "__negative_quantity",
-            "quantity",
-            (_p("quantity") < 0).fill_null(False) & (_p("txn_type") != "ADJUSTMENT").fill_null(True),
-            _shown("quantity") + pl.lit(" is negative on an ORDER/RETURN line; only ADJUSTMENT lines may be negative"),
-        ),
-        Rule(
-            "__bad_uom",
-            "uom",
-            ~uom_known,
-            _shown("uom") + pl.lit(f" is not a unit of measure ({', '.join(UOMS)})"),
-        ),
-        Rule(
-            "__bad_event_ts",
-            "event_ts",
-            _p("event_ts").is_null(),
-            _shown("event_ts") + pl.lit(" is not an ISO-8601 UTC timestamp like 2026-03-01T10:15:00Z"),
-        ),
-        Rule(
-            "__bad_created_at",
-            "created_at",
-            _p("created_at").is_null(),
-            _shown("created_at") + pl.lit(" is not an ISO-8601 UTC timestamp like 2026-03-01T10:15:00Z"),
-        ),
-    ]
+    checks = [_compiled(rule) for rule in LINE_RULES]
     if known_skus:
+        # Only for a SKU code of the right shape and a unit of measure that exists: otherwise the
+        # line already has its reason.
+        [sku_shape] = [rule for rule in LINE_RULES if rule.field == "sku_id" and rule.kind == "pattern"]
+        [uom_known] = [rule for rule in LINE_RULES if rule.field == "uom" and rule.kind == "one_of"]
+        sku_shape_ok = _matches(sku_shape)
+        uom_ok = _p("uom").is_in(list(uom_known.allowed)).fill_null(False)
         checks += [
             Rule(
                 "__unknown_sku",
@@ -208,7 +191,7 @@ def rules(known_skus: bool) -> list[Rule]:
             Rule(
                 "__uom_not_sold",
                 "uom",
-                sku_shape_ok & uom_known & pl.col("__sku_known") & ~pl.col("__uom_sold"),
+                sku_shape_ok & uom_ok & pl.col("__sku_known") & ~pl.col("__uom_sold"),
                 _shown("uom") + pl.lit(" is not a unit of measure this SKU is sold in (see sku_master.uoms)"),
             ),
         ]

@@ -458,104 +458,34 @@ def generate_day(
     """All documents of one business date, deterministic per (seed, date, arguments).
 
     Independent RNG streams per concern, so e.g. changing ``late_arrival_rate`` moves commit
-    times of some documents but leaves the demand itself unchanged.
+    times of some documents but leaves the demand itself unchanged. The phases below draw from
+    the day's demand stream in this order; reordering them changes every generated day.
     """
-    d_ord = business_date.toordinal()
-    rng = _rng(seed, d_ord, 1)
-    day_lo, day_hi = day_bounds_utc(business_date, timezone)
+    day_ordinal = business_date.toordinal()
+    demand_rng = _rng(seed, day_ordinal, 1)
+    day_start, day_end = day_bounds_utc(business_date, timezone)
 
-    # --- volume and documents -------------------------------------------------------------
-    doy = business_date.timetuple().tm_yday
-    season = 1.0 + 0.15 * np.sin(2 * np.pi * (doy - 239) / 365.25)  # annual wave, peak late Nov
-    expected_lines = lines_per_day * _WEEKDAY_FACTOR[business_date.weekday()] * season
-    n_orders = int(rng.poisson(expected_lines / _MEAN_LINES_PER_ORDER))
-    n_ret = int(rng.poisson(n_orders * _RETURN_DOC_SHARE / (1 - _RETURN_DOC_SHARE - _ADJUST_DOC_SHARE)))
-    n_adj = int(rng.poisson(n_orders * _ADJUST_DOC_SHARE / (1 - _RETURN_DOC_SHARE - _ADJUST_DOC_SHARE)))
-    txn_type = rng.permutation(
-        np.concatenate([np.zeros(n_orders, np.int8), np.ones(n_ret, np.int8), np.full(n_adj, 2, np.int8)])
-    )
-    n_docs = len(txn_type)
-
-    # Business time: a daytime peak plus a flat background, within the local day.
-    day_len = day_hi - day_lo
-    peak = np.clip(rng.normal(13.5 * 3600, 3.2 * 3600, n_docs), 0, day_len - 1)
-    flat = rng.uniform(0, day_len, n_docs)
-    event_ts = day_lo + np.sort(np.where(rng.random(n_docs) < 0.8, peak, flat).astype(np.int64))
-    commit = np.clip(rng.lognormal(np.log(20.0), 1.2, n_docs), 1, MAX_COMMIT_DELAY_S).astype(np.int64)
-    created_at = event_ts + commit
-
-    # --- lines ------------------------------------------------------------------------------
-    sizes = np.empty(n_docs, np.int64)
-    is_o, is_r, is_a = txn_type == 0, txn_type == 1, txn_type == 2
-    sizes[is_o] = rng.choice(8, int(is_o.sum()), p=_LINES_PER_ORDER_P) + 1
-    sizes[is_r] = rng.choice(2, int(is_r.sum()), p=[0.75, 0.25]) + 1
-    sizes[is_a] = rng.integers(1, 4, int(is_a.sum()))
-    doc_of_line = np.repeat(np.arange(n_docs), sizes)
-    n_lines = len(doc_of_line)
-
-    weights = catalog.day_weights(business_date)
-    if not weights.any():
-        raise ValueError(f"no SKU is introduced by {business_date}")
-    pop_cdf = np.cumsum(weights)
-    flat_cdf = np.cumsum((weights > 0).astype(np.float64))  # adjustments: any live SKU
-    line_type = txn_type[doc_of_line]
-    adj_line = line_type == 2
-    sku = _sample(rng, pop_cdf, n_lines)
-    sku[adj_line] = _sample(rng, flat_cdf, int(adj_line.sum()))
-
-    # Distinct SKUs within a document: resample clashes a few times, then drop what remains.
-    n_live = int((weights > 0).sum())
-    n_sku = len(catalog)
-    for _ in range(12):
-        dup = _dup_mask(doc_of_line, sku, n_sku)
-        if not dup.any():
-            break
-        sku[dup] = _sample(rng, pop_cdf if n_live > 8 else flat_cdf, int(dup.sum()))
-    keep = ~_dup_mask(doc_of_line, sku, n_sku)
-    if not keep.all():
-        doc_of_line, sku, line_type = doc_of_line[keep], sku[keep], line_type[keep]
-        n_lines = len(doc_of_line)
-    sizes = np.bincount(doc_of_line, minlength=n_docs)
-    line_start = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
-    line_no = (np.arange(n_lines) - line_start[doc_of_line] + 1).astype(np.int64)
-
-    # UoM (mostly EA, some CS, rare PL; only where the SKU allows it) and quantity in that UoM.
-    u = rng.random(n_lines)
-    uom = np.zeros(n_lines, np.int8)
-    uom[(u < 0.10) & catalog.has_cs[sku]] = 1
-    uom[(u < 0.006) & catalog.has_pl[sku]] = 2
-    uom[line_type == 2] = 0
-    uom[(line_type == 1) & (u >= 0.05)] = 0
-    qty = np.where(uom == 0, rng.geometric(0.42, n_lines), np.where(uom == 1, rng.geometric(0.6, n_lines), 1))
-    qty = np.minimum(qty, 60).astype(np.int64)
-    qty[line_type == 1] = np.minimum(qty[line_type == 1], 3)
-    adj = line_type == 2
-    qty[adj] = rng.integers(1, 11, int(adj.sum())) * np.where(rng.random(int(adj.sum())) < 0.6, -1, 1)
-
-    # txn_id sequence numbers per type, in business-time order.
-    seq = np.zeros(n_docs, np.int64)
-    for t in range(3):
-        m = txn_type == t
-        seq[m] = np.arange(1, int(m.sum()) + 1)
-    customer = np.where(
-        txn_type == 2, -1, 1 + (catalog.n_customers * rng.random(n_docs) ** 2.5).astype(np.int64)
-    ).astype(np.int32)
+    txn_type = _document_types(demand_rng, business_date, lines_per_day)
+    event_ts, created_at = _document_times(demand_rng, len(txn_type), day_start, day_end)
+    doc_of_line = _document_of_each_line(demand_rng, txn_type)
+    doc_of_line, sku, line_type = _skus_of_lines(demand_rng, catalog, business_date, txn_type, doc_of_line)
+    lines_per_doc = np.bincount(doc_of_line, minlength=len(txn_type))
+    line_start = np.concatenate([[0], np.cumsum(lines_per_doc)]).astype(np.int64)
+    line_no = (np.arange(len(doc_of_line)) - line_start[doc_of_line] + 1).astype(np.int64)
+    uom, quantity = _units_and_quantities(demand_rng, catalog, sku, line_type)
+    seq = _txn_sequence_numbers(txn_type)
+    customer = _customers(demand_rng, catalog, txn_type)
 
     counts: dict[str, Any] = {"malformed": {}, "drift": {}, "late": 0}
-    # --- late arrivals: committed 1-3 days after the business date -------------------------
     if late_arrival_rate > 0:
-        lrng = _rng(seed, d_ord, 3)
-        late = lrng.random(n_docs) < late_arrival_rate
-        k = int(late.sum())
-        created_at[late] = day_hi + lrng.integers(0, LATE_MAX_DAYS, k) * 86_400 + lrng.integers(0, 86_400, k)
-        counts["late"] = k
+        counts["late"] = _commit_some_late(_rng(seed, day_ordinal, 3), created_at, day_end, late_arrival_rate)
 
     batch = DayBatch(
         business_date=business_date,
         catalog=catalog,
         txn_type=txn_type,
         seq=seq.astype(np.int64),
-        seq_width=max(6, len(str(int(seq.max()) if n_docs else 0))),
+        seq_width=max(6, len(str(int(seq.max()) if len(txn_type) else 0))),
         customer=customer,
         event_ts=event_ts,
         created_at=created_at,
@@ -563,16 +493,134 @@ def generate_day(
         # Compact dtypes: a 1M-line day stays around 40 MB in the ERP's LRU.
         line_no=line_no.astype(np.int16),
         sku=sku.astype(np.int32),
-        quantity=qty.astype(np.int32),
+        quantity=quantity.astype(np.int32),
         uom=uom,
-        n_lines=sizes.astype(np.int32),
+        n_lines=lines_per_doc.astype(np.int32),
         fault_counts=counts,
     )
-    if n_lines:
-        _inject_malformed(batch, _rng(seed, d_ord, 2), malformed_rate, doc_of_line)
+    if len(doc_of_line):
+        _inject_malformed(batch, _rng(seed, day_ordinal, 2), malformed_rate, doc_of_line)
     if drift_rate > 0:
-        _inject_drift(batch, _rng(seed, d_ord, 4), drift_rate)
+        _inject_drift(batch, _rng(seed, day_ordinal, 4), drift_rate)
     return batch
+
+
+def _document_types(rng: np.random.Generator, business_date: date, lines_per_day: int) -> np.ndarray:
+    """The day's documents as types (0 order, 1 return, 2 adjustment), in random order.
+
+    Volume follows the weekday and an annual wave peaking in late November; returns and
+    adjustments are a fixed share of the documents.
+    """
+    day_of_year = business_date.timetuple().tm_yday
+    season = 1.0 + 0.15 * np.sin(2 * np.pi * (day_of_year - 239) / 365.25)
+    expected_lines = lines_per_day * _WEEKDAY_FACTOR[business_date.weekday()] * season
+    orders = int(rng.poisson(expected_lines / _MEAN_LINES_PER_ORDER))
+    other_share = 1 - _RETURN_DOC_SHARE - _ADJUST_DOC_SHARE
+    returns = int(rng.poisson(orders * _RETURN_DOC_SHARE / other_share))
+    adjustments = int(rng.poisson(orders * _ADJUST_DOC_SHARE / other_share))
+    return rng.permutation(
+        np.concatenate([np.zeros(orders, np.int8), np.ones(returns, np.int8), np.full(adjustments, 2, np.int8)])
+    )
+
+
+def _document_times(rng: np.random.Generator, documents: int, day_start: int, day_end: int) -> tuple[np.ndarray, np.ndarray]:
+    """(event_ts, created_at) in epoch seconds: business time, sorted, with a daytime peak over a
+    flat background within the local day; the ERP commits each document seconds to minutes later."""
+    day_seconds = day_end - day_start
+    peak = np.clip(rng.normal(13.5 * 3600, 3.2 * 3600, documents), 0, day_seconds - 1)
+    flat = rng.uniform(0, day_seconds, documents)
+    event_ts = day_start + np.sort(np.where(rng.random(documents) < 0.8, peak, flat).astype(np.int64))
+    commit_delay = np.clip(rng.lognormal(np.log(20.0), 1.2, documents), 1, MAX_COMMIT_DELAY_S).astype(np.int64)
+    return event_ts, event_ts + commit_delay
+
+
+def _document_of_each_line(rng: np.random.Generator, txn_type: np.ndarray) -> np.ndarray:
+    """The document of each line: orders have 1-8 lines, returns 1-2, adjustments 1-3."""
+    lines_per_doc = np.empty(len(txn_type), np.int64)
+    is_order, is_return, is_adjustment = txn_type == 0, txn_type == 1, txn_type == 2
+    lines_per_doc[is_order] = rng.choice(8, int(is_order.sum()), p=_LINES_PER_ORDER_P) + 1
+    lines_per_doc[is_return] = rng.choice(2, int(is_return.sum()), p=[0.75, 0.25]) + 1
+    lines_per_doc[is_adjustment] = rng.integers(1, 4, int(is_adjustment.sum()))
+    return np.repeat(np.arange(len(txn_type)), lines_per_doc)
+
+
+def _skus_of_lines(
+    rng: np.random.Generator, catalog: Catalog, business_date: date, txn_type: np.ndarray, doc_of_line: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A SKU per line, by popularity (adjustments: any live SKU), distinct within a document.
+
+    Clashes are drawn again a few times, then the lines still clashing are dropped: returns the
+    kept lines' (document, SKU, document type).
+    """
+    weights = catalog.day_weights(business_date)
+    if not weights.any():
+        raise ValueError(f"no SKU is introduced by {business_date}")
+    by_popularity = np.cumsum(weights)
+    any_live = np.cumsum((weights > 0).astype(np.float64))
+    line_type = txn_type[doc_of_line]
+    adjustment_line = line_type == 2
+    sku = _sample(rng, by_popularity, len(doc_of_line))
+    sku[adjustment_line] = _sample(rng, any_live, int(adjustment_line.sum()))
+
+    live_skus = int((weights > 0).sum())
+    for _ in range(12):
+        clash = _dup_mask(doc_of_line, sku, len(catalog))
+        if not clash.any():
+            break
+        sku[clash] = _sample(rng, by_popularity if live_skus > 8 else any_live, int(clash.sum()))
+    keep = ~_dup_mask(doc_of_line, sku, len(catalog))
+    if not keep.all():
+        return doc_of_line[keep], sku[keep], line_type[keep]
+    return doc_of_line, sku, line_type
+
+
+def _units_and_quantities(
+    rng: np.random.Generator, catalog: Catalog, sku: np.ndarray, line_type: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """(uom, quantity) per line: mostly EA, some CS, rare PL, only where the SKU allows it.
+
+    Returns come in small quantities and mostly as eaches; adjustments are eaches, 1-10 up or
+    (more often) down.
+    """
+    lines = len(sku)
+    draw = rng.random(lines)
+    uom = np.zeros(lines, np.int8)
+    uom[(draw < 0.10) & catalog.has_cs[sku]] = 1
+    uom[(draw < 0.006) & catalog.has_pl[sku]] = 2
+    uom[line_type == 2] = 0
+    uom[(line_type == 1) & (draw >= 0.05)] = 0
+    quantity = np.where(uom == 0, rng.geometric(0.42, lines), np.where(uom == 1, rng.geometric(0.6, lines), 1))
+    quantity = np.minimum(quantity, 60).astype(np.int64)
+    is_return, is_adjustment = line_type == 1, line_type == 2
+    quantity[is_return] = np.minimum(quantity[is_return], 3)
+    adjustments = int(is_adjustment.sum())
+    quantity[is_adjustment] = rng.integers(1, 11, adjustments) * np.where(rng.random(adjustments) < 0.6, -1, 1)
+    return uom, quantity
+
+
+def _txn_sequence_numbers(txn_type: np.ndarray) -> np.ndarray:
+    """Each document's number within its type (1-based, in business-time order), for its txn_id."""
+    seq = np.zeros(len(txn_type), np.int64)
+    for t in range(len(TXN_TYPES)):
+        of_type = txn_type == t
+        seq[of_type] = np.arange(1, int(of_type.sum()) + 1)
+    return seq
+
+
+def _customers(rng: np.random.Generator, catalog: Catalog, txn_type: np.ndarray) -> np.ndarray:
+    """A customer number per document, a few customers ordering most; -1 on adjustments (none)."""
+    return np.where(
+        txn_type == 2, -1, 1 + (catalog.n_customers * rng.random(len(txn_type)) ** 2.5).astype(np.int64)
+    ).astype(np.int32)
+
+
+def _commit_some_late(rng: np.random.Generator, created_at: np.ndarray, day_end: int, rate: float) -> int:
+    """Move the commit time of `rate` of the documents 1-3 days past the business date (in place);
+    returns how many."""
+    late = rng.random(len(created_at)) < rate
+    k = int(late.sum())
+    created_at[late] = day_end + rng.integers(0, LATE_MAX_DAYS, k) * 86_400 + rng.integers(0, 86_400, k)
+    return k
 
 
 def _dup_mask(doc: np.ndarray, sku: np.ndarray, n_sku: int) -> np.ndarray:

@@ -149,7 +149,7 @@ def test_the_request_ceiling_and_the_concurrency_bound_hold_across_clients():
 
 def test_a_response_over_the_cap_is_refused_without_reading_it_all():
     with erp_client() as raw:
-        client = erp(raw, max_page_bytes=10_000, page_limit=500)
+        client = erp(raw, max_response_bytes=10_000, page_limit=500)
         with pytest.raises(ResponseTooLarge, match="more than 10,000 bytes"):
             list(client.transaction_pages(DAY, "Europe/London"))
         assert client.stats.retries == 0

@@ -7,6 +7,7 @@ import polars as pl
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from velocity_platform.connectors.erp_pages import parse_erp_page
 from velocity_platform.domain.deltas import (
     SpikePolicy,
     candidate_keys,
@@ -18,7 +19,6 @@ from velocity_platform.domain.deltas import (
     spike_baseline_sql,
     unknown_skus,
 )
-from velocity_platform.domain.history import parse_erp_page
 
 TZ = "Europe/London"
 HELD_SCHEMA = {"business_date": pl.Date, "txn_id": pl.String}

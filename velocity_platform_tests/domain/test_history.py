@@ -5,8 +5,9 @@ import datetime as dt
 import orjson
 import polars as pl
 
+from velocity_platform.connectors.erp_pages import raw_lines_from_pages
 from velocity_platform.domain.contracts import DAILY_SKU_DEMAND_SCHEMA, RAW_TABLE_SCHEMA
-from velocity_platform.domain.history import daily_demand, raw_lines_from_pages, to_sales_history
+from velocity_platform.domain.history import daily_demand, to_sales_history
 from velocity_platform.domain.validation import validate_lines
 
 DAY = dt.date(2026, 3, 1)

@@ -6,9 +6,11 @@ import polars as pl
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from velocity_platform.domain.contracts import (
     DEAD_LETTER_SCHEMA,
+    LINE_RULES,
     RAW_TRANSACTIONS_SCHEMA,
     VALIDATED_TRANSACTIONS_SCHEMA,
     OrderLineRecord,
@@ -147,3 +149,30 @@ def test_vectorised_rules_agree_with_the_per_record_model(fields):
     except ValueError:
         model_ok = False
     assert vectorised_ok == model_ok
+
+
+# A value that breaks exactly one rule, per kind of rule in the table (the sign rule: a negative
+# quantity on an ORDER line).
+BREAKS_ONE_RULE = {
+    "present": " ",
+    "whole_number": "0",
+    "one_of": "XX",
+    "pattern": "ab",
+    "finite_number": "inf",
+    "utc_timestamp": "2026-03-01 10:15",
+    "sign": "-1",
+}
+
+
+@pytest.mark.parametrize("rule", LINE_RULES, ids=lambda rule: f"{rule.field}-{rule.kind}")
+def test_each_rule_of_the_table_rejects_in_both_engines_naming_its_field(rule):
+    raw = frame(line(**{rule.field: BREAKS_ONE_RULE[rule.kind]}))
+    rejects = validate_lines(raw, None, SEEN).rejects
+    assert rejects["fields"].to_list() == [[rule.field]]
+    assert rule.problem in rejects["reasons"][0][0]
+    record = {k: v for k, v in raw.row(0, named=True).items() if v is not None}
+    with pytest.raises(ValidationError) as refused:
+        OrderLineRecord.model_validate(record)
+    [error] = refused.value.errors()
+    # A value rule fails on its field; the sign rule relates two fields, so it fails the record.
+    assert error["loc"] == (() if rule.kind == "sign" else (rule.field,))

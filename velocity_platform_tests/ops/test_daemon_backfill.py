@@ -13,13 +13,13 @@ import os
 import dagster as dg
 import pytest
 
+from benchmarks.deployment import LocalDeployment, wait_until
 from velocity_platform.batch import RANGE_END_TAG, RANGE_START_TAG, business_dates
 from velocity_platform.definitions import defs
 from velocity_platform.defs.ops.freshness import NIGHTLY_OUTPUTS
 from velocity_platform.simulators.erp import ErpConfig
 from velocity_platform.simulators.wms import WmsConfig
 from velocity_platform_tests.conftest import ERP_TOKEN, WMS_TOKEN, WORLD, platform_environment
-from velocity_platform_tests.ops.deployment import LocalDeployment, wait_until
 
 pytestmark = pytest.mark.integration
 

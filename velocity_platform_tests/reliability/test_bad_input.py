@@ -9,8 +9,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from velocity_platform.connectors.erp_pages import raw_lines_from_pages
 from velocity_platform.domain.contracts import DEAD_LETTER_SCHEMA, RAW_TABLE_SCHEMA
-from velocity_platform.domain.history import raw_lines_from_pages
 from velocity_platform.domain.validation import validate_lines
 
 pytestmark = pytest.mark.reliability

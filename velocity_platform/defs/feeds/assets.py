@@ -11,11 +11,11 @@ from velocity_platform.defs.partitions import (
     BACKFILL_POLICY,
     DUCKDB_POOL,
     PARTITION_METADATA,
-    DateVerdict,
     business_days,
     partition_dates,
 )
 from velocity_platform.defs.resources import WarehouseResource, table_columns
+from velocity_platform.domain.gates import daily_dlq_figures, dlq_gate
 from velocity_platform.domain.validation import (
     ValidationResult,
     carry_dead_letter_history,
@@ -38,50 +38,6 @@ def previous_dead_letters(warehouse_tables: DuckDBResource, days: list[dt.date])
             "WHERE business_date BETWEEN ? AND ?",
             [days[0], days[-1]],
         ).pl()
-
-
-def daily_dlq_figures(raw: pl.DataFrame, rejects: pl.DataFrame) -> pl.DataFrame:
-    """Per business date: raw lines, dead-lettered lines and their share, and the source
-    batches of pages dead-lettered whole."""
-    lines = raw.group_by("business_date").len("lines")
-    rejected = rejects.group_by("business_date").agg(
-        pl.len().alias("rejected"),
-        pl.col("source_batch").filter(pl.col("fields").list.contains("page")).alias("dead_pages"),
-    )
-    return (
-        lines.join(rejected, on="business_date", how="left")
-        .with_columns(pl.col("rejected").fill_null(0), pl.col("dead_pages").fill_null([]))
-        .with_columns((pl.col("rejected") / pl.col("lines")).alias("dlq_rate"))
-        .sort("business_date")
-    )
-
-
-def dlq_gate(figures: dict, limit: float, top_field: str) -> DateVerdict:
-    """One date's DLQ gate: its dead-lettered share within the limit and no page lost whole."""
-    dead_pages, rate = figures["dead_pages"], figures["dlq_rate"]
-    if dead_pages:
-        description = (
-            f"{len(dead_pages)} ERP page(s) were unreadable and dead-lettered whole ({', '.join(dead_pages[:5])}): "
-            "the day is incomplete, so it stops before planning. Re-materialize once the ERP serves them."
-        )
-    elif rate > limit:
-        description = (
-            f"{rate:.3%} of lines dead-lettered on {figures['business_date']} (limit {limit:.3%}); "
-            f"see dead_letter_transactions, most rejects on field '{top_field}'"
-        )
-    else:
-        description = None
-    return DateVerdict(
-        passed=description is None,
-        metadata={
-            "dlq_rate": rate,
-            "limit": limit,
-            "dead_letter_lines": figures["rejected"],
-            "lines": figures["lines"],
-            "pages_dead_lettered": len(dead_pages),
-        },
-        description=description,
-    )
 
 
 def _markdown_counts(counts: dict[str, int]) -> str:

@@ -6,6 +6,14 @@ from dataclasses import dataclass
 import dagster as dg
 import polars as pl
 
+from velocity_platform.connectors.erp_pages import (
+    IngestedDay,
+    ReceivedPage,
+    raw_lines_from_received,
+    read_erp_page,
+    read_sku_page,
+    sku_master_from_pages,
+)
 from velocity_platform.connectors.http import UpstreamError
 from velocity_platform.defs.ops.retries import retry_or_fail
 from velocity_platform.defs.partitions import (
@@ -22,15 +30,7 @@ from velocity_platform.defs.resources import (
     TransactionSourceResource,
     WarehouseResource,
 )
-from velocity_platform.domain.history import (
-    IngestedDay,
-    ReceivedPage,
-    raw_lines_from_received,
-    read_erp_page,
-    read_sku_page,
-    sku_master_from_pages,
-    with_provenance,
-)
+from velocity_platform.domain.history import with_provenance
 
 RECONCILIATION_CHECK = "reconciles_with_erp"
 

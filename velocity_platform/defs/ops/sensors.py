@@ -32,6 +32,7 @@ import dagster as dg
 import polars as pl
 from dagster_duckdb import DuckDBResource
 
+from velocity_platform.connectors.erp_pages import parse_erp_page
 from velocity_platform.defs.ops.jobs import late_arrival_refresh, sku_master_refresh
 from velocity_platform.defs.partitions import business_days
 from velocity_platform.defs.resources import ErpResource, OperationsResource, WarehouseResource
@@ -46,7 +47,6 @@ from velocity_platform.domain.deltas import (
     spike_baseline_sql,
     unknown_skus,
 )
-from velocity_platform.domain.history import parse_erp_page
 from velocity_platform.domain.validation import parse_utc_timestamp
 
 ONE_MICROSECOND = dt.timedelta(microseconds=1)

@@ -13,6 +13,7 @@ import dagster as dg
 import polars as pl
 
 from velocity_platform.connectors.state import moves_sent_from
+from velocity_platform.connectors.wms_pages import read_assignment_page
 from velocity_platform.defs.partitions import (
     BACKFILL_POLICY,
     DUCKDB_POOL,
@@ -28,7 +29,6 @@ from velocity_platform.defs.resources import (
     WmsResource,
 )
 from velocity_platform.defs.slotting.plots import abc_pareto, cumulative_net_labor, heat_maps, markdown_image
-from velocity_platform.domain.history import read_assignment_page
 from velocity_platform.domain.shadow import Comparison, apply_directives, compare, sample_orders, with_order_hash
 from velocity_platform.domain.slotting import (
     MOVE_SCHEMA,

@@ -6,6 +6,7 @@ import orjson
 import polars as pl
 
 from velocity_platform.connectors.outbox import push_pending
+from velocity_platform.connectors.wms_pages import locations_from_pages, read_assignment_page, read_location_page
 from velocity_platform.defs.partitions import (
     BACKFILL_POLICY,
     DUCKDB_POOL,
@@ -15,7 +16,6 @@ from velocity_platform.defs.partitions import (
 )
 from velocity_platform.defs.resources import OperationalStoreResource, WmsResource
 from velocity_platform.domain.contracts import WMS_DIRECTIVE_ACKS_SCHEMA
-from velocity_platform.domain.history import locations_from_pages, read_assignment_page, read_location_page
 
 ACK_CHECK = "every_directive_acknowledged"
 

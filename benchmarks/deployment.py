@@ -1,8 +1,9 @@
-"""A local deployment for tests and benchmarks: dagster-webserver and dagster-daemon as subprocesses.
+"""A local deployment for benchmarks and tests: dagster-webserver and dagster-daemon as subprocesses.
 
 Both read the repository's workspace.yaml and the DAGSTER_HOME of the environment they are
 given (a temporary one with the repository's dagster.yaml), exactly as `make dev` runs them.
-Everything is driven through the webserver's GraphQL API, as the UI drives it.
+Everything is driven through the webserver's GraphQL API, as the UI drives it
+(velocity_platform/connectors/dagster_webserver.py, the same calls deploy/prod.py makes).
 """
 
 import datetime as dt
@@ -18,39 +19,11 @@ from pathlib import Path
 import dagster as dg
 import httpx
 
+from velocity_platform.connectors import dagster_webserver as webserver
 from velocity_platform.defs.partitions import DUCKDB_POOL
 
-PROJECT = Path(__file__).resolve().parents[2]
+PROJECT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.prefix) / "bin"
-LOCATION = "velocity_platform"
-REPOSITORY = "__repository__"
-JOB = "nightly_slotting_batch"
-
-LAUNCH_BACKFILL = """
-mutation($params: LaunchBackfillParams!) {
-  launchPartitionBackfill(backfillParams: $params) {
-    __typename
-    ... on LaunchBackfillSuccess { backfillId }
-    ... on PythonError { message }
-    ... on PartitionSetNotFoundError { message }
-    ... on UnauthorizedError { message }
-  }
-}"""
-
-BACKFILL_STATUS = """
-query($id: String!) {
-  partitionBackfillOrError(backfillId: $id) {
-    __typename
-    ... on PartitionBackfill { status numPartitions }
-    ... on PythonError { message }
-  }
-}"""
-
-LOCATION_STATUS = """
-{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus
-    locationOrLoadError { __typename ... on PythonError { message } } } } } }"""
-
-FINISHED_BACKFILL = {"COMPLETED", "COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CANCELED"}
 
 
 def free_port() -> int:
@@ -111,16 +84,9 @@ class LocalDeployment:
             if process.poll() is not None:
                 raise RuntimeError(f"{process.args[0]} exited with {process.returncode}; see {self.logs}")
         try:
-            entries = self.graphql(LOCATION_STATUS)["workspaceOrError"]["locationEntries"]
+            return webserver.location_loaded(self.url)
         except (httpx.HTTPError, KeyError):
             return False
-        for entry in entries:
-            if entry["name"] == LOCATION and entry["loadStatus"] == "LOADED":
-                error = entry["locationOrLoadError"]
-                if error and error["__typename"] == "PythonError":
-                    raise RuntimeError(f"the code location failed to load: {error['message']}")
-                return True
-        return False
 
     def stop(self, grace_s: float = 30.0) -> None:
         for process in self._processes:
@@ -140,30 +106,11 @@ class LocalDeployment:
         self.stop()
 
     def graphql(self, query: str, variables: dict | None = None) -> dict:
-        response = httpx.post(f"{self.url}/graphql", json={"query": query, "variables": variables or {}}, timeout=60)
-        response.raise_for_status()
-        body = response.json()
-        if body.get("errors"):
-            raise RuntimeError("; ".join(e.get("message", str(e)) for e in body["errors"]))
-        return body["data"]
+        return webserver.graphql(self.url, query, variables)
 
     def launch_backfill(self, dates: list[dt.date]) -> str:
         """A backfill of the nightly job over `dates`, as the UI's "Launch backfill" makes it."""
-        params = {
-            "selector": {
-                "partitionSetName": f"{JOB}_partition_set",
-                "repositorySelector": {"repositoryName": REPOSITORY, "repositoryLocationName": LOCATION},
-            },
-            "partitionNames": [d.isoformat() for d in dates],
-            "title": f"{dates[0]} .. {dates[-1]}",
-        }
-        result = self.graphql(LAUNCH_BACKFILL, {"params": params})["launchPartitionBackfill"]
-        if result["__typename"] != "LaunchBackfillSuccess":
-            raise RuntimeError(f"backfill not launched: {result}")
-        return result["backfillId"]
+        return webserver.launch_backfill(self.url, [d.isoformat() for d in dates], title=f"{dates[0]} .. {dates[-1]}")
 
     def backfill_status(self, backfill_id: str) -> str:
-        result = self.graphql(BACKFILL_STATUS, {"id": backfill_id})["partitionBackfillOrError"]
-        if result["__typename"] != "PartitionBackfill":
-            raise RuntimeError(f"backfill {backfill_id}: {result}")
-        return result["status"]
+        return webserver.backfill_status(self.url, backfill_id)

@@ -1,0 +1,60 @@
+"""`velocity-platform bench`: the benchmarks' own command, added to the product's command line.
+
+The product does not import its tools: pyproject.toml declares this module's `add_bench_command`
+under the entry-point group `velocity_platform.commands`, and velocity_platform/cli.py adds
+every command of that group it finds installed. This module stays light (no polars, no
+Dagster): it is imported by every `velocity-platform` invocation; a scenario's runner imports
+what it needs when it runs.
+
+A scenario is a name, one line of help and what runs it: adding one (say `deltas`) is one
+entry in SCENARIOS.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class BenchScenario:
+    help: str
+    # Runs the scenario; writes its figures as JSON to the path when one is given.
+    run: Callable[[Path | None, argparse.Namespace], object]
+
+
+def _business_day(name: str) -> Callable[[Path | None, argparse.Namespace], object]:
+    def run(json_path: Path | None, args: argparse.Namespace) -> object:
+        from benchmarks.harness import run_benchmark
+
+        return run_benchmark(name, json_path, compare=not args.no_compare)
+
+    return run
+
+
+SCENARIOS: dict[str, BenchScenario] = {
+    "S": BenchScenario("one business day, 5,000 SKUs, 50,000 lines, through Dagster", _business_day("S")),
+    "M": BenchScenario("one business day, 20,000 SKUs, 300,000 lines, through Dagster", _business_day("M")),
+    "L": BenchScenario("one business day, 100,000 SKUs, 1,000,000 lines, through Dagster", _business_day("L")),
+}
+
+
+def add_bench_command(commands: argparse._SubParsersAction) -> None:
+    """Add `bench` to the product's subcommands (the `velocity_platform.commands` entry point)."""
+    listing = "; ".join(f"{name}: {scenario.help}" for name, scenario in SCENARIOS.items())
+    bench = commands.add_parser("bench", help="measure a scenario (S, M, L: one business day through Dagster)")
+    bench.add_argument("--scenario", nargs="+", choices=list(SCENARIOS), default=["S"], help=listing)
+    bench.add_argument("--json", type=Path, default=None, help="write the figures as JSON here")
+    bench.add_argument("--no-compare", action="store_true", help="skip the per-record, floor and parse comparisons")
+    bench.set_defaults(func=run_bench)
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    for name in args.scenario:
+        json_path = args.json
+        if json_path and len(args.scenario) > 1:
+            json_path = json_path.with_name(f"{json_path.stem}-{name}{json_path.suffix}")
+        SCENARIOS[name].run(json_path, args)
+    return 0
