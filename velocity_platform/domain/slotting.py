@@ -217,6 +217,40 @@ def _fit_within(seekers: pl.DataFrame, slots: pl.DataFrame, max_band: str | None
     return pl.concat(placed_all)
 
 
+def first_slot(seekers: pl.DataFrame, free: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The first slot of SKUs that have none: the cheapest free location of the SKU's expected
+    band or beyond, and any free location when its band and those beyond are full.
+
+    `seekers` (sku_id, min_rank = the first cost rank of the SKU's expected band, and the
+    columns they carry along) in turn order, busiest first; `free` the free slots (``_slots``
+    of the ranked locations). Returns (the placed seekers with their slot's columns, the free
+    slots left). A putaway that happens anyway: the nightly planner's new-SKU step and the
+    exception service (`velocity-platform deltas`) both place a new SKU with this function.
+    """
+    in_band = _fit_within(seekers, free, None)
+    free = free.join(in_band.select("to_location"), on="to_location", how="anti")
+    leftover = seekers.join(in_band.select("sku_id"), on="sku_id", how="anti").with_columns(
+        pl.lit(1, pl.Int64).alias("min_rank")
+    )
+    if "velocity_rank" in leftover.columns:
+        leftover = leftover.sort(["min_rank", "velocity_rank"])
+    anywhere = _fit_within(leftover, free, None)
+    free = free.join(anywhere.select("to_location"), on="to_location", how="anti")
+    return pl.concat([in_band, anywhere], how="diagonal_relaxed"), free
+
+
+def free_slots(locations: pl.DataFrame, assignment: pl.DataFrame, config: SlottingConfig = SlottingConfig()) -> pl.DataFrame:
+    """The free locations (no SKU in `assignment`) ranked and banded as `first_slot` takes them."""
+    ranked = ranked_locations(locations, config)
+    return _slots(ranked.join(assignment.select("location_id"), on="location_id", how="anti"))
+
+
+def band_first_rank(band: pl.Expr, locations: pl.DataFrame, config: SlottingConfig = SlottingConfig()) -> pl.Expr:
+    """The first cost rank of a band (`min_rank` for `first_slot`)."""
+    per_band = config.band_locations or _default_band(locations)
+    return (band * per_band + 1).cast(pl.Int64)
+
+
 def _slots(locations: pl.DataFrame) -> pl.DataFrame:
     return locations.select(
         pl.col("location_id").alias("to_location"),
@@ -325,17 +359,9 @@ def plan_directives(
 
     # 1. New SKUs: a slot the first day they sell, in their band or beyond (any slot if none).
     new = skus.filter(pl.col("from_location").is_null() & (pl.col("rate") > 0)).sort(by_rank)
-    new_slots = _fit_within(new, free, None)
-    leftover = (
-        new.join(new_slots.select("sku_id"), on="sku_id", how="anti")
-        .with_columns(pl.lit(1, pl.Int64).alias("min_rank"))
-        .sort(by_rank)
-    )
-    free = free.join(new_slots.select("to_location"), on="to_location", how="anti")
-    late_slots = _fit_within(leftover, free, None)
-    free = free.join(late_slots.select("to_location"), on="to_location", how="anti")
+    first_slots, free = first_slot(new, free)
     average_free_cost = free["to_cost_m"].mean() if free.height else None
-    new_moves = pl.concat([new_slots, late_slots], how="diagonal_relaxed").with_columns(
+    new_moves = first_slots.with_columns(
         (pl.col("rate") * (pl.lit(average_free_cost, pl.Float64) - pl.col("to_cost_m"))).fill_null(0.0).alias("saving"),
         pl.lit(0.0).alias("enables"),
         pl.lit(0, pl.Int32).alias("relocations"),

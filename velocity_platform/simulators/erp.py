@@ -3,6 +3,12 @@
 Data is generated per business date on first use (``catalog.generate_day``) and kept in a small
 LRU; pages are selected with numpy on per-day sorted views and only the page is rendered to JSON.
 
+Live commits: `POST /v1/transactions` commits one order document now (its `created_at`, to the
+microsecond and strictly increasing, is set at commit and returned) and `POST /v1/skus` registers
+a new product in the SKU master. A committed document is visible to the next read by commit
+time at once; a reader of `time_field=created_at` may pass `wait_s` to be answered as soon as
+something is committed (long polling) instead of with an empty page.
+
 Fault model:
 - transient faults (429, 5xx, slow, dropped connection, truncated JSON) are rolled once per
   request attempt from a seeded stream, so a retry can succeed;
@@ -133,6 +139,25 @@ def _parse_ts(raw: str | None, name: str) -> int | None:
     return int(ts) if ts == int(ts) else int(ts) + 1
 
 
+def _parse_us(raw: str | None) -> int | None:
+    """ISO-8601 -> epoch microseconds (live commits are ordered to the microsecond)."""
+    if raw is None or raw == "":
+        return None
+    moment = _parse_datetime(raw, "since/until")
+    return int(moment.timestamp()) * 1_000_000 + moment.microsecond
+
+
+def _iso_us(us: int) -> str:
+    return datetime.fromtimestamp(us // 1_000_000, UTC).strftime("%Y-%m-%dT%H:%M:%S") + f".{us % 1_000_000:06d}Z"
+
+
+def _wait_seconds(raw: str | None) -> float:
+    try:
+        return min(30.0, max(0.0, float(raw))) if raw else 0.0
+    except ValueError:
+        return 0.0
+
+
 def _iso(ts: int) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -177,6 +202,13 @@ class ErpSimulator:
         # How far created_at can trail the business date (bounds the days a created_at query scans).
         late = LATE_MAX_DAYS * 86_400 if config.late_arrival_rate > 0 else 0
         self._max_lag_s = MAX_COMMIT_DELAY_S + late + 86_400
+        # Documents committed live (POST /v1/transactions), in commit order: (created_us, document).
+        self._live_lock = threading.Lock()
+        self._live_created: list[int] = []
+        self._live_docs: list[dict[str, Any]] = []
+        self._live_ids: set[str] = set()
+        self._registered: dict[str, dict[str, Any]] = {}  # SKUs registered live, in registration order
+        self._committed: asyncio.Event | None = None  # set (and replaced) at every commit: wakes long polls
 
     # --- clock and range -------------------------------------------------------------------
     def now(self) -> int:
@@ -296,7 +328,7 @@ class ErpSimulator:
     # --- endpoint bodies (run in a worker thread) -------------------------------------------
     def transactions_page(self, params: dict[str, str]) -> tuple[dict[str, Any], dict[str, list[int]]]:
         cfg = self.config
-        unknown = set(params) - {"since", "until", "cursor", "limit", "time_field", "business_date"}
+        unknown = set(params) - {"since", "until", "cursor", "limit", "time_field", "business_date", "wait_s"}
         if unknown:
             raise _http.BadRequest(f"unknown query parameter(s): {sorted(unknown)}")
         bdate = params.get("business_date")
@@ -315,6 +347,10 @@ class ErpSimulator:
 
         query_tag = [since, until, time_field]
         after = None
+        if time_field == "created_at":
+            live_page = self._live_page(params, query_tag, limit)
+            if live_page is not None:
+                return live_page
         if params.get("cursor"):
             cur = _http.decode_cursor(params["cursor"])
             if not (isinstance(cur, list) and len(cur) == 3 and cur[0] == query_tag):
@@ -336,6 +372,11 @@ class ErpSimulator:
             pos[o] += 1
 
         next_cursor = None
+        if not has_more and time_field == "created_at" and self._live_created:
+            # The generated history is read: live commits follow under a cursor of their own.
+            live, _ = self._live_between(_parse_us(params.get("since")), _parse_us(params.get("until")), 0, 1)
+            if live:
+                next_cursor = _http.encode_cursor(["live", query_tag, 0])
         if has_more and seq:
             last = len(seq) - 1
             if cfg.fault_rate_duplicate > 0 and len(seq) >= 2:
@@ -353,8 +394,39 @@ class ErpSimulator:
                 served = {}
         return page, served
 
+    def _live_page(self, params: dict[str, str], query_tag: list, limit: int) -> tuple[dict[str, Any], dict] | None:
+        """A page of live commits when the cursor points into them (or the history holds nothing
+        for the window); None when the generated history must be read first."""
+        since_us, until_us = _parse_us(params.get("since")), _parse_us(params.get("until"))
+        after = 0
+        if params.get("cursor"):
+            cur = _http.decode_cursor(params["cursor"])
+            if not (isinstance(cur, list) and len(cur) == 3 and cur[0] == "live"):
+                return None
+            if cur[1] != query_tag:
+                raise _http.BadRequest("cursor does not belong to this query (same since/until/time_field required)")
+            after = int(cur[2])
+        elif since_us is None or self._history_reaches(since_us):
+            return None  # the generated history comes first; live commits follow it
+        docs, nxt = self._live_between(since_us, until_us, after, limit)
+        cursor = _http.encode_cursor(["live", query_tag, nxt]) if nxt is not None else None
+        return {"records": docs, "next_cursor": cursor}, {}
+
+    def _history_reaches(self, since_us: int) -> bool:
+        """Could the generated history hold documents committed at or after `since_us`?"""
+        last = self.date_range()[1]
+        end_of_history = day_bounds_utc(date.fromordinal(last), self.config.timezone)[1] + self._max_lag_s
+        return since_us // 1_000_000 < end_of_history
+
     def skus_page(self, params: dict[str, str]) -> tuple[dict[str, Any], dict[str, list[int]]]:
         limit = _http.parse_limit(params.get("limit"), self.config.default_limit, self.config.max_limit)
+        if params.get("ids"):
+            # A lookup of named SKUs (how a follower learns a product registered since its last read).
+            wanted = [i for i in params["ids"].split(",") if i][: self.config.max_limit]
+            known = [self.catalog.index[i] for i in wanted if i in self.catalog.index]
+            with self._live_lock:
+                registered = [self._registered[i] for i in wanted if i in self._registered]
+            return {"records": self.catalog.rows(known) + registered, "next_cursor": None}, {}
         offset = 0
         if params.get("cursor"):
             cur = _http.decode_cursor(params["cursor"])
@@ -363,9 +435,13 @@ class ErpSimulator:
             offset = cur[1]
         listable = np.flatnonzero(self.catalog.introduced_ord <= self.date_range()[1])
         idx = listable[offset : offset + limit]
-        more = offset + limit < len(listable)
+        with self._live_lock:
+            registered = list(self._registered.values())
+        # Registered SKUs follow the generated ones, in registration order.
+        extra = registered[max(0, offset - len(listable)) : max(0, offset + limit - len(listable))]
+        more = offset + limit < len(listable) + len(registered)
         return {
-            "records": self.catalog.rows(idx),
+            "records": self.catalog.rows(idx) + extra,
             "next_cursor": _http.encode_cursor(["skus", offset + limit]) if more else None,
         }, {}
 
@@ -374,6 +450,80 @@ class ErpSimulator:
         if not raw:
             raise _http.BadRequest("business_date=YYYY-MM-DD is required")
         return self.count(_parse_date(raw)), {}
+
+    # --- live commits ----------------------------------------------------------------------------
+    def commit(self, document: Any) -> dict[str, Any]:
+        """Commit one order document now; returns it with its created_at. The document's fields are
+        kept as sent (a real ERP stores what its users key in; the platform judges the lines)."""
+        if not isinstance(document, dict):
+            raise _http.BadRequest("body must be one order document (a JSON object)")
+        txn_id = document.get("txn_id")
+        if not isinstance(txn_id, str) or not txn_id.strip():
+            raise _http.BadRequest("txn_id must be a non-empty string")
+        if not isinstance(document.get("lines"), list):
+            raise _http.BadRequest("lines must be a list of {line_no, sku_id, quantity, uom}")
+        with self._live_lock:
+            if txn_id in self._live_ids:
+                raise _http.BadRequest(f"txn_id {txn_id!r} is already committed", 409)
+            now_us = time.time_ns() // 1000
+            created_us = max(now_us, self._live_created[-1] + 1) if self._live_created else now_us
+            committed = {k: v for k, v in document.items() if k != "created_at"}
+            committed["created_at"] = _iso_us(created_us)
+            committed.setdefault("event_ts", committed["created_at"])
+            self._live_created.append(created_us)
+            self._live_docs.append(committed)
+            self._live_ids.add(txn_id)
+        self.counters.add("served", "live", "committed")
+        return committed
+
+    def register_sku(self, record: Any) -> dict[str, Any]:
+        """Add a product to the SKU master (the /v1/skus record shape; sensible defaults filled)."""
+        if not isinstance(record, dict) or not isinstance(record.get("sku_id"), str):
+            raise _http.BadRequest("body must be a SKU record with a sku_id")
+        sku_id = record["sku_id"]
+        if sku_id in self.catalog.index:
+            raise _http.BadRequest(f"sku_id {sku_id!r} is already in the SKU master", 409)
+        row = {
+            "sku_id": sku_id,
+            "description": f"new product {sku_id}",
+            "category": "New",
+            "subcategory": "New",
+            "unit_cube_ft3": 0.1,
+            "unit_weight_lb": 1.0,
+            "case_qty": 12,
+            "pallet_qty": 480,
+            "case_cube_ft3": 1.2,
+            "uoms": ["EA", "CS"],
+            "introduced_on": datetime.now(self.tz).date().isoformat(),
+            **record,
+        }
+        with self._live_lock:
+            if sku_id in self._registered:
+                raise _http.BadRequest(f"sku_id {sku_id!r} is already in the SKU master", 409)
+            self._registered[sku_id] = row
+        return row
+
+    def _live_between(self, since_us: int | None, until_us: int | None, after: int, limit: int) -> tuple[list[dict], int | None]:
+        """Live documents with since <= created_at < until, from position `after`; (page, next position)."""
+        import bisect
+
+        with self._live_lock:
+            created = self._live_created
+            lo = max(after, bisect.bisect_left(created, since_us) if since_us is not None else 0)
+            hi = bisect.bisect_left(created, until_us) if until_us is not None else len(created)
+            docs = self._live_docs[lo : min(hi, lo + limit)]
+            more = lo + limit < hi
+        return docs, (lo + limit if more else None)
+
+    def _notify_commit(self) -> None:
+        event, self._committed = self._committed, asyncio.Event()
+        if event is not None:
+            event.set()
+
+    def _commit_event(self) -> asyncio.Event:
+        if self._committed is None:
+            self._committed = asyncio.Event()
+        return self._committed
 
     def stats(self) -> dict[str, Any]:
         snap = self.counters.snapshot()
@@ -458,14 +608,49 @@ class ErpSimulator:
             self.counters.add("served", bd, "lines", n=lines)
         return Response(body, media_type=_http.JSON)
 
+    async def _post(self, request: Request, endpoint: str, apply: Any, *, notify: bool) -> Response:
+        """A write: auth, then the change (no fault is injected on writes: the drills are reads)."""
+        if not _http.authorized(request, self.config.token):
+            self.counters.add("requests", endpoint, "401")
+            return _http.unauthorized()
+        try:
+            written = apply(orjson.loads(await request.body()))
+        except orjson.JSONDecodeError:
+            return _http.error_response(400, "body is not valid JSON")
+        except _http.BadRequest as exc:
+            self.counters.add("requests", endpoint, str(exc.status))
+            return _http.error_response(exc.status, exc.message)
+        if notify:
+            self._notify_commit()
+        self.counters.add("requests", endpoint, "201")
+        return _http.json_response(written, 201)
+
     def app(self) -> Starlette:
         async def transactions(request: Request) -> Response:
-            return await self._guarded(request, "transactions", self.transactions_page)
+            if request.method == "POST":
+                return await self._post(request, "commit", self.commit, notify=True)
+            response = await self._guarded(request, "transactions", self.transactions_page)
+            wait_s = _wait_seconds(request.query_params.get("wait_s"))
+            if wait_s and response.status_code == 200 and response.body.startswith(b'{"records":[]'):
+                # Long poll: nothing yet; answer again as soon as a document is committed.
+                event = self._commit_event()
+                if not self._live_created or self._live_created[-1] < (_parse_us(request.query_params.get("since")) or 0):
+                    try:
+                        await asyncio.wait_for(event.wait(), wait_s)
+                    except TimeoutError:
+                        return response
+                return await self._guarded(request, "transactions", self.transactions_page)
+            return response
+
+        async def skus_post(request: Request) -> Response:
+            return await self._post(request, "register_sku", self.register_sku, notify=False)
 
         async def count(request: Request) -> Response:
             return await self._guarded(request, "transactions_count", self.count_body)
 
         async def skus(request: Request) -> Response:
+            if request.method == "POST":
+                return await skus_post(request)
             return await self._guarded(request, "skus", self.skus_page)
 
         async def stats(request: Request) -> Response:
@@ -497,9 +682,9 @@ class ErpSimulator:
         _http.install_log_filter()
         app = Starlette(
             routes=[
-                Route("/v1/transactions", transactions, methods=["GET"]),
+                Route("/v1/transactions", transactions, methods=["GET", "POST"]),
                 Route("/v1/transactions/count", count, methods=["GET"]),
-                Route("/v1/skus", skus, methods=["GET"]),
+                Route("/v1/skus", skus, methods=["GET", "POST"]),
                 Route("/v1/stats", stats, methods=["GET"]),
                 Route("/v1/admin/clock", clock, methods=["GET", "POST"]),
                 Route("/healthz", healthz, methods=["GET"]),

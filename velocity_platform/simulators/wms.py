@@ -4,6 +4,12 @@ Directives are applied at most once per ``Idempotency-Key``: the first successfu
 stored under the key and replayed for every repeat, including when the first answer was lost
 on the way back (``fault_rate_commit_then_drop``), which is exactly the case the platform's
 outbox must survive.
+
+A product the ERP registered after the WMS started is learnt from its first-slot directive (a
+well-formed sku_id with `from_location` null), as a WMS learns items from the putaway that
+brings them in. `GET /v1/slotting/assignments?sku_id=ID` answers one SKU's assignment with
+`assigned_at` (ISO, to the millisecond) and `assigned_at_ms` (epoch milliseconds): when the WMS
+applied it.
 """
 
 from __future__ import annotations
@@ -124,7 +130,7 @@ class WmsSimulator:
 
     def _apply(self, key: str, fingerprint: tuple[Any, ...] | None, body: dict[str, Any], answer: dict[str, Any]) -> None:
         """Move the SKU and remember the answer under the key (caller holds the lock)."""
-        s = self.catalog.index[body["sku_id"]]
+        s = self._learn(body["sku_id"])
         to = self.location_index[body["to_location"]]
         frm = None if body["from_location"] is None else self.location_index[body["from_location"]]
         if frm is not None:
@@ -192,6 +198,19 @@ class WmsSimulator:
         self.assigned_at: list[str | None] = [None] * len(cat)
         for s, o in zip(live.tolist(), since.tolist()):
             self.assigned_at[s] = date.fromordinal(o).isoformat() + "T00:00:00Z"
+        # The WMS's own item list: the catalogue, plus products learnt from their first slot.
+        self.sku_ids: list[str] = cat.sku_ids.tolist()
+        self.sku_index: dict[str, int] = dict(cat.index)
+
+    def _learn(self, sku_id: str) -> int:
+        """The index of a SKU, adding a product the WMS has not seen (caller holds the lock)."""
+        s = self.sku_index.get(sku_id)
+        if s is None:
+            s = self.sku_index[sku_id] = len(self.sku_ids)
+            self.sku_ids.append(sku_id)
+            self.loc_of_sku = np.append(self.loc_of_sku, -1)
+            self.assigned_at.append(None)
+        return s
 
     # --- directives ----------------------------------------------------------------------------
     def _validate(self, body: Any) -> list[str]:
@@ -206,8 +225,8 @@ class WmsSimulator:
         sku = body.get("sku_id")
         if not isinstance(sku, str) or not _SKU_RE.match(sku):
             errs.append("sku_id must match ^[A-Z0-9-]{4,20}$")
-        elif sku not in self.catalog.index:
-            errs.append(f"unknown sku_id {sku!r}")
+        elif sku not in self.sku_index and body.get("from_location", "<absent>") is not None:
+            errs.append(f"unknown sku_id {sku!r} (a new product enters with a first slot: from_location null)")
         frm = body.get("from_location", "<absent>")
         if frm == "<absent>":
             errs.append("from_location is required (null for an unslotted SKU)")
@@ -250,17 +269,17 @@ class WmsSimulator:
             errs = self._validate(body)
             if errs:
                 return self._reject(key, bd, 422, {"error": "invalid directive", "details": errs})
-            s = self.catalog.index[body["sku_id"]]
+            s = self.sku_index.get(body["sku_id"], -1)
             to = self.location_index[body["to_location"]]
             frm = None if body["from_location"] is None else self.location_index[body["from_location"]]
-            current = int(self.loc_of_sku[s])
+            current = int(self.loc_of_sku[s]) if s >= 0 else -1
             if current != (-1 if frm is None else frm):
                 where = "unslotted" if current < 0 else f"at {self.location_ids[current]}"
                 msg = f"{body['sku_id']} is {where}, not at {body['from_location']}"
                 return self._reject(key, bd, 409, {"error": msg})
             occupant = int(self.sku_of_loc[to])
             if occupant >= 0 and occupant != s:
-                other = self.catalog.sku_ids[occupant]
+                other = self.sku_ids[occupant]
                 return self._reject(key, bd, 409, {"error": f"{body['to_location']} is occupied by {other}"})
             applied_at = datetime.now(dt_timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
             answer = {
@@ -294,7 +313,19 @@ class WmsSimulator:
         more = offset + limit < len(self.location_rows)
         return {"records": rows, "next_cursor": _http.encode_cursor(["locations", offset + limit]) if more else None}
 
+    def assignment_of(self, sku_id: str) -> dict[str, Any]:
+        """One SKU's assignment: where it sits (null when unslotted) and when the WMS applied it."""
+        with self._lock:
+            s = self.sku_index.get(sku_id)
+            loc = int(self.loc_of_sku[s]) if s is not None else -1
+            at = self.assigned_at[s] if s is not None and loc >= 0 else None
+        record = {"sku_id": sku_id, "location_id": self.location_ids[loc] if loc >= 0 else None, "assigned_at": at,
+                  "assigned_at_ms": _epoch_ms(at) if at else None}
+        return {"records": [record], "next_cursor": None}
+
     def assignments_page(self, params: dict[str, str]) -> dict[str, Any]:
+        if params.get("sku_id"):
+            return self.assignment_of(params["sku_id"])
         limit = _http.parse_limit(params.get("limit"), self.config.default_limit, self.config.max_limit)
         offset = _offset_cursor(params.get("cursor"), "assignments")
         with self._lock:  # a consistent page while directives are being applied
@@ -304,7 +335,7 @@ class WmsSimulator:
             records = [
                 {"sku_id": sid, "location_id": self.location_ids[loc], "assigned_at": self.assigned_at[s]}
                 for s, sid, loc in zip(
-                    skus.tolist(), self.catalog.sku_ids[skus].tolist(), self.loc_of_sku[skus].tolist()
+                    skus.tolist(), [self.sku_ids[i] for i in skus.tolist()], self.loc_of_sku[skus].tolist()
                 )
             ]
         nxt = _http.encode_cursor(["assignments", int(skus[-1]) + 1]) if more else None
@@ -461,6 +492,10 @@ class _ExternalCatalog:
 
     def __len__(self) -> int:
         return len(self.sku_ids)
+
+
+def _epoch_ms(iso: str) -> int:
+    return round(datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp() * 1000)
 
 
 def _is_iso_date(value: Any) -> bool:
