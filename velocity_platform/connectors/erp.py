@@ -23,6 +23,7 @@ from zoneinfo import ZoneInfo
 import orjson
 
 from velocity_platform.connectors.http import (
+    AsyncUpstreamApiClient,
     BodyStillInvalid,
     HttpAnswer,
     InvalidBody,
@@ -173,6 +174,65 @@ class ErpClient(UpstreamApiClient):
                 parsed.extend(page.parsed)
             else:
                 parsed.append(page.parsed)
+        return parsed
+
+
+@dataclass(kw_only=True)
+class AsyncErpClient(AsyncUpstreamApiClient):
+    """The ERP for the exception service: what was committed since a moment, and named SKUs."""
+
+    SYSTEM: ClassVar[str] = SYSTEM
+    token_source: str = "VELOCITY_ERP_TOKEN"
+
+    async def committed_since(
+        self, since: dt.datetime, reader: Callable[[bytes], Any], *, wait_s: float = 0.0, max_pages: int = 50
+    ) -> list[ErpPage]:
+        """Pages of the documents committed at or after `since` (by `created_at`), in commit order.
+
+        `wait_s` > 0 asks the ERP to hold an empty first answer until something is committed
+        (long polling; an ERP that offers it takes `wait_s`). At most `max_pages` pages: the rest
+        is read by the next call, from the watermark the caller advances. A page that stays
+        unreadable but still carries its cursor comes back with `error` set; one without a
+        cursor to go on from raises UpstreamError.
+        """
+        params: dict[str, str | int] = {"since": _iso(since), "time_field": "created_at", "limit": self.page_limit}
+        if wait_s > 0:
+            params["wait_s"] = f"{wait_s:g}"
+        pages: list[ErpPage] = []
+        cursor: str | None = None
+        while len(pages) < max_pages:
+            query = dict(params, cursor=cursor) if cursor else params
+            source_batch = f"erp-delta:{_iso(since)}:page-{len(pages) + 1:04d}"
+
+            def read(answer: HttpAnswer) -> tuple[Any, str | None]:
+                found, next_page = next_cursor(answer.content)
+                if not found:
+                    raise InvalidBody("the page ends before its next_cursor (truncated)")
+                try:
+                    return reader(answer.content), next_page
+                except Exception as exc:  # whatever the reader could not make sense of is an unreadable page
+                    raise InvalidBody(f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}") from exc
+
+            try:
+                answer, (parsed, cursor) = await self._aget("/v1/transactions", query, read)
+                pages.append(ErpPage(source_batch, answer.content, parsed))
+            except BodyStillInvalid as exc:
+                found, cursor = next_cursor(exc.answer.content)
+                if not found:
+                    raise UpstreamError(
+                        SYSTEM,
+                        f"{source_batch} stayed unreadable after {exc.attempts} fetches ({exc.reason}) and carries no "
+                        "cursor to continue from; the watermark stays and the next read starts from it again",
+                    ) from None
+                pages.append(ErpPage(source_batch, exc.answer.content, None, exc.reason, exc.attempts))
+            params.pop("wait_s", None)  # only an empty first answer is worth waiting for
+            if not cursor:
+                break
+        return pages
+
+    async def skus_by_id(self, sku_ids: list[str], reader: Callable[[bytes], Any]) -> Any:
+        """The SKU master's records of the named SKUs (those it knows), read by `reader`."""
+        _, parsed = await self._aget("/v1/skus", {"ids": ",".join(sku_ids)}, lambda a: reader(a.content))
         return parsed
 
 

@@ -14,10 +14,17 @@
   configured origin (no redirects are followed; a request to another origin is refused). Texts
   that come back from an upstream are scrubbed of it before they reach a message or a log.
 - A cap on the size of a response body, enforced while streaming it.
+
+`AsyncUpstreamClient` is the same client on httpx.AsyncClient, for the resident exception
+service: the same RetryPolicy and UpstreamLimits, and the same guard of the upstream (one
+breaker and one rate limiter per upstream and process, shared with the sync clients); only the
+waiting is awaited instead of slept (an asyncio semaphore for the concurrency bound, the
+limiter's async acquire, asyncio.sleep between attempts).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime as dt
 import email.utils
@@ -27,7 +34,7 @@ import math
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import KW_ONLY, dataclass, field
 from typing import Any, ClassVar, Self
 
@@ -146,7 +153,10 @@ class UpstreamGuard:
         )
         self._slots = threading.BoundedSemaphore(max(1, limits.max_concurrent_requests))
         self._limiter = Limiter(_rate(limits.requests_per_second)) if limits.requests_per_second > 0 else None
+        self._async_slots: dict[asyncio.AbstractEventLoop, asyncio.Semaphore] = {}
         self.last_failure = ""
+        # Requests of async clients in flight now: what concurrency_utilization reports.
+        self.in_flight = 0
 
     def check_closed(self) -> None:
         """Fail fast while the breaker is open and its cool-down has not passed."""
@@ -178,6 +188,23 @@ class UpstreamGuard:
             if self._limiter is not None:
                 self._limiter.try_acquire(self.system, blocking=True)
             yield
+
+    @contextlib.asynccontextmanager
+    async def aslot(self) -> AsyncIterator[None]:
+        """`slot` for coroutines: the same bound (an asyncio semaphore per event loop) and the
+        same rate limiter, awaited instead of blocking the loop."""
+        loop = asyncio.get_running_loop()
+        slots = self._async_slots.get(loop)
+        if slots is None:
+            slots = self._async_slots[loop] = asyncio.Semaphore(max(1, self.limits.max_concurrent_requests))
+        async with slots:
+            if self._limiter is not None:
+                await self._limiter.try_acquire_async(self.system, blocking=True)
+            self.in_flight += 1
+            try:
+                yield
+            finally:
+                self.in_flight -= 1
 
     def record(self, failure: BaseException | None) -> None:
         """Tell the breaker how an attempt went; raises CircuitOpen when this failure trips it."""
@@ -296,15 +323,17 @@ class UpstreamClient:
         headers = {"Accept": "application/json", "User-Agent": "velocity-platform"}
         if token:
             headers["Authorization"] = f"Bearer {token}"
-        self._http = httpx.Client(
+        self._http = self._build_http(
             base_url=str(url).rstrip("/"),
             headers=headers,
             timeout=httpx.Timeout(timeout_s),
             verify=verify_tls,
             follow_redirects=False,  # a redirect could carry the bearer token to another host
             limits=httpx.Limits(max_connections=max(1, self.limits.max_concurrent_requests)),
-            event_hooks={"request": [self._only_own_origin]},
         )
+
+    def _build_http(self, **options: Any) -> httpx.Client:
+        return httpx.Client(**options, event_hooks={"request": [self._only_own_origin]})
 
     def close(self) -> None:
         self._http.close()
@@ -468,6 +497,126 @@ class UpstreamApiClient:
         return answer, parsed
 
 
+class AsyncUpstreamClient(UpstreamClient):
+    """UpstreamClient on httpx.AsyncClient: the same policy objects, guard, checks and errors."""
+
+    def __init__(self, *args: Any, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._async_sleep = sleep
+
+    def _build_http(self, **options: Any) -> httpx.AsyncClient:  # type: ignore[override]
+        async def only_own_origin(request: httpx.Request) -> None:
+            self._only_own_origin(request)
+
+        return httpx.AsyncClient(**options, event_hooks={"request": [only_own_origin]})
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    def close(self) -> None:  # an AsyncClient is closed with aclose()
+        raise TypeError("close an AsyncUpstreamClient with `await client.aclose()`")
+
+    async def _send_once_async(
+        self, method: str, path: str, params: dict | None, content: bytes | None, headers: dict | None
+    ) -> HttpAnswer:
+        request = self._http.build_request(method, path, params=params, content=content, headers=headers)
+        response = await self._http.send(request, stream=True)
+        try:
+            declared = response.headers.get("Content-Length")
+            if declared and declared.isdigit() and int(declared) > self.max_response_bytes:
+                raise self._too_large(method, path, int(declared))
+            chunks: list[bytes] = []
+            size = 0
+            async for chunk in response.aiter_bytes():
+                size += len(chunk)
+                if size > self.max_response_bytes:
+                    raise self._too_large(method, path, size)
+                chunks.append(chunk)
+        finally:
+            await response.aclose()
+        return HttpAnswer(response.status_code, response.headers, b"".join(chunks), path)
+
+    async def arequest(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict | None = None,
+        content: bytes | None = None,
+        headers: dict | None = None,
+        idempotent: bool | None = None,
+        read: Callable[[HttpAnswer], object] | None = None,
+        describe: str | None = None,
+    ) -> tuple[HttpAnswer, object]:
+        """`UpstreamClient.request`, awaited: the same retries, waits, breaker and final errors."""
+        call = _AsyncCall(
+            self,
+            method,
+            path,
+            params,
+            content,
+            headers,
+            idempotent=method in ("GET", "HEAD") if idempotent is None else idempotent,
+            read=read,
+            describe=describe or f"{method} {path}",
+        )
+        retrying = tenacity.AsyncRetrying(
+            stop=tenacity.stop_any(tenacity.stop_after_attempt(self.retry.max_attempts), call.unreadable_too_often),
+            wait=_WaitHonouringRetryAfter(self.retry),
+            retry=tenacity.retry_if_exception(call.worth_retrying),
+            before_sleep=call.count_retry,
+            sleep=self._async_sleep,
+            reraise=True,
+        )
+        try:
+            return await retrying(call.attempt_async)
+        except (RetryableStatus, httpx.TransportError, InvalidBody) as exc:
+            raise call.gave_up(exc) from None
+
+
+@dataclass
+class AsyncUpstreamApiClient(UpstreamApiClient):
+    """UpstreamApiClient for coroutines: the same fields (policy objects included), an
+    AsyncUpstreamClient underneath, used with `async with`."""
+
+    def __post_init__(self) -> None:
+        self._http = AsyncUpstreamClient(
+            self.SYSTEM,
+            self.base_url,
+            self.token,
+            timeout_s=self.timeout_s,
+            verify_tls=self.verify_tls,
+            allow_plain_http=self.allow_plain_http,
+            retry=self.retry,
+            limits=self.limits,
+            max_response_bytes=self.max_response_bytes,
+            token_source=self.token_source,
+            stats=self.stats,
+        )
+
+    @property
+    def guard(self) -> UpstreamGuard:
+        return self._http.guard
+
+    def close(self) -> None:
+        raise TypeError("close an async client with `await client.aclose()` or `async with`")
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def _aget(self, path: str, params: dict[str, str | int], read: Callable[[HttpAnswer], Any] | None = None) -> tuple[HttpAnswer, Any]:
+        describe = f"GET {path}"
+        answer, parsed = await self._http.arequest("GET", path, params=params, read=read, describe=describe)
+        self._http.raise_for_final_status(answer, describe)
+        return answer, parsed
+
+
 class _Call:
     """One call of UpstreamClient.request: its attempts, which failures are worth another, and the
     error it ends with when the retry budget is spent."""
@@ -506,6 +655,11 @@ class _Call:
         except ResponseTooLarge:
             guard.record(None)
             raise
+        return self.judge(answer)
+
+    def judge(self, answer: HttpAnswer) -> tuple[HttpAnswer, object]:
+        """A retryable status raises (the breaker hears of it), otherwise the answer is read."""
+        guard = self.client.guard
         if answer.status_code in RETRYABLE_STATUS:
             # A 429 is a healthy upstream asking us to slow down: it does not count towards the breaker.
             failure = RetryableStatus(answer)
@@ -563,6 +717,26 @@ class _Call:
         tried = client.retry.max_attempts if retried else 1
         hint = "" if retried else " (not retried: the request may have reached the upstream and has no idempotency key)"
         return UpstreamError(client.system, f"{self.describe} still failing after {tried} attempt(s): {_describe(exc)}{hint}")
+
+
+class _AsyncCall(_Call):
+    client: AsyncUpstreamClient
+
+    async def attempt_async(self) -> tuple[HttpAnswer, object]:
+        """`_Call.attempt` on the async client: the same guard, breaker and reading."""
+        client, guard = self.client, self.client.guard
+        guard.check_closed()
+        client.stats.requests += 1
+        try:
+            async with guard.aslot():
+                answer = await client._send_once_async(self.method, self.path, self.params, self.content, self.headers)
+        except httpx.TransportError as exc:
+            guard.record(exc)
+            raise
+        except ResponseTooLarge:
+            guard.record(None)
+            raise
+        return self.judge(answer)
 
 
 def _retry_after_s(answer: HttpAnswer) -> float | None:

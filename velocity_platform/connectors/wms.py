@@ -16,6 +16,7 @@ import orjson
 
 from velocity_platform.connectors.erp import next_cursor
 from velocity_platform.connectors.http import (
+    AsyncUpstreamApiClient,
     CircuitOpen,
     HttpAnswer,
     InvalidBody,
@@ -111,25 +112,9 @@ class WmsClient(UpstreamApiClient):
         """
         if not directives:
             return []
-        keys = [d["directive_id"] for d in directives]
-        batch_key = "batch-" + hashlib.sha256("\n".join(keys).encode()).hexdigest()[:32]
-        body = orjson.dumps({"items": [{"idempotency_key": k, "directive": d} for k, d in zip(keys, directives, strict=True)]})
-        describe = f"POST /v1/slotting/directives/batch [{len(keys)} directives, {keys[0]}..]"
-        response, answer = self._http.request(
-            "POST",
-            "/v1/slotting/directives/batch",
-            content=body,
-            headers={"Idempotency-Key": batch_key, "Content-Type": "application/json"},
-            idempotent=True,
-            read=_batch_or_invalid,
-            describe=describe,
-        )
-        self._http.raise_for_final_status(response, describe)
-        by_key = {r.get("idempotency_key"): r for r in answer["results"] if isinstance(r, dict)}
-        missing = [k for k in keys if k not in by_key]
-        if missing:
-            raise UpstreamError(SYSTEM, f"{describe}: the answer has no result for {len(missing)} directive(s), e.g. {missing[0]}")
-        return [self._outcome(k, by_key[k]) for k in keys]
+        request = _BatchRequest.of(directives)
+        response, answer = self._http.request("POST", BATCH_PATH, **request.options())
+        return request.outcomes(self, response, answer)
 
     def _outcome(self, key: str, result: dict) -> PushOutcome:
         status = result.get("http_status")
@@ -139,6 +124,67 @@ class WmsClient(UpstreamApiClient):
         if status not in (200, 201):
             raise UpstreamError(SYSTEM, f"directive {key}: unexpected status {status} in the batch answer")
         return PushOutcome(key, "replayed" if result.get("replayed") else "applied", status, result.get("ack_id"), result.get("status", ""))
+
+
+BATCH_PATH = "/v1/slotting/directives/batch"
+
+
+@dataclass(frozen=True)
+class _BatchRequest:
+    """One POST of many directives: what the sync and the async client send, and how either
+    reads the answer."""
+
+    keys: list[str]
+    batch_key: str
+    body: bytes
+    describe: str
+
+    @classmethod
+    def of(cls, directives: list[dict]) -> _BatchRequest:
+        keys = [d["directive_id"] for d in directives]
+        batch_key = "batch-" + hashlib.sha256("\n".join(keys).encode()).hexdigest()[:32]
+        body = orjson.dumps({"items": [{"idempotency_key": k, "directive": d} for k, d in zip(keys, directives, strict=True)]})
+        return cls(keys, batch_key, body, f"POST {BATCH_PATH} [{len(keys)} directives, {keys[0]}..]")
+
+    def options(self) -> dict:
+        return {
+            "content": self.body,
+            "headers": {"Idempotency-Key": self.batch_key, "Content-Type": "application/json"},
+            "idempotent": True,
+            "read": _batch_or_invalid,
+            "describe": self.describe,
+        }
+
+    def outcomes(self, client: WmsClient | AsyncWmsClient, response: HttpAnswer, answer: dict) -> list[PushOutcome]:
+        client._http.raise_for_final_status(response, self.describe)
+        by_key = {r.get("idempotency_key"): r for r in answer["results"] if isinstance(r, dict)}
+        missing = [k for k in self.keys if k not in by_key]
+        if missing:
+            raise UpstreamError(SYSTEM, f"{self.describe}: the answer has no result for {len(missing)} directive(s), e.g. {missing[0]}")
+        return [client._outcome(k, by_key[k]) for k in self.keys]
+
+
+@dataclass(kw_only=True)
+class AsyncWmsClient(AsyncUpstreamApiClient):
+    """The WMS for the exception service: batch pushes and one SKU's assignment, awaited."""
+
+    SYSTEM: ClassVar[str] = SYSTEM
+    token_source: str = "VELOCITY_WMS_TOKEN"
+
+    _outcome = WmsClient._outcome
+
+    async def push_directives(self, directives: list[dict]) -> list[PushOutcome]:
+        """WmsClient.push_directives, awaited (same request, same answers, same errors)."""
+        if not directives:
+            return []
+        request = _BatchRequest.of(directives)
+        response, answer = await self._http.arequest("POST", BATCH_PATH, **request.options())
+        return request.outcomes(self, response, answer)
+
+    async def assignment_of(self, sku_id: str) -> dict:
+        """One SKU's assignment (location_id null when unslotted) with when the WMS applied it."""
+        _, page = await self._aget("/v1/slotting/assignments", {"sku_id": sku_id}, _page_or_invalid)
+        return page["records"][0] if page["records"] else {"sku_id": sku_id, "location_id": None}
 
 
 def _batch_or_invalid(answer: HttpAnswer) -> dict:
@@ -165,4 +211,4 @@ def _page_or_invalid(answer: HttpAnswer) -> dict:
     return page
 
 
-__all__ = ["CircuitOpen", "PushOutcome", "UpstreamError", "WmsClient"]
+__all__ = ["AsyncWmsClient", "CircuitOpen", "PushOutcome", "UpstreamError", "WmsClient"]
