@@ -70,6 +70,10 @@ wms_outbox = sa.Table(
     # Added by migration 2: who holds the row for a push, and until when.
     sa.Column("claimed_by", sa.String(200)),
     sa.Column("claimed_until", sa.DateTime(timezone=True)),
+    # Added by migration 3: who planned the directive (null: the nightly run; 'deltas': the
+    # exception service) and, for the service's, when the ERP committed the line that caused it.
+    sa.Column("origin", sa.String(16)),
+    sa.Column("source_committed_at", sa.DateTime(timezone=True)),
 )
 
 push_log = sa.Table(
@@ -82,6 +86,58 @@ push_log = sa.Table(
     sa.Column("detail", sa.Text),
     sa.Column("at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("pusher", sa.String(200)),  # added by migration 2
+)
+
+
+# --- the exception service's records (velocity-platform deltas; connectors/delta_store.py) -------
+
+# Lines the service rejected, with everything needed to fix them at the source. Not the nightly
+# dead_letter_transactions table: that one is an asset table in DuckDB (one writer, rebuilt per
+# partition), while these must commit in the same transaction as the service's watermark.
+delta_dead_letters = sa.Table(
+    "delta_dead_letters",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("business_date", sa.Date),  # null when the line's event_ts could not be read
+    sa.Column("source_batch", sa.String(200), nullable=False),  # the ERP page it came in
+    sa.Column("txn_id", sa.String(100)),
+    sa.Column("line_no", sa.String(40)),
+    sa.Column("sku_id", sa.String(100)),
+    sa.Column("raw_payload", sa.Text, nullable=False),
+    sa.Column("reasons", sa.Text, nullable=False),  # JSON list: each names the field, the value and the fix
+    sa.Column("fields", sa.Text, nullable=False),  # JSON list of the fields at fault
+    sa.Column("erp_committed_at", sa.String(40)),  # created_at as received
+    sa.Column("seen_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+# Lines for business dates before the warehouse's today, as the service read them: the delta
+# sensor reads these (by seq) and asks for the rebuild of the built dates that do not hold them.
+delta_late_lines = sa.Table(
+    "delta_late_lines",
+    metadata,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("business_date", sa.Date, nullable=False, index=True),
+    sa.Column("txn_id", sa.String(100)),
+    sa.Column("txn_type", sa.String(40)),
+    sa.Column("sku_id", sa.String(100)),
+    sa.Column("quantity", sa.Float),
+    sa.Column("uom", sa.String(40)),
+    sa.Column("created_at", sa.DateTime(timezone=True)),
+    sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+# What the service noticed and did not act on: 'spike' (a SKU ordered today far beyond its
+# expected rate) and 'new_sku' (a SKU the nightly SKU master lacks). One per kind, SKU and day.
+delta_observations = sa.Table(
+    "delta_observations",
+    metadata,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("sku_id", sa.String(100), nullable=False),
+    sa.Column("business_date", sa.Date, nullable=False),
+    sa.Column("detail", sa.Text, nullable=False),  # JSON: the figures
+    sa.Column("observed_at", sa.DateTime(timezone=True), nullable=False),
+    sa.UniqueConstraint("kind", "sku_id", "business_date", name="uq_delta_observation"),
 )
 
 
@@ -120,6 +176,14 @@ MIGRATIONS: list[Migration] = [
         2,
         "outbox claim lease and the pusher of each push",
         _add_columns(wms_outbox.c.claimed_by, wms_outbox.c.claimed_until, push_log.c.pusher),
+    ),
+    Migration(
+        3,
+        "exception service: directive origin, its dead letters, late lines and observations",
+        lambda conn: (
+            _add_columns(wms_outbox.c.origin, wms_outbox.c.source_committed_at)(conn),
+            _create_tables(delta_dead_letters, delta_late_lines, delta_observations)(conn),
+        ),
     ),
 ]
 
@@ -178,6 +242,8 @@ class OutboxRow:
     acked_at: dt.datetime | None
     claimed_by: str | None = None
     claimed_until: dt.datetime | None = None
+    origin: str | None = None  # None: the nightly run; 'deltas': the exception service
+    source_committed_at: dt.datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -417,6 +483,13 @@ class OperationalStore:
         """record_outcome() for the answers of one batch request: all of them in one transaction."""
         if not outcomes:
             return
+        with self._write() as conn:
+            self._settle(conn, outcomes, pusher)
+            if watermark:
+                self._set_watermark(conn, *watermark)
+
+    def _settle(self, conn: sa.Connection, outcomes: Sequence[Outcome], pusher: str | None) -> None:
+        """Settle answered directives and log them, inside the caller's transaction."""
         now = _now()
         bind = sa.bindparam
         settle = (
@@ -432,31 +505,28 @@ class OperationalStore:
                 claimed_until=None,
             )
         )
-        with self._write() as conn:
-            conn.execute(
-                settle,
-                [
-                    {
-                        "id_": o.directive_id,
-                        "status_": o.status,
-                        "http_status_": o.http_status,
-                        "ack_id_": o.ack_id,
-                        "detail_": o.detail,
-                        "acked_at_": now if o.status == ACKED else None,
-                    }
-                    for o in outcomes
-                ],
-            )
-            conn.execute(
-                push_log.insert(),
-                [
-                    {"directive_id": o.directive_id, "http_status": o.http_status, "outcome": o.status,
-                     "detail": o.detail, "at": now, "pusher": pusher}
-                    for o in outcomes
-                ],
-            )
-            if watermark:
-                self._set_watermark(conn, *watermark)
+        conn.execute(
+            settle,
+            [
+                {
+                    "id_": o.directive_id,
+                    "status_": o.status,
+                    "http_status_": o.http_status,
+                    "ack_id_": o.ack_id,
+                    "detail_": o.detail,
+                    "acked_at_": now if o.status == ACKED else None,
+                }
+                for o in outcomes
+            ],
+        )
+        conn.execute(
+            push_log.insert(),
+            [
+                {"directive_id": o.directive_id, "http_status": o.http_status, "outcome": o.status,
+                 "detail": o.detail, "at": now, "pusher": pusher}
+                for o in outcomes
+            ],
+        )
 
     def record_failed_attempt(self, directive_id: str, detail: str, pusher: str | None = None) -> None:
         """Count a send that did not get an answer; the row stays pending and its lease is released,
@@ -559,10 +629,18 @@ def moves_sent_from(store: OperationalStore, business_date: dt.date) -> list[Out
     A pending move may already be applied (the WMS committed it and the answer was lost, or the
     pusher was killed before recording it). Rewinding it is right either way: it was planned from
     its from_location, where the SKU stood at the start of its day. Rejected moves never applied.
+
+    The exception service's first slots are left out: they were put away during the day, outside
+    any nightly plan, and a re-plan that undid them would plan a second first slot for a SKU the
+    WMS already holds somewhere (and be refused). A re-plan sees them where they are.
     """
     query = (
         sa.select(wms_outbox)
-        .where(wms_outbox.c.business_date >= business_date, wms_outbox.c.status.in_([ACKED, PENDING]))
+        .where(
+            wms_outbox.c.business_date >= business_date,
+            wms_outbox.c.status.in_([ACKED, PENDING]),
+            sa.or_(wms_outbox.c.origin.is_(None), wms_outbox.c.origin != "deltas"),
+        )
         .order_by(wms_outbox.c.business_date, wms_outbox.c.directive_id)
     )
     with store.engine.connect() as conn:

@@ -120,10 +120,11 @@ def test_a_version_1_store_is_upgraded_in_place_and_keeps_its_rows(store_url):
 
     store = OperationalStore(store_url, migrate=False)
     assert store.schema_version() == 1
-    assert store.migrate() == [2]
+    assert store.migrate() == [2, 3]
     assert store.migrate() == []
     [row] = store.claim_pending(DAY, claimer="after-upgrade")
     assert (row.directive_id, row.attempts, row.claimed_by) == ("old-1", 2, "after-upgrade")
+    assert row.origin is None  # a release-1 directive was the nightly run's
     store.record_outcome("old-1", ACKED, 201, "ACK-1", "applied", pusher="after-upgrade")
     assert [e.pusher for e in store.push_log_entries()] == ["after-upgrade"]
     store.dispose()
