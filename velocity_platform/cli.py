@@ -269,6 +269,33 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_deltas(args: argparse.Namespace) -> int:
+    """The resident exception service (docs/deltas.md)."""
+    from velocity_platform.settings import DeltaServiceSettings
+
+    settings = _settings()
+    try:
+        config = DeltaServiceSettings.from_env()
+    except ValueError as exc:
+        raise ConfigurationError(f"a VELOCITY_DELTAS_* setting is not valid ({exc}); fix or unset it") from None
+    _check_tokens(["ERP", "WMS"])
+    _check_state_writable(settings)
+    today = dt.date.today()
+    _check_reachable("ERP", settings.erp_url, today)
+    _check_reachable("WMS", settings.wms_url, today)
+    if config.metrics_port:
+        try:
+            _check_port_free("127.0.0.1", config.metrics_port)
+        except ConfigurationError:
+            raise ConfigurationError(
+                f"cannot serve /metrics on 127.0.0.1:{config.metrics_port}: another process has the port; set "
+                "VELOCITY_DELTAS_METRICS_PORT to a free one (0: no metrics)"
+            ) from None
+    from velocity_platform.deltas.service import serve_forever
+
+    return serve_forever()
+
+
 def _check_port_free(host: str, port: int) -> None:
     """uvicorn would log a bind error and exit 1; say which port and what to do instead."""
     import socket
@@ -678,6 +705,13 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--directives", type=Path, default=None, help="write every directive applied here (.csv or .parquet)")
     _add_labor_options(evaluate)
     evaluate.set_defaults(func=cmd_evaluate)
+
+    deltas = commands.add_parser(
+        "deltas",
+        help="the resident exception service: follows the ERP's commits and slots new SKUs in the WMS at once "
+        "(settings: VELOCITY_DELTAS_*; docs/deltas.md)",
+    )
+    deltas.set_defaults(func=cmd_deltas)
     add_installed_commands(commands)
     return parser
 

@@ -197,3 +197,69 @@ def labor_from_env():
         move_minutes=float(_env("VELOCITY_MOVE_MINUTES", str(defaults.move_minutes))),
         payback_horizon_days=float(_env("VELOCITY_PAYBACK_HORIZON_DAYS", str(defaults.payback_horizon_days))),
     )
+
+
+# --- the exception service (velocity-platform deltas) ---------------------------------------------
+
+ENV_DOCS.update(
+    {
+        "VELOCITY_DELTAS_METRICS_PORT": "Exception service: port of its Prometheus /metrics on 127.0.0.1 (0: none)",
+        "VELOCITY_DELTAS_LONG_POLL_S": "Exception service: how long the ERP may hold an empty read until a commit "
+        "arrives (0: the ERP does not offer long polling; the service polls with backoff)",
+        "VELOCITY_DELTAS_MIN_INTERVAL_S": "Exception service: pause after an empty read, doubled on each one after it",
+        "VELOCITY_DELTAS_MAX_INTERVAL_S": "Exception service: longest pause between two reads of an idle ERP",
+        "VELOCITY_DELTAS_MAX_PAGES": "Exception service: ERP pages read per round at most (the rest in the next round)",
+        "VELOCITY_DELTAS_QUEUE_BATCHES": "Exception service: batches of exceptions waiting for the WMS before reading pauses",
+        "VELOCITY_DELTAS_PUSH_CONCURRENCY": "Exception service: requests to the WMS in flight at once",
+        "VELOCITY_DELTAS_REPORT_INTERVAL_S": "Exception service: seconds of batches summed into one runless event on exception_deltas",
+        "VELOCITY_DELTAS_REFERENCE_REFRESH_S": "Exception service: how often it re-reads locations, assignments and expected rates",
+        "VELOCITY_DELTAS_SPIKE_MULTIPLE": "Exception service: pick lines today above this multiple of the expected rate is a spike",
+        "VELOCITY_DELTAS_SPIKE_MIN_LINES": "Exception service: fewer pick lines today than this are never a spike",
+        "VELOCITY_DELTAS_START": "Exception service: ERP commit time to start reading from when the store has no "
+        "watermark yet (ISO-8601; default: the moment it first starts)",
+    }
+)
+
+
+@dataclass(frozen=True)
+class DeltaServiceSettings:
+    """How the resident exception service follows the ERP and feeds the WMS (docs/deltas.md)."""
+
+    metrics_port: int
+    long_poll_s: float
+    min_interval_s: float
+    max_interval_s: float
+    max_pages: int
+    queue_batches: int
+    push_concurrency: int
+    report_interval_s: float
+    reference_refresh_s: float
+    spike_multiple: float
+    spike_min_lines: int
+    start: dt.datetime | None
+
+    @classmethod
+    def from_env(cls) -> DeltaServiceSettings:
+        start = _env("VELOCITY_DELTAS_START", "")
+        moment = dt.datetime.fromisoformat(start.replace("Z", "+00:00")) if start else None
+        if moment is not None and moment.tzinfo is None:
+            raise ValueError(f"VELOCITY_DELTAS_START={start!r} needs a time zone offset, e.g. 2026-03-01T00:00:00Z")
+        settings = cls(
+            metrics_port=int(_env("VELOCITY_DELTAS_METRICS_PORT", "9464")),
+            long_poll_s=float(_env("VELOCITY_DELTAS_LONG_POLL_S", "5")),
+            min_interval_s=float(_env("VELOCITY_DELTAS_MIN_INTERVAL_S", "0.005")),
+            max_interval_s=float(_env("VELOCITY_DELTAS_MAX_INTERVAL_S", "1.0")),
+            max_pages=int(_env("VELOCITY_DELTAS_MAX_PAGES", "20")),
+            queue_batches=int(_env("VELOCITY_DELTAS_QUEUE_BATCHES", "64")),
+            push_concurrency=int(_env("VELOCITY_DELTAS_PUSH_CONCURRENCY", "4")),
+            report_interval_s=float(_env("VELOCITY_DELTAS_REPORT_INTERVAL_S", "10")),
+            reference_refresh_s=float(_env("VELOCITY_DELTAS_REFERENCE_REFRESH_S", "300")),
+            spike_multiple=float(_env("VELOCITY_DELTAS_SPIKE_MULTIPLE", "10")),
+            spike_min_lines=int(_env("VELOCITY_DELTAS_SPIKE_MIN_LINES", "20")),
+            start=moment,
+        )
+        if settings.queue_batches < 1 or settings.push_concurrency < 1 or settings.max_pages < 1:
+            raise ValueError("VELOCITY_DELTAS_QUEUE_BATCHES, _PUSH_CONCURRENCY and _MAX_PAGES must be at least 1")
+        if not 0 < settings.min_interval_s <= settings.max_interval_s:
+            raise ValueError("need 0 < VELOCITY_DELTAS_MIN_INTERVAL_S <= VELOCITY_DELTAS_MAX_INTERVAL_S")
+        return settings

@@ -106,7 +106,6 @@ delta_dead_letters = sa.Table(
     sa.Column("raw_payload", sa.Text, nullable=False),
     sa.Column("reasons", sa.Text, nullable=False),  # JSON list: each names the field, the value and the fix
     sa.Column("fields", sa.Text, nullable=False),  # JSON list of the fields at fault
-    sa.Column("erp_committed_at", sa.String(40)),  # created_at as received
     sa.Column("seen_at", sa.DateTime(timezone=True), nullable=False),
 )
 

@@ -15,13 +15,13 @@ from dagster_duckdb import DuckDBResource
 from dagster_duckdb_polars import DuckDBPolarsIOManager, DuckDBPolarsTypeHandler
 from pydantic import Field
 
-from velocity_platform.connectors.erp import ErpClient
+from velocity_platform.connectors.erp import AsyncErpClient, ErpClient
 from velocity_platform.connectors.files import FileExport, FileSourceError, preset, read_export
 from velocity_platform.connectors.http import RetryPolicy, UpstreamApiClient, UpstreamLimits
 from velocity_platform.connectors.outbox import WMS_BATCH_SIZE
 from velocity_platform.connectors.state import OperationalStore
 from velocity_platform.connectors.webhook import AlertWebhook
-from velocity_platform.connectors.wms import WmsClient
+from velocity_platform.connectors.wms import AsyncWmsClient, WmsClient
 from velocity_platform.domain.labor import LaborModel
 from velocity_platform.settings import (
     NIGHTLY_START_HOUR,
@@ -209,6 +209,10 @@ class ErpResource(_UpstreamResource):
     def client(self) -> ErpClient:
         return self._connect(ErpClient)
 
+    def async_client(self) -> AsyncErpClient:
+        """The same client for coroutines (the exception service): same policy, same guard."""
+        return self._connect(AsyncErpClient)
+
 
 class WmsResource(_UpstreamResource):
     """The WMS's location, assignment and slotting-directive API."""
@@ -220,6 +224,9 @@ class WmsResource(_UpstreamResource):
 
     def client(self) -> WmsClient:
         return self._connect(WmsClient)
+
+    def async_client(self) -> AsyncWmsClient:
+        return self._connect(AsyncWmsClient)
 
 
 # Client knobs may also come from the environment (one value for both upstreams), so a run from

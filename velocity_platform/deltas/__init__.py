@@ -1,0 +1,1 @@
+"""`velocity-platform deltas`: the resident exception service beside Dagster (docs/deltas.md)."""

@@ -1,0 +1,59 @@
+"""The exception service's Prometheus metrics, served on loopback (`/metrics`)."""
+
+from __future__ import annotations
+
+import threading
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+# Tens of milliseconds is the goal, 500 ms the seed's budget; the long tail is a WMS outage.
+LATENCY_BUCKETS = (0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
+BATCH_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+class DeltaMetrics:
+    """One registry per service (tests start several in a process)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.sync_latency = Histogram(
+            "delta_sync_latency_seconds",
+            "ERP commit of the line that caused an exception to the WMS acknowledgement of its directive",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.batch_duration = Histogram(
+            "batch_processing_duration_seconds",
+            "One read of the ERP judged and recorded: parsing, validation, exceptions, the store transaction",
+            buckets=BATCH_BUCKETS,
+            registry=r,
+        )
+        self.chunk_success_rate = Gauge(
+            "chunk_success_rate", "Share of the directives of the last WMS request that were acknowledged", registry=r
+        )
+        self.concurrency_utilization = Gauge(
+            "concurrency_utilization", "WMS requests in flight over the service's concurrency bound", registry=r
+        )
+        self.dead_lettered = Counter("delta_dead_lettered_lines", "Lines rejected into delta_dead_letters", registry=r)
+        self.lines = Counter("delta_lines", "Order lines read from the ERP", registry=r)
+        self.documents = Counter("delta_documents", "Order documents read from the ERP", registry=r)
+        self.exceptions = Counter(
+            "delta_exceptions", "What the service acted on or recorded", ["kind"], registry=r
+        )  # first_slot, spike, late_line, new_sku, no_free_location
+        self.acks = Counter("delta_wms_answers", "WMS answers to the service's directives", ["status"], registry=r)
+        self.erp_lag = Gauge(
+            "delta_erp_lag_seconds",
+            "Age of the oldest document the last ERP read returned (0: the read came back empty, caught up)",
+            registry=r,
+        )
+        self.queue_batches = Gauge("delta_queue_batches", "Batches of exceptions waiting for a WMS pusher", registry=r)
+        self.outbox_pending = Gauge("delta_outbox_pending", "The service's directives not yet acknowledged", registry=r)
+        self.read_errors = Counter("delta_erp_read_errors", "ERP reads that failed after the client's retries", registry=r)
+
+    def serve(self, port: int) -> tuple[WSGIServer, threading.Thread] | None:
+        """Serve /metrics on 127.0.0.1:port (never another interface); None when port is 0."""
+        if not port:
+            return None
+        return start_http_server(port, addr="127.0.0.1", registry=self.registry)

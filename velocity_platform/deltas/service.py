@@ -1,0 +1,619 @@
+"""The resident exception service: ERP commits to WMS acknowledgements in tens of milliseconds.
+
+One asyncio loop, three kinds of task:
+
+- **intake** (one): follows the ERP's commits from the store's read watermark (long polling
+  where the ERP offers it, otherwise polling that backs off while the ERP is idle), validates
+  every line with the batch's rules, judges the exceptions (`domain/exceptions.py`) and records
+  everything a read produced with the watermark in one transaction (`connectors/delta_store.py`).
+  The directives go on a bounded queue.
+- **pushers** (`push_concurrency` of them): take directives off the queue and post them to the
+  WMS in one batch request each, then settle the answers (and the settled watermark) in one
+  transaction. When the queue is full the intake waits on it, so a slow WMS slows reading:
+  memory stays bounded by the queue, and the ERP keeps what is not read yet.
+- **drainer** (one): re-sends what is pending in the outbox (the WMS was down, its circuit
+  open, or a previous instance died mid-push), with a growing pause while the WMS keeps failing.
+
+Plus the reporter (runless events on `exception_deltas`) and the metrics server (loopback).
+The domain work (polars on a few hundred lines) and the store transactions run in a worker
+thread, so the loop keeps serving the WMS requests in flight meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from zoneinfo import ZoneInfo
+
+import duckdb
+import orjson
+import polars as pl
+
+from velocity_platform.connectors import delta_store
+from velocity_platform.connectors.erp import AsyncErpClient
+from velocity_platform.connectors.erp_pages import (
+    ReceivedPage,
+    raw_lines_from_received,
+    read_erp_page,
+    read_sku_page,
+    sku_master_from_pages,
+)
+from velocity_platform.connectors.http import UpstreamError
+from velocity_platform.connectors.state import ACKED, REJECTED, OperationalStore, Outcome, OutboxRow, new_pusher_id
+from velocity_platform.connectors.wms import AsyncWmsClient
+from velocity_platform.connectors.wms_pages import locations_from_pages, read_assignment_page, read_location_page
+from velocity_platform.defs.resources import ErpResource, WmsResource
+from velocity_platform.deltas.metrics import DeltaMetrics
+from velocity_platform.deltas.report import DagsterReporter, ReportWindow
+from velocity_platform.domain import exceptions
+from velocity_platform.domain.contracts import SKU_ID_PATTERN, TS
+from velocity_platform.domain.slotting import DEFAULT_BANDS, SlottingConfig, free_slots
+from velocity_platform.domain.validation import parse_quantity, parse_utc_timestamp, validate_lines
+from velocity_platform.settings import DeltaServiceSettings, Settings
+
+log = logging.getLogger("velocity_platform.deltas")
+ONE_MICROSECOND = delta_store.ONE_MICROSECOND
+# Directives per WMS request (the WMS takes up to 500); a pusher takes what waits, up to this.
+PUSH_BATCH = 100
+LEASE = dt.timedelta(minutes=5)
+VELOCITY_SQL = (
+    "SELECT sku_id, expected_pick_lines_per_day FROM warehouse.sku_velocity "
+    "WHERE business_date = (SELECT max(business_date) FROM warehouse.sku_velocity)"
+)
+
+
+@dataclass
+class Reference:
+    """What the service knows of the warehouse between refreshes."""
+
+    sku_master: pl.DataFrame  # SKU_MASTER_SCHEMA
+    locations: pl.DataFrame  # the WMS location master
+    slotted: pl.Series  # sku_id of every SKU with a location (or a first slot on its way)
+    free: pl.DataFrame  # free locations as slotting.first_slot takes them
+    velocity: pl.DataFrame  # sku_id, expected_pick_lines_per_day (latest sku_velocity; may be empty)
+    band_locations: int
+
+
+@dataclass
+class Judged:
+    """One read of the ERP, judged: what goes into the store in one transaction, and the figures."""
+
+    batch: delta_store.DeltaBatch
+    documents: int
+    lines: int
+    dead_lettered: int
+    directives: pl.DataFrame
+    free_left: pl.DataFrame
+    lines_today: pl.DataFrame
+    today: dt.date
+    no_free_location: list[str]
+    spikes: list[dict]
+    oldest_commit: dt.datetime | None
+
+
+@dataclass
+class FollowPolicy:
+    """How the intake follows the ERP (docs/deltas.md, "Following the ERP").
+
+    With long polling (`long_poll_s` > 0) every read asks the ERP to hold an empty answer up to
+    `long_poll_s`: while commits flow each read returns at once with what accumulated during the
+    previous round (batches grow with the volume, no pause); when idle the ERP answers the moment
+    something is committed. Without it, a read that found nothing is followed by a pause that
+    starts at `min_interval_s` and doubles up to `max_interval_s`; any document resets it.
+    """
+
+    long_poll_s: float
+    min_interval_s: float
+    max_interval_s: float
+    pause_s: float = 0.0
+
+    def after_read(self, documents: int) -> float:
+        """The pause before the next read."""
+        if documents or self.long_poll_s > 0:
+            self.pause_s = 0.0
+        else:
+            self.pause_s = self.min_interval_s if self.pause_s == 0 else min(self.max_interval_s, self.pause_s * 2)
+        return self.pause_s
+
+    def after_error(self) -> float:
+        self.pause_s = min(self.max_interval_s * 5, max(self.min_interval_s, self.pause_s * 2) if self.pause_s else 0.1)
+        return self.pause_s
+
+
+@dataclass
+class DeltaService:
+    settings: Settings
+    config: DeltaServiceSettings
+    erp: ErpResource
+    wms: WmsResource
+    store: OperationalStore
+    metrics: DeltaMetrics = field(default_factory=DeltaMetrics)
+    reporter: DagsterReporter = field(default_factory=DagsterReporter)
+    clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)
+
+    def __post_init__(self) -> None:
+        self.tz = ZoneInfo(self.settings.timezone)
+        self.pusher = new_pusher_id("deltas")
+        self.queue: asyncio.Queue[list[OutboxRow]] = asyncio.Queue(maxsize=self.config.queue_batches)
+        self.window = ReportWindow()
+        self.policy = FollowPolicy(self.config.long_poll_s, self.config.min_interval_s, self.config.max_interval_s)
+        self.reference: Reference | None = None
+        self.read_through: dt.datetime | None = None
+        self.lines_today = pl.DataFrame(schema={"sku_id": pl.String, "pick_lines": pl.UInt32})
+        self.counted_on: dt.date | None = None
+        self.in_flight = 0
+        self.refresh_due = 0.0
+        self.wms_failing = asyncio.Event()
+        self.rejected_since_refresh = 0
+
+    # --- reference data ------------------------------------------------------------------------
+
+    def load_reference(self) -> Reference:
+        """SKU master, locations, assignment (with the outbox's pending moves) and expected rates."""
+        with self.erp.client() as erp:
+            master = sku_master_from_pages(erp.skus(reader=read_sku_page))
+        with self.wms.client() as wms:
+            locations = locations_from_pages(wms.locations(read_location_page), wms.assignments(read_assignment_page))
+        assignment = locations.filter(pl.col("sku_id").is_not_null()).select("sku_id", "location_id")
+        # A pending move may be applied already, or will be: its SKU is slotted and its target taken.
+        pending = [r for r in self.store.outbox() if r.status == "pending"]
+        if pending:
+            moves = pl.DataFrame(
+                {"sku_id": [r.sku_id for r in pending], "location_id": [r.to_location for r in pending]},
+                schema={"sku_id": pl.String, "location_id": pl.String},
+            )
+            left = {r.from_location for r in pending if r.from_location}
+            assignment = pl.concat(
+                [assignment.filter(~pl.col("sku_id").is_in(moves["sku_id"].implode()) & ~pl.col("location_id").is_in(list(left))), moves]
+            )
+        config = SlottingConfig(routing=self._routing())
+        band_locations = max(1, -(-locations.height // DEFAULT_BANDS))
+        return Reference(
+            sku_master=master,
+            locations=locations,
+            slotted=assignment["sku_id"].unique(),
+            free=free_slots(locations.drop("sku_id"), assignment, config),
+            velocity=self._load_velocity(),
+            band_locations=band_locations,
+        )
+
+    @staticmethod
+    def _routing() -> str:
+        from velocity_platform.settings import SourceSettings
+
+        try:
+            return SourceSettings.from_env().routing
+        except ValueError:
+            return "s-shape"
+
+    def _load_velocity(self) -> pl.DataFrame:
+        """Expected pick rates from the newest sku_velocity partition; empty when there is none yet
+        or the file is busy (a nightly run writing it: the previous rates stay)."""
+        empty = pl.DataFrame(schema={"sku_id": pl.String, "expected_pick_lines_per_day": pl.Float64})
+        try:
+            with duckdb.connect(self.settings.duckdb_path, read_only=True) as con:
+                return con.execute(VELOCITY_SQL).pl().cast({"expected_pick_lines_per_day": pl.Float64})
+        except (duckdb.Error, OSError) as exc:
+            previous = self.reference.velocity if self.reference is not None else empty
+            log.info("expected pick rates not read (%s); %d kept", type(exc).__name__, previous.height)
+            return previous
+
+    async def refresh_reference(self) -> None:
+        self.reference = await asyncio.to_thread(self.load_reference)
+        self.refresh_due = time.monotonic() + self.config.reference_refresh_s
+        self.rejected_since_refresh = 0
+
+    # --- judging a read ------------------------------------------------------------------------
+
+    def _raw_lines(self, pages: list) -> pl.DataFrame:
+        received = [ReceivedPage(p.source_batch, p.body, p.parsed, p.error, p.fetches) for p in pages]
+        today = self.clock().astimezone(self.tz).date()
+        raw = raw_lines_from_received(received, today).lines
+        # Each line's business date is its event time's date in the warehouse (null if unreadable).
+        return raw.with_columns(
+            pl.coalesce(
+                parse_utc_timestamp("event_ts").dt.convert_time_zone(self.settings.timezone).dt.date(),
+                pl.when(pl.col("page_error").is_not_null()).then(pl.lit(today)),
+            ).alias("business_date")
+        )
+
+    def unknown_skus(self, raw: pl.DataFrame) -> list[str]:
+        """Well-formed SKU ids on the lines that the service's SKU master lacks."""
+        assert self.reference is not None
+        ids = raw.select(pl.col("sku_id").str.strip_chars()).unique()
+        return (
+            ids.filter(pl.col("sku_id").str.contains(SKU_ID_PATTERN))
+            .join(self.reference.sku_master.select("sku_id"), on="sku_id", how="anti")["sku_id"]
+            .sort()
+            .to_list()
+        )
+
+    def judge(self, raw: pl.DataFrame, capped: bool, new_skus: pl.DataFrame, documents: int) -> Judged | None:
+        """Validate, find the exceptions, and build the batch to record. None when the read holds
+        nothing with a readable commit time to advance the watermark on."""
+        ref = self.reference
+        assert ref is not None
+        now = self.clock()
+        today = now.astimezone(self.tz).date()
+        committed = raw.with_columns(parse_utc_timestamp("created_at").alias("_committed"))
+        newest = committed["_committed"].max()
+        if newest is None:
+            return None
+        read_through = newest
+        if capped:
+            # More pages wait: the documents of the newest commit time may straddle the cut, so
+            # they are left for the next read, which starts exactly at that time.
+            earlier = committed.filter(pl.col("_committed") < newest)
+            if earlier.height:
+                committed, read_through = earlier, newest - ONE_MICROSECOND
+        raw = committed.drop("_committed")
+        master = ref.sku_master if new_skus.is_empty() else pl.concat([ref.sku_master, new_skus], how="vertical_relaxed")
+        result = validate_lines(raw, master, seen_at=now)
+        valid, rejects = result.valid, result.rejects
+
+        if self.counted_on != today:
+            self.lines_today, self.counted_on = self.lines_today.clear(), today
+        picks = exceptions.pick_lines(valid)
+        picks_today = exceptions.pick_lines(valid.filter(pl.col("business_date") == today))
+        lines_today = (
+            pl.concat([self.lines_today, picks_today.select("sku_id", "pick_lines")])
+            .group_by("sku_id")
+            .agg(pl.col("pick_lines").sum().cast(pl.UInt32))
+        )
+        unslotted = picks.filter(~pl.col("sku_id").is_in(ref.slotted.implode()))
+        directives, free_left = exceptions.first_slot_directives(today, unslotted, ref.velocity, ref.free, ref.band_locations)
+        no_slot = unslotted.join(directives.select("sku_id"), on="sku_id", how="anti")["sku_id"].to_list()
+        spiking = exceptions.spikes(
+            lines_today.filter(pl.col("sku_id").is_in(picks_today["sku_id"].implode())),
+            ref.velocity,
+            exceptions.SpikeRule(self.config.spike_multiple, self.config.spike_min_lines),
+        )
+        late = exceptions.before(raw.filter(pl.col("page_error").is_null() & pl.col("business_date").is_not_null()), today)
+
+        batch = delta_store.DeltaBatch(read_through=read_through)
+        batch.directives = [
+            {
+                "directive_id": d["directive_id"],
+                "business_date": d["business_date"],
+                "sku_id": d["sku_id"],
+                "from_location": None,
+                "to_location": d["to_location"],
+                "source_committed_at": d["first_committed_at"],
+                "payload": orjson.dumps(
+                    {
+                        "directive_id": d["directive_id"],
+                        "business_date": d["business_date"].isoformat(),
+                        "sku_id": d["sku_id"],
+                        "from_location": None,
+                        "to_location": d["to_location"],
+                        "reason": d["reason"],
+                        "priority": 0,
+                        "expected_saving_m_per_day": 0.0,
+                        "expected_pick_lines_per_day": d["expected_pick_lines_per_day"],
+                        "origin": delta_store.ORIGIN,
+                    }
+                ).decode(),
+            }
+            for d in directives.iter_rows(named=True)
+        ]
+        batch.dead_letters = rejects.select(
+            "business_date", "source_batch", "txn_id", "line_no", "sku_id", "raw_payload", "reasons", "fields"
+        ).with_columns(pl.col("source_batch").fill_null("erp-delta")).to_dicts()
+        batch.late_lines = late.select(
+            "business_date",
+            "txn_id",
+            pl.col("txn_type").str.strip_chars().str.to_uppercase(),
+            pl.col("sku_id").str.strip_chars(),
+            parse_quantity("quantity").alias("quantity"),
+            pl.col("uom").str.strip_chars().str.to_uppercase(),
+            parse_utc_timestamp("created_at").alias("created_at"),
+        ).to_dicts()
+        spikes = [
+            {
+                "kind": "spike",
+                "sku_id": s["sku_id"],
+                "business_date": today,
+                "detail": {
+                    "sku_id": s["sku_id"],
+                    "pick_lines": int(s["pick_lines"]),
+                    "expected_pick_lines_per_day": float(s["expected_pick_lines_per_day"]),
+                    "multiple_of_expected": s["multiple_of_expected"],
+                    "business_date": today.isoformat(),
+                },
+            }
+            for s in spiking.iter_rows(named=True)
+        ]
+        batch.observations = spikes + [
+            {"kind": "new_sku", "sku_id": sku, "business_date": today, "detail": {"sku_id": sku}}
+            for sku in new_skus["sku_id"].to_list()
+        ] + [
+            {"kind": "no_free_location", "sku_id": sku, "business_date": today, "detail": {"sku_id": sku}}
+            for sku in no_slot
+        ]
+        oldest = committed.select(parse_utc_timestamp("created_at").min()).item()
+        return Judged(
+            batch, documents, raw.height, rejects.height, directives, free_left, lines_today, today, no_slot,
+            [s["detail"] for s in spikes], oldest,
+        )
+
+    def record(self, judged: Judged, new_skus: pl.DataFrame) -> delta_store.Recorded:
+        """Write the batch, then (only once it is committed) move the service's own picture on."""
+        recorded = delta_store.record_batch(self.store, judged.batch, self.pusher, LEASE)
+        ref = self.reference
+        assert ref is not None
+        ref.free = judged.free_left
+        ref.slotted = pl.concat([ref.slotted, judged.directives["sku_id"]]).unique()
+        if not new_skus.is_empty():
+            ref.sku_master = pl.concat([ref.sku_master, new_skus], how="vertical_relaxed")
+        self.lines_today = judged.lines_today
+        self.read_through = judged.batch.read_through
+        return recorded
+
+    # --- the tasks -------------------------------------------------------------------------------
+
+    async def intake(self, erp: AsyncErpClient) -> None:
+        while True:
+            if time.monotonic() >= self.refresh_due or self.rejected_since_refresh:
+                with contextlib.suppress(UpstreamError):
+                    await self.refresh_reference()
+            assert self.read_through is not None
+            try:
+                pages = await erp.committed_since(
+                    self.read_through + ONE_MICROSECOND,
+                    read_erp_page,
+                    wait_s=self.policy.long_poll_s,
+                    max_pages=self.config.max_pages,
+                )
+            except UpstreamError as exc:
+                self.metrics.read_errors.inc()
+                pause = self.policy.after_error()
+                log.warning("reading the ERP failed (%s); reading again in %.1f s from the same watermark", exc, pause)
+                await asyncio.sleep(pause)
+                continue
+            documents = sum(p.parsed.documents.height for p in pages if p.parsed is not None)
+            unreadable = sum(p.error is not None for p in pages)
+            if not documents and not unreadable:
+                self.metrics.erp_lag.set(0)
+                pause = self.policy.after_read(0)
+                if pause:
+                    await asyncio.sleep(pause)
+                continue
+            self.policy.after_read(documents)
+            started = time.perf_counter()
+            raw = await asyncio.to_thread(self._raw_lines, pages)
+            unknown = self.unknown_skus(raw)
+            new_skus = pl.DataFrame(schema=self.reference.sku_master.schema)
+            if unknown:
+                try:
+                    found = await erp.skus_by_id(unknown, read_sku_page)
+                    new_skus = sku_master_from_pages([found])
+                except UpstreamError as exc:
+                    # Their lines are dead-lettered as unknown SKUs, with the reason; the read goes on.
+                    log.warning("looking up %d new SKU(s) in the ERP failed (%s)", len(unknown), exc)
+            capped = len(pages) >= self.config.max_pages
+            judged = await asyncio.to_thread(self.judge, raw, capped, new_skus, documents)
+            if judged is None:
+                log.error("%d document(s) read and none has a readable created_at: the watermark cannot advance", documents)
+                await asyncio.sleep(self.config.max_interval_s)
+                continue
+            recorded = await asyncio.to_thread(self.record, judged, new_skus)
+            self.metrics.batch_duration.observe(time.perf_counter() - started)
+            self._count(judged, recorded)
+            if recorded.directives:
+                self.metrics.queue_batches.set(self.queue.qsize() + 1)
+                await self.queue.put(recorded.directives)  # waits while the WMS is behind: backpressure
+
+    def _count(self, judged: Judged, recorded: delta_store.Recorded) -> None:
+        m, w = self.metrics, self.window
+        m.documents.inc(judged.documents)
+        m.lines.inc(judged.lines)
+        m.dead_lettered.inc(judged.dead_lettered)
+        m.exceptions.labels("first_slot").inc(len(recorded.directives))
+        m.exceptions.labels("late_line").inc(len(judged.batch.late_lines))
+        new_obs = {(o["kind"], o["sku_id"]) for o in recorded.observations}
+        for kind in ("spike", "new_sku", "no_free_location"):
+            m.exceptions.labels(kind).inc(sum(1 for k, _ in new_obs if k == kind))
+        if judged.oldest_commit is not None:
+            m.erp_lag.set(max(0.0, (self.clock() - judged.oldest_commit).total_seconds()))
+        w.batches += 1
+        w.documents += judged.documents
+        w.lines += judged.lines
+        w.dead_lettered += judged.dead_lettered
+        w.first_slots += len(recorded.directives)
+        w.late_lines += len(judged.batch.late_lines)
+        w.no_free_location += len(judged.no_free_location)
+        w.spikes.extend(s for s in judged.spikes if ("spike", s["sku_id"]) in new_obs)
+        w.read_through = judged.batch.read_through
+        if judged.no_free_location:
+            log.warning("no free location left for %d new SKU(s), e.g. %s", len(judged.no_free_location), judged.no_free_location[0])
+
+    async def pusher_task(self, wms: AsyncWmsClient) -> None:
+        while True:
+            rows = await self.queue.get()
+            while len(rows) < PUSH_BATCH and not self.queue.empty():
+                rows += self.queue.get_nowait()  # what waits goes in the same request
+            self.metrics.queue_batches.set(self.queue.qsize())
+            await self.push(wms, rows)
+
+    async def push(self, wms: AsyncWmsClient, rows: list[OutboxRow]) -> bool:
+        """Post rows in one request and settle the answers; False when the WMS gave no answer
+        (the rows stay pending, released for the drainer)."""
+        self.in_flight += 1
+        self.metrics.concurrency_utilization.set(self.in_flight / self.config.push_concurrency)
+        try:
+            outcomes = await wms.push_directives([orjson.loads(r.payload) for r in rows])
+        except UpstreamError as exc:
+            ids = [r.directive_id for r in rows]
+            await asyncio.to_thread(self.store.record_failed_attempts, ids, str(exc), self.pusher)
+            self.wms_failing.set()
+            log.warning("%d directive(s) wait in the outbox: %s", len(ids), exc)
+            return False
+        finally:
+            self.in_flight -= 1
+            self.metrics.concurrency_utilization.set(self.in_flight / self.config.push_concurrency)
+        answered = self.clock()
+        settled = [
+            Outcome(o.directive_id, REJECTED if o.status == "rejected" else ACKED, o.http_status, o.ack_id, o.detail)
+            for o in outcomes
+        ]
+        await asyncio.to_thread(delta_store.settle, self.store, settled, self.pusher)
+        committed = {r.directive_id: r.source_committed_at for r in rows}
+        acked = 0
+        for outcome in settled:
+            self.metrics.acks.labels(outcome.status).inc()
+            if outcome.status == ACKED:
+                acked += 1
+                source = committed.get(outcome.directive_id)
+                if source is not None:
+                    if source.tzinfo is None:
+                        source = source.replace(tzinfo=dt.UTC)
+                    latency = (answered - source).total_seconds()
+                    self.metrics.sync_latency.observe(latency)
+                    self.window.latencies_ms.append(latency * 1000)
+            else:
+                log.warning("the WMS refused first slot %s: %s", outcome.directive_id, outcome.detail)
+        self.window.acked += acked
+        self.window.rejected += len(settled) - acked
+        if len(settled) > acked:
+            self.rejected_since_refresh += len(settled) - acked  # the picture of the WMS is stale: re-read it
+        self.metrics.chunk_success_rate.set(acked / len(settled) if settled else 1.0)
+        return True
+
+    async def drainer(self, wms: AsyncWmsClient) -> None:
+        """Re-send what waits in the outbox, pausing longer while the WMS keeps failing."""
+        pause = 0.5
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wms_failing.wait(), timeout=pause)
+            self.wms_failing.clear()
+            rows = await asyncio.to_thread(delta_store.claim_pending, self.store, PUSH_BATCH, self.pusher, LEASE)
+            pending = await asyncio.to_thread(delta_store.pending_count, self.store)
+            self.metrics.outbox_pending.set(pending)
+            self.window.settled_pending = pending
+            if not rows:
+                pause = 5.0
+                continue
+            delivered = await self.push(wms, rows)
+            # While the WMS fails, wait about as long as its breaker's cool-down, at most 30 s.
+            pause = 0.05 if delivered else min(30.0, max(1.0, pause * 2))
+            if not delivered:
+                self.wms_failing.clear()
+
+    async def reporting(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.report_interval_s)
+            await self.flush_report()
+
+    async def flush_report(self) -> None:
+        window, self.window = self.window, ReportWindow()
+        if window.empty():
+            return
+        if not await asyncio.to_thread(self.reporter.report, window):
+            # Kept: merged into the next window's counts.
+            self.window.batches += window.batches
+            self.window.documents += window.documents
+            self.window.lines += window.lines
+            self.window.dead_lettered += window.dead_lettered
+            self.window.first_slots += window.first_slots
+            self.window.acked += window.acked
+            self.window.rejected += window.rejected
+            self.window.late_lines += window.late_lines
+            self.window.latencies_ms.extend(window.latencies_ms)
+            self.window.spikes.extend(window.spikes)
+
+    # --- start and stop --------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Read the reference data and the watermark; take over an earlier instance's rows."""
+        await self.refresh_reference()
+        await asyncio.to_thread(delta_store.take_over_from_earlier_instances, self.store, self.pusher)
+        watermark = await asyncio.to_thread(delta_store.read_watermark, self.store)
+        if watermark is None:
+            watermark = self.config.start or self.clock()
+            await asyncio.to_thread(self.store.set_watermark, delta_store.READ_WATERMARK, watermark.isoformat())
+        self.read_through = watermark
+
+    async def run(self, stop: asyncio.Event, ready: Callable[[str], None] = lambda _: None) -> None:
+        """Serve until `stop` is set; then stop reading, let the requests in flight finish (a few
+        seconds at most), flush the report and close. What is still queued stays pending in the
+        outbox and goes with the next start."""
+        await self.start()
+        server = self.metrics.serve(self.config.metrics_port)
+        erp, wms = self.erp.async_client(), self.wms.async_client()
+        tasks = [asyncio.create_task(self.intake(erp), name="intake")]
+        pushers = [asyncio.create_task(self.pusher_task(wms), name=f"pusher-{i}") for i in range(self.config.push_concurrency)]
+        others = [asyncio.create_task(self.drainer(wms), name="drainer"), asyncio.create_task(self.reporting(), name="report")]
+        port = f"http://127.0.0.1:{self.config.metrics_port}/metrics" if server else "off"
+        ready(
+            f"velocity-platform deltas: ready, following the ERP at {self.settings.erp_url} from "
+            f"{self.read_through.isoformat()} (metrics: {port})"
+        )
+        try:
+            stopping = asyncio.create_task(stop.wait(), name="stop")
+            done, _ = await asyncio.wait([stopping, *tasks, *pushers, *others], return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                if task.exception() is not None and task.get_name() != "stop":
+                    raise task.exception()
+        finally:
+            for task in tasks + others:
+                task.cancel()
+            # Pushers mid-request finish it (their answers are settled); idle ones are cancelled.
+            deadline = time.monotonic() + 5
+            while self.in_flight and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+            for task in pushers:
+                task.cancel()
+            await asyncio.gather(*tasks, *pushers, *others, return_exceptions=True)
+            await self.flush_report()
+            await erp.aclose()
+            await wms.aclose()
+            self.reporter.close()
+            if server is not None:
+                server[0].shutdown()
+                server[0].server_close()
+
+
+def pending_in_outbox(store: OperationalStore) -> int:
+    return delta_store.pending_count(store)
+
+
+__all__ = ["DeltaService", "FollowPolicy", "pending_in_outbox", "TS"]
+
+
+def serve_forever(ready: Callable[[str], None] = lambda line: print(line, flush=True)) -> int:
+    """`velocity-platform deltas`: run the service until SIGTERM or Ctrl-C, then stop cleanly."""
+    import os
+    import signal
+
+    from velocity_platform.defs.resources import http_config_from_env
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for chatty in ("httpx", "pyrate_limiter", "alembic"):  # one line per request would drown the service's own
+        logging.getLogger(chatty).setLevel(logging.WARNING)
+    settings, config = Settings.from_env(), DeltaServiceSettings.from_env()
+    http = http_config_from_env()
+    erp = ErpResource(base_url=settings.erp_url, token=os.environ["VELOCITY_ERP_TOKEN"].strip(), **http)
+    wms = WmsResource(base_url=settings.wms_url, token=os.environ["VELOCITY_WMS_TOKEN"].strip(), **http)
+    store = OperationalStore(settings.store_url)
+    service = DeltaService(settings, config, erp, wms, store)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        await service.run(stop, ready)
+
+    try:
+        asyncio.run(main())
+    finally:
+        pending = delta_store.pending_count(store)
+        store.dispose()
+    read_through = service.read_through.isoformat() if service.read_through else "-"
+    ready(f"velocity-platform deltas: stopped (read through {read_through}; {pending} first slot(s) pending in the outbox)")
+    return 0
