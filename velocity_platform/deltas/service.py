@@ -485,7 +485,7 @@ class DeltaService:
         return True
 
     async def drainer(self, wms: AsyncWmsClient) -> None:
-        """Re-send what waits in the outbox, pausing longer while the WMS keeps failing."""
+        """Re-send what waits in the outbox; while the WMS fails, once per breaker cool-down."""
         pause = 0.5
         while True:
             with contextlib.suppress(TimeoutError):
@@ -499,8 +499,8 @@ class DeltaService:
                 pause = 5.0
                 continue
             delivered = await self.push(wms, rows)
-            # While the WMS fails, wait about as long as its breaker's cool-down, at most 30 s.
-            pause = 0.05 if delivered else min(30.0, max(1.0, pause * 2))
+            # While the WMS fails, try again when its breaker lets a trial request through.
+            pause = 0.05 if delivered else max(0.2, self.wms.breaker_reset_s)
             if not delivered:
                 self.wms_failing.clear()
 
