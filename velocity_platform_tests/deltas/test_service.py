@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 
+import dagster as dg
 import duckdb
 import httpx
 import polars as pl
@@ -189,7 +190,7 @@ def test_while_the_wms_is_down_exceptions_wait_in_the_outbox_and_drain_when_it_r
     wait_until(lambda: delta_store.settled_watermark(service.store) >= last_commit, "the settled watermark to pass them")
 
 
-def test_metrics_are_served_on_loopback_with_the_latency_histogram(world, tmp_path):
+def test_metrics_on_loopback_and_a_runless_event_on_exception_deltas(world, tmp_path):
     import socket
 
     with socket.socket() as probe:
@@ -214,3 +215,10 @@ def test_metrics_are_served_on_loopback_with_the_latency_histogram(world, tmp_pa
         "delta_erp_lag_seconds",
     ):
         assert name in text
+
+    # Stopping flushed the window as a runless materialization the UI shows on exception_deltas.
+    with dg.DagsterInstance.get() as instance:
+        event = instance.get_latest_materialization_event(dg.AssetKey("exception_deltas"))
+    metadata = event.asset_materialization.metadata
+    assert event.run_id == "" and metadata["first_slots_acknowledged"].value >= 1
+    assert 0 < metadata["latency_p50_ms"].value <= metadata["latency_p95_ms"].value <= metadata["latency_p99_ms"].value
