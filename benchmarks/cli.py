@@ -34,20 +34,37 @@ def _business_day(name: str) -> Callable[[Path | None, argparse.Namespace], obje
     return run
 
 
+def _deltas(json_path: Path | None, args: argparse.Namespace) -> object:
+    from benchmarks.deltas import run_deltas_benchmark
+
+    return run_deltas_benchmark(json_path, duration_s=args.duration, burst=args.burst, soak_s=args.soak)
+
+
 SCENARIOS: dict[str, BenchScenario] = {
     "S": BenchScenario("one business day, 5,000 SKUs, 50,000 lines, through Dagster", _business_day("S")),
     "M": BenchScenario("one business day, 20,000 SKUs, 300,000 lines, through Dagster", _business_day("M")),
     "L": BenchScenario("one business day, 100,000 SKUs, 1,000,000 lines, through Dagster", _business_day("L")),
+    "deltas": BenchScenario(
+        "the exception service: ERP commit to WMS acknowledgement at 50, 500 and 2,000 documents/s, a burst, "
+        "and 500/s with 5%% transport faults",
+        _deltas,
+    ),
 }
 
 
 def add_bench_command(commands: argparse._SubParsersAction) -> None:
     """Add `bench` to the product's subcommands (the `velocity_platform.commands` entry point)."""
     listing = "; ".join(f"{name}: {scenario.help}" for name, scenario in SCENARIOS.items())
-    bench = commands.add_parser("bench", help="measure a scenario (S, M, L: one business day through Dagster)")
+    bench = commands.add_parser(
+        "bench", help="measure a scenario (S, M, L: one business day through Dagster; deltas: the exception service)"
+    )
     bench.add_argument("--scenario", nargs="+", choices=list(SCENARIOS), default=["S"], help=listing)
     bench.add_argument("--json", type=Path, default=None, help="write the figures as JSON here")
     bench.add_argument("--no-compare", action="store_true", help="skip the per-record, floor and parse comparisons")
+    deltas = bench.add_argument_group("--scenario deltas")
+    deltas.add_argument("--duration", type=float, default=60.0, help="seconds of each fixed-rate phase (default 60)")
+    deltas.add_argument("--burst", type=int, default=5000, help="documents committed at once in the burst (default 5,000)")
+    deltas.add_argument("--soak", type=float, default=None, help="instead: one 500/s phase of this many seconds (RSS sampled)")
     bench.set_defaults(func=run_bench)
 
 

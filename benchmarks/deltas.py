@@ -1,0 +1,400 @@
+"""`velocity-platform bench --scenario deltas`: ERP commit to WMS acknowledgement, measured.
+
+Every phase starts the ERP simulator, the WMS simulator and `velocity-platform deltas` as separate
+processes on loopback (a fresh store each time), commits order documents to the ERP at a fixed
+rate (open loop: document i leaves at t0 + i / rate, whatever the answers do), with 1-3 lines a
+document and 5% of the lines for a new product registered in the SKU master beforehand and never
+slotted, then waits until the outbox is empty and reads the WMS's assignments:
+
+- latency of each exception: the WMS's `assigned_at` (when it applied the first slot, in ms)
+  minus the ERP's `created_at` of the document that ordered it; p50 / p95 / p99;
+- lost: exception SKUs without a location once the service has drained (deadline 60 s);
+- duplicates: keys the WMS applied more than once, plus directives it refused (a second first
+  slot for a SKU already slotted would be refused);
+- the service's CPU (seconds, and share of one core over the phase) and its peak RSS (VmHWM).
+
+Phases: 50, 500 and 2,000 documents a second for `--duration` seconds each (60 by default), a
+burst (`--burst` documents at once, 5,000 by default), and 500 a second again with 5% transport
+faults (ERP: 2.5% 5xx, 2.5% dropped connections; WMS: 2.5% 5xx, 2.5% commits whose answer is
+lost). `--soak SECONDS` runs one long 500/s phase instead (RSS sampled every 10 s).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+ERP_TOKEN, WMS_TOKEN = "bench-erp-token", "bench-wms-token"
+SEED, SKUS = 7, 2000
+# History far in the past: everything the service reads is what the bench commits.
+HISTORY_START, HISTORY_DAYS = dt.date(2024, 1, 1), 30
+# 40 aisles x 60 bays x 2 sides x 6 levels = 28,800 locations: room for every first slot of a phase.
+LAYOUT = {"aisles": 40, "bays_per_side": 60, "levels": 6}
+EXCEPTION_SHARE = 0.05
+DRAIN_DEADLINE_S = 60.0
+
+
+@dataclass
+class PhaseResult:
+    name: str
+    rate_per_s: float  # documents per second asked for (0 for the burst)
+    achieved_per_s: float  # documents per second the ERP accepted
+    documents: int
+    lines: int
+    exceptions: int
+    p50_ms: float | None
+    p95_ms: float | None
+    p99_ms: float | None
+    max_ms: float | None
+    lost: int
+    duplicates: int
+    cpu_s: float
+    cpu_share_of_core: float
+    peak_rss_mb: float
+    faults: str = "none"
+    rss_samples_mb: list[float] = field(default_factory=list)
+
+
+# --- processes ---------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def serve_simulator(system: str, port: int, faults: dict) -> None:
+    """Entry point of a simulator process (python -m benchmarks.deltas serve erp|wms PORT FAULTS)."""
+    from velocity_platform.simulators.erp import ErpConfig, create_erp_app
+    from velocity_platform.simulators.serve import run_foreground
+    from velocity_platform.simulators.wms import WmsConfig, create_wms_app
+
+    world = {"seed": SEED, "skus": SKUS, "start": HISTORY_START, "days": HISTORY_DAYS}
+    if system == "erp":
+        app = create_erp_app(ErpConfig(**world, token=ERP_TOKEN, **faults))
+    else:
+        app = create_wms_app(WmsConfig(**world, **LAYOUT, token=WMS_TOKEN, **faults))
+    run_foreground(app, port=port)
+
+
+def wait_http(url: str, token: str, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, headers={"Authorization": f"Bearer {token}"}, timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{url} did not answer within {timeout_s:.0f} s")
+
+
+class Stack:
+    """ERP, WMS and the service as processes; stopped (SIGTERM, then SIGKILL) on exit."""
+
+    def __init__(self, root: Path, erp_faults: dict, wms_faults: dict):
+        self.root = root
+        self.erp_port, self.wms_port = free_port(), free_port()
+        self.erp_faults, self.wms_faults = erp_faults, wms_faults
+        self.processes: list[subprocess.Popen] = []
+        self.service: subprocess.Popen | None = None
+
+    def __enter__(self) -> Stack:
+        for system, port, faults in (("erp", self.erp_port, self.erp_faults), ("wms", self.wms_port, self.wms_faults)):
+            self.processes.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "benchmarks.deltas", "serve", system, str(port), json.dumps(faults)],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
+        wait_http(f"{self.erp_url}/healthz", ERP_TOKEN)
+        wait_http(f"{self.wms_url}/healthz", WMS_TOKEN)
+        return self
+
+    @property
+    def erp_url(self) -> str:
+        return f"http://127.0.0.1:{self.erp_port}"
+
+    @property
+    def wms_url(self) -> str:
+        return f"http://127.0.0.1:{self.wms_port}"
+
+    def start_service(self) -> None:
+        home = self.root / "dagster_home"
+        home.mkdir(parents=True, exist_ok=True)
+        env = {
+            **os.environ,
+            "VELOCITY_ERP_URL": self.erp_url,
+            "VELOCITY_WMS_URL": self.wms_url,
+            "VELOCITY_ERP_TOKEN": ERP_TOKEN,
+            "VELOCITY_WMS_TOKEN": WMS_TOKEN,
+            "VELOCITY_STORE_URL": f"sqlite:///{self.root / 'operational.sqlite'}",
+            "VELOCITY_DUCKDB_PATH": str(self.root / "velocity.duckdb"),
+            "VELOCITY_STATE_DIR": str(self.root),
+            "DAGSTER_HOME": str(home),
+            "VELOCITY_DELTAS_METRICS_PORT": str(free_port()),
+        }
+        self.service = subprocess.Popen(
+            [str(Path(sys.executable).parent / "velocity-platform"), "deltas"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=open(self.root / "service.log", "w"),  # noqa: SIM115  # closed with the process
+            text=True,
+        )
+        for line in self.service.stdout:
+            if "deltas: ready" in line:
+                threading.Thread(target=self.service.stdout.read, daemon=True).start()
+                return
+        raise RuntimeError(f"velocity-platform deltas exited ({self.service.wait()}); see {self.root / 'service.log'}")
+
+    def __exit__(self, *exc: object) -> None:
+        for process in ([self.service] if self.service else []) + self.processes:
+            process.send_signal(signal.SIGTERM)
+        for process in ([self.service] if self.service else []) + self.processes:
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_mb(pid: int, field_name: str = "VmHWM") -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field_name + ":"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+# --- load ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class Load:
+    documents: list[dict]  # the documents to commit, in order
+    exception_skus: list[str]
+
+
+def plan_load(documents: int, rng: random.Random, slotted: list[str], prefix: str) -> Load:
+    planned, exceptions = [], []
+    for n in range(documents):
+        lines = []
+        for line_no in range(1, rng.randint(1, 3) + 1):
+            if rng.random() < EXCEPTION_SHARE:
+                sku = f"{prefix}{len(exceptions):06d}"
+                exceptions.append(sku)
+            else:
+                sku = rng.choice(slotted)
+            lines.append({"line_no": line_no, "sku_id": sku, "quantity": rng.randint(1, 4), "uom": "EA"})
+        planned.append({"txn_id": f"SO-BENCH-{prefix}{n:07d}", "txn_type": "ORDER", "customer_id": "C-0001", "lines": lines})
+    return Load(planned, exceptions)
+
+
+async def register(erp: httpx.AsyncClient, skus: list[str]) -> None:
+    queue: asyncio.Queue[str] = asyncio.Queue()
+    for sku in skus:
+        queue.put_nowait(sku)
+
+    async def worker() -> None:
+        while not queue.empty():
+            sku = queue.get_nowait()
+            (await erp.post("/v1/skus", json={"sku_id": sku})).raise_for_status()
+
+    await asyncio.gather(*(worker() for _ in range(16)))
+
+
+async def commit(erp: httpx.AsyncClient, load: Load, rate: float | None) -> tuple[dict[str, str], float]:
+    """Commit every document (at `rate` a second, or all at once when None); returns the
+    created_at of each exception SKU's document and the seconds it took."""
+    created: dict[str, str] = {}
+    exception_of = {}
+    for document in load.documents:
+        for line in document["lines"]:
+            if line["sku_id"].startswith("NEW"):
+                exception_of.setdefault(document["txn_id"], []).append(line["sku_id"])
+    in_flight = asyncio.Semaphore(256)
+    started = time.perf_counter()
+
+    async def one(index: int, document: dict) -> None:
+        if rate:
+            delay = started + index / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+        async with in_flight:
+            document = {**document, "event_ts": dt.datetime.now(dt.UTC).isoformat()}
+            for attempt in range(5):
+                try:
+                    answer = await erp.post("/v1/transactions", json=document)
+                    break
+                except httpx.TransportError:
+                    if attempt == 4:
+                        raise
+            answer.raise_for_status()
+        for sku in exception_of.get(document["txn_id"], []):
+            created[sku] = answer.json()["created_at"]
+
+    await asyncio.gather(*(one(i, d) for i, d in enumerate(load.documents)))
+    return created, time.perf_counter() - started
+
+
+def ms(iso: str) -> float:
+    return dt.datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp() * 1000
+
+
+# --- a phase -------------------------------------------------------------------------------------
+
+
+def run_phase(name: str, rate: float | None, documents: int, faults: str, soak_sample_s: float | None = None) -> PhaseResult:
+    erp_faults, wms_faults = {}, {}
+    if faults != "none":
+        erp_faults = {"fault_rate_5xx": 0.025, "fault_rate_drop": 0.025}
+        wms_faults = {"fault_rate_5xx": 0.025, "fault_rate_commit_then_drop": 0.025}
+    rng = random.Random(hash(name) & 0xFFFF)
+    with tempfile.TemporaryDirectory(prefix="bench-deltas-") as tmp, Stack(Path(tmp), erp_faults, wms_faults) as stack:
+        wms = httpx.Client(base_url=stack.wms_url, headers={"Authorization": f"Bearer {WMS_TOKEN}"}, timeout=60)
+        slotted = [r["sku_id"] for r in wms.get("/v1/slotting/assignments", params={"limit": 10000}).json()["records"]]
+        load = plan_load(documents, rng, slotted, "NEW-")
+        print(f"  {name}: {documents:,} documents, {len(load.exception_skus):,} exceptions; registering the new SKUs", file=sys.stderr)
+
+        async def drive() -> tuple[dict[str, str], float]:
+            limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
+            async with httpx.AsyncClient(
+                base_url=stack.erp_url, headers={"Authorization": f"Bearer {ERP_TOKEN}"}, timeout=60, limits=limits
+            ) as erp:
+                await register(erp, load.exception_skus)
+                stack.start_service()
+                pid = stack.service.pid
+                cpu_before[0] = cpu_seconds(pid)
+                return await commit(erp, load, rate)
+
+        cpu_before = [0.0]
+        samples: list[float] = []
+        stop_sampling = threading.Event()
+
+        def sample() -> None:
+            while not stop_sampling.wait(soak_sample_s or 10.0):
+                if stack.service is not None and stack.service.poll() is None:
+                    samples.append(round(rss_mb(stack.service.pid, "VmRSS"), 1))
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        created, seconds = asyncio.run(drive())
+        print(f"  {name}: committed in {seconds:.1f} s ({documents / seconds:,.0f}/s); draining", file=sys.stderr)
+        wanted = set(load.exception_skus)
+        deadline = time.monotonic() + DRAIN_DEADLINE_S
+        assigned: dict[str, dict] = {}
+        while time.monotonic() < deadline:
+            records = []
+            cursor = None
+            while True:
+                params = {"limit": 10000, **({"cursor": cursor} if cursor else {})}
+                page = wms.get("/v1/slotting/assignments", params=params).json()
+                records += page["records"]
+                cursor = page["next_cursor"]
+                if not cursor:
+                    break
+            assigned = {r["sku_id"]: r for r in records if r["sku_id"] in wanted}
+            if len(assigned) == len(wanted):
+                break
+            time.sleep(0.5)
+        stop_sampling.set()
+        pid = stack.service.pid
+        cpu = cpu_seconds(pid) - cpu_before[0]
+        peak = rss_mb(pid)
+        stats = wms.get("/v1/stats").json()
+        wms.close()
+    latencies = np.array([ms(assigned[s]["assigned_at"]) - ms(created[s]) for s in assigned])
+    duplicates = sum(1 for v in stats["applied_per_key"].values() if v > 1) + stats["rejected"]
+    pct = np.percentile(latencies, [50, 95, 99]) if len(latencies) else [None, None, None]
+    return PhaseResult(
+        name=name,
+        rate_per_s=rate or 0.0,
+        achieved_per_s=round(documents / seconds, 1),
+        documents=documents,
+        lines=sum(len(d["lines"]) for d in load.documents),
+        exceptions=len(wanted),
+        p50_ms=None if pct[0] is None else round(float(pct[0]), 1),
+        p95_ms=None if pct[1] is None else round(float(pct[1]), 1),
+        p99_ms=None if pct[2] is None else round(float(pct[2]), 1),
+        max_ms=round(float(latencies.max()), 1) if len(latencies) else None,
+        lost=len(wanted) - len(assigned),
+        duplicates=duplicates,
+        cpu_s=round(cpu, 1),
+        cpu_share_of_core=round(cpu / seconds, 2),
+        peak_rss_mb=round(peak, 1),
+        faults=faults,
+        rss_samples_mb=samples,
+    )
+
+
+def run_deltas_benchmark(json_path: Path | None, duration_s: float = 60.0, burst: int = 5000, soak_s: float | None = None) -> list[PhaseResult]:
+    started = time.perf_counter()
+    load_before = os.getloadavg()
+    if soak_s:
+        phases = [("soak 500/s", 500.0, int(500 * soak_s), "none")]
+    else:
+        phases = [
+            ("50/s", 50.0, int(50 * duration_s), "none"),
+            ("500/s", 500.0, int(500 * duration_s), "none"),
+            ("2000/s", 2000.0, int(2000 * duration_s), "none"),
+            ("burst", None, burst, "none"),
+            ("500/s with 5% transport faults", 500.0, int(500 * duration_s), "5% (ERP 5xx+drops, WMS 5xx+lost answers)"),
+        ]
+    results = []
+    for name, rate, documents, faults in phases:
+        result = run_phase(name, rate, documents, faults, soak_sample_s=10.0)
+        results.append(result)
+        print(
+            f"{name:>32}: {result.achieved_per_s:>7,.0f} docs/s  {result.exceptions:>6,} exceptions  "
+            f"p50 {result.p50_ms} ms  p95 {result.p95_ms} ms  p99 {result.p99_ms} ms  lost {result.lost}  "
+            f"twice {result.duplicates}  CPU {result.cpu_s} s ({result.cpu_share_of_core:.0%} of a core)  "
+            f"peak RSS {result.peak_rss_mb} MB",
+            file=sys.stderr,
+        )
+    if json_path:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(
+            json.dumps(
+                {
+                    "scenario": "deltas",
+                    "load_average_before": [round(x, 1) for x in load_before],
+                    "load_average_after": [round(x, 1) for x in os.getloadavg()],
+                    "cpus": os.cpu_count(),
+                    "seconds": round(time.perf_counter() - started, 1),
+                    "rates": [asdict(r) for r in results],
+                },
+                indent=2,
+            )
+        )
+    return results
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("what", choices=["serve"])
+    parser.add_argument("system", choices=["erp", "wms"])
+    parser.add_argument("port", type=int)
+    parser.add_argument("faults", default="{}")
+    args = parser.parse_args()
+    serve_simulator(args.system, args.port, json.loads(args.faults))
