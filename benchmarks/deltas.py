@@ -212,21 +212,17 @@ def plan_load(documents: int, rng: random.Random, slotted: list[str], prefix: st
 
 
 async def register(erp: httpx.AsyncClient, skus: list[str]) -> None:
-    queue: asyncio.Queue[str] = asyncio.Queue()
-    for sku in skus:
-        queue.put_nowait(sku)
-
-    async def worker() -> None:
-        while not queue.empty():
-            sku = queue.get_nowait()
-            (await erp.post("/v1/skus", json={"sku_id": sku})).raise_for_status()
-
-    await asyncio.gather(*(worker() for _ in range(16)))
+    """Register the new products in the ERP's SKU master, a thousand per request."""
+    for start in range(0, len(skus), 1000):
+        (await erp.post("/v1/skus", json=[{"sku_id": sku} for sku in skus[start : start + 1000]])).raise_for_status()
 
 
-async def commit(erp: httpx.AsyncClient, load: Load, rate: float | None) -> tuple[dict[str, str], float]:
-    """Commit every document (at `rate` a second, or all at once when None); returns the
-    created_at of each exception SKU's document and the seconds it took."""
+async def commit(
+    erp: httpx.AsyncClient, load: Load, rate: float | None, duration_s: float | None = None
+) -> tuple[dict[str, str], float, int]:
+    """Commit the documents (at `rate` a second, or all at once when None) for at most
+    `duration_s` (plus the requests in flight then); returns the created_at of each exception
+    SKU's document, the seconds it took and how many documents were committed."""
     created: dict[str, str] = {}
     exception_of = {}
     for document in load.documents:
@@ -235,12 +231,16 @@ async def commit(erp: httpx.AsyncClient, load: Load, rate: float | None) -> tupl
                 exception_of.setdefault(document["txn_id"], []).append(line["sku_id"])
     in_flight = asyncio.Semaphore(256)
     started = time.perf_counter()
+    deadline = started + duration_s if duration_s else None
+    committed = [0]
 
     async def one(index: int, document: dict) -> None:
         if rate:
             delay = started + index / rate - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
+        if deadline is not None and time.perf_counter() > deadline:
+            return  # the phase's time is up: a machine that cannot take the rate commits fewer
         async with in_flight:
             document = {**document, "event_ts": dt.datetime.now(dt.UTC).isoformat()}
             for attempt in range(5):
@@ -251,11 +251,12 @@ async def commit(erp: httpx.AsyncClient, load: Load, rate: float | None) -> tupl
                     if attempt == 4:
                         raise
             answer.raise_for_status()
+        committed[0] += 1
         for sku in exception_of.get(document["txn_id"], []):
             created[sku] = answer.json()["created_at"]
 
     await asyncio.gather(*(one(i, d) for i, d in enumerate(load.documents)))
-    return created, time.perf_counter() - started
+    return created, time.perf_counter() - started, committed[0]
 
 
 def ms(iso: str) -> float:
@@ -277,7 +278,7 @@ def run_phase(name: str, rate: float | None, documents: int, faults: str, soak_s
         load = plan_load(documents, rng, slotted, "NEW-")
         print(f"  {name}: {documents:,} documents, {len(load.exception_skus):,} exceptions; registering the new SKUs", file=sys.stderr)
 
-        async def drive() -> tuple[dict[str, str], float]:
+        async def drive() -> tuple[dict[str, str], float, int]:
             limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
             async with httpx.AsyncClient(
                 base_url=stack.erp_url, headers={"Authorization": f"Bearer {ERP_TOKEN}"}, timeout=60, limits=limits
@@ -286,7 +287,7 @@ def run_phase(name: str, rate: float | None, documents: int, faults: str, soak_s
                 stack.start_service()
                 pid = stack.service.pid
                 cpu_before[0] = cpu_seconds(pid)
-                return await commit(erp, load, rate)
+                return await commit(erp, load, rate, duration_s=documents / rate if rate else None)
 
         cpu_before = [0.0]
         samples: list[float] = []
@@ -299,9 +300,9 @@ def run_phase(name: str, rate: float | None, documents: int, faults: str, soak_s
 
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
-        created, seconds = asyncio.run(drive())
-        print(f"  {name}: committed in {seconds:.1f} s ({documents / seconds:,.0f}/s); draining", file=sys.stderr)
-        wanted = set(load.exception_skus)
+        created, seconds, committed = asyncio.run(drive())
+        print(f"  {name}: {committed:,} documents committed in {seconds:.1f} s ({committed / seconds:,.0f}/s); draining", file=sys.stderr)
+        wanted = set(created)  # the exceptions of the documents committed
         deadline = time.monotonic() + DRAIN_DEADLINE_S
         assigned: dict[str, dict] = {}
         while time.monotonic() < deadline:
@@ -330,9 +331,9 @@ def run_phase(name: str, rate: float | None, documents: int, faults: str, soak_s
     return PhaseResult(
         name=name,
         rate_per_s=rate or 0.0,
-        achieved_per_s=round(documents / seconds, 1),
-        documents=documents,
-        lines=sum(len(d["lines"]) for d in load.documents),
+        achieved_per_s=round(committed / seconds, 1),
+        documents=committed,
+        lines=sum(len(d["lines"]) for d in load.documents[:committed]),
         exceptions=len(wanted),
         p50_ms=None if pct[0] is None else round(float(pct[0]), 1),
         p95_ms=None if pct[1] is None else round(float(pct[1]), 1),

@@ -268,10 +268,14 @@ class DeltaService:
         unslotted = picks.filter(~pl.col("sku_id").is_in(ref.slotted.implode()))
         directives, free_left = exceptions.first_slot_directives(today, unslotted, ref.velocity, ref.free, ref.band_locations)
         no_slot = unslotted.join(directives.select("sku_id"), on="sku_id", how="anti")["sku_id"].to_list()
-        spiking = exceptions.spikes(
-            lines_today.filter(pl.col("sku_id").is_in(picks_today["sku_id"].implode())),
-            ref.velocity,
-            exceptions.SpikeRule(self.config.spike_multiple, self.config.spike_min_lines),
+        spiking = (
+            exceptions.spikes(
+                lines_today.filter(pl.col("sku_id").is_in(picks_today["sku_id"].implode())),
+                ref.velocity,
+                exceptions.SpikeRule(self.config.spike_multiple, self.config.spike_min_lines),
+            )
+            if ref.velocity.height and picks_today.height
+            else pl.DataFrame(schema={"sku_id": pl.String, "pick_lines": pl.UInt32, "expected_pick_lines_per_day": pl.Float64, "multiple_of_expected": pl.Float64})
         )
         late = exceptions.before(raw.filter(pl.col("page_error").is_null() & pl.col("business_date").is_not_null()), today)
 

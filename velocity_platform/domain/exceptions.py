@@ -24,6 +24,20 @@ import polars as pl
 from velocity_platform.domain.slotting import directive_id_expr, first_slot
 
 PICK_LINES_SCHEMA = {"sku_id": pl.String, "pick_lines": pl.UInt32, "first_committed_at": pl.Datetime("us", "UTC")}
+_NO_DIRECTIVES = pl.DataFrame(
+    schema={
+        "directive_id": pl.String,
+        "business_date": pl.Date,
+        "sku_id": pl.String,
+        "from_location": pl.String,
+        "to_location": pl.String,
+        "to_band": pl.Int64,
+        "target_band": pl.Int64,
+        "expected_pick_lines_per_day": pl.Float64,
+        "reason": pl.String,
+        "first_committed_at": PICK_LINES_SCHEMA["first_committed_at"],
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -78,6 +92,8 @@ def first_slot_directives(
     and first_committed_at (the ERP commit of the line that asked for it). A SKU for which no
     free location is left gets none (the caller counts it).
     """
+    if unslotted.is_empty():  # the usual batch: nothing to place, the free slots as they were
+        return _NO_DIRECTIVES, free
     seekers = expected_bands(unslotted.rename({"pick_lines": "observed_rate"}), velocity, band_locations)
     placed, left = first_slot(seekers, free)
     placed = placed.with_columns(pl.lit(None, pl.String).alias("from_location"))

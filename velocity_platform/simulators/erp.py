@@ -476,8 +476,11 @@ class ErpSimulator:
         self.counters.add("served", "live", "committed")
         return committed
 
-    def register_sku(self, record: Any) -> dict[str, Any]:
-        """Add a product to the SKU master (the /v1/skus record shape; sensible defaults filled)."""
+    def register_sku(self, record: Any) -> dict[str, Any] | list[dict[str, Any]]:
+        """Add a product to the SKU master (the /v1/skus record shape; sensible defaults filled).
+        A list of records registers each of them (a product catalogue loaded at once)."""
+        if isinstance(record, list):
+            return [self.register_sku(r) for r in record]
         if not isinstance(record, dict) or not isinstance(record.get("sku_id"), str):
             raise _http.BadRequest("body must be a SKU record with a sku_id")
         sku_id = record["sku_id"]
