@@ -229,6 +229,22 @@ def dead_letters(store: OperationalStore) -> list[dict]:
     return rows
 
 
+def late_lines_between(store: OperationalStore, after: dt.datetime, through: dt.datetime, limit: int) -> list[dict]:
+    """Late lines with an ERP commit time in (after, through], oldest first, as DELTA_LINES_SCHEMA
+    rows (txn_id, txn_type, created_at, business_date, sku_id, quantity, uom): what the delta sensor reads."""
+    t = delta_late_lines.c
+    query = (
+        sa.select(t.txn_id, t.txn_type, t.created_at, t.business_date, t.sku_id, t.quantity, t.uom)
+        .where(t.created_at > after, t.created_at <= through)
+        .order_by(t.created_at, t.seq)
+        .limit(limit)
+    )
+    with store.engine.connect() as conn:
+        rows = [tuple(r) for r in conn.execute(query)]
+    # SQLite hands back naive datetimes: they were written in UTC.
+    return [(r[0], r[1], r[2] if r[2] is None or r[2].tzinfo else r[2].replace(tzinfo=dt.UTC), *r[3:]) for r in rows]
+
+
 def late_lines_after(store: OperationalStore, seq: int, limit: int) -> list[dict]:
     """Late lines recorded after `seq`, oldest first (what the delta sensor reads)."""
     query = sa.select(delta_late_lines).where(delta_late_lines.c.seq > seq).order_by(delta_late_lines.c.seq).limit(limit)

@@ -365,52 +365,75 @@ class DeltaService:
             if time.monotonic() >= self.refresh_due or self.rejected_since_refresh:
                 with contextlib.suppress(UpstreamError):
                     await self.refresh_reference()
-            assert self.read_through is not None
             try:
-                pages = await erp.committed_since(
-                    self.read_through + ONE_MICROSECOND,
-                    read_erp_page,
-                    wait_s=self.policy.long_poll_s,
-                    max_pages=self.config.max_pages,
-                )
+                documents = await self.read_round(erp, self.policy.long_poll_s)
             except UpstreamError as exc:
                 self.metrics.read_errors.inc()
                 pause = self.policy.after_error()
                 log.warning("reading the ERP failed (%s); reading again in %.1f s from the same watermark", exc, pause)
                 await asyncio.sleep(pause)
                 continue
-            documents = sum(p.parsed.documents.height for p in pages if p.parsed is not None)
-            unreadable = sum(p.error is not None for p in pages)
-            if not documents and not unreadable:
-                self.metrics.erp_lag.set(0)
-                pause = self.policy.after_read(0)
-                if pause:
-                    await asyncio.sleep(pause)
+            except Exception:  # a bug or the store gone: logged, and read again from the same watermark
+                log.exception("a read of the ERP could not be judged or recorded; reading it again")
+                await asyncio.sleep(self.policy.after_error())
                 continue
-            self.policy.after_read(documents)
-            started = time.perf_counter()
-            raw = await asyncio.to_thread(self._raw_lines, pages)
-            unknown = self.unknown_skus(raw)
-            new_skus = pl.DataFrame(schema=self.reference.sku_master.schema)
-            if unknown:
-                try:
-                    found = await erp.skus_by_id(unknown, read_sku_page)
-                    new_skus = sku_master_from_pages([found])
-                except UpstreamError as exc:
-                    # Their lines are dead-lettered as unknown SKUs, with the reason; the read goes on.
-                    log.warning("looking up %d new SKU(s) in the ERP failed (%s)", len(unknown), exc)
-            capped = len(pages) >= self.config.max_pages
-            judged = await asyncio.to_thread(self.judge, raw, capped, new_skus, documents)
-            if judged is None:
-                log.error("%d document(s) read and none has a readable created_at: the watermark cannot advance", documents)
-                await asyncio.sleep(self.config.max_interval_s)
-                continue
-            recorded = await asyncio.to_thread(self.record, judged, new_skus)
-            self.metrics.batch_duration.observe(time.perf_counter() - started)
-            self._count(judged, recorded)
-            if recorded.directives:
-                self.metrics.queue_batches.set(self.queue.qsize() + 1)
-                await self.queue.put(recorded.directives)  # waits while the WMS is behind: backpressure
+            pause = self.policy.after_read(documents)
+            if pause:
+                await asyncio.sleep(pause)
+
+    async def read_round(self, erp: AsyncErpClient, wait_s: float) -> int:
+        """One read of the ERP from the watermark: judged, recorded, its directives queued.
+        Returns the documents read (0: caught up)."""
+        assert self.read_through is not None and self.reference is not None
+        pages = await erp.committed_since(
+            self.read_through + ONE_MICROSECOND, read_erp_page, wait_s=wait_s, max_pages=self.config.max_pages
+        )
+        documents = sum(p.parsed.documents.height for p in pages if p.parsed is not None)
+        if not documents and not any(p.error is not None for p in pages):
+            self.metrics.erp_lag.set(0)
+            return 0
+        started = time.perf_counter()
+        raw = await asyncio.to_thread(self._raw_lines, pages)
+        unknown = self.unknown_skus(raw)
+        new_skus = pl.DataFrame(schema=self.reference.sku_master.schema)
+        if unknown:
+            try:
+                new_skus = sku_master_from_pages([await erp.skus_by_id(unknown, read_sku_page)])
+            except UpstreamError as exc:
+                # Their lines are dead-lettered as unknown SKUs, with the reason; the read goes on.
+                log.warning("looking up %d new SKU(s) in the ERP failed (%s)", len(unknown), exc)
+        capped = len(pages) >= self.config.max_pages
+        judged = await asyncio.to_thread(self.judge, raw, capped, new_skus, documents)
+        if judged is None:
+            log.error("%d document(s) read and none has a readable created_at: the watermark cannot advance", documents)
+            await asyncio.sleep(self.config.max_interval_s)
+            return 0
+        recorded = await asyncio.to_thread(self.record, judged, new_skus)
+        self.metrics.batch_duration.observe(time.perf_counter() - started)
+        self._count(judged, recorded)
+        if recorded.directives:
+            self.metrics.queue_batches.set(self.queue.qsize() + 1)
+            await self.queue.put(recorded.directives)  # waits while the WMS is behind: backpressure
+        return max(documents, 1)
+
+    async def catch_up(self) -> int:
+        """Read (and record) everything the ERP has committed since the watermark, without
+        pushing: what the delta sensor's tests and a one-off catch-up need. Returns documents read.
+        Directives recorded stay pending in the outbox for the next running service."""
+        if self.reference is None:
+            await self.start()
+        erp = self.erp.async_client()
+        read = 0
+        try:
+            while True:
+                documents = await self.read_round(erp, 0.0)
+                while not self.queue.empty():
+                    self.queue.get_nowait()  # not pushed here: they wait in the outbox
+                if not documents:
+                    return read
+                read += documents
+        finally:
+            await erp.aclose()
 
     def _count(self, judged: Judged, recorded: delta_store.Recorded) -> None:
         m, w = self.metrics, self.window

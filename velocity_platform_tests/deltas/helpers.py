@@ -164,3 +164,22 @@ class ServiceThread:
         self.store.dispose()
         if self.error:
             raise self.error
+
+
+def follower(start: dt.datetime, **overrides) -> DeltaService:
+    """A DeltaService that is only asked to catch up (`catch_up`): the ERP follower the delta
+    sensor's records come from, without its pushers."""
+    import os
+
+    settings = Settings.from_env()
+    return DeltaService(
+        settings,
+        service_settings(start=start, **overrides),
+        ErpResource(base_url=settings.erp_url, token=os.environ["VELOCITY_ERP_TOKEN"], **FAST_HTTP),
+        WmsResource(base_url=settings.wms_url, token=os.environ["VELOCITY_WMS_TOKEN"], **FAST_HTTP),
+        OperationalStore(settings.store_url),
+    )
+
+
+def catch_up(service: DeltaService) -> int:
+    return asyncio.run(service.catch_up())

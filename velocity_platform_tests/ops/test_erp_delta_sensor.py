@@ -1,9 +1,11 @@
 """The ERP delta sensor against a live ERP simulator with late arrivals and a simulated clock.
 
 Three business dates are built while the ERP's clock stands at 03:00 the next morning. Then the
-clock moves on, and documents the ERP commits late for those dates become visible: the sensor
-must ask for exactly the dates whose count grew, with run keys that a repeated tick reproduces,
-and pick up where its cursor left off after a restart.
+clock moves on, and documents the ERP commits late for those dates become visible. The exception
+service follows the ERP and records the lines of earlier business dates (it owns the ERP's
+watermark); before each tick it catches up, as the resident service would have. The sensor must
+ask for exactly the dates whose count grew, with run keys that a repeated tick reproduces, and
+pick up where its cursor left off after a restart.
 """
 
 import datetime as dt
@@ -15,11 +17,12 @@ import pytest
 
 from velocity_platform.batch import business_dates
 from velocity_platform.definitions import defs
-from velocity_platform.defs.ops.sensors import DeltaCursor, erp_delta_sensor
+from velocity_platform.defs.ops.sensors import DeltaCursor, erp_delta_sensor, first_watermark
 from velocity_platform.defs.resources import OperationsResource, build_resources
 from velocity_platform.simulators.erp import ErpConfig
 from velocity_platform.simulators.wms import WmsConfig
 from velocity_platform_tests.conftest import ERP_TOKEN, WMS_TOKEN, WORLD, platform_environment
+from velocity_platform_tests.deltas.helpers import Upstreams, catch_up, follower
 from velocity_platform_tests.ops.helpers import erp_lines, raw_lines, set_erp_clock
 
 pytestmark = pytest.mark.integration
@@ -30,8 +33,12 @@ SECOND_LOOK = dt.datetime(2026, 2, 9, 12, 0, tzinfo=dt.UTC)
 AFTER_RESTART = dt.datetime(2026, 2, 10, 12, 0, tzinfo=dt.UTC)
 
 
+FOLLOWER = {}  # the exception service of the module's world (it follows the ERP; the sensor reads its records)
+
+
 def tick(instance: dg.DagsterInstance, cursor: str | None, **operations) -> dg.SensorResult:
-    """One evaluation, with the code location's resources (as the daemon would give them)."""
+    """One evaluation after the service caught up, with the code location's resources (as the daemon would give them)."""
+    catch_up(FOLLOWER["service"])
     resources = {**build_resources(), "operations": OperationsResource(**operations)}
     return erp_delta_sensor(dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources))
 
@@ -49,7 +56,10 @@ def world(tmp_path_factory):
         with dg.DagsterInstance.get() as instance:
             for day in BUILT:
                 assert refresh.execute_in_process(instance=instance, partition_key=day.isoformat()).success
+            # The service started where a new sensor starts: midnight after the newest built day.
+            FOLLOWER["service"] = follower(first_watermark(BUILT, "Europe/London"))
             yield platform, instance
+            FOLLOWER["service"].store.dispose()
 
 
 @pytest.fixture(scope="module")
@@ -113,23 +123,22 @@ def test_the_next_tick_from_the_advanced_cursor_asks_for_nothing(world, second_t
     assert repeated.cursor == result.cursor
 
 
-def test_after_a_restart_the_cursor_resumes_with_new_skus_and_spikes(world, second_tick):
+def test_after_a_restart_the_cursor_resumes_with_new_skus(world, second_tick):
     platform, _ = world
     result, _, _ = second_tick
     stored = json.loads(result.cursor)  # what the daemon keeps in its storage across a restart
     counts_before = {day: erp_lines(platform, day) for day in BUILT}
-    # The SKU master predates three best sellers (they were added to the ERP after its last refresh).
-    with duckdb.connect(platform.settings.duckdb_path) as con:
-        newest = [r[0] for r in con.execute(
-            "SELECT sku_id FROM warehouse.daily_sku_demand WHERE business_date = ? ORDER BY units DESC, sku_id LIMIT 3",
-            [BUILT[-1]],
-        ).fetchall()]
-        con.execute("DELETE FROM warehouse.sku_master WHERE sku_id IN (SELECT unnest(?))", [newest])
+    # Three products registered in the ERP after the service read its SKU master, and ordered.
+    upstreams = Upstreams(platform.erp_url, platform.wms_url, ERP_TOKEN, WMS_TOKEN)
+    for sku in ("NEW-SENSOR-1", "NEW-SENSOR-2", "NEW-SENSOR-3"):
+        upstreams.register_sku(sku)
+    upstreams.commit([("NEW-SENSOR-1", 1, "EA"), ("NEW-SENSOR-2", 1, "EA"), ("NEW-SENSOR-3", 2, "EA")])
+    upstreams.close()
     set_erp_clock(platform, AFTER_RESTART)
     grown = {day.isoformat() for day in BUILT if erp_lines(platform, day) > counts_before[day]}
 
     with dg.DagsterInstance.get() as restarted:
-        resumed = tick(restarted, json.dumps(stored), spike_multiple=1.5, spike_min_units=5.0, spike_min_days_sold=1)
+        resumed = tick(restarted, json.dumps(stored))
 
     requests = late_requests(resumed)
     assert set(requests) == grown
@@ -137,16 +146,11 @@ def test_after_a_restart_the_cursor_resumes_with_new_skus_and_spikes(world, seco
     [master] = [r for r in resumed.run_requests if r.job_name == "sku_master_refresh"]
     assert master.tags["velocity/new_skus"] == "3" and master.run_key.startswith("sku-master:")
     assert DeltaCursor.parse(resumed.cursor).committed_through > DeltaCursor.parse(result.cursor).committed_through
-
-    # Spikes are observations on sku_velocity with their figures, at the baseline date; never runs.
-    spikes = resumed.asset_events
-    assert spikes and len(spikes) <= 25
-    assert {e.asset_key for e in spikes} == {dg.AssetKey("sku_velocity")}
-    assert {e.partition for e in spikes} == {BUILT[-1].isoformat()}
-    for event in spikes:
-        units = event.metadata["units_since_last_tick"].value
-        peak = event.metadata["peak_day_units_90d"].value
-        assert units >= 5.0 and units > 1.5 * peak
-    units_seen = [e.metadata["units_since_last_tick"].value for e in spikes]
-    assert units_seen == sorted(units_seen, reverse=True)
+    assert DeltaCursor.parse(resumed.cursor).observed_through > 0
+    # Spikes are the service's to record (on exception_deltas): the sensor reports no events.
+    assert not resumed.asset_events
     assert {r.job_name for r in resumed.run_requests} <= {"late_arrival_refresh", "sku_master_refresh"}
+    # The same new SKUs are not asked for again by the next tick.
+    with dg.DagsterInstance.get() as restarted:
+        again = tick(restarted, resumed.cursor)
+    assert not [r for r in again.run_requests or [] if r.job_name == "sku_master_refresh"]

@@ -16,11 +16,12 @@ import pytest
 
 from velocity_platform.batch import business_dates
 from velocity_platform.definitions import defs
-from velocity_platform.defs.ops.sensors import DeltaCursor, erp_delta_sensor
+from velocity_platform.defs.ops.sensors import DeltaCursor, erp_delta_sensor, first_watermark
 from velocity_platform.defs.resources import OperationsResource, build_resources
 from velocity_platform.simulators.erp import ErpConfig
 from velocity_platform.simulators.wms import WmsConfig
 from velocity_platform_tests.conftest import ERP_TOKEN, WMS_TOKEN, WORLD, platform_environment
+from velocity_platform_tests.deltas.helpers import catch_up, follower
 from velocity_platform_tests.ops.helpers import erp_lines, raw_lines, set_erp_clock
 
 pytestmark = pytest.mark.integration
@@ -30,7 +31,11 @@ BUILT_AT = dt.datetime(2026, 2, 8, 3, 0, tzinfo=dt.UTC)
 LATER = dt.datetime(2026, 2, 9, 12, 0, tzinfo=dt.UTC)
 
 
+FOLLOWER = {}  # the exception service following the ERP (the sensor reads what it records)
+
+
 def tick(instance: dg.DagsterInstance, cursor: str | None) -> dg.SensorResult:
+    catch_up(FOLLOWER["service"])
     resources = {**build_resources(), "operations": OperationsResource()}
     return erp_delta_sensor(dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources))
 
@@ -61,6 +66,7 @@ def rounds(tmp_path_factory):
             refresh = defs().resolve_job_def("late_arrival_refresh")
             for day in BUILT:
                 assert refresh.execute_in_process(instance=instance, partition_key=day.isoformat()).success
+            FOLLOWER["service"] = follower(first_watermark(BUILT, "Europe/London"))
             start = tick(instance, None)
             set_erp_clock(platform, LATER)
 

@@ -1,17 +1,23 @@
-"""The ERP delta sensor: what the ERP committed between nightly runs, and what to do about it.
+"""The ERP delta sensor: late lines for built dates get their dates rebuilt.
 
-Each tick reads the documents the ERP committed since the sensor's watermark (`created_at`, the
-ERP's commit time) and sorts them with `domain/deltas.py`:
+**One owner of the ERP's watermark.** The resident exception service (`velocity-platform
+deltas`) follows the ERP's commits; the sensor does not read the ERP. The service records every
+line it reads whose business date is before the warehouse's today in the operational store
+(`delta_late_lines`), in the same transaction as its read watermark, and every product it
+learnt from the ERP since its SKU master was read (`delta_observations`, kind `new_sku`). Each
+tick of this sensor reads those records since its own cursor -- never further than the
+service's read watermark, so it never sees half of a read -- and sorts them with
+`domain/deltas.py`:
 
 - late arrivals for partitions already built: one `late_arrival_refresh` run per partition,
   keyed by the partition and a digest of the late txn_ids, so a repeated tick asks nothing twice;
-- SKUs the SKU master does not know: one `sku_master_refresh` run;
-- demand spikes: observations on `sku_velocity` with the figures, for the UI. Never a run:
-  stock moves only on class changes that held two nights, so a spike cannot cause thrash.
+- new SKUs the warehouse's SKU master does not hold: one `sku_master_refresh` run.
 
-The watermark lives in the sensor's cursor and is returned together with the tick's run
-requests, so it only advances with them. A tick that fails (ERP down, a page that stays
-unreadable) leaves the watermark where it was and the next tick reads the same records again.
+Demand spikes are the service's (it judges every line as it arrives, against the expected rate,
+and records them on `exception_deltas`); the sensor no longer reads the lines a spike is made of.
+
+The cursor is returned together with the tick's run requests, so it only advances with them. A
+tick that fails leaves it where it was and the next tick reads the same records again.
 
 A late line counts as handled only once its day's refresh run has succeeded. The cursor keeps
 each requested refresh as pending, and every tick looks its run up on the instance (by its run
@@ -32,31 +38,22 @@ import dagster as dg
 import polars as pl
 from dagster_duckdb import DuckDBResource
 
-from velocity_platform.connectors.erp_pages import parse_erp_page
+from velocity_platform.connectors import delta_store
+from velocity_platform.connectors.state import OperationalStore
 from velocity_platform.defs.ops.jobs import late_arrival_refresh, sku_master_refresh
 from velocity_platform.defs.partitions import business_days
-from velocity_platform.defs.resources import ErpResource, OperationsResource, WarehouseResource
+from velocity_platform.defs.resources import OperationalStoreResource, OperationsResource, WarehouseResource
 from velocity_platform.domain.deltas import (
-    SpikePolicy,
+    DELTA_LINES_SCHEMA,
     candidate_keys,
-    delta_lines,
-    demand_spikes,
     digest,
     late_arrivals,
-    latest_commit,
-    spike_baseline_sql,
     unknown_skus,
 )
-from velocity_platform.domain.validation import parse_utc_timestamp
 
 ONE_MICROSECOND = dt.timedelta(microseconds=1)
 SENSOR_NAME = "erp_delta_sensor"
 RUN_KEY_TAG, SENSOR_NAME_TAG = "dagster/run_key", "dagster/sensor_name"  # set by the daemon on a sensor's runs
-MAX_SPIKE_OBSERVATIONS = 25  # the largest spikes of a tick; the tick's log line counts them all
-
-
-class DeltaReadError(RuntimeError):
-    """The tick could not read what the ERP committed; the watermark stays where it was."""
 
 
 @dataclass(frozen=True)
@@ -103,6 +100,7 @@ class DeltaCursor:
 
     committed_through: dt.datetime
     pending: tuple[PendingRefresh, ...] = ()
+    observed_through: int = 0  # the service's observations (new SKUs) read, by their sequence number
 
     @property
     def rebuilt_through(self) -> dt.datetime:
@@ -114,6 +112,8 @@ class DeltaCursor:
         data: dict = {"committed_through": self.committed_through.isoformat()}
         if self.pending:
             data["pending"] = [p.as_json() for p in self.pending]
+        if self.observed_through:
+            data["observed_through"] = self.observed_through
         return json.dumps(data)
 
     @classmethod
@@ -122,6 +122,7 @@ class DeltaCursor:
             data = json.loads(raw)
             moment = dt.datetime.fromisoformat(data["committed_through"])
             pending = tuple(PendingRefresh.from_json(p) for p in data.get("pending", []))
+            observed = int(data.get("observed_through", 0))
         except (ValueError, KeyError, TypeError) as exc:
             raise ValueError(
                 f"erp_delta_sensor cursor {raw[:100]!r} is not a watermark like "
@@ -129,7 +130,7 @@ class DeltaCursor:
             ) from exc
         if moment.tzinfo is None:
             raise ValueError(f"erp_delta_sensor cursor {raw[:100]!r} has no time zone; reset the cursor in the UI")
-        return cls(moment, pending)
+        return cls(moment, pending, observed)
 
 
 def refresh_outcome(instance: dg.DagsterInstance, refresh: PendingRefresh) -> str:
@@ -162,10 +163,9 @@ def follow_up(
 
 
 @dataclass(frozen=True)
-class CommittedDocuments:
-    documents: pl.DataFrame  # one row per document, every leaf text (as read from ERP pages)
-    pages: int
-    committed_through: dt.datetime | None  # the new watermark; None when nothing was read
+class RecordedLines:
+    lines: pl.DataFrame  # DELTA_LINES_SCHEMA: the late lines the service recorded
+    committed_through: dt.datetime | None  # the new watermark; None when nothing new was recorded
 
 
 def built_dates(instance: dg.DagsterInstance) -> list[dt.date]:
@@ -183,55 +183,28 @@ def first_watermark(built: list[dt.date], timezone: str) -> dt.datetime:
     return midnight.astimezone(dt.UTC) - ONE_MICROSECOND
 
 
-def read_committed(
-    erp: ErpResource, since: dt.datetime, until: dt.datetime, max_records: int
-) -> CommittedDocuments:
-    """Documents committed in [since, until), at most about `max_records` of them.
-
-    Pages come in commit-time order. When the cap stops the read, the documents sharing the last
-    commit time may straddle the page boundary, so they are left for the next tick, which starts
-    exactly at that time.
-    """
-    frames: list[pl.DataFrame] = []
-    read = 0
-    capped = False
-    with erp.client() as client:
-        for page in client.changed_pages(since, until, reader=parse_erp_page):
-            if page.error:
-                raise DeltaReadError(
-                    f"ERP page {page.source_batch} of the documents committed since {since.isoformat()} "
-                    f"stayed unreadable ({page.error}); the watermark stays and the next tick reads it again"
-                )
-            frames.append(page.parsed)
-            read += page.parsed.height
-            if read >= max_records:
-                capped = True
-                break
-    if not frames or read == 0:
-        return CommittedDocuments(pl.DataFrame(), len(frames), None)
-    documents = pl.concat(frames, how="vertical")
-    newest = latest_commit(documents)
-    if newest is None:
-        raise DeltaReadError(
-            f"none of the {read:,} documents committed since {since.isoformat()} has a readable created_at; "
-            "the ERP's commit times are what the watermark follows, so the tick cannot go on"
-        )
-    if capped:
-        earlier = documents.filter(parse_utc_timestamp("created_at") < newest)
-        if earlier.height:
-            return CommittedDocuments(earlier, len(frames), newest - ONE_MICROSECOND)
-    return CommittedDocuments(documents, len(frames), newest)
+def read_recorded(store: OperationalStore, since: dt.datetime, max_records: int) -> RecordedLines:
+    """Late lines the exception service recorded with an ERP commit time after `since`, up to
+    the service's read watermark (everything committed up to it is recorded), at most about
+    `max_records` of them. When the cap stops the read, the lines of the last commit time are left
+    for the next tick, which starts exactly at that time."""
+    since = since.astimezone(dt.UTC)
+    service_read = delta_store.read_watermark(store)
+    if service_read is None or service_read <= since:
+        return RecordedLines(pl.DataFrame(schema=DELTA_LINES_SCHEMA), None)
+    rows = delta_store.late_lines_between(store, since, service_read, max_records + 1)
+    lines = pl.DataFrame(rows, schema={**DELTA_LINES_SCHEMA}, orient="row") if rows else pl.DataFrame(schema=DELTA_LINES_SCHEMA)
+    through = service_read
+    if len(rows) > max_records:
+        newest = lines["created_at"].max()
+        lines, through = lines.filter(pl.col("created_at") < newest), newest - ONE_MICROSECOND
+    return RecordedLines(lines, through)
 
 
-def read_tables(
-    warehouse_tables: DuckDBResource,
-    candidates: pl.DataFrame,
-    baseline_day: dt.date | None,
-) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
-    """(txn_ids the built partitions hold among the candidates, SKU master, each SKU's peak day of 90)."""
+def read_tables(warehouse_tables: DuckDBResource, candidates: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(txn_ids the built partitions hold among the candidates, the warehouse's SKU master)."""
     held = pl.DataFrame(schema={"business_date": pl.Date, "txn_id": pl.String})
     master = pl.DataFrame(schema={"sku_id": pl.String, "case_qty": pl.Int32, "pallet_qty": pl.Int32})
-    baseline = pl.DataFrame(schema={"sku_id": pl.String, "peak_day_units": pl.Float64, "days_sold": pl.Int64})
     with warehouse_tables.get_connection() as con:
         tables = {row[0] for row in con.execute(
             "SELECT table_name FROM information_schema.tables WHERE table_schema = 'warehouse'"
@@ -247,29 +220,7 @@ def read_tables(
             ).pl()
         if "sku_master" in tables:
             master = con.execute("SELECT sku_id, case_qty, pallet_qty FROM warehouse.sku_master").pl()
-        if "daily_sku_demand" in tables and baseline_day is not None:
-            baseline = con.execute(spike_baseline_sql("warehouse.daily_sku_demand", baseline_day)).pl()
-    return held, master, baseline
-
-
-def spike_observation(row: dict, baseline_day: dt.date, since: dt.datetime, through: dt.datetime) -> dg.AssetObservation:
-    multiple = row["multiple_of_peak_day"]
-    return dg.AssetObservation(
-        asset_key="sku_velocity",
-        partition=baseline_day.isoformat(),
-        description=f"demand spike: {row['sku_id']} ordered {row['units']:,.0f} eaches since the last tick, "
-        + (f"{multiple:,.1f}x its largest day of the 90 before" if multiple is not None else "after 90 days of none")
-        + "; recorded only, no move is made for a spike",
-        metadata={
-            "sku_id": row["sku_id"],
-            "units_since_last_tick": dg.MetadataValue.float(row["units"]),
-            "peak_day_units_90d": dg.MetadataValue.float(row["peak_day_units"]),
-            "multiple_of_peak_day": dg.MetadataValue.float(multiple) if multiple is not None else "no peak day",
-            "committed_from": since.isoformat(timespec="seconds"),
-            "committed_through": through.isoformat(timespec="seconds"),
-            "baseline_date": baseline_day.isoformat(),
-        },
-    )
+    return held, master
 
 
 @dg.sensor(
@@ -277,12 +228,12 @@ def spike_observation(row: dict, baseline_day: dt.date, since: dt.datetime, thro
     jobs=[late_arrival_refresh, sku_master_refresh],
     minimum_interval_seconds=60,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Reads what the ERP committed since the last tick: re-pulls built days that received late "
-    "records, refreshes the SKU master for new SKUs, records demand spikes on sku_velocity.",
+    description="Reads the late lines and new SKUs the exception service (velocity-platform deltas) recorded "
+    "since the last tick: re-pulls built days that received late records, refreshes the SKU master for new SKUs.",
 )
 def erp_delta_sensor(
     context: dg.SensorEvaluationContext,
-    erp: ErpResource,
+    state_store: OperationalStoreResource,
     warehouse: WarehouseResource,
     warehouse_tables: DuckDBResource,
     operations: OperationsResource,
@@ -290,46 +241,35 @@ def erp_delta_sensor(
     started = time.perf_counter()
     built = built_dates(context.instance)
     cursor = DeltaCursor.parse(context.cursor) if context.cursor else DeltaCursor(first_watermark(built, warehouse.timezone))
-    since = cursor.committed_through + ONE_MICROSECOND
-    until = dt.datetime.now(dt.UTC)
-    committed = read_committed(erp, since, until, operations.delta_max_records)
-    if committed.committed_through is None:
+    store = state_store.store()
+    recorded = read_recorded(store, cursor.committed_through, operations.delta_max_records)
+    observed = delta_store.observations_after(store, cursor.observed_through, "new_sku")
+    observed_through = max((o["seq"] for o in observed), default=cursor.observed_through)
+    if recorded.committed_through is None and not observed:
         pending, again = follow_up(context.instance, cursor.pending, superseded=set())
-        after = DeltaCursor(cursor.committed_through, tuple(pending))
+        after = DeltaCursor(cursor.committed_through, tuple(pending), observed_through)
         if again:
             context.log.warning(f"late_arrival_refresh failed for {[p.business_date for p in again]}: asked for again")
             return dg.SensorResult(run_requests=[p.run_request() for p in again], cursor=after.serialize())
         return dg.SensorResult(
             skip_reason=dg.SkipReason(
-                f"nothing committed in the ERP since {cursor.committed_through.isoformat()}"
+                f"the exception service recorded nothing new since {cursor.committed_through.isoformat()}"
                 + (f"; {len(pending)} late-arrival refresh(es) pending" if pending else "")
             ),
             cursor=after.serialize(),
         )
 
-    lines = delta_lines(committed.documents, warehouse.timezone)
-    velocity_days = context.instance.get_materialized_partitions(dg.AssetKey("sku_velocity"))
-    baseline_day = max((dt.date.fromisoformat(k) for k in velocity_days), default=None)
-    held, master, baseline = read_tables(warehouse_tables, candidate_keys(lines, built), baseline_day)
-
+    lines = recorded.lines
+    committed_through = recorded.committed_through or cursor.committed_through
+    held, master = read_tables(warehouse_tables, candidate_keys(lines, built))
     late = late_arrivals(lines, built, held)
-    new_skus = unknown_skus(lines, master)
-    spikes = (
-        demand_spikes(
-            lines,
-            master,
-            baseline,
-            SpikePolicy(operations.spike_multiple, operations.spike_min_units, operations.spike_min_days_sold),
-        )
-        if baseline_day is not None
-        else pl.DataFrame()
-    )
+    new_skus = unknown_skus(pl.DataFrame({"sku_id": [o["sku_id"] for o in observed]}, schema={"sku_id": pl.String}), master)
 
     earlier = {p.business_date: p for p in cursor.pending}
     requested = []
     for row in late.iter_rows(named=True):
         day = row["business_date"].isoformat()
-        first = row["first_committed_at"] or since  # no readable commit time: as early as this tick reads
+        first = row["first_committed_at"] or cursor.committed_through + ONE_MICROSECOND
         if day in earlier:  # an older refresh of the day still pending: the new run covers its lines too
             first = min(first, earlier[day].first_committed)
         requested.append(
@@ -345,17 +285,13 @@ def erp_delta_sensor(
                 tags={"velocity/trigger": "new_skus", "velocity/new_skus": str(len(new_skus))},
             )
         )
-    observations = [
-        spike_observation(row, baseline_day, since, committed.committed_through)
-        for row in spikes.head(MAX_SPIKE_OBSERVATIONS).iter_rows(named=True)
-    ]
-    after = DeltaCursor(committed.committed_through, tuple(pending + requested))
+    after = DeltaCursor(committed_through, tuple(pending + requested), observed_through)
     context.log.info(
-        f"{committed.documents.height:,} documents ({lines.height:,} lines, {committed.pages} pages) committed "
-        f"{since.isoformat(timespec='seconds')} .. {committed.committed_through.isoformat(timespec='seconds')} "
+        f"{lines.height:,} late line(s) recorded by the exception service, committed "
+        f"{cursor.committed_through.isoformat(timespec='seconds')} .. {committed_through.isoformat(timespec='seconds')}, "
         f"classified in {time.perf_counter() - started:.2f}s: late arrivals for {late.height} built day(s) "
-        f"{[d.isoformat() for d in late['business_date']]}, {len(new_skus)} new SKU(s), {spikes.height} spike(s); "
+        f"{[d.isoformat() for d in late['business_date']]}, {len(new_skus)} new SKU(s); "
         f"failed refreshes asked for again: {[p.business_date for p in again]}; "
         f"late lines rebuilt through {after.rebuilt_through.isoformat(timespec='seconds')}"
     )
-    return dg.SensorResult(run_requests=run_requests, asset_events=observations, cursor=after.serialize())
+    return dg.SensorResult(run_requests=run_requests, cursor=after.serialize())
