@@ -85,6 +85,15 @@ class DagsterReporter:
             self._instance = dg.DagsterInstance.get()
         return self._instance
 
+    def warm_up(self) -> None:
+        """Open the instance before the service is ready: its first opening (storage migrations
+        included) takes seconds of CPU that must not land between an ERP commit and its ack."""
+        if self.enabled:
+            try:
+                self._get()
+            except Exception as exc:  # noqa: BLE001  # reporting must never stop the service
+                log.warning("the Dagster instance could not be opened (%s); reports will be tried again", type(exc).__name__)
+
     def report(self, window: ReportWindow) -> bool:
         """Report one window; False when the instance could not take it (kept for the next try)."""
         if not self.enabled:

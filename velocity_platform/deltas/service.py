@@ -558,6 +558,7 @@ class DeltaService:
     async def start(self) -> None:
         """Read the reference data and the watermark; take over an earlier instance's rows."""
         await self.refresh_reference()
+        await asyncio.to_thread(self.reporter.warm_up)
         await asyncio.to_thread(delta_store.take_over_from_earlier_instances, self.store, self.pusher)
         watermark = await asyncio.to_thread(delta_store.read_watermark, self.store)
         if watermark is None:

@@ -10,6 +10,7 @@ the two outputs.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from dataclasses import dataclass
 
 import polars as pl
@@ -172,6 +173,7 @@ def _matches(rule: LineRule) -> pl.Expr:
     return _p(rule.field).str.contains(rule.pattern).fill_null(False)
 
 
+@functools.cache  # the same expressions every time; the exception service validates many small batches
 def rules(known_skus: bool) -> list[Rule]:
     checks = [_compiled(rule) for rule in LINE_RULES]
     if known_skus:
