@@ -16,6 +16,7 @@ export VELOCITY_WMS_TOKEN ?= wms-dev-token
 ERP_PORT ?= 8710
 WMS_PORT ?= 8720
 UI_PORT ?= 3000
+DELTAS_METRICS_PORT ?= 9464
 # Production (deploy/): the PostgreSQL server for Dagster's storage and the operational store. Read
 # from the environment by deploy/prod.py, never put on a command line that make would echo.
 export VELOCITY_PG_URL ?= postgresql+psycopg2://postgres@127.0.0.1:5432
@@ -44,11 +45,16 @@ dev: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
 	@# The duckdb pool, set before the daemon's first pass (which would take a pool it has not
 	@# created yet as unlimited and start the first queued runs together).
 	@$(BIN)/dagster instance concurrency set duckdb 1 >/dev/null
+	@# The exception service waits for both simulators to answer, then prints its ready line; on
+	@# Ctrl-C every process of the group gets SIGTERM and the service stops cleanly.
 	@set -m; trap 'kill 0' EXIT INT TERM; \
 	$(BIN)/velocity-platform simulate erp --port $(ERP_PORT) & \
 	$(BIN)/velocity-platform simulate wms --port $(WMS_PORT) --wms-state $(STATE_DIR)/wms_state.jsonl & \
-	VELOCITY_ERP_URL=http://127.0.0.1:$(ERP_PORT) VELOCITY_WMS_URL=http://127.0.0.1:$(WMS_PORT) \
-	  $(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p $(UI_PORT)
+	export VELOCITY_ERP_URL=http://127.0.0.1:$(ERP_PORT) VELOCITY_WMS_URL=http://127.0.0.1:$(WMS_PORT) \
+	  VELOCITY_DELTAS_METRICS_PORT=$(DELTAS_METRICS_PORT); \
+	( until curl -sf -o /dev/null http://127.0.0.1:$(ERP_PORT)/healthz && curl -sf -o /dev/null http://127.0.0.1:$(WMS_PORT)/healthz; do sleep 0.5; done; \
+	  exec $(BIN)/velocity-platform deltas ) & \
+	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p $(UI_PORT)
 
 test: $(STAMP)
 	$(BIN)/pytest -q -n 2 --dist loadgroup

@@ -1,9 +1,10 @@
 """Run the platform as a service on one machine, and operate it through the webserver's GraphQL API.
 
     deploy/prod.py up        PostgreSQL databases and the store's migrations, then the gRPC code
-                             server, dagster-webserver and dagster-daemon (and, with --simulators,
-                             the ERP and WMS simulators); waits until each is ready, starts the
-                             nightly schedule, and stops them all on Ctrl-C / SIGTERM.
+                             server, dagster-webserver, dagster-daemon and the exception service
+                             `velocity-platform deltas` (and, with --simulators, the ERP and WMS
+                             simulators); waits until each is ready, starts the nightly schedule,
+                             and stops them all on Ctrl-C / SIGTERM.
     deploy/prod.py backfill  a backfill of the nightly job over a range of business dates
     deploy/prod.py tick      evaluate the nightly schedule at a time and launch what it asks for
                              (a missed night, or a rehearsal of tonight's)
@@ -253,6 +254,23 @@ def start_daemon(env: dict[str, str], children: list[Child], ui: str) -> None:
     say(f"Daemon             pid {daemon.process.pid}  ready in {took:.1f}s  heartbeats: {', '.join(sorted(daemon_health(ui)))}")
 
 
+def start_deltas(args: argparse.Namespace, env: dict[str, str], children: list[Child]) -> None:
+    """The resident exception service, ready once it serves its metrics (it reads the SKU master,
+    the WMS's locations and its watermark first); it stops cleanly on SIGTERM."""
+    port = args.deltas_metrics_port
+    deltas = spawn("Exception service", [str(BIN / "velocity-platform"), "deltas"], {**env, "VELOCITY_DELTAS_METRICS_PORT": str(port)})
+    children.append(deltas)
+
+    def serving() -> bool:
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    took = wait_until("exception service", serving, 180, deltas.check_alive)
+    say(f"Exception service  http://127.0.0.1:{port}/metrics  pid {deltas.process.pid}  ready in {took:.1f}s")
+
+
 def supervise(children: list[Child]) -> None:
     """Until a signal arrives or a child dies (then SystemExit names it)."""
     while True:
@@ -297,6 +315,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         start_code_server(args, env, children)
         start_webserver(args, env, children, ui)
         start_daemon(env, children, ui)
+        if not args.no_deltas:
+            start_deltas(args, env, children)
         if not args.no_schedule:
             say(f"Schedule           {SCHEDULE} {start_schedule(ui)}")
         say(f"Ready: open {ui}. Ctrl-C stops all {len(children)} processes.")
@@ -375,6 +395,13 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--erp-port", type=int, default=8710)
     up.add_argument("--wms-port", type=int, default=8720)
     up.add_argument("--no-schedule", action="store_true", help="leave the nightly schedule as it is")
+    up.add_argument(
+        "--deltas-metrics-port",
+        type=int,
+        default=int(os.environ.get("VELOCITY_DELTAS_METRICS_PORT") or 9464),
+        help="the exception service's /metrics on 127.0.0.1 (env VELOCITY_DELTAS_METRICS_PORT)",
+    )
+    up.add_argument("--no-deltas", action="store_true", help="do not run the exception service (velocity-platform deltas)")
     up.set_defaults(func=cmd_up)
 
     url = {"default": os.environ.get("VELOCITY_UI_URL", "http://127.0.0.1:3000"), "help": "the webserver (env VELOCITY_UI_URL)"}

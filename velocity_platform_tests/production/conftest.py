@@ -160,6 +160,7 @@ def production_stack(tmp_path_factory) -> Iterator[Stack]:
                     "--duckdb-path", str(root / "velocity.duckdb"),
                     "--code-server-port", str(code_port),
                     "--ui-port", str(ui_port),
+                    "--deltas-metrics-port", str(free_port()),
                     # A real 02:00 tick during the test would add a run the assertions do not expect.
                     "--no-schedule",
                 ],
