@@ -161,6 +161,10 @@ class ErpClient(UpstreamApiClient):
         params = {"since": _iso(since), "until": _iso(until), "time_field": "created_at"}
         yield from self._paged("/v1/transactions", params, f"erp-delta:{_iso(since)}", reader)
 
+    def skus_by_id(self, sku_ids: list[str], reader: Callable[[bytes], Any]) -> Any:
+        """The SKU master's records of the named SKUs (those it knows), read by `reader`."""
+        return self._get("/v1/skus", {"ids": ",".join(sku_ids)}, lambda a: reader(a.content))[1]
+
     def count_lines(self, business_date: dt.date) -> int:
         return int(self._get_json("/v1/transactions/count", {"business_date": business_date.isoformat()})["lines"])
 
@@ -179,7 +183,7 @@ class ErpClient(UpstreamApiClient):
 
 @dataclass(kw_only=True)
 class AsyncErpClient(AsyncUpstreamApiClient):
-    """The ERP for the exception service: what was committed since a moment, and named SKUs."""
+    """The ERP for the exception service: what was committed since a moment."""
 
     SYSTEM: ClassVar[str] = SYSTEM
     token_source: str = "VELOCITY_ERP_TOKEN"
@@ -229,11 +233,6 @@ class AsyncErpClient(AsyncUpstreamApiClient):
             if not cursor:
                 break
         return pages
-
-    async def skus_by_id(self, sku_ids: list[str], reader: Callable[[bytes], Any]) -> Any:
-        """The SKU master's records of the named SKUs (those it knows), read by `reader`."""
-        _, parsed = await self._aget("/v1/skus", {"ids": ",".join(sku_ids)}, lambda a: reader(a.content))
-        return parsed
 
 
 def _json_or_invalid(answer: HttpAnswer) -> Any:

@@ -150,6 +150,12 @@ class DeltaService:
         self.refresh_due = 0.0
         self.wms_failing = asyncio.Event()
         self.rejected_since_refresh = 0
+        self._lookup = None  # a sync ERP client for SKU lookups from the worker thread (same guard)
+
+    def _close_lookup(self) -> None:
+        if self._lookup is not None:
+            self._lookup.close()
+            self._lookup = None
 
     # --- reference data ------------------------------------------------------------------------
 
@@ -393,28 +399,40 @@ class DeltaService:
             self.metrics.erp_lag.set(0)
             return 0
         started = time.perf_counter()
-        raw = await asyncio.to_thread(self._raw_lines, pages)
-        unknown = self.unknown_skus(raw)
-        new_skus = pl.DataFrame(schema=self.reference.sku_master.schema)
-        if unknown:
-            try:
-                new_skus = sku_master_from_pages([await erp.skus_by_id(unknown, read_sku_page)])
-            except UpstreamError as exc:
-                # Their lines are dead-lettered as unknown SKUs, with the reason; the read goes on.
-                log.warning("looking up %d new SKU(s) in the ERP failed (%s)", len(unknown), exc)
-        capped = len(pages) >= self.config.max_pages
-        judged = await asyncio.to_thread(self.judge, raw, capped, new_skus, documents)
-        if judged is None:
+        # One hop to a worker thread for the whole read: parsing, the SKU lookup, judging, recording.
+        outcome = await asyncio.to_thread(self.process, pages, documents)
+        if outcome is None:
             log.error("%d document(s) read and none has a readable created_at: the watermark cannot advance", documents)
             await asyncio.sleep(self.config.max_interval_s)
             return 0
-        recorded = await asyncio.to_thread(self.record, judged, new_skus)
+        judged, recorded = outcome
         self.metrics.batch_duration.observe(time.perf_counter() - started)
         self._count(judged, recorded)
         if recorded.directives:
             self.metrics.queue_batches.set(self.queue.qsize() + 1)
             await self.queue.put(recorded.directives)  # waits while the WMS is behind: backpressure
         return max(documents, 1)
+
+    def process(self, pages: list, documents: int) -> tuple[Judged, delta_store.Recorded] | None:
+        """A read, in the worker thread: raw lines, the products the ERP registered since the SKU
+        master was read (looked up by id, with the sync client on the same guard), the judgement
+        and the transaction that records it."""
+        assert self.reference is not None
+        raw = self._raw_lines(pages)
+        unknown = self.unknown_skus(raw)
+        new_skus = pl.DataFrame(schema=self.reference.sku_master.schema)
+        if unknown:
+            try:
+                if self._lookup is None:
+                    self._lookup = self.erp.client()
+                new_skus = sku_master_from_pages([self._lookup.skus_by_id(unknown, read_sku_page)])
+            except UpstreamError as exc:
+                # Their lines are dead-lettered as unknown SKUs, with the reason; the read goes on.
+                log.warning("looking up %d new SKU(s) in the ERP failed (%s)", len(unknown), exc)
+        judged = self.judge(raw, len(pages) >= self.config.max_pages, new_skus, documents)
+        if judged is None:
+            return None
+        return judged, self.record(judged, new_skus)
 
     async def catch_up(self) -> int:
         """Read (and record) everything the ERP has committed since the watermark, without
@@ -434,6 +452,7 @@ class DeltaService:
                 read += documents
         finally:
             await erp.aclose()
+            self._close_lookup()
 
     def _count(self, judged: Judged, recorded: delta_store.Recorded) -> None:
         m, w = self.metrics, self.window
@@ -600,6 +619,7 @@ class DeltaService:
             await self.flush_report()
             await erp.aclose()
             await wms.aclose()
+            self._close_lookup()
             self.reporter.close()
             if server is not None:
                 server[0].shutdown()
