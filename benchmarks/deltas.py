@@ -239,9 +239,9 @@ async def commit(
             delay = started + index / rate - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
-        if deadline is not None and time.perf_counter() > deadline:
-            return  # the phase's time is up: a machine that cannot take the rate commits fewer
         async with in_flight:
+            if deadline is not None and time.perf_counter() > deadline:
+                return  # the phase's time is up: a machine that cannot take the rate commits fewer
             document = {**document, "event_ts": dt.datetime.now(dt.UTC).isoformat()}
             for attempt in range(5):
                 try:
