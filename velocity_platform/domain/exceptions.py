@@ -87,6 +87,9 @@ def first_slot_directives(
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """First slots for `unslotted` (sku_id, pick_lines, first_committed_at): (directives, free slots left).
 
+    `free` is `slotting.free_slots` of the location master; `band_locations` must be the band
+    size it was banded with (the location count over `slotting.DEFAULT_BANDS`, rounded up).
+
     A directive: directive_id (the nightly planner's deterministic id), business_date, sku_id,
     from_location (null), to_location, to_band, target_band, expected_pick_lines_per_day, reason
     and first_committed_at (the ERP commit of the line that asked for it). A SKU for which no
