@@ -69,6 +69,8 @@ class PhaseResult:
     cpu_share_of_core: float
     peak_rss_mb: float
     faults: str = "none"
+    batches: int = 0  # ERP reads that returned documents (the service's batch_processing_duration_seconds count)
+    batch_mean_ms: float | None = None  # their mean processing time: parse, lookup, validation, judging, the store transaction
     rss_samples_mb: list[float] = field(default_factory=list)
 
 
@@ -116,6 +118,19 @@ class Stack:
         self.erp_faults, self.wms_faults = erp_faults, wms_faults
         self.processes: list[subprocess.Popen] = []
         self.service: subprocess.Popen | None = None
+        self.metrics_port = free_port()
+
+    def batch_figures(self) -> tuple[int, float | None]:
+        """(batches, mean processing ms) from the service's own histogram."""
+        text = httpx.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10).text
+        values = {
+            line.split()[0]: float(line.split()[1])
+            for line in text.splitlines()
+            if line.startswith(("batch_processing_duration_seconds_sum", "batch_processing_duration_seconds_count"))
+        }
+        count = int(values.get("batch_processing_duration_seconds_count", 0))
+        total = values.get("batch_processing_duration_seconds_sum", 0.0)
+        return count, round(total / count * 1000, 1) if count else None
 
     def __enter__(self) -> Stack:
         for system, port, faults in (("erp", self.erp_port, self.erp_faults), ("wms", self.wms_port, self.wms_faults)):
@@ -151,7 +166,7 @@ class Stack:
             "VELOCITY_DUCKDB_PATH": str(self.root / "velocity.duckdb"),
             "VELOCITY_STATE_DIR": str(self.root),
             "DAGSTER_HOME": str(home),
-            "VELOCITY_DELTAS_METRICS_PORT": str(free_port()),
+            "VELOCITY_DELTAS_METRICS_PORT": str(self.metrics_port),
         }
         self.service = subprocess.Popen(
             [str(Path(sys.executable).parent / "velocity-platform"), "deltas"],
@@ -325,6 +340,7 @@ def run_phase(name: str, rate: float | None, documents: int, faults: str, soak_s
                 break
             time.sleep(0.5)
         stop_sampling.set()
+        batches, batch_mean_ms = stack.batch_figures()
         pid = stack.service.pid
         cpu = cpu_seconds(pid) - cpu_before[0]
         peak = rss_mb(pid)
@@ -350,6 +366,8 @@ def run_phase(name: str, rate: float | None, documents: int, faults: str, soak_s
         cpu_share_of_core=round(cpu / seconds, 2),
         peak_rss_mb=round(peak, 1),
         faults=faults,
+        batches=batches,
+        batch_mean_ms=batch_mean_ms,
         rss_samples_mb=samples,
     )
 
@@ -375,7 +393,7 @@ def run_deltas_benchmark(json_path: Path | None, duration_s: float = 60.0, burst
             f"{name:>32}: {result.achieved_per_s:>7,.0f} docs/s  {result.exceptions:>6,} exceptions  "
             f"p50 {result.p50_ms} ms  p95 {result.p95_ms} ms  p99 {result.p99_ms} ms  lost {result.lost}  "
             f"twice {result.duplicates}  CPU {result.cpu_s} s ({result.cpu_share_of_core:.0%} of a core)  "
-            f"peak RSS {result.peak_rss_mb} MB",
+            f"peak RSS {result.peak_rss_mb} MB  {result.batches} batches, {result.batch_mean_ms} ms each",
             file=sys.stderr,
         )
     if json_path:
