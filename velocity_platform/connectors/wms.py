@@ -166,7 +166,7 @@ class _BatchRequest:
 
 @dataclass(kw_only=True)
 class AsyncWmsClient(AsyncUpstreamApiClient):
-    """The WMS for the exception service: batch pushes and one SKU's assignment, awaited."""
+    """The WMS for the exception service: batch pushes, awaited."""
 
     SYSTEM: ClassVar[str] = SYSTEM
     token_source: str = "VELOCITY_WMS_TOKEN"
@@ -180,11 +180,6 @@ class AsyncWmsClient(AsyncUpstreamApiClient):
         request = _BatchRequest.of(directives)
         response, answer = await self._http.arequest("POST", BATCH_PATH, **request.options())
         return request.outcomes(self, response, answer)
-
-    async def assignment_of(self, sku_id: str) -> dict:
-        """One SKU's assignment (location_id null when unslotted) with when the WMS applied it."""
-        _, page = await self._aget("/v1/slotting/assignments", {"sku_id": sku_id}, _page_or_invalid)
-        return page["records"][0] if page["records"] else {"sku_id": sku_id, "location_id": None}
 
 
 def _batch_or_invalid(answer: HttpAnswer) -> dict:

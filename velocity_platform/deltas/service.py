@@ -51,7 +51,7 @@ from velocity_platform.defs.resources import ErpResource, WmsResource
 from velocity_platform.deltas.metrics import DeltaMetrics
 from velocity_platform.deltas.report import DagsterReporter, ReportWindow
 from velocity_platform.domain import exceptions
-from velocity_platform.domain.contracts import SKU_ID_PATTERN, TS
+from velocity_platform.domain.contracts import SKU_ID_PATTERN
 from velocity_platform.domain.slotting import DEFAULT_BANDS, SlottingConfig, free_slots
 from velocity_platform.domain.validation import parse_quantity, parse_utc_timestamp, validate_lines
 from velocity_platform.settings import DeltaServiceSettings, Settings
@@ -369,8 +369,11 @@ class DeltaService:
     async def intake(self, erp: AsyncErpClient) -> None:
         while True:
             if time.monotonic() >= self.refresh_due or self.rejected_since_refresh:
-                with contextlib.suppress(UpstreamError):
+                try:
                     await self.refresh_reference()
+                except Exception as exc:  # noqa: BLE001  # the previous picture stays; tried again next round
+                    log.warning("re-reading locations, assignments and rates failed (%s); the previous ones stay", exc)
+                    self.refresh_due = time.monotonic() + self.config.min_interval_s * 100
             try:
                 documents = await self.read_round(erp, self.policy.long_poll_s)
             except UpstreamError as exc:
@@ -626,11 +629,7 @@ class DeltaService:
                 server[0].server_close()
 
 
-def pending_in_outbox(store: OperationalStore) -> int:
-    return delta_store.pending_count(store)
-
-
-__all__ = ["DeltaService", "FollowPolicy", "pending_in_outbox", "TS"]
+__all__ = ["DeltaService", "FollowPolicy", "serve_forever"]
 
 
 def serve_forever(ready: Callable[[str], None] = lambda line: print(line, flush=True)) -> int:
