@@ -227,10 +227,14 @@ def plan_load(documents: int, rng: random.Random, slotted: list[str], prefix: st
     return Load(planned, exceptions)
 
 
-async def register(erp: httpx.AsyncClient, skus: list[str]) -> None:
-    """Register the new products in the ERP's SKU master, a thousand per request."""
-    for start in range(0, len(skus), 1000):
-        (await erp.post("/v1/skus", json=[{"sku_id": sku} for sku in skus[start : start + 1000]])).raise_for_status()
+async def register(erp: httpx.AsyncClient, wms_url: str, skus: list[str]) -> None:
+    """Register the new products in the ERP's SKU master and the WMS's item master, a thousand
+    per request (not timed: the products exist before they are ordered)."""
+    async with httpx.AsyncClient(base_url=wms_url, headers={"Authorization": f"Bearer {WMS_TOKEN}"}, timeout=60) as wms:
+        for start in range(0, len(skus), 1000):
+            records = [{"sku_id": sku} for sku in skus[start : start + 1000]]
+            (await erp.post("/v1/skus", json=records)).raise_for_status()
+            (await wms.post("/v1/items", json=records)).raise_for_status()
 
 
 async def commit(
@@ -303,7 +307,7 @@ def run_phase(name: str, rate: float | None, documents: int, faults: str, soak_s
             async with httpx.AsyncClient(
                 base_url=stack.erp_url, headers={"Authorization": f"Bearer {ERP_TOKEN}"}, timeout=60, limits=limits
             ) as erp:
-                await register(erp, load.exception_skus)
+                await register(erp, stack.wms_url, load.exception_skus)
                 stack.start_service()
                 pid = stack.service.pid
                 cpu_before[0] = cpu_seconds(pid)

@@ -5,9 +5,10 @@ stored under the key and replayed for every repeat, including when the first ans
 on the way back (``fault_rate_commit_then_drop``), which is exactly the case the platform's
 outbox must survive.
 
-A product the ERP registered after the WMS started is learnt from its first-slot directive (a
-well-formed sku_id with `from_location` null), as a WMS learns items from the putaway that
-brings them in. `GET /v1/slotting/assignments?sku_id=ID` answers one SKU's assignment with
+A product the ERP registered after the WMS started is added to the WMS's item master with
+`POST /v1/items` (`{"sku_id": ...}` or a list of them: what an ERP-to-WMS item interface does);
+a directive for a SKU the item master lacks is refused (422), as before.
+`GET /v1/slotting/assignments?sku_id=ID` answers one SKU's assignment with
 `assigned_at` (ISO, to the millisecond) and `assigned_at_ms` (epoch milliseconds): when the WMS
 applied it.
 """
@@ -202,6 +203,17 @@ class WmsSimulator:
         self.sku_ids: list[str] = cat.sku_ids.tolist()
         self.sku_index: dict[str, int] = dict(cat.index)
 
+    def add_items(self, body: Any) -> dict[str, Any]:
+        """`POST /v1/items`: products new to the WMS's item master (unslotted until a first slot)."""
+        records = body if isinstance(body, list) else [body]
+        if not records or not all(isinstance(r, dict) and isinstance(r.get("sku_id"), str) and _SKU_RE.match(r["sku_id"]) for r in records):
+            raise _http.BadRequest('body must be {"sku_id": "..."} or a list of them, each sku_id matching ^[A-Z0-9-]{4,20}$', 422)
+        with self._lock:
+            added = [r["sku_id"] for r in records if r["sku_id"] not in self.sku_index]
+            for sku_id in added:
+                self._learn(sku_id)
+        return {"added": len(added), "known": len(records) - len(added)}
+
     def _learn(self, sku_id: str) -> int:
         """The index of a SKU, adding a product the WMS has not seen (caller holds the lock)."""
         s = self.sku_index.get(sku_id)
@@ -225,8 +237,8 @@ class WmsSimulator:
         sku = body.get("sku_id")
         if not isinstance(sku, str) or not _SKU_RE.match(sku):
             errs.append("sku_id must match ^[A-Z0-9-]{4,20}$")
-        elif sku not in self.sku_index and body.get("from_location", "<absent>") is not None:
-            errs.append(f"unknown sku_id {sku!r} (a new product enters with a first slot: from_location null)")
+        elif sku not in self.sku_index:
+            errs.append(f"unknown sku_id {sku!r}")
         frm = body.get("from_location", "<absent>")
         if frm == "<absent>":
             errs.append("from_location is required (null for an unslotted SKU)")
@@ -455,12 +467,23 @@ class WmsSimulator:
                 return _http.unauthorized()
             return _http.json_response(self.stats())
 
+        async def items(request: Request) -> Response:
+            if not _http.authorized(request, self.config.token):
+                return _http.unauthorized()
+            try:
+                return _http.json_response(self.add_items(orjson.loads(await request.body())), 201)
+            except orjson.JSONDecodeError:
+                return _http.error_response(400, "body is not valid JSON")
+            except _http.BadRequest as exc:
+                return _http.error_response(exc.status, exc.message)
+
         async def healthz(request: Request) -> Response:
             return _http.json_response({"status": "ok"})
 
         _http.install_log_filter()
         app = Starlette(
             routes=[
+                Route("/v1/items", items, methods=["POST"]),
                 Route("/v1/locations", paged("locations", self.locations_page), methods=["GET"]),
                 Route("/v1/slotting/assignments", paged("assignments", self.assignments_page), methods=["GET"]),
                 Route("/v1/slotting/directives", directives, methods=["POST"]),

@@ -83,7 +83,9 @@ class Upstreams:
         self.wms = httpx.Client(base_url=self.wms_url, headers={"Authorization": f"Bearer {self.wms_token}"}, timeout=10)
 
     def register_sku(self, sku_id: str, **fields) -> None:
+        """A new product: in the ERP's SKU master and, through the item interface, the WMS's."""
         self.erp.post("/v1/skus", json={"sku_id": sku_id, **fields}).raise_for_status()
+        self.wms.post("/v1/items", json={"sku_id": sku_id}).raise_for_status()
 
     def commit(self, lines: list[tuple], *, event_ts: dt.datetime | None = None, txn_type: str = "ORDER") -> dict:
         """Commit one order document of (sku_id, quantity, uom) lines; returns it with created_at."""

@@ -83,7 +83,7 @@ def test_the_backfill_materializes_every_partition_of_every_asset(backfilled):
     assert status in {"REQUESTED", "COMPLETED_SUCCESS"}
     assert [r.dagster_run.status for r in runs] == [dg.DagsterRunStatus.SUCCESS] * len(RANGES)
     graph = defs().resolve_asset_graph()
-    for key in graph.get_all_asset_keys():
+    for key in graph.materializable_asset_keys:  # not exception_deltas: the exception service reports it
         node = graph.get(key)
         if node.partitions_def is None:
             assert instance.get_latest_materialization_event(key) is not None, key

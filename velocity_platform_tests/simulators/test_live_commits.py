@@ -93,7 +93,7 @@ def test_registered_skus_join_the_master_and_can_be_looked_up_by_id(erp):
     assert listed[-3:] == ["NEW-SIM-1", "NEW-SIM-2", "NEW-SIM-3"] and len(set(listed)) == len(listed)
 
 
-def test_the_wms_learns_a_new_product_from_its_first_slot_and_says_when_it_applied_it():
+def test_the_wms_takes_a_new_product_through_its_item_interface_and_says_when_it_applied_its_slot():
     with BackgroundServer(create_wms_app(WmsConfig(**WORLD, token="t"))) as server, httpx.Client(
         base_url=server.url, headers=AUTH
     ) as wms:
@@ -104,11 +104,12 @@ def test_the_wms_learns_a_new_product_from_its_first_slot_and_says_when_it_appli
             "directive_id": "d-new-1", "business_date": "2026-12-01", "sku_id": "NEW-WMS-1", "from_location": None,
             "to_location": free, "reason": "first slot", "expected_saving_m_per_day": 0.0,
         }
+        # Unknown to the WMS's item master: refused, and not stored under its key.
+        assert wms.post("/v1/slotting/directives", json=directive, headers={"Idempotency-Key": "d-new-1"}).status_code == 422
+        assert wms.post("/v1/items", json=[{"sku_id": "NEW-WMS-1"}]).json() == {"added": 1, "known": 0}
         before = dt.datetime.now(dt.UTC).timestamp() * 1000
         assert wms.post("/v1/slotting/directives", json=directive, headers={"Idempotency-Key": "d-new-1"}).status_code == 201
         [record] = wms.get("/v1/slotting/assignments", params={"sku_id": "NEW-WMS-1"}).json()["records"]
         assert record["location_id"] == free
         assert before - 1 <= record["assigned_at_ms"] <= dt.datetime.now(dt.UTC).timestamp() * 1000 + 1
-        # A relocation of a product the WMS does not know is still refused.
-        moved = {**directive, "directive_id": "d-new-2", "sku_id": "NEW-WMS-2", "from_location": free}
-        assert wms.post("/v1/slotting/directives", json=moved, headers={"Idempotency-Key": "d-new-2"}).status_code == 422
+        assert wms.post("/v1/items", json={"sku_id": "bad id"}).status_code == 422
