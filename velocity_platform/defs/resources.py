@@ -397,7 +397,7 @@ class SlottingResource(dg.ConfigurableResource):
     """How slotting prices locations (the pick routing) and moves (the labor model)."""
 
     routing: str = Field(default="s-shape", description="s-shape, return or largest-gap")
-    band_locations: int | None = Field(default=None, description="Locations per band; default a twentieth of the pick face")
+    band_locations: int | None = Field(default=None, description="Locations per band; default a third of the pick face (fast, medium, slow zones)")
     walk_speed_m_s: float = Field(default=LaborModel().walk_speed_m_s, description="Picker walking speed, m/s")
     move_minutes: float = Field(default=LaborModel().move_minutes, description="Labor of one relocation, minutes")
     payback_horizon_days: float = Field(
