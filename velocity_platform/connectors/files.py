@@ -331,16 +331,26 @@ def _read_csv(data: bytes, name: str) -> tuple[pl.DataFrame, pl.DataFrame]:
         frame = pl.read_csv(io.BytesIO(data), infer_schema=False)
     except pl.exceptions.PolarsError:
         frame = None
-    text = _physical_lines(data) if frame is not None else None
-    if text is not None:
-        text = text.slice(1)
-        if text.len() != frame.height:
-            text = text.filter(text.str.strip_chars() != "")  # blank lines hold no record
-    if text is not None and text.len() == frame.height and _whole(text, columns).all():
+    if frame is not None and _read_whole(data, frame, columns):
         return frame.with_row_index(_FIRST_LINE, offset=1).with_columns(pl.col(_FIRST_LINE).cast(pl.Int64)), pl.DataFrame(
             schema=_UNPARSED_SCHEMA
         )
     return _read_csv_around_broken_lines(data, name, header_text, columns)
+
+
+def _read_whole(data: bytes, frame: pl.DataFrame, columns: int) -> bool:
+    """Whether polars read every line as one whole record. Too many fields or a quote never
+    closed make its reader fail; a quote that swallowed lines, a field spanning lines or a blank
+    line leave fewer records than lines; a line with too few fields is read with nulls at its
+    end, so only the lines whose last field came out null are looked at."""
+    lines = data.count(b"\n") + (0 if data.endswith(b"\n") else 1) - 1
+    if lines != frame.height:
+        return False
+    short = frame.select(pl.col(frame.columns[-1]).is_null().arg_true())[frame.columns[-1]]
+    if short.is_empty():
+        return True
+    text = _physical_lines(data)
+    return text is not None and bool(_whole(text.gather(short + 1), columns).all())
 
 
 def _physical_lines(data: bytes) -> pl.Series | None:
