@@ -33,7 +33,7 @@ import duckdb
 import httpx
 
 from benchmarks.deployment import PROJECT, LocalDeployment, free_port, wait_until
-from velocity_platform.defs.partitions import days_per_backfill_run
+from velocity_platform.settings import Settings
 
 START = dt.date(2026, 1, 1)
 # The demo's world, or the benchmark scenario M (20,000 SKUs, 300,000 lines a day).
@@ -121,7 +121,8 @@ def through_the_ui(dates: list[dt.date], work: Path, urls: dict[str, str]) -> di
         deployment.start_daemon()
         with dg.DagsterInstance.get() as instance:
 
-            expected_runs = -(-len(dates) // days_per_backfill_run())  # the backfill policy's ranges
+            days_per_run = Settings.from_env().backfill_days_per_run  # the deployment's, from its environment
+            expected_runs = -(-len(dates) // days_per_run)  # the backfill policy's ranges
             reported: set[int] = set()
 
             def finished():
@@ -141,7 +142,7 @@ def through_the_ui(dates: list[dt.date], work: Path, urls: dict[str, str]) -> di
                 "path": "UI backfill (GraphQL launchPartitionBackfill, dagster-daemon)",
                 "partitions": len(dates),
                 "runs": len(runs),
-                "days_per_run": days_per_backfill_run(),
+                "days_per_run": days_per_run,
                 "wall_seconds": round(wall, 1),
                 "succeeded": sum(r.dagster_run.status == dg.DagsterRunStatus.SUCCESS for r in runs),
                 "in_date_order": [d for r in runs for d in run_dates(r.dagster_run.tags)] == dates,

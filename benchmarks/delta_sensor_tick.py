@@ -81,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     from velocity_platform.defs.ops.sensors import ONE_MICROSECOND, DeltaCursor, erp_delta_sensor, read_committed
     from velocity_platform.defs.resources import ErpResource, OperationsResource, build_resources
     from velocity_platform.domain.deltas import delta_lines
+    from velocity_platform.settings import Settings
 
     try:
         with dg.DagsterInstance.get() as instance:
@@ -97,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{url}/v1/admin/clock", json={"now": LOOK_AT.isoformat()}, headers={"Authorization": f"Bearer {TOKEN}"}
             ).raise_for_status()
             cursor = DeltaCursor(BUILT_AT).serialize()
-            resources = {**build_resources(), "operations": OperationsResource(delta_max_records=args.records)}
+            resources = {**build_resources(Settings.from_env()), "operations": OperationsResource(delta_max_records=args.records)}
             timings, result = [], None
             for _ in range(3):
                 context = dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources)

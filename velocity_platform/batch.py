@@ -9,7 +9,6 @@ because a day's velocity reads the days before it and its moves start from the p
 from __future__ import annotations
 
 import datetime as dt
-import os
 import re
 import shutil
 import sys
@@ -21,7 +20,7 @@ from pathlib import Path
 import duckdb
 
 from velocity_platform.domain.taxonomy import UNCLASSIFIED
-from velocity_platform.settings import LOCAL_STATE_DIR, Settings
+from velocity_platform.settings import Settings
 
 JOB_NAME = "nightly_slotting_batch"
 # The run's events all go to the instance (the UI shows them); the terminal gets one progress
@@ -29,20 +28,31 @@ JOB_NAME = "nightly_slotting_batch"
 QUIET_CONSOLE = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
-def ensure_dagster_home(template: Path | None = None) -> Path:
-    """DAGSTER_HOME from the environment, or a git-ignored one under the local state dir.
-
-    The repo's dagster.yaml is a template: it is copied in when the home has none, and the
-    repository root itself is never used as DAGSTER_HOME.
-    """
-    home = Path(os.environ.get("DAGSTER_HOME") or LOCAL_STATE_DIR / "dagster_home").resolve()
+def ensure_dagster_home(settings: Settings, template: Path | None = None) -> Path:
+    """The settings' Dagster home (DAGSTER_HOME, or a git-ignored one under the local state dir),
+    created, with the repo's dagster.yaml copied in when it has none: the repository root itself
+    is never used as DAGSTER_HOME."""
+    home = settings.dagster_home
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
     template = template or Path.cwd() / "dagster.yaml"
     if not config.exists() and template.exists():
         shutil.copyfile(template, config)
-    os.environ["DAGSTER_HOME"] = str(home)
     return home
+
+
+def _definitions(settings: Settings | None):
+    """The definitions these settings build; without settings, the code location's own (read from
+    the environment, as `dagster dev` reads them)."""
+    from velocity_platform.definitions import build_definitions, defs
+
+    return build_definitions(settings) if settings is not None else defs()
+
+
+def _instance(settings: Settings | None):
+    from dagster import DagsterInstance
+
+    return DagsterInstance.from_config(str(settings.dagster_home)) if settings is not None else DagsterInstance.get()
 
 
 def business_dates(start: dt.date, end: dt.date) -> list[dt.date]:
@@ -65,19 +75,17 @@ def run_range(
     dates: list[dt.date],
     progress: Callable[[DayOutcome, int, int], None] | None = None,
     resource_config: dict[str, dict] | None = None,
+    settings: Settings | None = None,
 ) -> list[DayOutcome]:
-    """Materialize every asset for each date, in order, on the instance at DAGSTER_HOME.
+    """Materialize every asset for each date, in order, on the settings' Dagster instance (without
+    settings: the environment's, DAGSTER_HOME).
 
     `resource_config` overrides resource fields for these runs, e.g. {"erp": {"timeout_s": 1.0}}.
     """
-    from dagster import DagsterInstance
-
-    from velocity_platform.definitions import defs
-
-    job = defs().resolve_job_def(JOB_NAME)
+    job = _definitions(settings).resolve_job_def(JOB_NAME)
     outcomes: list[DayOutcome] = []
     run_config = {**QUIET_CONSOLE, "resources": {k: {"config": v} for k, v in (resource_config or {}).items()}}
-    with DagsterInstance.get() as instance:
+    with _instance(settings) as instance:
         for index, day in enumerate(dates, start=1):
             started = time.perf_counter()
             result = job.execute_in_process(
@@ -91,21 +99,22 @@ def run_range(
 
 
 def run_together(
-    dates: list[dt.date], resource_config: dict[str, dict] | None = None, assets: list[str] | None = None
+    dates: list[dt.date],
+    resource_config: dict[str, dict] | None = None,
+    assets: list[str] | None = None,
+    settings: Settings | None = None,
 ) -> DayOutcome:
     """Materialize every asset (or only `assets`, with their checks) for consecutive dates in one
     run, as a backfill run does (see BACKFILL_POLICY); the outcome is dated with the last date
     and covers them all."""
-    from dagster import AssetKey, DagsterInstance
+    from dagster import AssetKey
 
-    from velocity_platform.definitions import defs
-
-    job = defs().resolve_job_def(JOB_NAME)
+    job = _definitions(settings).resolve_job_def(JOB_NAME)
     run_config = {**QUIET_CONSOLE, "resources": {k: {"config": v} for k, v in (resource_config or {}).items()}}
     tags = {RANGE_START_TAG: dates[0].isoformat(), RANGE_END_TAG: dates[-1].isoformat()}
     selection = [AssetKey(name) for name in assets] if assets else None
     started = time.perf_counter()
-    with DagsterInstance.get() as instance:
+    with _instance(settings) as instance:
         result = job.execute_in_process(
             instance=instance, tags=tags, raise_on_error=False, run_config=run_config, asset_selection=selection
         )

@@ -20,7 +20,7 @@ import pytest
 from velocity_platform.simulators.erp import ErpConfig, create_erp_app
 from velocity_platform.simulators.serve import BackgroundServer
 from velocity_platform.simulators.wms import WmsConfig, create_wms_app
-from velocity_platform_tests.ops.deployment import wait_until
+from benchmarks.deployment import wait_until
 
 pytestmark = pytest.mark.integration
 

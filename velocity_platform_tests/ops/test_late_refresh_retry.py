@@ -18,6 +18,7 @@ from velocity_platform.batch import business_dates
 from velocity_platform.definitions import defs
 from velocity_platform.defs.ops.sensors import DeltaCursor, erp_delta_sensor
 from velocity_platform.defs.resources import OperationsResource, build_resources
+from velocity_platform.settings import Settings
 from velocity_platform.simulators.erp import ErpConfig
 from velocity_platform.simulators.wms import WmsConfig
 from velocity_platform_tests.conftest import ERP_TOKEN, WMS_TOKEN, WORLD, platform_environment
@@ -31,7 +32,7 @@ LATER = dt.datetime(2026, 2, 9, 12, 0, tzinfo=dt.UTC)
 
 
 def tick(instance: dg.DagsterInstance, cursor: str | None) -> dg.SensorResult:
-    resources = {**build_resources(), "operations": OperationsResource()}
+    resources = {**build_resources(Settings.from_env()), "operations": OperationsResource()}
     return erp_delta_sensor(dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources))
 
 

@@ -31,7 +31,8 @@ from velocity_platform.simulators.erp import ErpConfig
 from velocity_platform.simulators.serve import BackgroundServer
 from velocity_platform.simulators.wms import WmsConfig
 from velocity_platform_tests.conftest import ERP_TOKEN, WMS_TOKEN, WORLD, Platform, platform_environment
-from velocity_platform_tests.ops.deployment import JOB, LOCATION, REPOSITORY, LocalDeployment, wait_until
+from benchmarks.deployment import LocalDeployment, wait_until
+from velocity_platform.connectors.dagster_webserver import JOB, LOCATION, REPOSITORY
 from velocity_platform_tests.ops.test_alerts import Receiver
 
 pytestmark = pytest.mark.integration

@@ -34,7 +34,6 @@ from dagster_duckdb import DuckDBResource
 
 from velocity_platform.connectors.erp_pages import parse_erp_page
 from velocity_platform.defs.ops.jobs import late_arrival_refresh, sku_master_refresh
-from velocity_platform.defs.partitions import business_days
 from velocity_platform.defs.resources import ErpResource, OperationsResource, WarehouseResource
 from velocity_platform.domain.deltas import (
     SpikePolicy,
@@ -178,7 +177,8 @@ def first_watermark(built: list[dt.date], timezone: str) -> dt.datetime:
     Records committed after that midnight may belong to a built day (its nightly pull ran at
     02:00); the partition's own txn_ids say whether they are late, so starting early is safe.
     """
-    newest = built[-1] if built else dt.date.fromisoformat(business_days.get_last_partition_key())
+    # The newest partition: the business date that ended last in the warehouse's zone.
+    newest = built[-1] if built else dt.datetime.now(ZoneInfo(timezone)).date() - dt.timedelta(days=1)
     midnight = dt.datetime.combine(newest + dt.timedelta(days=1), dt.time(), tzinfo=ZoneInfo(timezone))
     return midnight.astimezone(dt.UTC) - ONE_MICROSECOND
 
