@@ -5,7 +5,6 @@ import datetime as dt
 
 import dagster as dg
 import polars as pl
-from dagster_duckdb import DuckDBResource
 
 from velocity_platform.defs.partitions import (
     BACKFILL_POLICY,
@@ -14,7 +13,8 @@ from velocity_platform.defs.partitions import (
     business_days,
     partition_dates,
 )
-from velocity_platform.defs.resources import WarehouseResource, table_columns
+from velocity_platform.defs.resources import WarehouseResource
+from velocity_platform.defs.tables import WarehouseTables
 from velocity_platform.domain.gates import daily_dlq_figures, dlq_gate
 from velocity_platform.domain.validation import (
     ValidationResult,
@@ -24,20 +24,16 @@ from velocity_platform.domain.validation import (
 
 DLQ_RATE_CHECK = "dlq_rate_within_limit"
 UNIQUE_KEY_CHECK = "txn_line_key_unique"
-# Where the I/O manager keeps dead_letter_transactions (schema "warehouse", table named after the asset).
-DEAD_LETTER_TABLE = ("warehouse", "dead_letter_transactions")
 
 
-def previous_dead_letters(warehouse_tables: DuckDBResource, days: list[dt.date]) -> pl.DataFrame | None:
+def previous_dead_letters(warehouse_tables: WarehouseTables, days: list[dt.date]) -> pl.DataFrame | None:
     """The dates' dead letters as the last materialization left them (None on a first run)."""
-    with warehouse_tables.get_connection() as con:
-        if not table_columns(con, *DEAD_LETTER_TABLE):
+    with warehouse_tables.session() as tables:
+        if not tables.exists("dead_letter_transactions"):
             return None
-        return con.execute(
-            f"SELECT business_date, raw_payload, attempt_count, first_seen_at FROM {'.'.join(DEAD_LETTER_TABLE)} "
-            "WHERE business_date BETWEEN ? AND ?",
-            [days[0], days[-1]],
-        ).pl()
+        return tables.read(
+            "dead_letter_transactions", days[0], days[-1], columns=["business_date", "raw_payload", "attempt_count", "first_seen_at"]
+        )
 
 
 def _markdown_counts(counts: dict[str, int]) -> str:
@@ -80,7 +76,7 @@ def _markdown_counts(counts: dict[str, int]) -> str:
 def validate_feed(
     context: dg.AssetExecutionContext,
     warehouse: WarehouseResource,
-    warehouse_tables: DuckDBResource,
+    warehouse_tables: WarehouseTables,
     raw_transactions: pl.DataFrame,
     sku_master: pl.DataFrame,
 ):

@@ -5,7 +5,6 @@ import datetime as dt
 
 import dagster as dg
 import polars as pl
-from dagster_duckdb import DuckDBResource
 
 from velocity_platform.defs.partitions import (
     BACKFILL_POLICY,
@@ -15,13 +14,13 @@ from velocity_platform.defs.partitions import (
     partition_dates,
     window,
 )
-from velocity_platform.defs.resources import WarehouseResource, table_columns
+from velocity_platform.defs.resources import WarehouseResource
+from velocity_platform.defs.tables import WarehouseTables
 from velocity_platform.domain.pick_rate import PickRateConfig, with_pick_rates
 from velocity_platform.domain.taxonomy import UNCLASSIFIED, TaxonomyConfig, classify_window_totals, demand_per_sku_sql
 
 VELOCITY_WINDOW_DAYS = 90
-# Where the I/O manager keeps daily_sku_demand (schema "warehouse", table named after the asset).
-DEMAND_TABLE = "warehouse.daily_sku_demand"
+DEMAND_TABLE = "daily_sku_demand"
 
 
 def xyz_counts(velocity: pl.DataFrame) -> dict[str, int]:
@@ -69,27 +68,26 @@ def history_start(context: dg.AssetExecutionContext) -> dt.date:
 def sku_velocity(
     context: dg.AssetExecutionContext,
     warehouse: WarehouseResource,
-    warehouse_tables: DuckDBResource,
+    warehouse_tables: WarehouseTables,
     sku_master: pl.DataFrame,
 ) -> pl.DataFrame:
     days = partition_dates(context)  # one date, or a backfill's range: each classified on its own window
     start = history_start(context)
     config = TaxonomyConfig(xyz_min_weeks=warehouse.xyz_min_weeks)
-    with warehouse_tables.get_connection() as con:
-        if not table_columns(con, *DEMAND_TABLE.split(".")):
+    with warehouse_tables.session() as tables:
+        if not tables.exists(DEMAND_TABLE):
             raise dg.Failure(
                 description=f"{DEMAND_TABLE} does not exist yet: materialize daily_sku_demand for the 90 days up to "
                 f"{days[-1]} first"
             )
         # The daily pick lines the pick rates read: the 28 days up to each date of the range.
         rates = PickRateConfig()
-        daily_lines = con.execute(
-            f"SELECT business_date, sku_id, pick_lines FROM {DEMAND_TABLE} WHERE business_date BETWEEN ? AND ?",
-            [rates.first_day(days[0]), days[-1]],
-        ).pl()
+        daily_lines = tables.read(DEMAND_TABLE, rates.first_day(days[0]), days[-1], columns=["business_date", "sku_id", "pick_lines"])
         velocity = pl.concat(
             with_pick_rates(
-                classify_window_totals(con.execute(demand_per_sku_sql(DEMAND_TABLE, day, config)).pl(), sku_master, day, start, config),
+                classify_window_totals(
+                    tables.query(DEMAND_TABLE, lambda name, day=day: demand_per_sku_sql(name, day, config)), sku_master, day, start, config
+                ),
                 daily_lines,
                 day,
                 rates,
@@ -97,10 +95,7 @@ def sku_velocity(
             for day in days
         )
         last = days[-1]
-        days_loaded = con.execute(
-            f"SELECT count(DISTINCT business_date) FROM {DEMAND_TABLE} WHERE business_date BETWEEN ? AND ?",
-            [last - dt.timedelta(days=VELOCITY_WINDOW_DAYS - 1), last],
-        ).fetchone()[0]
+        days_loaded = tables.dates_held(DEMAND_TABLE, last - dt.timedelta(days=VELOCITY_WINDOW_DAYS - 1), last)
     latest = velocity.filter(pl.col("business_date") == last)
     abc = dict(latest.group_by("abc_class").len().iter_rows())
     xyz = xyz_counts(latest)

@@ -6,7 +6,6 @@ import datetime as dt
 
 import dagster as dg
 import polars as pl
-from dagster_duckdb import DuckDBResource
 
 from velocity_platform.defs.partitions import (
     DUCKDB_POOL,
@@ -17,6 +16,7 @@ from velocity_platform.defs.partitions import (
     window,
 )
 from velocity_platform.defs.resources import OperationsResource
+from velocity_platform.defs.tables import WarehouseTables
 from velocity_platform.defs.velocity.assets import history_start
 from velocity_platform.domain.signals import (
     EXPECTED_SKU_SHARE,
@@ -33,8 +33,6 @@ PARETO_CHECK = "class_shares_follow_pareto"
 DAY_ON_DAY_CHECK = "velocity_change_within_factor"
 VELOCITY_WINDOW = 30
 BASELINE_DAYS = VelocityChangePolicy().baseline_days
-# Where the I/O manager keeps sales_history (schema "warehouse", table named after the asset).
-HISTORY_TABLE = "warehouse.sales_history"
 # What the signals read of their inputs: a large day's lines carry many more columns.
 DEMAND_COLUMNS = ["business_date", "sku_id", "units"]
 LINE_COLUMNS = ["business_date", "sku_id", "txn_type", "quantity_eaches"]
@@ -130,7 +128,7 @@ def class_shares_follow_pareto(
 
 
 def _unusual_lines_today(
-    warehouse_tables: DuckDBResource, lines_today: pl.DataFrame, day: dt.date, policy: VelocityChangePolicy
+    warehouse_tables: WarehouseTables, lines_today: pl.DataFrame, day: dt.date, policy: VelocityChangePolicy
 ) -> pl.DataFrame:
     """The usual line of the SKUs with enough lines today, from the sales history stored before it."""
     busy = (
@@ -142,12 +140,12 @@ def _unusual_lines_today(
     )
     if busy.is_empty():
         return pl.DataFrame(schema={"sku_id": pl.String, "usual_line_units": pl.Float64, "lines_before": pl.Int64})
-    with warehouse_tables.get_connection() as con:
-        con.register("busy_skus", busy.to_arrow())
-        try:
-            return con.execute(usual_line_sizes_sql(HISTORY_TABLE, day, policy.line_days, "busy_skus")).pl()
-        finally:
-            con.unregister("busy_skus")
+    with warehouse_tables.session() as tables:
+        return tables.query(
+            "sales_history",
+            lambda name: usual_line_sizes_sql(name, day, policy.line_days, "busy_skus"),
+            frames={"busy_skus": busy},
+        )
 
 
 @dg.asset_check(
@@ -169,7 +167,7 @@ def _unusual_lines_today(
 def velocity_change_within_factor(
     context: dg.AssetCheckExecutionContext,
     operations: OperationsResource,
-    warehouse_tables: DuckDBResource,
+    warehouse_tables: WarehouseTables,
     daily_sku_demand: pl.DataFrame,
     sales_history: pl.DataFrame,
 ) -> dg.AssetCheckResult:
