@@ -77,6 +77,14 @@ class FileMapping:
                 why = next((line.strip() for line in str(exc).splitlines() if line.strip().startswith("error:")), "")
                 raise ValueError(f"non_inventory_patterns: {pattern!r} is not a regular expression ({why})") from None
 
+    def non_inventory(self, code: pl.Expr) -> pl.Expr:
+        """True for this mapping's non-inventory codes, by name or by shape (a pattern matching the
+        whole code)."""
+        listed = code.is_in(list(self.non_inventory_codes))
+        for pattern in self.non_inventory_patterns:
+            listed = listed | code.str.contains(f"^(?:{pattern})$")
+        return listed.fill_null(False)
+
     @property
     def columns(self) -> dict[str, str]:
         """Role -> export column, for the roles this export has."""
@@ -489,14 +497,6 @@ def _text(column: str) -> pl.Expr:
     return pl.col(column).str.strip_chars()
 
 
-def _non_inventory(code: pl.Expr, m: FileMapping) -> pl.Expr:
-    """The mapping's non-inventory codes, by name or by shape (a pattern matching the whole code)."""
-    listed = code.is_in(list(m.non_inventory_codes))
-    for pattern in m.non_inventory_patterns:
-        listed = listed | code.str.contains(f"^(?:{pattern})$")
-    return listed.fill_null(False)
-
-
 def _map_lines(frame: pl.DataFrame, m: FileMapping, source_name: str, warehouse_tz: str) -> pl.DataFrame:
     """Export columns -> our raw line fields (text), business date, and the non-inventory flag."""
     raw_sku = _text(m.sku)
@@ -549,7 +549,7 @@ def _map_lines(frame: pl.DataFrame, m: FileMapping, source_name: str, warehouse_
         (_text(m.uom) if m.uom else pl.lit("EA")).alias("uom"),
         (_text(m.description) if m.description else pl.lit(None, pl.String)).alias("description"),
         raw_sku.alias("_raw_sku"),
-        _non_inventory(raw_sku, m).alias("_non_inventory"),
+        m.non_inventory(raw_sku).alias("_non_inventory"),
         pl.lit(None, pl.String).alias("raw_payload"),
         pl.lit(None, pl.String).alias("page_error"),
     )

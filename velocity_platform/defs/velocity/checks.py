@@ -13,7 +13,6 @@ from velocity_platform.defs.partitions import (
     business_days,
     partition_dates,
     record_per_date,
-    window,
 )
 from velocity_platform.defs.resources import OperationsResource
 from velocity_platform.defs.tables import WarehouseTables
@@ -50,6 +49,16 @@ def _md_table(frame: pl.DataFrame, limit: int = 15) -> str:
     return f"{head}\n{rows}{more}"
 
 
+def _demand_between(warehouse_tables: WarehouseTables, first: dt.date, last: dt.date) -> pl.DataFrame:
+    """Daily demand of first..last, read from the warehouse table.
+
+    Not an additional input with a window partition mapping: Dagster 1.13 hands an asset check's
+    additional input only the check's own partitions (the mapping is not applied), so a window
+    of earlier days would silently be today alone.
+    """
+    return warehouse_tables.read("daily_sku_demand", first, last, columns=DEMAND_COLUMNS)
+
+
 def _pareto_date(verdict: ParetoVerdict, day: dt.date) -> DateVerdict:
     if verdict.not_judged:
         return DateVerdict(True, {"not_judged": verdict.not_judged}, None, dg.AssetCheckSeverity.WARN)
@@ -70,21 +79,21 @@ def _pareto_date(verdict: ParetoVerdict, day: dt.date) -> DateVerdict:
     name=PARETO_CHECK,
     partitions_def=business_days,
     pool=DUCKDB_POOL,
-    # D and D-30 of daily demand: yesterday's 30-day units, for yesterday's class shares.
-    additional_ins={
-        "daily_sku_demand": dg.AssetIn(partition_mapping=window(VELOCITY_WINDOW), metadata={"columns": DEMAND_COLUMNS})
-    },
+    # D and D-30 of daily demand (yesterday's 30-day units, for yesterday's class shares), read
+    # from the warehouse table (see _demand_between).
+    additional_deps=["daily_sku_demand"],
     description="Each ABC class's share of SKUs sits near the Pareto shape (A 20%, B 30%, C 50%) and near "
     "yesterday's share; not judged before the warehouse has 30 days of history.",
 )
 def class_shares_follow_pareto(
     context: dg.AssetCheckExecutionContext,
     operations: OperationsResource,
+    warehouse_tables: WarehouseTables,
     sku_velocity: pl.DataFrame,
-    daily_sku_demand: pl.DataFrame,
 ) -> dg.AssetCheckResult:
     days = partition_dates(context)  # a backfill's range: every date judged, the worst one shown
     start = history_start(context)
+    daily_sku_demand = _demand_between(warehouse_tables, days[0] - dt.timedelta(days=VELOCITY_WINDOW), days[-1])
     found = {
         day: pareto_verdict(
             sku_velocity.filter(pl.col("business_date") == day),
@@ -154,12 +163,10 @@ def _unusual_lines_today(
     partitions_def=business_days,
     pool=DUCKDB_POOL,
     # The 30-day sums of D and the 28 days before it (the usual count), and the day's own lines.
-    additional_ins={
-        "daily_sku_demand": dg.AssetIn(
-            partition_mapping=window(VELOCITY_WINDOW + BASELINE_DAYS), metadata={"columns": DEMAND_COLUMNS}
-        ),
-        "sales_history": dg.AssetIn(metadata={"columns": LINE_COLUMNS}),
-    },
+    # The day's own lines come as an input; the demand of D-58..D is read from the warehouse
+    # table (see _demand_between).
+    additional_ins={"sales_history": dg.AssetIn(metadata={"columns": LINE_COLUMNS})},
+    additional_deps=["daily_sku_demand"],
     description="The day's velocity changes are usual for this warehouse: no more SKUs change their 30-day units "
     "by more than 3x than on a normal day of the four weeks before, and no SKU's order lines are all more than "
     "12x (or under 1/12 of) its usual line -- the mark of an unconverted unit of measure.",
@@ -168,15 +175,14 @@ def velocity_change_within_factor(
     context: dg.AssetCheckExecutionContext,
     operations: OperationsResource,
     warehouse_tables: WarehouseTables,
-    daily_sku_demand: pl.DataFrame,
     sales_history: pl.DataFrame,
 ) -> dg.AssetCheckResult:
     days = partition_dates(context)
     policy = VelocityChangePolicy(factor=operations.day_on_day_factor, min_units=operations.day_on_day_min_units)
     start = history_start(context)
-    counts = changed_sku_counts(
-        daily_sku_demand, days[0] - dt.timedelta(days=BASELINE_DAYS), days[-1], start, policy
-    )
+    first = days[0] - dt.timedelta(days=BASELINE_DAYS)
+    demand = _demand_between(warehouse_tables, first - dt.timedelta(days=policy.window_days), days[-1])
+    counts = changed_sku_counts(demand, first, days[-1], start, policy)
     verdicts: dict[dt.date, VelocityChangeVerdict] = {}
     for day in days:
         today = sales_history.filter(pl.col("business_date") == day)
