@@ -5,8 +5,8 @@ check may be handed a range. `daily_asset` applies what every daily asset shares
 backfill policy, the duckdb pool, kinds, the partition column), calls the body once per date in
 order with its inputs cut to that date (or to the window a date reads), and merges the days: the
 frames concatenated, each figure of the metadata as the asset declares once (`SUM`, `LAST`, ...),
-each in-asset check's verdicts into the run's result. `daily_check` does the same for a check
-declared per partition, and records each date's verdict on that date.
+each in-asset check's verdicts into the run's result. A check declared per partition judges each
+date and hands the verdicts to `judge_dates`, which records each on its date and merges them.
 
 The one stage whose day depends on the day before, slotting, takes the range form
 (`daily_asset(..., ranged=True)`): the body gets every date and yields each date's `Day` as the
@@ -139,8 +139,13 @@ def range_result(
 
 
 def _without(fn: Callable, *names: str) -> inspect.Signature:
+    """The body's parameters as Dagster should see them: inputs and resources, not the date(s);
+    and no return type (the body returns a Day, the asset yields frames)."""
     signature = inspect.signature(fn)
-    return signature.replace(parameters=[p for n, p in signature.parameters.items() if n not in names])
+    return signature.replace(
+        parameters=[p for n, p in signature.parameters.items() if n not in names],
+        return_annotation=inspect.Signature.empty,
+    )
 
 
 def _each_day(fn: Callable, context, days: list[dt.date], ins: dict[str, DailyIn], kwargs: dict) -> Iterable[tuple[dt.date, object]]:
@@ -234,30 +239,3 @@ def judge_dates(
     date (a run over a range), and the run's result, which gates the run, merged from them."""
     record_per_date(context, asset, check, verdicts, blocking)
     return range_result(check, verdicts, merge or {})
-
-
-def daily_check(*, asset: str, name: str, ins: dict[str, DailyIn] | None = None, merge: dict[str, str] | None = None, blocking: bool = False, **check_kwargs):
-    """A check declared per partition from a body for one date: `fn(context, day, **inputs) ->
-    DateVerdict`. A run over a range records each date's verdict on that date, and its result
-    (which gates the run) passes only when every date passes."""
-    ins, merge = ins or {}, merge or {}
-
-    def decorate(fn: Callable) -> dg.AssetChecksDefinition:
-        @functools.wraps(fn)
-        def body(context: dg.AssetCheckExecutionContext, **kwargs) -> dg.AssetCheckResult:
-            days = partition_dates(context)
-            return judge_dates(context, asset, name, dict(_each_day(fn, context, days, ins, kwargs)), merge, blocking)
-
-        body.__signature__ = _without(fn, "day")
-        del body.__wrapped__
-        additional = {n: daily_in.asset_in() for n, daily_in in ins.items() if n != asset}
-        return dg.asset_check(
-            asset=asset,
-            name=name,
-            partitions_def=business_days,
-            blocking=blocking,
-            additional_ins=additional or None,
-            **check_kwargs,
-        )(body)
-
-    return decorate

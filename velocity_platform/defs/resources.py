@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import TypeVar
 
 import dagster as dg
-import polars as pl
 from pydantic import Field
 
 from velocity_platform.connectors.erp import ErpClient

@@ -245,41 +245,41 @@ def slotting_shadow_report(
     history = _net_labor_by_date(context, {last: net_labor_h})
     # The figures and pictures are the last date's: a range shows one set of them.
     figures = {
-            **({"figures_for": str(last)} if len(days) > 1 else {}),
-            "orders": result.orders,
-            "orders_in_window": replay.orders_in_window,
-            "pick_lines": result.pick_lines,
-            "lines_without_a_slot": replay.lines_without_a_slot,
-            "routing": slotting.routing,
-            "travel_current_m": round(result.before_m, 1),
-            "travel_after_m": round(result.after_m, 1),
-            "travel_per_order_current_m": round(result.before_m / result.orders, 2) if result.orders else 0.0,
-            "travel_per_order_after_m": round(result.after_m / result.orders, 2) if result.orders else 0.0,
-            "travel_reduction_pct": round(result.reduction_pct, 3),
-            "moves": moves.height,
-            "saving_m_per_day": round(saved_per_day, 2),
-            "saving_m_per_day_per_move": round(saved_per_day / moves.height, 3) if moves.height else 0.0,
-            # Net labor leads: walking saved less the relocations' time, over the payback horizon.
-            "travel_saved_m_per_day": round(saved_per_day, 1),
-            "travel_saved_h_per_day": round(saved_h_per_day, 3),
-            "relocations": relocations,
-            "relocation_hours": round(relocation_h, 2),
-            "net_labor_h": round(net_labor_h, 2),
-            "payback_days": round(relocation_h / saved_h_per_day, 1) if relocations and saved_h_per_day > 0 else None,
-            "payback_horizon_days": labor.payback_horizon_days,
-            "net_labor_cumulative_h": round(sum(history.values()), 2),
-            "net_labor_plot": dg.MetadataValue.md(markdown_image(cumulative_net_labor(history), "cumulative net labor hours")),
-            "expected_saving_m_per_day": round(float(moves["expected_saving_m_per_day"].sum()), 2),
-            # Pictures of the last date only: a backfill's range shares one set of metadata.
-            "abc_pareto": dg.MetadataValue.md(
-                markdown_image(abc_pareto(sku_velocity.filter(pl.col("business_date") == last)), "ABC Pareto curve")
-            ),
-            "location_heat_map": dg.MetadataValue.md(
-                markdown_image(
-                    heat_maps(replay.picks["current"], replay.picks["after"], layout.aisles, layout.bays_per_side),
-                    "pick lines per location before and after",
-                )
-            ),
+        **({"figures_for": str(last)} if len(days) > 1 else {}),
+        "orders": result.orders,
+        "orders_in_window": replay.orders_in_window,
+        "pick_lines": result.pick_lines,
+        "lines_without_a_slot": replay.lines_without_a_slot,
+        "routing": slotting.routing,
+        "travel_current_m": round(result.before_m, 1),
+        "travel_after_m": round(result.after_m, 1),
+        "travel_per_order_current_m": round(result.before_m / result.orders, 2) if result.orders else 0.0,
+        "travel_per_order_after_m": round(result.after_m / result.orders, 2) if result.orders else 0.0,
+        "travel_reduction_pct": round(result.reduction_pct, 3),
+        "moves": moves.height,
+        "saving_m_per_day": round(saved_per_day, 2),
+        "saving_m_per_day_per_move": round(saved_per_day / moves.height, 3) if moves.height else 0.0,
+        # Net labor leads: walking saved less the relocations' time, over the payback horizon.
+        "travel_saved_m_per_day": round(saved_per_day, 1),
+        "travel_saved_h_per_day": round(saved_h_per_day, 3),
+        "relocations": relocations,
+        "relocation_hours": round(relocation_h, 2),
+        "net_labor_h": round(net_labor_h, 2),
+        "payback_days": round(relocation_h / saved_h_per_day, 1) if relocations and saved_h_per_day > 0 else None,
+        "payback_horizon_days": labor.payback_horizon_days,
+        "net_labor_cumulative_h": round(sum(history.values()), 2),
+        "net_labor_plot": dg.MetadataValue.md(markdown_image(cumulative_net_labor(history), "cumulative net labor hours")),
+        "expected_saving_m_per_day": round(float(moves["expected_saving_m_per_day"].sum()), 2),
+        # Pictures of the last date only: a backfill's range shares one set of metadata.
+        "abc_pareto": dg.MetadataValue.md(
+            markdown_image(abc_pareto(sku_velocity.filter(pl.col("business_date") == last)), "ABC Pareto curve")
+        ),
+        "location_heat_map": dg.MetadataValue.md(
+            markdown_image(
+                heat_maps(replay.picks["current"], replay.picks["after"], layout.aisles, layout.bays_per_side),
+                "pick lines per location before and after",
+            )
+        ),
     }
     for day, day_report in zip(days, reports, strict=True):
         yield day, Day(day_report, figures if day == last else {})
