@@ -116,16 +116,20 @@ def range_result(
     """The run's result of a check from each date's verdict: it passes when every date passes
     (a range must not average a bad day away), with the dates' figures merged."""
     failing = {day: v for day, v in verdicts.items() if not v.passed}
-    shown = list(failing.values()) or list(verdicts.values())
     severity = (
         dg.AssetCheckSeverity.ERROR
-        if any(v.severity == dg.AssetCheckSeverity.ERROR for v in shown)
+        if any(v.severity == dg.AssetCheckSeverity.ERROR for v in (failing or verdicts).values())
         else dg.AssetCheckSeverity.WARN
     )
-    metadata = merge_figures([v.metadata for v in verdicts.values()], merge)
+    # The result is about the latest failing date (the latest date when all pass): its figures
+    # stand for the range wherever a figure has no rule of its own.
+    shown = max(failing or verdicts)
+    ordered = [v for day, v in verdicts.items() if day != shown] + [verdicts[shown]]
+    metadata = merge_figures([v.metadata for v in ordered], merge)
     description = "\n".join(v.description for v in failing.values() if v.description) or None
     if len(verdicts) > 1:
         metadata["dates_failing"] = len(failing)
+        metadata["shown_for"] = shown.isoformat()
         if description:
             description = f"{len(failing)} of {len(verdicts)} dates fail: {description}"
     return dg.AssetCheckResult(
