@@ -419,7 +419,7 @@ def plan_directives(
 def _recent_move_guards(
     business_date: dt.date, recent_moves: pl.DataFrame | None, ranked_locs: pl.DataFrame, config: SlottingConfig
 ) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
-    """(SKUs relocated inside the hysteresis window, SKUs whose last relocation inside the
+    """(SKUs moved or first slotted inside the hysteresis window, SKUs whose last relocation inside the
     reversal guard was a demotion -- they may not be promoted back -- and those whose last was a
     promotion -- they may not be demoted back)."""
     empty = pl.DataFrame(schema={"sku_id": pl.String})
@@ -428,7 +428,8 @@ def _recent_move_guards(
     directions = relocation_directions(recent_moves, ranked_locs).filter(
         pl.col("business_date") >= business_date - dt.timedelta(days=config.reversal_guard_days)
     )
-    frozen = directions.filter(pl.col("business_date") >= business_date - dt.timedelta(days=config.hysteresis_days))
+    # Any move inside the hysteresis window freezes the SKU, a new SKU's first slot included.
+    frozen = recent_moves.filter(pl.col("business_date") >= business_date - dt.timedelta(days=config.hysteresis_days))
     last = directions.sort("business_date").group_by("sku_id").last()
     return (
         frozen.select("sku_id").unique(),
