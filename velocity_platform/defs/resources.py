@@ -17,7 +17,7 @@ from velocity_platform.connectors.outbox import WMS_BATCH_SIZE
 from velocity_platform.connectors.state import OperationalStore
 from velocity_platform.connectors.webhook import AlertWebhook
 from velocity_platform.connectors.wms import WmsClient
-from velocity_platform.defs.tables import RUN_OUTPUTS, WarehouseTables, WarehouseTablesIOManager  # noqa: F401
+from velocity_platform.defs.tables import RUN_OUTPUTS, WarehouseTables, WarehouseTablesIOManager
 from velocity_platform.domain.labor import LaborModel
 from velocity_platform.settings import (
     NIGHTLY_START_HOUR,
@@ -158,6 +158,7 @@ class WarehouseResource(dg.ConfigurableResource):
 def build_resources(settings: Settings | None = None) -> dict[str, object]:
     settings = settings or Settings.from_env()
     Path(settings.duckdb_path).parent.mkdir(parents=True, exist_ok=True)
+    RUN_OUTPUTS.budget_bytes = float(os.environ.get("VELOCITY_RUN_MEMO_MB", "").strip() or 512) * 1e6
     return {
         "io_manager": WarehouseTablesIOManager(database=settings.duckdb_path, schema="warehouse"),
         # The same tables for reads outside an input: windows summed in DuckDB, the dead-letter history, sensors.

@@ -10,7 +10,6 @@ summary all read through `WarehouseTables`; no other module writes SQL that name
 from __future__ import annotations
 
 import datetime as dt
-import os
 import re
 import time
 from collections.abc import Callable, Iterator
@@ -216,7 +215,9 @@ class _RunOutputs:
         return frame
 
 
-RUN_OUTPUTS = _RunOutputs(float(os.environ.get("VELOCITY_RUN_MEMO_MB", "512")))
+# The one hand-over of the process; its budget is set from VELOCITY_RUN_MEMO_MB when the
+# resources are built (defs/resources.py: build_resources), never read at import.
+RUN_OUTPUTS = _RunOutputs(budget_mb=512)
 
 
 def _dates(context: dg.InputContext | dg.OutputContext) -> tuple[dt.date, dt.date] | None:
