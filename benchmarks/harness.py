@@ -135,7 +135,6 @@ def _wait_healthy(url: str, procs: list[subprocess.Popen], deadline_s: float = 6
 
 def prepare_history(scenario: Scenario, erp_url: str, work: Path) -> pl.DataFrame:
     """Write D-89..D-1 daily demand and D-1 velocity as the I/O manager would; report them."""
-    import duckdb
     from dagster import AssetKey, AssetMaterialization, DagsterInstance
 
     from velocity_platform.simulators.catalog import UOMS, build_catalog, generate_day
@@ -157,11 +156,11 @@ def prepare_history(scenario: Scenario, erp_url: str, work: Path) -> pl.DataFram
     yesterday = days[-1]
     velocity = classify_skus(history, master, yesterday, history_start=days[0])
 
-    with duckdb.connect(str(work / "velocity.duckdb")) as con:
-        con.execute("CREATE SCHEMA IF NOT EXISTS warehouse")
+    from velocity_platform.defs.tables import WarehouseTables
+
+    with WarehouseTables(database=str(work / "velocity.duckdb")).session() as tables:
         for table, frame in (("daily_sku_demand", history), ("sku_velocity", velocity)):
-            arrow = frame.to_arrow()  # noqa: F841  # referenced in SQL
-            con.execute(f"CREATE OR REPLACE TABLE warehouse.{table} AS SELECT * FROM arrow")
+            tables.replace(table, frame, None)
     with DagsterInstance.get() as instance:
         for day in days:
             instance.report_runless_asset_event(
@@ -272,11 +271,11 @@ def engine_floor(pages: list[tuple[str, bytes]], master: pl.DataFrame, work: Pat
     import duckdb
 
     raw = raw_lines_from_pages(pages, BUSINESS_DATE).lines
-    with duckdb.connect(str(work / "velocity.duckdb"), read_only=True) as con:
-        history = con.execute(
-            "SELECT * FROM warehouse.daily_sku_demand WHERE business_date < ?", [BUSINESS_DATE]
-        ).pl()
-        locations = con.execute("SELECT * FROM warehouse.wms_locations").pl()
+    from velocity_platform.defs.tables import WarehouseTables
+
+    with WarehouseTables(database=str(work / "velocity.duckdb")).session(read_only=True) as tables:
+        history = tables.read("daily_sku_demand", dt.date.min, BUSINESS_DATE - dt.timedelta(days=1))
+        locations = tables.read("wms_locations")
     seen = dt.datetime.now(dt.UTC)
     started = time.perf_counter()
     result = validate_lines(raw, master, seen)

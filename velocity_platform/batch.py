@@ -9,15 +9,12 @@ because a day's velocity reads the days before it and its moves start from the p
 from __future__ import annotations
 
 import datetime as dt
-import re
 import shutil
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import duckdb
 
 from velocity_platform.domain.taxonomy import UNCLASSIFIED
 from velocity_platform.settings import Settings
@@ -150,33 +147,25 @@ RANGE_END_TAG = "dagster/asset_partition_range_end"
 
 def summarize(dates: list[dt.date], outcomes: list[DayOutcome], erp_lines: int, settings: Settings) -> dict:
     """The KPI summary of a range, read back from the tables the run wrote."""
+    from velocity_platform.defs.tables import WarehouseTables
+
     first, last = dates[0], dates[-1]
-    window = "business_date BETWEEN ? AND ?"
-    with duckdb.connect(settings.duckdb_path, read_only=True) as con:
+    with WarehouseTables(database=settings.duckdb_path).session(read_only=True) as tables:
 
         def count(table: str) -> int:
-            if not _exists(con, table):
-                return 0
-            return con.execute(f"SELECT count(*) FROM {_table(table)} WHERE {window}", [first, last]).fetchone()[0]
+            return tables.count(table, first, last)
 
         def classes(column: str) -> dict[str, int]:
             if column not in CLASS_COLUMNS:
                 raise ValueError(f"{column!r} is not a class column of sku_velocity ({', '.join(sorted(CLASS_COLUMNS))})")
-            if not _exists(con, "sku_velocity"):
+            if not tables.exists("sku_velocity"):
                 return {}
-            rows = con.execute(
-                f'SELECT "{column}", count(*) FROM warehouse.sku_velocity WHERE business_date = ? GROUP BY 1 ORDER BY 1',
-                [last],
-            ).fetchall()
+            rows = tables.read("sku_velocity", last, columns=[column]).group_by(column).len().sort(column, nulls_last=True)
             # a null XYZ class is a SKU without the weeks on sale to judge: shown apart, never as Z
-            return {UNCLASSIFIED if k is None else k: v for k, v in rows}
+            return {UNCLASSIFIED if k is None else k: v for k, v in rows.iter_rows()}
 
         raw, valid, dead = count("raw_transactions"), count("validated_transactions"), count("dead_letter_transactions")
-        acked = 0
-        if _exists(con, "wms_directive_acks"):
-            acked = con.execute(
-                f"SELECT count(*) FROM warehouse.wms_directive_acks WHERE {window} AND status = 'acked'", [first, last]
-            ).fetchone()[0]
+        acked = tables.count("wms_directive_acks", first, last, equal={"status": "acked"})
         abc = classes("abc_class")
         summary = {
             "partitions": [d.isoformat() for d in dates],
@@ -199,25 +188,8 @@ def summarize(dates: list[dt.date], outcomes: list[DayOutcome], erp_lines: int, 
     return summary
 
 
-# Identifiers that reach SQL text: tables only by a name of the warehouse's own shape (and then
-# only once information_schema has it), columns only from this list. Values are always parameters.
+# The class columns of sku_velocity the summary counts.
 CLASS_COLUMNS = frozenset({"abc_class", "xyz_class"})
-_TABLE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
-
-
-def _table(table: str) -> str:
-    if not _TABLE_NAME.match(table):
-        raise ValueError(f"{table!r} is not a warehouse table name (lower-case letters, digits and '_')")
-    return f'warehouse."{table}"'
-
-
-def _exists(con: duckdb.DuckDBPyConnection, table: str) -> bool:
-    _table(table)
-    return bool(
-        con.execute(
-            "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'warehouse' AND table_name = ?", [table]
-        ).fetchone()[0]
-    )
 
 
 def print_progress(outcome: DayOutcome, index: int, total: int) -> None:

@@ -2,15 +2,10 @@
 
 
 import functools
-import time
 from pathlib import Path
 from typing import TypeVar
 
 import dagster as dg
-import polars as pl
-from dagster._core.storage.db_io_manager import TableSlice
-from dagster_duckdb import DuckDBResource
-from dagster_duckdb_polars import DuckDBPolarsIOManager, DuckDBPolarsTypeHandler
 from pydantic import Field
 
 from velocity_platform.connectors.erp import ErpClient
@@ -19,6 +14,7 @@ from velocity_platform.connectors.http import RetryPolicy, UpstreamApiClient, Up
 from velocity_platform.connectors.state import OperationalStore
 from velocity_platform.connectors.webhook import AlertWebhook
 from velocity_platform.connectors.wms import WmsClient
+from velocity_platform.defs.tables import RUN_OUTPUTS, WarehouseTables, WarehouseTablesIOManager
 from velocity_platform.domain.labor import LaborModel
 from velocity_platform.settings import (
     ALERT_WEBHOOK_ENV,
@@ -32,127 +28,6 @@ from velocity_platform.settings import (
     SourceSettings,
     resource_field,
 )
-
-
-def _slice_key(table_slice: TableSlice) -> tuple:
-    dims = tuple((d.partition_expr, repr(d.partitions)) for d in table_slice.partition_dimensions or ())
-    return (table_slice.schema, table_slice.table, tuple(table_slice.columns or ()), dims)
-
-
-class _RunOutputs:
-    """Frames this process stored during the current run, by table slice.
-
-    The in-process executor runs every step of a run in one process, so the next step can take
-    the frame a step just stored instead of reading it back from DuckDB (a large day's raw and
-    validated lines cost a second or more each way, a backfill range's many more). Entries belong
-    to one run: a frame is only handed to a step of the run that stored it, and the first output
-    of another run clears them. A large frame has one reader, the next step, and is let go once
-    handed over, so holding it costs no memory the reading step would not hold anyway; small
-    ones stay for every reader, within a budget, the oldest dropped first.
-    """
-
-    LARGE_BYTES = 64e6
-
-    def __init__(self, budget_mb: float) -> None:
-        self.budget_bytes = budget_mb * 1e6
-        self.run_id: str | None = None
-        self.frames: dict[tuple, pl.DataFrame] = {}
-
-    def put(self, run_id: str, table_slice: TableSlice, frame: pl.DataFrame) -> None:
-        if run_id != self.run_id:
-            self.run_id, self.frames = run_id, {}
-        key = _slice_key(table_slice)
-        self.frames.pop(key, None)
-        self.frames[key] = frame
-        # The budget is for the small frames kept for several readers; a large one waits for its
-        # reader whatever else is stored meanwhile (raw lines, then the SKU master, then validation).
-        small = [k for k, f in self.frames.items() if f.estimated_size() < self.LARGE_BYTES]
-        while small and sum(self.frames[k].estimated_size() for k in small) > self.budget_bytes:
-            del self.frames[small.pop(0)]  # the oldest first: its readers have run
-
-    def get(self, run_id: str | None, table_slice: TableSlice) -> pl.DataFrame | None:
-        if not run_id or run_id != self.run_id:
-            return None
-        key = _slice_key(table_slice)
-        frame = self.frames.get(key)
-        if frame is not None and frame.estimated_size() >= self.LARGE_BYTES:
-            del self.frames[key]
-        return frame
-
-
-# Its budget is the settings' run_memo_mb, set when the resources are built (build_resources).
-RUN_OUTPUTS = _RunOutputs(Settings.model_fields["run_memo_mb"].default)
-
-
-def _run_id(context: dg.InputContext) -> str | None:
-    try:
-        return context.step_context.run_id
-    except dg.DagsterInvariantViolationError:  # an InputContext built outside a run
-        return None
-
-
-def table_columns(connection, schema: str, table: str) -> set[str]:
-    """The columns of a warehouse table; empty when the table does not exist yet."""
-    rows = connection.execute(
-        "SELECT column_name FROM information_schema.columns WHERE table_schema = ? AND table_name = ?",
-        [schema, table],
-    ).fetchall()
-    return {row[0] for row in rows}
-
-
-class _PolarsTablesHandler(DuckDBPolarsTypeHandler):
-    """DuckDB tables from polars frames, written for large days and for upgrades.
-
-    - An empty frame still creates its (empty) table: the stock handler skips it, and the first
-      reader downstream would fail on a missing table instead of reading zero rows.
-    - Rows are written by column name, and a column a newer version of an asset adds is added to
-      its existing table (null in the rows already there), so an upgrade never fails a write.
-    - Row groups are written in parallel, in any order, which halves the cost of storing a
-      large day and skips a checkpoint; no table's row order means anything (the raw lines carry
-      their arrival order in a column, arrival_seq).
-    - A frame stored earlier in the same run is handed to the next step without a DuckDB round
-      trip (`RUN_OUTPUTS`).
-    """
-
-    def handle_output(self, context, table_slice, obj: pl.DataFrame, connection):
-        table = f"{table_slice.schema}.{table_slice.table}"
-        frame = obj.to_arrow()  # noqa: F841  # referenced by name in the SQL below
-        started = time.perf_counter()
-        connection.execute(f"create schema if not exists {table_slice.schema}")
-        connection.execute("SET preserve_insertion_order = false")
-        columns = table_columns(connection, table_slice.schema, table_slice.table)
-        if not columns:
-            connection.execute(f"create table {table} as select * from frame")
-        else:
-            for name, column_type, *_ in connection.execute("DESCRIBE SELECT * FROM frame").fetchall():
-                if name not in columns:
-                    connection.execute(f'ALTER TABLE {table} ADD COLUMN "{name}" {column_type}')
-            if not obj.is_empty():
-                connection.execute(f"insert into {table} by name select * from frame")
-        context.add_output_metadata(
-            {
-                "row_count": obj.height,
-                "duckdb_write_s": round(time.perf_counter() - started, 3),
-                "dataframe_columns": dg.MetadataValue.table_schema(
-                    dg.TableSchema(columns=[dg.TableColumn(name=n, type=str(t)) for n, t in obj.schema.items()])
-                ),
-            }
-        )
-        RUN_OUTPUTS.put(context.run_id, table_slice, obj)
-
-    def load_input(self, context, table_slice, connection) -> pl.DataFrame:
-        stored = RUN_OUTPUTS.get(_run_id(context), table_slice)
-        if stored is not None:
-            return stored
-        return super().load_input(context, table_slice, connection)
-
-
-class WarehouseTablesIOManager(DuckDBPolarsIOManager):
-    """DuckDB tables for every asset (one writer at a time: see the duckdb pool)."""
-
-    @staticmethod
-    def type_handlers():
-        return [_PolarsTablesHandler()]
 
 
 UpstreamClientT = TypeVar("UpstreamClientT", bound=UpstreamApiClient)
@@ -259,8 +134,8 @@ def build_resources(settings: Settings) -> dict[str, object]:
     http = settings.http.model_dump()
     return {
         "io_manager": WarehouseTablesIOManager(database=settings.duckdb_path, schema="warehouse"),
-        # Direct reads of a table an asset is about to replace (the previous dead letters of a partition).
-        "warehouse_tables": DuckDBResource(database=settings.duckdb_path),
+        # The same tables for reads outside an input: windows summed in DuckDB, the dead-letter history, sensors.
+        "warehouse_tables": WarehouseTables(database=settings.duckdb_path),
         "erp": ErpResource(base_url=settings.erp_url, token=_token(settings, ERP_TOKEN_ENV), **http),
         "wms": WmsResource(
             base_url=settings.wms_url,

@@ -30,11 +30,11 @@ from zoneinfo import ZoneInfo
 
 import dagster as dg
 import polars as pl
-from dagster_duckdb import DuckDBResource
 
 from velocity_platform.connectors.erp_pages import parse_erp_page
 from velocity_platform.defs.ops.jobs import late_arrival_refresh, sku_master_refresh
 from velocity_platform.defs.resources import ErpResource, OperationsResource, WarehouseResource
+from velocity_platform.defs.tables import WarehouseTables
 from velocity_platform.domain.deltas import (
     SpikePolicy,
     candidate_keys,
@@ -224,7 +224,7 @@ def read_committed(
 
 
 def read_tables(
-    warehouse_tables: DuckDBResource,
+    warehouse_tables: WarehouseTables,
     candidates: pl.DataFrame,
     baseline_day: dt.date | None,
 ) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
@@ -232,23 +232,16 @@ def read_tables(
     held = pl.DataFrame(schema={"business_date": pl.Date, "txn_id": pl.String})
     master = pl.DataFrame(schema={"sku_id": pl.String, "case_qty": pl.Int32, "pallet_qty": pl.Int32})
     baseline = pl.DataFrame(schema={"sku_id": pl.String, "peak_day_units": pl.Float64, "days_sold": pl.Int64})
-    with warehouse_tables.get_connection() as con:
-        tables = {row[0] for row in con.execute(
-            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'warehouse'"
-        ).fetchall()}
-        if "raw_transactions" in tables and candidates.height:
-            con.register("candidates", candidates.to_arrow())
+    with warehouse_tables.session() as tables:
+        if candidates.height and tables.exists("raw_transactions"):
             first, last = candidates["business_date"].min(), candidates["business_date"].max()
-            held = con.execute(
-                """SELECT DISTINCT r.business_date, r.txn_id FROM warehouse.raw_transactions r
-                   JOIN candidates c ON r.business_date = c.business_date AND r.txn_id = c.txn_id
-                   WHERE r.business_date BETWEEN ? AND ?""",
-                [first, last],
-            ).pl()
-        if "sku_master" in tables:
-            master = con.execute("SELECT sku_id, case_qty, pallet_qty FROM warehouse.sku_master").pl()
-        if "daily_sku_demand" in tables and baseline_day is not None:
-            baseline = con.execute(spike_baseline_sql("warehouse.daily_sku_demand", baseline_day)).pl()
+            held = tables.read(
+                "raw_transactions", first, last, columns=["business_date", "txn_id"], matching=candidates.select("business_date", "txn_id")
+            ).unique()
+        if tables.exists("sku_master"):
+            master = tables.read("sku_master", columns=["sku_id", "case_qty", "pallet_qty"])
+        if baseline_day is not None and tables.exists("daily_sku_demand"):
+            baseline = tables.query("daily_sku_demand", lambda name: spike_baseline_sql(name, baseline_day))
     return held, master, baseline
 
 
@@ -284,7 +277,7 @@ def erp_delta_sensor(
     context: dg.SensorEvaluationContext,
     erp: ErpResource,
     warehouse: WarehouseResource,
-    warehouse_tables: DuckDBResource,
+    warehouse_tables: WarehouseTables,
     operations: OperationsResource,
 ) -> dg.SensorResult:
     started = time.perf_counter()
