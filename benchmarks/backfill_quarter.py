@@ -29,11 +29,11 @@ import tempfile
 import time
 from pathlib import Path
 
-import duckdb
 import httpx
+import polars as pl
 
 from benchmarks.deployment import PROJECT, LocalDeployment, free_port, wait_until
-from velocity_platform.defs.partitions import days_per_backfill_run
+from velocity_platform.settings import Settings
 
 START = dt.date(2026, 1, 1)
 # The demo's world, or the benchmark scenario M (20,000 SKUs, 300,000 lines a day).
@@ -92,21 +92,16 @@ def platform_env(work: Path, urls: dict[str, str]) -> dict[str, str]:
 
 def velocity_reads_its_window(duckdb_path: str, day: dt.date) -> dict:
     """The last day's units_90d against the daily demand of D-89..D, SKU by SKU."""
-    with duckdb.connect(duckdb_path, read_only=True) as con:
-        mismatched, compared = con.execute(
-            """
-            WITH window_sum AS (
-                SELECT sku_id, sum(units) AS units FROM warehouse.daily_sku_demand
-                WHERE business_date BETWEEN ? AND ? GROUP BY sku_id)
-            SELECT count(*) FILTER (WHERE abs(v.units_90d - coalesce(w.units, 0)) > 1e-6), count(*)
-            FROM warehouse.sku_velocity v LEFT JOIN window_sum w USING (sku_id)
-            WHERE v.business_date = ?""",
-            [day - dt.timedelta(days=89), day, day],
-        ).fetchone()
-        days = con.execute(
-            "SELECT count(DISTINCT business_date) FROM warehouse.daily_sku_demand WHERE business_date BETWEEN ? AND ?",
-            [day - dt.timedelta(days=89), day],
-        ).fetchone()[0]
+    from velocity_platform.defs.tables import WarehouseTables
+
+    first = day - dt.timedelta(days=89)
+    with WarehouseTables(database=duckdb_path).session(read_only=True) as tables:
+        window_sum = tables.read("daily_sku_demand", first, day, columns=["sku_id", "units"]).group_by("sku_id").agg(pl.col("units").sum())
+        velocity = tables.read("sku_velocity", day, columns=["sku_id", "units_90d"])
+        days = tables.dates_held("daily_sku_demand", first, day)
+    compared_frame = velocity.join(window_sum, on="sku_id", how="left").with_columns(pl.col("units").fill_null(0))
+    compared = compared_frame.height
+    mismatched = compared_frame.filter((pl.col("units_90d") - pl.col("units")).abs() > 1e-6).height
     return {"skus_compared": compared, "skus_mismatched": mismatched, "days_of_demand_in_window": days}
 
 
@@ -121,7 +116,8 @@ def through_the_ui(dates: list[dt.date], work: Path, urls: dict[str, str]) -> di
         deployment.start_daemon()
         with dg.DagsterInstance.get() as instance:
 
-            expected_runs = -(-len(dates) // days_per_backfill_run())  # the backfill policy's ranges
+            days_per_run = Settings.from_env().backfill_days_per_run  # the deployment's, from its environment
+            expected_runs = -(-len(dates) // days_per_run)  # the backfill policy's ranges
             reported: set[int] = set()
 
             def finished():
@@ -141,7 +137,7 @@ def through_the_ui(dates: list[dt.date], work: Path, urls: dict[str, str]) -> di
                 "path": "UI backfill (GraphQL launchPartitionBackfill, dagster-daemon)",
                 "partitions": len(dates),
                 "runs": len(runs),
-                "days_per_run": days_per_backfill_run(),
+                "days_per_run": days_per_run,
                 "wall_seconds": round(wall, 1),
                 "succeeded": sum(r.dagster_run.status == dg.DagsterRunStatus.SUCCESS for r in runs),
                 "in_date_order": [d for r in runs for d in run_dates(r.dagster_run.tags)] == dates,

@@ -37,7 +37,8 @@ import polars as pl
 from velocity_platform.connectors.erp_pages import raw_lines_from_pages, read_sku_page, sku_master_from_pages
 from velocity_platform.domain.contracts import DAILY_SKU_DEMAND_SCHEMA, OrderLineRecord, conform
 from velocity_platform.domain.history import daily_demand, to_sales_history
-from velocity_platform.domain.slotting import plan_directives
+from velocity_platform.domain.pick_rate import with_pick_rates
+from velocity_platform.domain.slotting import SlottingConfig, plan_directives, walk_costs_towards
 from velocity_platform.domain.taxonomy import classify_skus, classify_window_totals, demand_per_sku_sql
 from velocity_platform.domain.validation import validate_lines
 
@@ -134,7 +135,6 @@ def _wait_healthy(url: str, procs: list[subprocess.Popen], deadline_s: float = 6
 
 def prepare_history(scenario: Scenario, erp_url: str, work: Path) -> pl.DataFrame:
     """Write D-89..D-1 daily demand and D-1 velocity as the I/O manager would; report them."""
-    import duckdb
     from dagster import AssetKey, AssetMaterialization, DagsterInstance
 
     from velocity_platform.simulators.catalog import UOMS, build_catalog, generate_day
@@ -156,11 +156,11 @@ def prepare_history(scenario: Scenario, erp_url: str, work: Path) -> pl.DataFram
     yesterday = days[-1]
     velocity = classify_skus(history, master, yesterday, history_start=days[0])
 
-    with duckdb.connect(str(work / "velocity.duckdb")) as con:
-        con.execute("CREATE SCHEMA IF NOT EXISTS warehouse")
+    from velocity_platform.defs.tables import WarehouseTables
+
+    with WarehouseTables(database=str(work / "velocity.duckdb")).session() as tables:
         for table, frame in (("daily_sku_demand", history), ("sku_velocity", velocity)):
-            arrow = frame.to_arrow()  # noqa: F841  # referenced in SQL
-            con.execute(f"CREATE OR REPLACE TABLE warehouse.{table} AS SELECT * FROM arrow")
+            tables.replace(table, frame, None)
     with DagsterInstance.get() as instance:
         for day in days:
             instance.report_runless_asset_event(
@@ -271,26 +271,30 @@ def engine_floor(pages: list[tuple[str, bytes]], master: pl.DataFrame, work: Pat
     import duckdb
 
     raw = raw_lines_from_pages(pages, BUSINESS_DATE).lines
-    with duckdb.connect(str(work / "velocity.duckdb"), read_only=True) as con:
-        history = con.execute(
-            "SELECT * FROM warehouse.daily_sku_demand WHERE business_date < ?", [BUSINESS_DATE]
-        ).pl()
-        yesterday = con.execute(
-            "SELECT * FROM warehouse.sku_velocity WHERE business_date = ?", [BUSINESS_DATE - dt.timedelta(days=1)]
-        ).pl()
-        locations = con.execute("SELECT * FROM warehouse.wms_locations").pl()
+    from velocity_platform.defs.tables import WarehouseTables
+
+    with WarehouseTables(database=str(work / "velocity.duckdb")).session(read_only=True) as tables:
+        history = tables.read("daily_sku_demand", dt.date.min, BUSINESS_DATE - dt.timedelta(days=1))
+        locations = tables.read("wms_locations")
     seen = dt.datetime.now(dt.UTC)
     started = time.perf_counter()
     result = validate_lines(raw, master, seen)
     validation_s = time.perf_counter() - started
-    demand = daily_demand(to_sales_history(result.valid, master))
+    sales = to_sales_history(result.valid, master)
+    demand = daily_demand(sales)
     # The window sums as the platform does them, in DuckDB, here over the frames in memory.
     window = duckdb.connect()
     window.register("daily_sku_demand", pl.concat([history, demand]))
     totals = window.execute(demand_per_sku_sql("daily_sku_demand", BUSINESS_DATE)).pl()
-    velocity = classify_window_totals(totals, master, BUSINESS_DATE, history["business_date"].min())
+    velocity = with_pick_rates(
+        classify_window_totals(totals, master, BUSINESS_DATE, history["business_date"].min()),
+        pl.concat([history.select("business_date", "sku_id", "pick_lines"), demand.select("business_date", "sku_id", "pick_lines")]),
+        BUSINESS_DATE,
+    )
     assignment = locations.filter(pl.col("sku_id").is_not_null()).select("sku_id", "location_id")
-    plan_directives(BUSINESS_DATE, velocity, yesterday, locations, assignment, master)
+    orders = sales.filter(pl.col("txn_type") == "ORDER").select(pl.col("txn_id").alias("order_id"), "sku_id")
+    walk_costs = walk_costs_towards(orders, velocity, locations, SlottingConfig())
+    plan_directives(BUSINESS_DATE, velocity, locations, assignment, master, walk_costs=walk_costs)
     return validation_s, time.perf_counter() - started
 
 

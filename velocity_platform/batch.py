@@ -9,8 +9,6 @@ because a day's velocity reads the days before it and its moves start from the p
 from __future__ import annotations
 
 import datetime as dt
-import os
-import re
 import shutil
 import sys
 import time
@@ -18,10 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import duckdb
-
 from velocity_platform.domain.taxonomy import UNCLASSIFIED
-from velocity_platform.settings import LOCAL_STATE_DIR, Settings
+from velocity_platform.settings import Settings
 
 JOB_NAME = "nightly_slotting_batch"
 # The run's events all go to the instance (the UI shows them); the terminal gets one progress
@@ -29,20 +25,31 @@ JOB_NAME = "nightly_slotting_batch"
 QUIET_CONSOLE = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
-def ensure_dagster_home(template: Path | None = None) -> Path:
-    """DAGSTER_HOME from the environment, or a git-ignored one under the local state dir.
-
-    The repo's dagster.yaml is a template: it is copied in when the home has none, and the
-    repository root itself is never used as DAGSTER_HOME.
-    """
-    home = Path(os.environ.get("DAGSTER_HOME") or LOCAL_STATE_DIR / "dagster_home").resolve()
+def ensure_dagster_home(settings: Settings, template: Path | None = None) -> Path:
+    """The settings' Dagster home (DAGSTER_HOME, or a git-ignored one under the local state dir),
+    created, with the repo's dagster.yaml copied in when it has none: the repository root itself
+    is never used as DAGSTER_HOME."""
+    home = settings.dagster_home
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
     template = template or Path.cwd() / "dagster.yaml"
     if not config.exists() and template.exists():
         shutil.copyfile(template, config)
-    os.environ["DAGSTER_HOME"] = str(home)
     return home
+
+
+def _definitions(settings: Settings | None):
+    """The definitions these settings build; without settings, the code location's own (read from
+    the environment, as `dagster dev` reads them)."""
+    from velocity_platform.definitions import build_definitions, defs
+
+    return build_definitions(settings) if settings is not None else defs()
+
+
+def _instance(settings: Settings | None):
+    from dagster import DagsterInstance
+
+    return DagsterInstance.from_config(str(settings.dagster_home)) if settings is not None else DagsterInstance.get()
 
 
 def business_dates(start: dt.date, end: dt.date) -> list[dt.date]:
@@ -65,19 +72,17 @@ def run_range(
     dates: list[dt.date],
     progress: Callable[[DayOutcome, int, int], None] | None = None,
     resource_config: dict[str, dict] | None = None,
+    settings: Settings | None = None,
 ) -> list[DayOutcome]:
-    """Materialize every asset for each date, in order, on the instance at DAGSTER_HOME.
+    """Materialize every asset for each date, in order, on the settings' Dagster instance (without
+    settings: the environment's, DAGSTER_HOME).
 
     `resource_config` overrides resource fields for these runs, e.g. {"erp": {"timeout_s": 1.0}}.
     """
-    from dagster import DagsterInstance
-
-    from velocity_platform.definitions import defs
-
-    job = defs().resolve_job_def(JOB_NAME)
+    job = _definitions(settings).resolve_job_def(JOB_NAME)
     outcomes: list[DayOutcome] = []
     run_config = {**QUIET_CONSOLE, "resources": {k: {"config": v} for k, v in (resource_config or {}).items()}}
-    with DagsterInstance.get() as instance:
+    with _instance(settings) as instance:
         for index, day in enumerate(dates, start=1):
             started = time.perf_counter()
             result = job.execute_in_process(
@@ -91,21 +96,22 @@ def run_range(
 
 
 def run_together(
-    dates: list[dt.date], resource_config: dict[str, dict] | None = None, assets: list[str] | None = None
+    dates: list[dt.date],
+    resource_config: dict[str, dict] | None = None,
+    assets: list[str] | None = None,
+    settings: Settings | None = None,
 ) -> DayOutcome:
     """Materialize every asset (or only `assets`, with their checks) for consecutive dates in one
     run, as a backfill run does (see BACKFILL_POLICY); the outcome is dated with the last date
     and covers them all."""
-    from dagster import AssetKey, DagsterInstance
+    from dagster import AssetKey
 
-    from velocity_platform.definitions import defs
-
-    job = defs().resolve_job_def(JOB_NAME)
+    job = _definitions(settings).resolve_job_def(JOB_NAME)
     run_config = {**QUIET_CONSOLE, "resources": {k: {"config": v} for k, v in (resource_config or {}).items()}}
     tags = {RANGE_START_TAG: dates[0].isoformat(), RANGE_END_TAG: dates[-1].isoformat()}
     selection = [AssetKey(name) for name in assets] if assets else None
     started = time.perf_counter()
-    with DagsterInstance.get() as instance:
+    with _instance(settings) as instance:
         result = job.execute_in_process(
             instance=instance, tags=tags, raise_on_error=False, run_config=run_config, asset_selection=selection
         )
@@ -141,33 +147,25 @@ RANGE_END_TAG = "dagster/asset_partition_range_end"
 
 def summarize(dates: list[dt.date], outcomes: list[DayOutcome], erp_lines: int, settings: Settings) -> dict:
     """The KPI summary of a range, read back from the tables the run wrote."""
+    from velocity_platform.defs.tables import WarehouseTables
+
     first, last = dates[0], dates[-1]
-    window = "business_date BETWEEN ? AND ?"
-    with duckdb.connect(settings.duckdb_path, read_only=True) as con:
+    with WarehouseTables(database=settings.duckdb_path).session(read_only=True) as tables:
 
         def count(table: str) -> int:
-            if not _exists(con, table):
-                return 0
-            return con.execute(f"SELECT count(*) FROM {_table(table)} WHERE {window}", [first, last]).fetchone()[0]
+            return tables.count(table, first, last)
 
         def classes(column: str) -> dict[str, int]:
             if column not in CLASS_COLUMNS:
                 raise ValueError(f"{column!r} is not a class column of sku_velocity ({', '.join(sorted(CLASS_COLUMNS))})")
-            if not _exists(con, "sku_velocity"):
+            if not tables.exists("sku_velocity"):
                 return {}
-            rows = con.execute(
-                f'SELECT "{column}", count(*) FROM warehouse.sku_velocity WHERE business_date = ? GROUP BY 1 ORDER BY 1',
-                [last],
-            ).fetchall()
+            rows = tables.read("sku_velocity", last, columns=[column]).group_by(column).len().sort(column, nulls_last=True)
             # a null XYZ class is a SKU without the weeks on sale to judge: shown apart, never as Z
-            return {UNCLASSIFIED if k is None else k: v for k, v in rows}
+            return {UNCLASSIFIED if k is None else k: v for k, v in rows.iter_rows()}
 
         raw, valid, dead = count("raw_transactions"), count("validated_transactions"), count("dead_letter_transactions")
-        acked = 0
-        if _exists(con, "wms_directive_acks"):
-            acked = con.execute(
-                f"SELECT count(*) FROM warehouse.wms_directive_acks WHERE {window} AND status = 'acked'", [first, last]
-            ).fetchone()[0]
+        acked = tables.count("wms_directive_acks", first, last, equal={"status": "acked"})
         abc = classes("abc_class")
         summary = {
             "partitions": [d.isoformat() for d in dates],
@@ -190,25 +188,8 @@ def summarize(dates: list[dt.date], outcomes: list[DayOutcome], erp_lines: int, 
     return summary
 
 
-# Identifiers that reach SQL text: tables only by a name of the warehouse's own shape (and then
-# only once information_schema has it), columns only from this list. Values are always parameters.
+# The class columns of sku_velocity the summary counts.
 CLASS_COLUMNS = frozenset({"abc_class", "xyz_class"})
-_TABLE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
-
-
-def _table(table: str) -> str:
-    if not _TABLE_NAME.match(table):
-        raise ValueError(f"{table!r} is not a warehouse table name (lower-case letters, digits and '_')")
-    return f'warehouse."{table}"'
-
-
-def _exists(con: duckdb.DuckDBPyConnection, table: str) -> bool:
-    _table(table)
-    return bool(
-        con.execute(
-            "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'warehouse' AND table_name = ?", [table]
-        ).fetchone()[0]
-    )
 
 
 def print_progress(outcome: DayOutcome, index: int, total: int) -> None:

@@ -72,7 +72,7 @@ def _fault_config(args: argparse.Namespace, system: str) -> dict:
     return config
 
 
-def _erp_config(args: argparse.Namespace):
+def _erp_config(args: argparse.Namespace, settings):
     from velocity_platform.simulators.erp import ErpConfig
 
     return ErpConfig(
@@ -81,8 +81,8 @@ def _erp_config(args: argparse.Namespace):
         lines_per_day=args.lines_per_day,
         start=args.start,
         days=args.days,
-        timezone=os.environ.get("VELOCITY_WAREHOUSE_TZ", "Europe/London"),
-        token=os.environ.get("VELOCITY_ERP_TOKEN", DEV_ERP_TOKEN),
+        timezone=settings.timezone,
+        token=os.environ.get("VELOCITY_ERP_TOKEN") or DEV_ERP_TOKEN,
         **_fault_config(args, "erp"),
     )
 
@@ -95,7 +95,7 @@ def _wms_config(args: argparse.Namespace):
         skus=args.skus,
         start=args.start,
         days=args.days,
-        token=os.environ.get("VELOCITY_WMS_TOKEN", DEV_WMS_TOKEN),
+        token=os.environ.get("VELOCITY_WMS_TOKEN") or DEV_WMS_TOKEN,
         state_path=getattr(args, "wms_state", None),
         **_fault_config(args, "wms"),
     )
@@ -122,12 +122,24 @@ PROBE_TIMEOUT_S = 3.0
 
 
 def _settings():
-    from velocity_platform.settings import Settings
+    """The settings of the environment, read once per command; the command's flags then change them
+    (`Settings.replace`), and the runs get them from here, never through the environment."""
+    from velocity_platform.settings import Settings, SettingsError
 
     try:
         return Settings.from_env()
-    except ValueError as exc:
+    except SettingsError as exc:
         raise ConfigurationError(f"a VELOCITY_* setting is not valid ({exc}); fix or unset it") from None
+
+
+def _changed(settings, **changes):
+    """The settings with a command's flags in them; a flag's impossible value is one line."""
+    from velocity_platform.settings import SettingsError
+
+    try:
+        return settings.replace(**changes)
+    except SettingsError as exc:
+        raise ConfigurationError(str(exc)) from None
 
 
 def _dagster_yaml_template() -> Path:
@@ -159,10 +171,7 @@ def _check_state_writable(settings) -> None:
     """Dagster's home, the DuckDB file's and the store's directories exist and take a file."""
     import tempfile
 
-    from velocity_platform.settings import LOCAL_STATE_DIR
-
-    home = Path(os.environ.get("DAGSTER_HOME") or LOCAL_STATE_DIR / "dagster_home")
-    directories = {home: "DAGSTER_HOME", Path(settings.duckdb_path).parent: "VELOCITY_DUCKDB_PATH"}
+    directories = {settings.dagster_home: "DAGSTER_HOME", Path(settings.duckdb_path).parent: "VELOCITY_DUCKDB_PATH"}
     store = _sqlite_file(settings.store_url)
     if store:
         directories.setdefault(store.parent, "VELOCITY_STORE_URL")
@@ -257,7 +266,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
     try:
         if args.system == "erp":
-            app, port = create_erp_app(_erp_config(args)), args.port or 8710
+            app, port = create_erp_app(_erp_config(args, _settings())), args.port or 8710
         else:
             app, port = create_wms_app(_wms_config(args)), args.port or 8720
     except ValueError as exc:  # an impossible rate or clock: say which, without a traceback
@@ -310,28 +319,25 @@ def _check_port_free(host: str, port: int) -> None:
         ) from None
 
 
-def _erp_lines_for(dates: list[dt.date]) -> int:
+def _erp_lines_for(dates: list[dt.date], settings) -> int:
     from velocity_platform.connectors.erp import ErpClient
-    from velocity_platform.settings import Settings
+    from velocity_platform.settings import ERP_TOKEN_ENV
 
-    settings = Settings.from_env()
-    with ErpClient(settings.erp_url, os.environ.get("VELOCITY_ERP_TOKEN")) as client:
+    with ErpClient(settings.erp_url, settings.token(ERP_TOKEN_ENV) or os.environ.get(ERP_TOKEN_ENV)) as client:
         return sum(client.count_lines(day) for day in dates)
 
 
-def _run_and_report(dates: list[dt.date], summary_path: Path | None, source_lines: int | None = None) -> dict:
+def _run_and_report(dates: list[dt.date], summary_path: Path | None, settings, source_lines: int | None = None) -> dict:
     from velocity_platform.batch import ensure_dagster_home, format_summary, print_progress, run_range, summarize
-    from velocity_platform.settings import Settings
 
-    home = ensure_dagster_home(_dagster_yaml_template())
-    settings = Settings.from_env()
+    home = ensure_dagster_home(settings, _dagster_yaml_template())
     Path(settings.duckdb_path).parent.mkdir(parents=True, exist_ok=True)
     print(
         f"Materializing {len(dates)} business date(s) {dates[0]} .. {dates[-1]} on the instance at {home}",
         file=sys.stderr,
     )
-    outcomes = run_range(dates, progress=print_progress)
-    summary = summarize(dates, outcomes, _erp_lines_for(dates) if source_lines is None else source_lines, settings)
+    outcomes = run_range(dates, progress=print_progress, settings=settings)
+    summary = summarize(dates, outcomes, _erp_lines_for(dates, settings) if source_lines is None else source_lines, settings)
     print(format_summary(summary))
     if summary_path:
         summary_path.parent.mkdir(parents=True, exist_ok=True)
@@ -345,35 +351,32 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     if args.source == "file":
         return _run_file_source(args)
-    if args.erp_url:
-        os.environ["VELOCITY_ERP_URL"] = args.erp_url
-    if args.wms_url:
-        os.environ["VELOCITY_WMS_URL"] = args.wms_url
     # Everything a run needs is checked before Dagster starts, so a mistake is one line, not a
     # failed run: the dates, the state directory, the tokens, then the upstreams themselves.
     settings = _settings()
+    flags = {"erp_url": args.erp_url, "wms_url": args.wms_url}
+    settings = _changed(settings, **{name: value for name, value in flags.items() if value})
     _check_dates(args.date_from, args.date_to, settings)
     _check_state_writable(settings)
     _check_tokens(["ERP", "WMS"])
     _check_reachable("ERP", settings.erp_url, args.date_from)
     _check_reachable("WMS", settings.wms_url, args.date_from)
-    summary = _run_and_report(business_dates(args.date_from, args.date_to), args.summary)
+    summary = _run_and_report(business_dates(args.date_from, args.date_to), args.summary, settings)
     return 0 if summary["partitions_succeeded"] == len(summary["partitions"]) else 1
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from velocity_platform.batch import business_dates
-    from velocity_platform.settings import Settings
     from velocity_platform.simulators.erp import create_erp_app
     from velocity_platform.simulators.serve import BackgroundServer
     from velocity_platform.simulators.wms import create_wms_app
 
-    # The demo starts its own simulators, so it uses their development tokens.
-    os.environ.setdefault("VELOCITY_ERP_TOKEN", DEV_ERP_TOKEN)
-    os.environ.setdefault("VELOCITY_WMS_TOKEN", DEV_WMS_TOKEN)
     if args.days < 1 or args.history_days < 0:
         raise ConfigurationError(f"--days must be 1 or more and --history-days 0 or more (got {args.days}, {args.history_days})")
-    settings = Settings.from_env()
+    settings = _settings()
+    # The demo starts its own simulators, so a token variable that is not set is their development token.
+    unset = {variable: token for _, _, variable, token in UPSTREAMS.values() if not os.environ.get(variable, "").strip()}
+    settings = settings.with_stand_in_tokens(**unset)
     _check_state_writable(settings)
     # A demo starts from a clean warehouse: the tables, the outbox and the WMS's own state.
     args.wms_state = str(Path(settings.duckdb_path).parent / "wms_state.jsonl")
@@ -386,13 +389,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     # The history a velocity window reads (90 days), built before the nights are run one by one.
     history = business_dates(nights[0] - dt.timedelta(days=args.history_days), nights[0] - dt.timedelta(days=1)) if args.history_days else []
     args.start, args.days = None, max(120, len(nights) + len(history) + 1)
-    with BackgroundServer(create_erp_app(_erp_config(args))) as erp, BackgroundServer(
+    with BackgroundServer(create_erp_app(_erp_config(args, settings))) as erp, BackgroundServer(
         create_wms_app(_wms_config(args))
     ) as wms:
-        os.environ["VELOCITY_ERP_URL"], os.environ["VELOCITY_WMS_URL"] = erp.url, wms.url
+        settings = _changed(settings, erp_url=erp.url, wms_url=wms.url)
         print(f"ERP simulator at {erp.url}, WMS simulator at {wms.url}", file=sys.stderr)
-        history_ok = _build_history(history) if history else True
-        summary = _run_and_report(nights, args.summary)
+        history_ok = _build_history(history, settings) if history else True
+        summary = _run_and_report(nights, args.summary, settings)
     print(
         f"\nDemo finished in {time.perf_counter() - started:.0f}s. To explore the same data in the Dagster UI:\n"
         "  make dev     # then open http://127.0.0.1:3000 (Assets, partitions, checks, backfills)",
@@ -403,20 +406,20 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
-def _build_history(dates: list[dt.date]) -> bool:
+def _build_history(dates: list[dt.date], settings) -> bool:
     """The days before the nights, in one run over the range (as a UI backfill runs a range), up
     to daily_sku_demand: what the nights' 30/60/90-day windows and 12 XYZ weeks read. One run,
     not one per day; the nights then classify and slot on full windows."""
     from velocity_platform.batch import DEMAND_ASSETS, ensure_dagster_home, run_together
 
-    home = ensure_dagster_home(_dagster_yaml_template())
+    home = ensure_dagster_home(settings, _dagster_yaml_template())
     print(
         f"Building {len(dates)} days of history {dates[0]} .. {dates[-1]} (ERP pull to daily_sku_demand) "
         f"in one run on the instance at {home}",
         file=sys.stderr,
         flush=True,
     )
-    outcome = run_together(dates, assets=DEMAND_ASSETS)
+    outcome = run_together(dates, assets=DEMAND_ASSETS, settings=settings)
     mark = "ok " if outcome.success and not outcome.checks_failed else "FAIL"
     line = f"[history] {dates[0]} .. {dates[-1]}  {mark}  {outcome.seconds:5.1f}s  checks {outcome.checks_passed} passed"
     if outcome.checks_failed:
@@ -430,15 +433,14 @@ def _build_history(dates: list[dt.date]) -> bool:
 def _run_file_source(args: argparse.Namespace) -> int:
     """`run --source file`: the same graph, with raw_transactions and sku_master read from an export.
 
-    The partitions definition is built when the definitions are imported, from
-    VELOCITY_FIRST_PARTITION_DATE; a file's history can lie years before the configured first
-    date, so the first date is moved back to --from before anything imports the definitions.
+    A file's history can lie years before the configured first date
+    (VELOCITY_FIRST_PARTITION_DATE), so the run's settings move it back to --from.
     Without --wms-url a WMS simulator serves the export's SKUs on loopback (40 x 50 x 1 unless
     told otherwise), keeping its moves in a journal beside the DuckDB file across runs.
     """
     from velocity_platform.batch import business_dates
     from velocity_platform.connectors.files import FileSourceError, preset, read_export
-    from velocity_platform.settings import Settings
+    from velocity_platform.settings import ERP_TOKEN_ENV, WMS_TOKEN_ENV
     from velocity_platform.simulators.serve import BackgroundServer
     from velocity_platform.simulators.wms import WmsConfig, create_wms_app
 
@@ -446,7 +448,7 @@ def _run_file_source(args: argparse.Namespace) -> int:
     _check_dates(args.date_from, args.date_to, settings, partitioned_from_settings=False)
     _check_state_writable(settings)
     if args.wms_url:
-        os.environ["VELOCITY_WMS_URL"] = args.wms_url
+        settings = _changed(settings, wms_url=args.wms_url)
         _check_tokens(["WMS"])
         _check_reachable("WMS", args.wms_url, args.date_from)
     try:
@@ -461,27 +463,24 @@ def _run_file_source(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    os.environ.update(
-        {
-            "VELOCITY_SOURCE": "file",
-            "VELOCITY_FILE_PATH": str(export.path),
-            "VELOCITY_FILE_PRESET": args.preset,
-        }
-    )
+    source = {"source": "file", "file_path": str(export.path), "file_preset": args.preset}
     if args.default_cube is not None:
-        os.environ["VELOCITY_DEFAULT_UNIT_CUBE_FT3"] = str(args.default_cube)
+        source["default_unit_cube_ft3"] = args.default_cube
+    changes = {"order_source": _changed(settings.order_source, **source)}
     if args.routing:
-        os.environ["VELOCITY_ROUTING"] = args.routing
+        changes["slotting"] = _changed(settings.slotting, routing=args.routing)
     if args.date_from < settings.first_partition_date:
-        os.environ["VELOCITY_FIRST_PARTITION_DATE"] = args.date_from.isoformat()
+        changes["first_partition_date"] = args.date_from
         print(f"First partition date set to {args.date_from} for this run (configured: {settings.first_partition_date})", file=sys.stderr)
+    settings = _changed(settings, **changes)
     # The ERP resource is still configured (only its token is read); nothing calls the ERP.
-    os.environ.setdefault("VELOCITY_ERP_TOKEN", "unused-with-a-file-source")
+    if not os.environ.get(ERP_TOKEN_ENV, "").strip():
+        settings = settings.with_stand_in_tokens(**{ERP_TOKEN_ENV: "unused-with-a-file-source"})
     dates = business_dates(args.date_from, args.date_to)
     raw_lines = sum(export.line_counts(day)["raw_lines"] for day in dates)
 
-    def run() -> dict:
-        summary = _run_and_report(dates, args.summary, source_lines=raw_lines)
+    def run(settings) -> dict:
+        summary = _run_and_report(dates, args.summary, settings, source_lines=raw_lines)
         file_lines = sum(export.line_counts(day)["file_lines"] for day in dates)
         excluded = {}
         for day in dates:
@@ -495,10 +494,10 @@ def _run_file_source(args: argparse.Namespace) -> int:
         return summary
 
     if args.wms_url:
-        summary = run()
+        summary = run(settings)
     else:
         # The run starts its own WMS simulator, so it uses the simulator's development token.
-        os.environ["VELOCITY_WMS_TOKEN"] = DEV_WMS_TOKEN
+        settings = settings.with_stand_in_tokens(**{WMS_TOKEN_ENV: DEV_WMS_TOKEN})
         master = export.sku_master()
         catalog = list(zip(master["sku_id"].to_list(), [d.isoformat() for d in master["introduced_on"]], strict=True))
         Path(settings.duckdb_path).parent.mkdir(parents=True, exist_ok=True)
@@ -508,14 +507,13 @@ def _run_file_source(args: argparse.Namespace) -> int:
             aisles=args.aisles,
             bays_per_side=args.bays,
             levels=args.levels,
-            token=os.environ["VELOCITY_WMS_TOKEN"],
+            token=DEV_WMS_TOKEN,
             state_path=str(Path(settings.duckdb_path).parent / "wms_file_state.jsonl"),
             sku_catalog=catalog,
         )
         with BackgroundServer(create_wms_app(wms)) as server:
-            os.environ["VELOCITY_WMS_URL"] = server.url
             print(f"WMS simulator for {len(catalog):,} SKUs at {server.url}", file=sys.stderr)
-            summary = run()
+            summary = run(_changed(settings, wms_url=server.url))
     return 0 if summary["partitions_succeeded"] == len(summary["partitions"]) else 1
 
 
@@ -544,8 +542,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     try:  # --source file is the only source evaluate replays: history comes from an export
         mapping = preset(args.preset, args.default_cube)
-        export = read_export(args.path, mapping, warehouse_tz=os.environ.get("VELOCITY_WAREHOUSE_TZ") or None)
-        settings = EvaluationSettings(
+        settings = _settings()
+        # The warehouse's zone when one is configured, else the export's own (the preset's).
+        zone = settings.timezone if "timezone" in settings.model_fields_set else None
+        export = read_export(args.path, mapping, warehouse_tz=zone)
+        replay = EvaluationSettings(
             first=args.date_from,
             last=args.date_to,
             layout=Layout(args.aisles, args.bays, args.levels),
@@ -563,7 +564,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             f"moves/day {'unlimited' if args.moves_per_day is None else args.moves_per_day}",
             file=sys.stderr,
         )
-        result = evaluate(export, settings)
+        result = evaluate(export, replay)
     except (FileSourceError, ValueError) as exc:
         print(f"velocity-platform evaluate: {exc}", file=sys.stderr)
         return 2
@@ -616,9 +617,12 @@ def _positive(kind: type):
 
 
 def _add_labor_options(parser: argparse.ArgumentParser) -> None:
-    from velocity_platform.settings import labor_from_env
+    from velocity_platform.settings import SlottingSettings, SettingsError
 
-    labor = labor_from_env()  # defaults: the environment's, else the labor model's own
+    try:  # defaults: the environment's, else the labor model's own
+        labor = SlottingSettings.from_env().labor
+    except SettingsError as exc:
+        raise SystemExit(f"velocity-platform: a VELOCITY_* setting is not valid ({exc}); fix or unset it") from None
     group = parser.add_argument_group("labor model (docs/slotting.md)")
     group.add_argument("--walk-speed", type=_positive(float), default=labor.walk_speed_m_s, help=f"picker walking speed, m/s (default {labor.walk_speed_m_s:g}; VELOCITY_WALK_SPEED_M_S)")
     group.add_argument("--move-minutes", type=_positive(float), default=labor.move_minutes, help=f"labor of one relocation, minutes (default {labor.move_minutes:g}; VELOCITY_MOVE_MINUTES)")

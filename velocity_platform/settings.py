@@ -1,63 +1,36 @@
-"""Configuration from the environment, with defaults that work on a fresh checkout.
+"""Every setting once: its name, its environment variable, its default and its meaning.
 
-Every knob is an environment variable so the same code runs under `make demo`, `dagster dev`,
-the production daemon and CI. Secrets (the bearer tokens) are read by the Dagster resources
-through `dg.EnvVar` at run time; they are never held here.
+One `Settings` object holds them, read from the environment once: by `definitions.py` when the
+Dagster code location is built (`dg check defs`, `dagster dev`, the code server), or by a
+command of the command line, which then changes it with its flags (`Settings.replace`) and hands
+it to the definitions builder; nothing writes the environment to pass a value on.
+
+A group of settings is one small declaration: a `SettingsGroup` subclass whose fields are the
+settings (default and one-line meaning in `Field`), the environment variable being VELOCITY_ and
+the field's name in capitals unless `env(...)` names another. The README's configuration table is
+`configuration_table()` (velocity_platform_tests/test_settings.py holds the two equal).
+
+Secrets (the bearer tokens, the alert webhook's URL) are never held here: the resources read them
+through `dg.EnvVar` at run time. They are declared in SECRETS, for the table and for the resources.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import os
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, ClassVar, Literal
 
-# Where local state lives when nothing else is configured: beside the working directory, git-ignored.
-LOCAL_STATE_DIR = Path(os.environ.get("VELOCITY_STATE_DIR", ".velocity")).resolve()
+from pydantic import AliasChoices, Field, PrivateAttr, ValidationError, field_validator, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
-ENV_DOCS = {
-    "VELOCITY_ERP_URL": "Base URL of the ERP API",
-    "VELOCITY_ERP_TOKEN": "Bearer token for the ERP (secret)",
-    "VELOCITY_WMS_URL": "Base URL of the WMS API",
-    "VELOCITY_WMS_TOKEN": "Bearer token for the WMS (secret)",
-    "VELOCITY_DUCKDB_PATH": "DuckDB file holding the asset tables",
-    "VELOCITY_STORE_URL": "SQLAlchemy URL of the operational store (watermarks, WMS outbox, push log)",
-    "VELOCITY_WAREHOUSE_TZ": "IANA time zone of the warehouse; business dates are days in this zone",
-    "VELOCITY_FIRST_PARTITION_DATE": "First business date of the daily partitions",
-    "VELOCITY_MOVE_BUDGET": "Maximum slotting moves per day",
-    "VELOCITY_WMS_PUSH_BATCH_SIZE": "Directives per request to the WMS's batch endpoint (default 100, at most 500)",
-}
+from velocity_platform.domain.labor import LaborModel
 
+PREFIX = "VELOCITY_"
 
-def _env(name: str, default: str) -> str:
-    value = os.environ.get(name, "").strip()
-    return value or default
-
-
-@dataclass(frozen=True)
-class Settings:
-    erp_url: str
-    wms_url: str
-    duckdb_path: str
-    store_url: str
-    timezone: str
-    first_partition_date: dt.date
-    move_budget: int
-
-    @classmethod
-    def from_env(cls) -> Settings:
-        return cls(
-            erp_url=_env("VELOCITY_ERP_URL", "http://127.0.0.1:8710"),
-            wms_url=_env("VELOCITY_WMS_URL", "http://127.0.0.1:8720"),
-            duckdb_path=_env("VELOCITY_DUCKDB_PATH", str(LOCAL_STATE_DIR / "velocity.duckdb")),
-            store_url=_env("VELOCITY_STORE_URL", f"sqlite:///{LOCAL_STATE_DIR / 'operational.sqlite'}"),
-            timezone=_env("VELOCITY_WAREHOUSE_TZ", "Europe/London"),
-            first_partition_date=dt.date.fromisoformat(_env("VELOCITY_FIRST_PARTITION_DATE", "2025-01-01")),
-            move_budget=int(_env("VELOCITY_MOVE_BUDGET", "200")),
-        )
-
-
-# --- the velocity taxonomy -----------------------------------------------------------------------
+# The nightly batch starts at this local hour for the business date that just ended (not a setting:
+# the schedule, the freshness policy and the batch-window check agree on it).
+NIGHTLY_START_HOUR = 2
 
 # XYZ judges a SKU's predictability by the CV of its weekly demand over the weeks it could have
 # sold in (docs/architecture.md). Below this many weeks the SKU is "not yet classified". Eight
@@ -68,198 +41,404 @@ class Settings:
 # velocity_platform_tests/evaluation/test_signals_on_real_history.py measures it again.
 XYZ_MIN_WEEKS = 8
 
-ENV_DOCS["VELOCITY_XYZ_MIN_WEEKS"] = "Whole weeks on sale a SKU needs before it gets an XYZ class (default 8)"
+# Read by the resources through dg.EnvVar, never held by Settings: variable -> meaning.
+SECRETS = {
+    "VELOCITY_ERP_TOKEN": "ERP bearer token, a secret: read through `dg.EnvVar` (`erp-dev-token` under make)",
+    "VELOCITY_WMS_TOKEN": "WMS bearer token, a secret: read through `dg.EnvVar` (`wms-dev-token` under make)",
+    "VELOCITY_ALERT_WEBHOOK_URL": "where failed gates and failed runs are posted as JSON; a secret (it may embed a "
+    "token): read through `dg.EnvVar`",
+}
+ERP_TOKEN_ENV, WMS_TOKEN_ENV, ALERT_WEBHOOK_ENV = SECRETS
 
 
-def xyz_min_weeks_from_env() -> int:
-    return int(_env("VELOCITY_XYZ_MIN_WEEKS", str(XYZ_MIN_WEEKS)))
+class SettingsError(ValueError):
+    """A setting the environment (or a flag) gives a value it cannot take: one line, naming the variable."""
 
 
-# --- operating the platform: gates, signals, sensors, alerts -----------------------------------
+def env(variable: str) -> AliasChoices:
+    """The environment variable of a setting whose name differs from its field's.
 
-ENV_DOCS.update(
-    {
-        "VELOCITY_INGESTION_SUCCESS_MIN": "Gate: share of the ERP's lines for a date that must arrive as readable lines",
-        "VELOCITY_PARETO_TOLERANCE": "Signal: how far a class's share of SKUs may sit from the 20/30/50 Pareto shape",
-        "VELOCITY_PARETO_SHIFT_MAX": "Signal: how far a class's share of SKUs may move from one day to the next",
-        "VELOCITY_DAY_ON_DAY_FACTOR": "Signal: a SKU's 30-day velocity changing by more than this factor in a day "
-        "counts as changed; the signal fires when more SKUs change than on a usual day",
-        "VELOCITY_BATCH_WINDOW_HOURS": "Signal: hours after the 02:00 start by which the nightly batch must land",
-        "VELOCITY_RETRY_FIRST_DELAY_SECONDS": "Nightly run: wait before retrying a step the ERP outage failed (then doubled)",
-        "VELOCITY_RETRY_MAX_DELAY_SECONDS": "Nightly run: longest wait between two retries of a step inside the batch window",
-        "VELOCITY_SPIKE_MULTIPLE": "Sensor: units since the last tick above this multiple of the SKU's peak day of 90",
-        "VELOCITY_SPIKE_MIN_UNITS": "Sensor: fewer units than this are never a spike",
-        "VELOCITY_SPIKE_MIN_DAYS_SOLD": "Sensor: SKUs sold on fewer of the last 90 days have no range yet, never spike",
-        "VELOCITY_DELTA_MAX_RECORDS": "Sensor: ERP records read per tick at most; the rest waits for the next tick",
-        "VELOCITY_ALERT_WEBHOOK_URL": "Where failed gates and failed runs are posted as JSON (secret: may embed a token)",
-        "VELOCITY_UI_BASE_URL": "Base URL of the Dagster UI, for the run links in alerts",
-    }
-)
+    The field's own name stays usable in code (`Settings(timezone=...)`); only the variable is read
+    from the environment."""
+    return AliasChoices(variable)
 
 
-@dataclass(frozen=True)
-class OperationsSettings:
-    """Thresholds of the gates and signals, and what the sensors need; all from the environment."""
+class SettingsGroup(BaseSettings):
+    """A group of settings read from the environment: VELOCITY_<FIELD> unless `env()` says otherwise;
+    an empty variable counts as unset."""
 
-    ingestion_success_min: float
-    pareto_tolerance: float
-    pareto_shift_max: float
-    day_on_day_factor: float
-    batch_window_hours: float
-    retry_first_delay_s: float
-    retry_max_delay_s: float
-    spike_multiple: float
-    spike_min_units: float
-    spike_min_days_sold: int
-    delta_max_records: int
-    ui_base_url: str
-
-    @classmethod
-    def from_env(cls) -> OperationsSettings:
-        return cls(
-            ingestion_success_min=float(_env("VELOCITY_INGESTION_SUCCESS_MIN", "0.9995")),
-            pareto_tolerance=float(_env("VELOCITY_PARETO_TOLERANCE", "0.20")),
-            # On the Online Retail history class shares move at most 1.1 points on a normal day;
-            # 4.5 and 3.1 the days its one 74,215-unit line entered and left the 30-day window.
-            pareto_shift_max=float(_env("VELOCITY_PARETO_SHIFT_MAX", "0.025")),
-            day_on_day_factor=float(_env("VELOCITY_DAY_ON_DAY_FACTOR", "3.0")),
-            batch_window_hours=float(_env("VELOCITY_BATCH_WINDOW_HOURS", "4")),
-            retry_first_delay_s=float(_env("VELOCITY_RETRY_FIRST_DELAY_SECONDS", "60")),
-            retry_max_delay_s=float(_env("VELOCITY_RETRY_MAX_DELAY_SECONDS", "900")),
-            spike_multiple=float(_env("VELOCITY_SPIKE_MULTIPLE", "30")),
-            spike_min_units=float(_env("VELOCITY_SPIKE_MIN_UNITS", "500")),
-            spike_min_days_sold=int(_env("VELOCITY_SPIKE_MIN_DAYS_SOLD", "5")),
-            delta_max_records=int(_env("VELOCITY_DELTA_MAX_RECORDS", "200000")),
-            ui_base_url=_env("VELOCITY_UI_BASE_URL", "http://127.0.0.1:3000").rstrip("/"),
-        )
-
-
-# The nightly batch starts at this local hour for the business date that just ended.
-NIGHTLY_START_HOUR = 2
-
-
-# --- where order lines come from, and how slotting prices a location ---------------------------
-
-ENV_DOCS.update(
-    {
-        "VELOCITY_SOURCE": "Where order lines come from: erp (the HTTP API) or file (a file-drop export)",
-        "VELOCITY_FILE_PATH": "The export read when VELOCITY_SOURCE=file (CSV or Parquet, plain or .gz)",
-        "VELOCITY_FILE_PRESET": "Column mapping of the export: online-retail or erp-lines",
-        "VELOCITY_DEFAULT_UNIT_CUBE_FT3": "Unit cube given to SKUs whose source has none (flagged cube_is_default)",
-        "VELOCITY_ROUTING": "Pick routing slotting prices locations under: s-shape, return or largest-gap",
-    }
-)
-
-
-@dataclass(frozen=True)
-class SourceSettings:
-    source: str  # "erp" | "file"
-    file_path: str | None
-    file_preset: str
-    default_unit_cube_ft3: float
-    routing: str
-
-    @classmethod
-    def from_env(cls) -> SourceSettings:
-        source = _env("VELOCITY_SOURCE", "erp").lower()
-        if source not in ("erp", "file"):
-            raise ValueError(f"VELOCITY_SOURCE={source!r}: use erp or file")
-        path = _env("VELOCITY_FILE_PATH", "") or None
-        if source == "file" and not path:
-            raise ValueError("VELOCITY_SOURCE=file needs VELOCITY_FILE_PATH (the export to read)")
-        return cls(
-            source=source,
-            file_path=path,
-            file_preset=_env("VELOCITY_FILE_PRESET", "online-retail"),
-            default_unit_cube_ft3=float(_env("VELOCITY_DEFAULT_UNIT_CUBE_FT3", "0.1")),
-            routing=_env("VELOCITY_ROUTING", "s-shape"),
-        )
-
-
-# --- slotting economics: what a relocation costs and how long a move may take to pay back ------
-
-ENV_DOCS.update(
-    {
-        "VELOCITY_WALK_SPEED_M_S": "Picker walking speed in m/s (prices travel saved in hours)",
-        "VELOCITY_MOVE_MINUTES": "Labor of one relocation, in minutes (a new SKU's first slot costs none)",
-        "VELOCITY_PAYBACK_HORIZON_DAYS": "Days of expected saving a relocation may count on to repay its labor",
-    }
-)
-
-
-def labor_from_env():
-    """The labor model with the environment's overrides; the defaults live in LaborModel."""
-    from velocity_platform.domain.labor import LaborModel
-
-    defaults = LaborModel()
-    return LaborModel(
-        walk_speed_m_s=float(_env("VELOCITY_WALK_SPEED_M_S", str(defaults.walk_speed_m_s))),
-        move_minutes=float(_env("VELOCITY_MOVE_MINUTES", str(defaults.move_minutes))),
-        payback_horizon_days=float(_env("VELOCITY_PAYBACK_HORIZON_DAYS", str(defaults.payback_horizon_days))),
+    model_config = SettingsConfigDict(
+        env_prefix=PREFIX, env_ignore_empty=True, extra="ignore", frozen=True, populate_by_name=True
     )
+    # Shown in the README table's default column where the default is worked out, not a value.
+    shown_defaults: ClassVar[dict[str, str]] = {}
+
+    @classmethod
+    def from_env(cls, **overrides: Any):
+        """The group from the environment, `overrides` winning; a bad value is a SettingsError."""
+        try:
+            return cls(**overrides)
+        except ValidationError as exc:
+            raise SettingsError(_one_line(cls, exc)) from None
+
+    def replace(self, **changes: Any):
+        """A copy with `changes` (validated as the environment's values are)."""
+        try:  # model_validate reads no environment: every value is given
+            return type(self).model_validate({**dict(self), **changes})
+        except ValidationError as exc:
+            raise SettingsError(_one_line(type(self), exc)) from None
+
+    @classmethod
+    def variable(cls, name: str) -> str:
+        alias = cls.model_fields[name].validation_alias
+        return alias.choices[0] if isinstance(alias, AliasChoices) else f"{cls.model_config['env_prefix']}{name.upper()}"
+
+    @classmethod
+    def settings(cls) -> dict[str, FieldInfo]:
+        """The settings of this group (the nested groups aside)."""
+        return {
+            name: info
+            for name, info in cls.model_fields.items()
+            if not (isinstance(info.annotation, type) and issubclass(info.annotation, SettingsGroup))
+        }
+
+
+def _one_line(group: type[SettingsGroup], exc: ValidationError) -> str:
+    problems = []
+    for error in exc.errors():
+        name = str(error["loc"][0]) if error["loc"] else ""
+        field = next((f for f in group.model_fields if name in (f, group.variable(f))), None)
+        variable = group.variable(field) if field else name
+        message = error["msg"].removeprefix("Value error, ")
+        problems.append(f"{variable}={error['input']!r}: {message}" if variable and "input" in error else message)
+    return "; ".join(problems)
+
+
+def resource_field(group: type[SettingsGroup], name: str) -> Any:
+    """A resource field with the setting's default and meaning: a resource configured in the UI
+    shows the same default and description, declared once, here."""
+    info = group.model_fields[name]
+    return Field(default=info.default, description=info.description)
+
+
+# --- the groups -----------------------------------------------------------------------------------
+
+
+class OperationsSettings(SettingsGroup):
+    """Thresholds of the gates and signals, the nightly retries, and what the sensors and alerts need."""
+
+    ingestion_success_min: float = Field(
+        0.9995, description="Gate: share of the ERP's lines for a date that must arrive as readable lines"
+    )
+    pareto_tolerance: float = Field(
+        0.20, description="Signal: how far a class's share of SKUs may sit from the 20/30/50 Pareto shape"
+    )
+    # On the Online Retail history class shares move at most 1.1 points on a normal day; 4.5 and
+    # 3.1 the days its one 74,215-unit line entered and left the 30-day window.
+    pareto_shift_max: float = Field(
+        0.025, description="Signal: how far a class's share of SKUs may move from one day to the next"
+    )
+    day_on_day_factor: float = Field(
+        3.0,
+        description="Signal: a SKU's 30-day velocity changing by more than this factor in a day counts as changed; "
+        "the signal fires when more SKUs change than on a usual day",
+    )
+    batch_window_hours: float = Field(
+        4.0, gt=0, lt=24, description="Signal: hours after the 02:00 start by which the nightly batch must land"
+    )
+    retry_first_delay_s: float = Field(
+        60.0,
+        validation_alias=env("VELOCITY_RETRY_FIRST_DELAY_SECONDS"),
+        description="Nightly run: wait before retrying a step an ERP outage failed (then doubled)",
+    )
+    retry_max_delay_s: float = Field(
+        900.0,
+        validation_alias=env("VELOCITY_RETRY_MAX_DELAY_SECONDS"),
+        description="Nightly run: longest wait between two retries of a step inside the batch window",
+    )
+    spike_multiple: float = Field(
+        30.0, description="Sensor: units since the last tick above this multiple of the SKU's peak day of 90"
+    )
+    spike_min_units: float = Field(500.0, description="Sensor: fewer units than this are never a spike")
+    spike_min_days_sold: int = Field(
+        5, description="Sensor: SKUs sold on fewer of the last 90 days have no range yet, never spike"
+    )
+    delta_max_records: int = Field(
+        200_000, description="Sensor: ERP records read per tick at most; the rest waits for the next tick"
+    )
+    ui_base_url: str = Field("http://127.0.0.1:3000", description="Base URL of the Dagster UI, for the run links in alerts")
+
+    @field_validator("ui_base_url")
+    @classmethod
+    def _no_trailing_slash(cls, value: str) -> str:
+        return value.rstrip("/")
+
+
+class SourceSettings(SettingsGroup):
+    """Where order lines come from."""
+
+    source: Literal["erp", "file"] = Field(
+        "erp", description="Where order lines come from: `erp` (the HTTP API) or `file` (a file-drop export)"
+    )
+    file_path: str | None = Field(
+        None, description="The export read when VELOCITY_SOURCE=file (CSV or Parquet, plain or .gz)"
+    )
+    file_preset: str = Field("online-retail", description="Column mapping of the export: `online-retail` or `erp-lines`")
+    default_unit_cube_ft3: float = Field(
+        0.1, description="Unit cube given to SKUs whose source has none (flagged `cube_is_default`)"
+    )
+    @field_validator("source", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _file_needs_a_path(self) -> SourceSettings:
+        if self.source == "file" and not self.file_path:
+            raise ValueError("VELOCITY_SOURCE=file needs VELOCITY_FILE_PATH (the export to read)")
+        return self
+
+
+class SlottingSettings(SettingsGroup):
+    """How slotting prices a location (the pick routing) and a move (the labor model; its defaults are the
+    domain's LaborModel's)."""
+
+    routing: Literal["s-shape", "return", "largest-gap"] = Field(
+        "s-shape", description="Pick routing slotting prices locations under: `s-shape`, `return` or `largest-gap`"
+    )
+
+    walk_speed_m_s: float = Field(
+        LaborModel.walk_speed_m_s, gt=0, description="Picker walking speed in m/s (prices travel saved in hours)"
+    )
+    move_minutes: float = Field(
+        LaborModel.move_minutes, ge=0, description="Labor of one relocation, in minutes (a new SKU's first slot costs none)"
+    )
+    payback_horizon_days: float = Field(
+        LaborModel.payback_horizon_days,
+        gt=0,
+        description="Days of expected saving a relocation may count on to repay its labor",
+    )
+
+    @property
+    def labor(self) -> LaborModel:
+        return LaborModel(self.walk_speed_m_s, self.move_minutes, self.payback_horizon_days)
+
+
+class HttpSettings(SettingsGroup):
+    """How the ERP and WMS clients talk HTTP (one value for both upstreams; the UI can set each resource)."""
+
+    model_config = SettingsConfigDict(env_prefix=f"{PREFIX}HTTP_")
+
+    timeout_s: float = Field(30.0, description="HTTP: per-request timeout in seconds (connect, read, write)")
+    max_attempts: int = Field(6, description="HTTP: attempts per request, the first included")
+    initial_backoff_s: float = Field(
+        0.2, validation_alias=env("VELOCITY_HTTP_BACKOFF_S"), description="HTTP: backoff scale: waits are random in [0, s * 2^n]"
+    )
+    max_backoff_s: float = Field(10.0, description="HTTP: longest wait between attempts (Retry-After aside)")
+    requests_per_second: float = Field(
+        50.0, validation_alias=env("VELOCITY_HTTP_RATE_LIMIT_RPS"), description="HTTP: ceiling of requests per second; 0 = none"
+    )
+    max_concurrent_requests: int = Field(
+        4, validation_alias=env("VELOCITY_HTTP_MAX_CONCURRENCY"), description="HTTP: requests in flight at once to one upstream"
+    )
+    breaker_fail_max: int = Field(8, description="HTTP: consecutive failed requests that open the circuit breaker")
+    breaker_reset_s: float = Field(30.0, description="HTTP: cool-down before the breaker lets a trial request through")
+    max_response_bytes: int = Field(64 * 1024 * 1024, description="HTTP: cap on one response body, in bytes")
+    page_limit: int = Field(5000, description="HTTP: records asked for per page")
+
+
+class Settings(SettingsGroup):
+    """The platform's settings: where things are, the warehouse, and the groups above."""
+
+    state_dir: Path = Field(Path(".velocity"), description="Where local state lives when the paths below are not set")
+    dagster_home: Path | None = Field(
+        None,
+        validation_alias=env("DAGSTER_HOME"),
+        description="Dagster's instance (Dagster's own variable); `dagster.yaml` here is the template copied into it",
+    )
+    erp_url: str = Field("http://127.0.0.1:8710", description="Base URL of the ERP API")
+    wms_url: str = Field("http://127.0.0.1:8720", description="Base URL of the WMS API")
+    duckdb_path: str | None = Field(None, description="DuckDB file holding the asset tables (schema `warehouse`)")
+    store_url: str | None = Field(
+        None,
+        description="SQLAlchemy URL of the operational store (watermarks, WMS outbox, push log); "
+        "`postgresql+psycopg2://...` in production",
+    )
+    timezone: str = Field(
+        "Europe/London",
+        validation_alias=env("VELOCITY_WAREHOUSE_TZ"),
+        description="IANA time zone of the warehouse; business dates are days in this zone",
+    )
+    first_partition_date: dt.date = Field(
+        dt.date(2025, 1, 1),
+        description="First business date of the daily partitions (`run --source file` moves it back to `--from`)",
+    )
+    backfill_days_per_run: int = Field(
+        30, ge=1, description="Business dates a backfill runs together in one run, oldest range first"
+    )
+    move_budget: int = Field(200, ge=0, description="Maximum slotting moves per day (a cap, not a target)")
+    xyz_min_weeks: int = Field(XYZ_MIN_WEEKS, ge=1, description="Whole weeks on sale a SKU needs before it gets an XYZ class")
+    wms_push_batch_size: int = Field(
+        100, ge=1, le=500, description="Directives per request to the WMS's batch endpoint (at most 500)"
+    )
+    run_memo_mb: float = Field(
+        512.0, ge=0, description="Small frames a run hands from step to step in memory, in MB (the rest is read back)"
+    )
+    # Whether VELOCITY_ALERT_WEBHOOK_URL is set; its value (a secret) is dropped as it is read.
+    alert_webhook_set: bool = Field(False, validation_alias=env(ALERT_WEBHOOK_ENV), exclude=True)
+
+    # The groups, each read from the environment with the rest (no variable holds a group itself).
+    operations: OperationsSettings = Field(default_factory=OperationsSettings.from_env)
+    order_source: SourceSettings = Field(default_factory=SourceSettings.from_env)
+    slotting: SlottingSettings = Field(default_factory=SlottingSettings.from_env)
+    http: HttpSettings = Field(default_factory=HttpSettings.from_env)
+
+    shown_defaults: ClassVar[dict[str, str]] = {
+        "dagster_home": ".velocity/dagster_home",
+        "duckdb_path": ".velocity/velocity.duckdb",
+        "store_url": "sqlite:///.velocity/operational.sqlite",
+    }
+    # Tokens of the local simulators a command started (`demo`, `run --source file`): development
+    # tokens, not secrets, used instead of the token variables. Never read from the environment.
+    _stand_in_tokens: dict[str, str] = PrivateAttr(default_factory=dict)
+
+    @field_validator("alert_webhook_set", mode="before")
+    @classmethod
+    def _only_whether_set(cls, value: Any) -> bool:
+        return bool(value.strip()) if isinstance(value, str) else bool(value)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"{value!r} is not an IANA time zone (like Europe/London)") from None
+        return value
+
+    @model_validator(mode="after")
+    def _paths_under_the_state_dir(self) -> Settings:
+        state = self.state_dir.resolve()
+        object.__setattr__(self, "state_dir", state)
+        object.__setattr__(self, "dagster_home", (self.dagster_home or state / "dagster_home").resolve())
+        if self.duckdb_path is None:
+            object.__setattr__(self, "duckdb_path", str(state / "velocity.duckdb"))
+        if self.store_url is None:
+            object.__setattr__(self, "store_url", f"sqlite:///{state / 'operational.sqlite'}")
+        return self
+
+    def replace(self, **changes: Any) -> Settings:
+        replaced = super().replace(**changes)
+        replaced._stand_in_tokens = dict(self._stand_in_tokens)
+        return replaced
+
+    def with_stand_in_tokens(self, **tokens: str) -> Settings:
+        """The same settings, with the development token of a simulator this command started
+        (variable -> token) used instead of the variable."""
+        copy = self.model_copy()
+        copy._stand_in_tokens = {**self._stand_in_tokens, **tokens}
+        return copy
+
+    def token(self, variable: str) -> str | None:
+        """The stand-in token for `variable`, if a command set one (else the resource reads the variable)."""
+        return self._stand_in_tokens.get(variable)
+
 
 
 # --- the exception service (velocity-platform deltas) ---------------------------------------------
 
-ENV_DOCS.update(
-    {
-        "VELOCITY_DELTAS_METRICS_PORT": "Exception service: port of its Prometheus /metrics on 127.0.0.1 (0: none)",
-        "VELOCITY_DELTAS_LONG_POLL_S": "Exception service: how long the ERP may hold an empty read until a commit "
-        "arrives (0: the ERP does not offer long polling; the service polls with backoff)",
-        "VELOCITY_DELTAS_MIN_INTERVAL_S": "Exception service: pause after an empty read, doubled on each one after it",
-        "VELOCITY_DELTAS_MAX_INTERVAL_S": "Exception service: longest pause between two reads of an idle ERP",
-        "VELOCITY_DELTAS_MAX_PAGES": "Exception service: ERP pages read per round at most (the rest in the next round)",
-        "VELOCITY_DELTAS_QUEUE_BATCHES": "Exception service: batches of exceptions waiting for the WMS before reading pauses",
-        "VELOCITY_DELTAS_PUSH_CONCURRENCY": "Exception service: requests to the WMS in flight at once",
-        "VELOCITY_DELTAS_REPORT_INTERVAL_S": "Exception service: seconds of batches summed into one runless event on exception_deltas",
-        "VELOCITY_DELTAS_REFERENCE_REFRESH_S": "Exception service: how often it re-reads locations, assignments and expected rates",
-        "VELOCITY_DELTAS_SPIKE_MULTIPLE": "Exception service: pick lines today above this multiple of the expected rate is a spike",
-        "VELOCITY_DELTAS_SPIKE_MIN_LINES": "Exception service: fewer pick lines today than this are never a spike",
-        "VELOCITY_DELTAS_START": "Exception service: ERP commit time to start reading from when the store has no "
-        "watermark yet (ISO-8601; default: the moment it first starts)",
-    }
-)
 
-
-@dataclass(frozen=True)
-class DeltaServiceSettings:
+class DeltaServiceSettings(SettingsGroup):
     """How the resident exception service follows the ERP and feeds the WMS (docs/deltas.md)."""
 
-    metrics_port: int
-    long_poll_s: float
-    min_interval_s: float
-    max_interval_s: float
-    max_pages: int
-    queue_batches: int
-    push_concurrency: int
-    report_interval_s: float
-    reference_refresh_s: float
-    spike_multiple: float
-    spike_min_lines: int
-    start: dt.datetime | None
+    model_config = SettingsConfigDict(env_prefix=f"{PREFIX}DELTAS_")
 
+    metrics_port: int = Field(9464, ge=0, description="Exception service: port of its Prometheus /metrics on 127.0.0.1 (0: none)")
+    long_poll_s: float = Field(
+        5.0,
+        ge=0,
+        description="Exception service: how long the ERP may hold an empty read until a commit arrives "
+        "(0: the ERP does not offer long polling; the service polls with backoff)",
+    )
+    min_interval_s: float = Field(
+        0.005, gt=0, description="Exception service: pause after an empty read, doubled on each one after it"
+    )
+    max_interval_s: float = Field(1.0, gt=0, description="Exception service: longest pause between two reads of an idle ERP")
+    max_pages: int = Field(20, ge=1, description="Exception service: ERP pages read per round at most (the rest in the next round)")
+    queue_batches: int = Field(
+        64, ge=1, description="Exception service: batches of exceptions waiting for the WMS before reading pauses"
+    )
+    push_concurrency: int = Field(4, ge=1, description="Exception service: requests to the WMS in flight at once")
+    report_interval_s: float = Field(
+        10.0, gt=0, description="Exception service: seconds of batches summed into one runless event on exception_deltas"
+    )
+    reference_refresh_s: float = Field(
+        300.0, gt=0, description="Exception service: how often it re-reads locations, assignments and expected rates"
+    )
+    spike_multiple: float = Field(
+        10.0, gt=1, description="Exception service: pick lines today above this multiple of the expected rate is a spike"
+    )
+    spike_min_lines: int = Field(20, ge=1, description="Exception service: fewer pick lines today than this are never a spike")
+    start: dt.datetime | None = Field(
+        None,
+        description="Exception service: ERP commit time to start reading from when the store has no watermark yet "
+        "(ISO-8601 with a zone; default: the moment it first starts)",
+    )
+
+    @field_validator("start")
     @classmethod
-    def from_env(cls) -> DeltaServiceSettings:
-        start = _env("VELOCITY_DELTAS_START", "")
-        moment = dt.datetime.fromisoformat(start.replace("Z", "+00:00")) if start else None
-        if moment is not None and moment.tzinfo is None:
-            raise ValueError(f"VELOCITY_DELTAS_START={start!r} needs a time zone offset, e.g. 2026-03-01T00:00:00Z")
-        settings = cls(
-            metrics_port=int(_env("VELOCITY_DELTAS_METRICS_PORT", "9464")),
-            long_poll_s=float(_env("VELOCITY_DELTAS_LONG_POLL_S", "5")),
-            min_interval_s=float(_env("VELOCITY_DELTAS_MIN_INTERVAL_S", "0.005")),
-            max_interval_s=float(_env("VELOCITY_DELTAS_MAX_INTERVAL_S", "1.0")),
-            max_pages=int(_env("VELOCITY_DELTAS_MAX_PAGES", "20")),
-            queue_batches=int(_env("VELOCITY_DELTAS_QUEUE_BATCHES", "64")),
-            push_concurrency=int(_env("VELOCITY_DELTAS_PUSH_CONCURRENCY", "4")),
-            report_interval_s=float(_env("VELOCITY_DELTAS_REPORT_INTERVAL_S", "10")),
-            reference_refresh_s=float(_env("VELOCITY_DELTAS_REFERENCE_REFRESH_S", "300")),
-            spike_multiple=float(_env("VELOCITY_DELTAS_SPIKE_MULTIPLE", "10")),
-            spike_min_lines=int(_env("VELOCITY_DELTAS_SPIKE_MIN_LINES", "20")),
-            start=moment,
-        )
-        if settings.queue_batches < 1 or settings.push_concurrency < 1 or settings.max_pages < 1:
-            raise ValueError("VELOCITY_DELTAS_QUEUE_BATCHES, _PUSH_CONCURRENCY and _MAX_PAGES must be at least 1")
-        if not 0 < settings.min_interval_s <= settings.max_interval_s:
-            raise ValueError("need 0 < VELOCITY_DELTAS_MIN_INTERVAL_S <= VELOCITY_DELTAS_MAX_INTERVAL_S")
-        return settings
+    def _with_a_zone(cls, value: dt.datetime | None) -> dt.datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("needs a time zone offset, e.g. 2026-03-01T00:00:00Z")
+        return value
+
+    @model_validator(mode="after")
+    def _intervals_in_order(self) -> DeltaServiceSettings:
+        if self.min_interval_s > self.max_interval_s:
+            raise ValueError("VELOCITY_DELTAS_MIN_INTERVAL_S must not exceed VELOCITY_DELTAS_MAX_INTERVAL_S")
+        return self
+
+
+
+GROUPS: tuple[type[SettingsGroup], ...] = (Settings, SourceSettings, SlottingSettings, OperationsSettings, HttpSettings, DeltaServiceSettings)
+
+
+def _shown_default(group: type[SettingsGroup], name: str, info: FieldInfo) -> str:
+    if name in group.shown_defaults:
+        return f"`{group.shown_defaults[name]}`"
+    value = info.default
+    if value is None:
+        return "none"
+    if isinstance(value, dt.date):
+        value = value.isoformat()
+    elif isinstance(value, float) and value.is_integer():
+        value = int(value)
+    elif isinstance(value, int) and value >= 10_000:
+        value = f"{value:_}"
+    return f"`{value}`"
+
+
+def configuration_rows() -> list[tuple[str, str, str]]:
+    """(variable, default, meaning) of every setting, then of every secret."""
+    rows = []
+    for group in GROUPS:
+        for name, info in group.settings().items():
+            if info.exclude:
+                continue
+            rows.append((group.variable(name), _shown_default(group, name, info), info.description or ""))
+    rows += [(variable, "none", meaning) for variable, meaning in SECRETS.items()]
+    return rows
+
+
+def configuration_table() -> str:
+    """The README's configuration table, in markdown."""
+    lines = ["| variable | default | meaning |", "|---|---|---|"]
+    lines += [f"| `{variable}` | {default} | {meaning} |" for variable, default, meaning in configuration_rows()]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":  # `python -m velocity_platform.settings` prints the README's table
+    print(configuration_table())
+

@@ -77,6 +77,14 @@ class FileMapping:
                 why = next((line.strip() for line in str(exc).splitlines() if line.strip().startswith("error:")), "")
                 raise ValueError(f"non_inventory_patterns: {pattern!r} is not a regular expression ({why})") from None
 
+    def non_inventory(self, code: pl.Expr) -> pl.Expr:
+        """True for this mapping's non-inventory codes, by name or by shape (a pattern matching the
+        whole code)."""
+        listed = code.is_in(list(self.non_inventory_codes))
+        for pattern in self.non_inventory_patterns:
+            listed = listed | code.str.contains(f"^(?:{pattern})$")
+        return listed.fill_null(False)
+
     @property
     def columns(self) -> dict[str, str]:
         """Role -> export column, for the roles this export has."""
@@ -331,16 +339,26 @@ def _read_csv(data: bytes, name: str) -> tuple[pl.DataFrame, pl.DataFrame]:
         frame = pl.read_csv(io.BytesIO(data), infer_schema=False)
     except pl.exceptions.PolarsError:
         frame = None
-    text = _physical_lines(data) if frame is not None else None
-    if text is not None:
-        text = text.slice(1)
-        if text.len() != frame.height:
-            text = text.filter(text.str.strip_chars() != "")  # blank lines hold no record
-    if text is not None and text.len() == frame.height and _whole(text, columns).all():
+    if frame is not None and _read_whole(data, frame, columns):
         return frame.with_row_index(_FIRST_LINE, offset=1).with_columns(pl.col(_FIRST_LINE).cast(pl.Int64)), pl.DataFrame(
             schema=_UNPARSED_SCHEMA
         )
     return _read_csv_around_broken_lines(data, name, header_text, columns)
+
+
+def _read_whole(data: bytes, frame: pl.DataFrame, columns: int) -> bool:
+    """Whether polars read every line as one whole record. Too many fields or a quote never
+    closed make its reader fail; a quote that swallowed lines, a field spanning lines or a blank
+    line leave fewer records than lines; a line with too few fields is read with nulls at its
+    end, so only the lines whose last field came out null are looked at."""
+    lines = data.count(b"\n") + (0 if data.endswith(b"\n") else 1) - 1
+    if lines != frame.height:
+        return False
+    short = frame.select(pl.col(frame.columns[-1]).is_null().arg_true())[frame.columns[-1]]
+    if short.is_empty():
+        return True
+    text = _physical_lines(data)
+    return text is not None and bool(_whole(text.gather(short + 1), columns).all())
 
 
 def _physical_lines(data: bytes) -> pl.Series | None:
@@ -479,14 +497,6 @@ def _text(column: str) -> pl.Expr:
     return pl.col(column).str.strip_chars()
 
 
-def _non_inventory(code: pl.Expr, m: FileMapping) -> pl.Expr:
-    """The mapping's non-inventory codes, by name or by shape (a pattern matching the whole code)."""
-    listed = code.is_in(list(m.non_inventory_codes))
-    for pattern in m.non_inventory_patterns:
-        listed = listed | code.str.contains(f"^(?:{pattern})$")
-    return listed.fill_null(False)
-
-
 def _map_lines(frame: pl.DataFrame, m: FileMapping, source_name: str, warehouse_tz: str) -> pl.DataFrame:
     """Export columns -> our raw line fields (text), business date, and the non-inventory flag."""
     raw_sku = _text(m.sku)
@@ -539,7 +549,7 @@ def _map_lines(frame: pl.DataFrame, m: FileMapping, source_name: str, warehouse_
         (_text(m.uom) if m.uom else pl.lit("EA")).alias("uom"),
         (_text(m.description) if m.description else pl.lit(None, pl.String)).alias("description"),
         raw_sku.alias("_raw_sku"),
-        _non_inventory(raw_sku, m).alias("_non_inventory"),
+        m.non_inventory(raw_sku).alias("_non_inventory"),
         pl.lit(None, pl.String).alias("raw_payload"),
         pl.lit(None, pl.String).alias("page_error"),
     )

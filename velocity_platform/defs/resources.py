@@ -1,157 +1,33 @@
 """Resources: thin ConfigurableResources around the connectors. Secrets come from dg.EnvVar."""
 
 
-import dataclasses
 import functools
-import os
-import time
 from pathlib import Path
 from typing import TypeVar
 
 import dagster as dg
-import polars as pl
-from dagster._core.storage.db_io_manager import TableSlice
-from dagster_duckdb import DuckDBResource
-from dagster_duckdb_polars import DuckDBPolarsIOManager, DuckDBPolarsTypeHandler
 from pydantic import Field
 
 from velocity_platform.connectors.erp import AsyncErpClient, ErpClient
 from velocity_platform.connectors.files import FileExport, FileSourceError, preset, read_export
 from velocity_platform.connectors.http import RetryPolicy, UpstreamApiClient, UpstreamLimits
-from velocity_platform.connectors.outbox import WMS_BATCH_SIZE
 from velocity_platform.connectors.state import OperationalStore
 from velocity_platform.connectors.webhook import AlertWebhook
 from velocity_platform.connectors.wms import AsyncWmsClient, WmsClient
+from velocity_platform.defs.tables import RUN_OUTPUTS, WarehouseTables, WarehouseTablesIOManager
 from velocity_platform.domain.labor import LaborModel
 from velocity_platform.settings import (
+    ALERT_WEBHOOK_ENV,
+    ERP_TOKEN_ENV,
     NIGHTLY_START_HOUR,
-    XYZ_MIN_WEEKS,
+    WMS_TOKEN_ENV,
+    HttpSettings,
     OperationsSettings,
     Settings,
+    SlottingSettings,
     SourceSettings,
-    labor_from_env,
-    xyz_min_weeks_from_env,
+    resource_field,
 )
-
-
-def _slice_key(table_slice: TableSlice) -> tuple:
-    dims = tuple((d.partition_expr, repr(d.partitions)) for d in table_slice.partition_dimensions or ())
-    return (table_slice.schema, table_slice.table, tuple(table_slice.columns or ()), dims)
-
-
-class _RunOutputs:
-    """Frames this process stored during the current run, by table slice.
-
-    The in-process executor runs every step of a run in one process, so the next step can take
-    the frame a step just stored instead of reading it back from DuckDB (a large day's raw and
-    validated lines cost a second or more each way, a backfill range's many more). Entries belong
-    to one run: a frame is only handed to a step of the run that stored it, and the first output
-    of another run clears them. A large frame has one reader, the next step, and is let go once
-    handed over, so holding it costs no memory the reading step would not hold anyway; small
-    ones stay for every reader, within a budget, the oldest dropped first.
-    """
-
-    LARGE_BYTES = 64e6
-
-    def __init__(self, budget_mb: float) -> None:
-        self.budget_bytes = budget_mb * 1e6
-        self.run_id: str | None = None
-        self.frames: dict[tuple, pl.DataFrame] = {}
-
-    def put(self, run_id: str, table_slice: TableSlice, frame: pl.DataFrame) -> None:
-        if run_id != self.run_id:
-            self.run_id, self.frames = run_id, {}
-        key = _slice_key(table_slice)
-        self.frames.pop(key, None)
-        self.frames[key] = frame
-        # The budget is for the small frames kept for several readers; a large one waits for its
-        # reader whatever else is stored meanwhile (raw lines, then the SKU master, then validation).
-        small = [k for k, f in self.frames.items() if f.estimated_size() < self.LARGE_BYTES]
-        while small and sum(self.frames[k].estimated_size() for k in small) > self.budget_bytes:
-            del self.frames[small.pop(0)]  # the oldest first: its readers have run
-
-    def get(self, run_id: str | None, table_slice: TableSlice) -> pl.DataFrame | None:
-        if not run_id or run_id != self.run_id:
-            return None
-        key = _slice_key(table_slice)
-        frame = self.frames.get(key)
-        if frame is not None and frame.estimated_size() >= self.LARGE_BYTES:
-            del self.frames[key]
-        return frame
-
-
-RUN_OUTPUTS = _RunOutputs(float(os.environ.get("VELOCITY_RUN_MEMO_MB", "512")))
-
-
-def _run_id(context: dg.InputContext) -> str | None:
-    try:
-        return context.step_context.run_id
-    except dg.DagsterInvariantViolationError:  # an InputContext built outside a run
-        return None
-
-
-def table_columns(connection, schema: str, table: str) -> set[str]:
-    """The columns of a warehouse table; empty when the table does not exist yet."""
-    rows = connection.execute(
-        "SELECT column_name FROM information_schema.columns WHERE table_schema = ? AND table_name = ?",
-        [schema, table],
-    ).fetchall()
-    return {row[0] for row in rows}
-
-
-class _PolarsTablesHandler(DuckDBPolarsTypeHandler):
-    """DuckDB tables from polars frames, written for large days and for upgrades.
-
-    - An empty frame still creates its (empty) table: the stock handler skips it, and the first
-      reader downstream would fail on a missing table instead of reading zero rows.
-    - Rows are written by column name, and a column a newer version of an asset adds is added to
-      its existing table (null in the rows already there), so an upgrade never fails a write.
-    - Row groups are written in parallel, in any order, which halves the cost of storing a
-      large day and skips a checkpoint; no table's row order means anything (the raw lines carry
-      their arrival order in a column, arrival_seq).
-    - A frame stored earlier in the same run is handed to the next step without a DuckDB round
-      trip (`RUN_OUTPUTS`).
-    """
-
-    def handle_output(self, context, table_slice, obj: pl.DataFrame, connection):
-        table = f"{table_slice.schema}.{table_slice.table}"
-        frame = obj.to_arrow()  # noqa: F841  # referenced by name in the SQL below
-        started = time.perf_counter()
-        connection.execute(f"create schema if not exists {table_slice.schema}")
-        connection.execute("SET preserve_insertion_order = false")
-        columns = table_columns(connection, table_slice.schema, table_slice.table)
-        if not columns:
-            connection.execute(f"create table {table} as select * from frame")
-        else:
-            for name, column_type, *_ in connection.execute("DESCRIBE SELECT * FROM frame").fetchall():
-                if name not in columns:
-                    connection.execute(f'ALTER TABLE {table} ADD COLUMN "{name}" {column_type}')
-            if not obj.is_empty():
-                connection.execute(f"insert into {table} by name select * from frame")
-        context.add_output_metadata(
-            {
-                "row_count": obj.height,
-                "duckdb_write_s": round(time.perf_counter() - started, 3),
-                "dataframe_columns": dg.MetadataValue.table_schema(
-                    dg.TableSchema(columns=[dg.TableColumn(name=n, type=str(t)) for n, t in obj.schema.items()])
-                ),
-            }
-        )
-        RUN_OUTPUTS.put(context.run_id, table_slice, obj)
-
-    def load_input(self, context, table_slice, connection) -> pl.DataFrame:
-        stored = RUN_OUTPUTS.get(_run_id(context), table_slice)
-        if stored is not None:
-            return stored
-        return super().load_input(context, table_slice, connection)
-
-
-class WarehouseTablesIOManager(DuckDBPolarsIOManager):
-    """DuckDB tables for every asset (one writer at a time: see the duckdb pool)."""
-
-    @staticmethod
-    def type_handlers():
-        return [_PolarsTablesHandler()]
 
 
 UpstreamClientT = TypeVar("UpstreamClientT", bound=UpstreamApiClient)
@@ -161,20 +37,21 @@ class _UpstreamResource(dg.ConfigurableResource):
     """What every HTTP upstream shares: timeouts, retries, rate limit, concurrency, breaker, TLS."""
 
     base_url: str
-    timeout_s: float = Field(default=30.0, description="Per-request timeout (connect, read, write)")
+    # The knobs a setting also gives (one value for both upstreams): default and meaning are the setting's.
+    timeout_s: float = resource_field(HttpSettings, "timeout_s")
     verify_tls: bool = Field(default=True, description="Verify the upstream's TLS certificate; keep on")
     allow_plain_http: bool = Field(default=False, description="Allow http:// to a non-loopback host (token in clear)")
-    max_response_bytes: int = Field(default=64 * 1024 * 1024, description="Cap on one response body")
-    max_attempts: int = Field(default=6, description="Attempts per request, the first included")
-    initial_backoff_s: float = Field(default=0.2, description="Backoff scale: waits are random in [0, s * 2^n]")
-    max_backoff_s: float = Field(default=10.0, description="Longest wait between attempts (Retry-After aside)")
+    max_response_bytes: int = resource_field(HttpSettings, "max_response_bytes")
+    max_attempts: int = resource_field(HttpSettings, "max_attempts")
+    initial_backoff_s: float = resource_field(HttpSettings, "initial_backoff_s")
+    max_backoff_s: float = resource_field(HttpSettings, "max_backoff_s")
     max_retry_after_s: float = Field(default=30.0, description="Longest Retry-After we honour")
     max_unreadable_attempts: int = Field(default=3, description="Fetches of an answer whose body cannot be read")
-    requests_per_second: float = Field(default=50.0, description="Ceiling of requests per second; 0 = none")
-    max_concurrent_requests: int = Field(default=4, description="Requests in flight at once to this upstream")
-    breaker_fail_max: int = Field(default=8, description="Consecutive failed requests that open the breaker")
-    breaker_reset_s: float = Field(default=30.0, description="Cool-down before the breaker lets a trial through")
-    page_limit: int = Field(default=5000, description="Records asked for per page")
+    requests_per_second: float = resource_field(HttpSettings, "requests_per_second")
+    max_concurrent_requests: int = resource_field(HttpSettings, "max_concurrent_requests")
+    breaker_fail_max: int = resource_field(HttpSettings, "breaker_fail_max")
+    breaker_reset_s: float = resource_field(HttpSettings, "breaker_reset_s")
+    page_limit: int = resource_field(HttpSettings, "page_limit")
 
     def _retry(self) -> RetryPolicy:
         return RetryPolicy(
@@ -218,45 +95,13 @@ class WmsResource(_UpstreamResource):
     """The WMS's location, assignment and slotting-directive API."""
 
     token: str = Field(description="Bearer token; set VELOCITY_WMS_TOKEN, never in code")
-    push_batch_size: int = Field(
-        default=WMS_BATCH_SIZE, description="Directives per POST to the WMS's batch endpoint (its limit is 500)"
-    )
+    push_batch_size: int = resource_field(Settings, "wms_push_batch_size")
 
     def client(self) -> WmsClient:
         return self._connect(WmsClient)
 
     def async_client(self) -> AsyncWmsClient:
         return self._connect(AsyncWmsClient)
-
-
-# Client knobs may also come from the environment (one value for both upstreams), so a run from
-# the command line or a test can shorten timeouts and backoff; the UI can still set each resource.
-HTTP_ENV = {
-    "VELOCITY_HTTP_TIMEOUT_S": "timeout_s",
-    "VELOCITY_HTTP_MAX_ATTEMPTS": "max_attempts",
-    "VELOCITY_HTTP_BACKOFF_S": "initial_backoff_s",
-    "VELOCITY_HTTP_MAX_BACKOFF_S": "max_backoff_s",
-    "VELOCITY_HTTP_RATE_LIMIT_RPS": "requests_per_second",
-    "VELOCITY_HTTP_MAX_CONCURRENCY": "max_concurrent_requests",
-    "VELOCITY_HTTP_BREAKER_FAIL_MAX": "breaker_fail_max",
-    "VELOCITY_HTTP_BREAKER_RESET_S": "breaker_reset_s",
-    "VELOCITY_HTTP_MAX_RESPONSE_BYTES": "max_response_bytes",
-    "VELOCITY_HTTP_PAGE_LIMIT": "page_limit",
-}
-
-
-def http_config_from_env() -> dict[str, float | int]:
-    config: dict[str, float | int] = {}
-    for name, field in HTTP_ENV.items():
-        raw = os.environ.get(name, "").strip()
-        if not raw:
-            continue
-        kind = _UpstreamResource.model_fields[field].annotation
-        try:
-            config[field] = kind(raw)
-        except ValueError:
-            raise ValueError(f"{name}={raw!r} is not a valid {kind.__name__}") from None
-    return config
 
 
 @functools.cache
@@ -277,41 +122,41 @@ class OperationalStoreResource(dg.ConfigurableResource):
 class WarehouseResource(dg.ConfigurableResource):
     """Facts and policies of the warehouse that several stages share."""
 
-    timezone: str = "Europe/London"
-    move_budget: int = 200
+    timezone: str = resource_field(Settings, "timezone")
+    move_budget: int = resource_field(Settings, "move_budget")
     dlq_rate_max: float = 0.001
     hysteresis_days: int = 2
-    xyz_min_weeks: int = Field(
-        default=XYZ_MIN_WEEKS, description="Whole weeks on sale a SKU needs before it gets an XYZ class"
-    )
+    xyz_min_weeks: int = resource_field(Settings, "xyz_min_weeks")
 
 
-def build_resources(settings: Settings | None = None) -> dict[str, object]:
-    settings = settings or Settings.from_env()
+def _token(settings: Settings, variable: str) -> str | dg.EnvVar:
+    """A stand-in token a command gave for a simulator it started, else the variable through dg.EnvVar."""
+    return settings.token(variable) or dg.EnvVar(variable)
+
+
+def build_resources(settings: Settings) -> dict[str, object]:
+    """Every resource of the code location, from the settings (definitions.py builds them once)."""
     Path(settings.duckdb_path).parent.mkdir(parents=True, exist_ok=True)
+    RUN_OUTPUTS.budget_bytes = settings.run_memo_mb * 1e6
+    http = settings.http.model_dump()
     return {
         "io_manager": WarehouseTablesIOManager(database=settings.duckdb_path, schema="warehouse"),
-        # Direct reads of a table an asset is about to replace (the previous dead letters of a partition).
-        "warehouse_tables": DuckDBResource(database=settings.duckdb_path),
-        "erp": ErpResource(base_url=settings.erp_url, token=dg.EnvVar("VELOCITY_ERP_TOKEN"), **http_config_from_env()),
+        # The same tables for reads outside an input: windows summed in DuckDB, the dead-letter history, sensors.
+        "warehouse_tables": WarehouseTables(database=settings.duckdb_path),
+        "erp": ErpResource(base_url=settings.erp_url, token=_token(settings, ERP_TOKEN_ENV), **http),
         "wms": WmsResource(
             base_url=settings.wms_url,
-            token=dg.EnvVar("VELOCITY_WMS_TOKEN"),
-            push_batch_size=int(os.environ.get("VELOCITY_WMS_PUSH_BATCH_SIZE", "").strip() or WMS_BATCH_SIZE),
-            **http_config_from_env(),
+            token=_token(settings, WMS_TOKEN_ENV),
+            push_batch_size=settings.wms_push_batch_size,
+            **http,
         ),
         "state_store": OperationalStoreResource(url=settings.store_url),
         "warehouse": WarehouseResource(
-            timezone=settings.timezone, move_budget=settings.move_budget, xyz_min_weeks=xyz_min_weeks_from_env()
+            timezone=settings.timezone, move_budget=settings.move_budget, xyz_min_weeks=settings.xyz_min_weeks
         ),
-        **operations_resources(),
-        **source_resources(),
+        **operations_resources(settings),
+        **source_resources(settings),
     }
-
-
-@dg.definitions
-def resources() -> dg.Definitions:
-    return dg.Definitions(resources=build_resources(), executor=dg.in_process_executor)
 
 
 # --- operating the platform: thresholds of the gates and signals, where alerts go ---------------
@@ -320,37 +165,24 @@ def resources() -> dg.Definitions:
 class OperationsResource(dg.ConfigurableResource):
     """Thresholds of the gates and signals, the delta sensor's limits, and the UI's address."""
 
-    ingestion_success_min: float = Field(default=0.9995, description="Gate: readable lines / lines the ERP holds")
-    pareto_tolerance: float = Field(default=0.20, description="Signal: class share of SKUs vs 20/30/50")
-    pareto_shift_max: float = Field(default=0.025, description="Signal: class share of SKUs vs yesterday's")
-    day_on_day_factor: float = Field(default=3.0, description="Signal: a 30-day velocity change in one day that counts")
+    ingestion_success_min: float = resource_field(OperationsSettings, "ingestion_success_min")
+    pareto_tolerance: float = resource_field(OperationsSettings, "pareto_tolerance")
+    pareto_shift_max: float = resource_field(OperationsSettings, "pareto_shift_max")
+    day_on_day_factor: float = resource_field(OperationsSettings, "day_on_day_factor")
     day_on_day_min_units: float = Field(default=20.0, description="Signal: smaller 30-day volumes are not compared")
     batch_start_hour: int = Field(default=NIGHTLY_START_HOUR, description="Local hour the nightly batch starts")
-    batch_window_hours: float = Field(default=4.0, description="Signal: the batch must land this long after its start")
-    retry_first_delay_s: float = Field(default=60.0, description="Nightly run: first wait before retrying a step an outage failed")
-    retry_max_delay_s: float = Field(default=900.0, description="Nightly run: longest wait between retries of a step")
-    spike_multiple: float = Field(default=30.0, description="Sensor: units since the last tick vs the SKU's peak day")
-    spike_min_units: float = Field(default=500.0, description="Sensor: smaller bursts are never spikes")
-    spike_min_days_sold: int = Field(default=5, description="Sensor: SKUs sold on fewer of 90 days are not judged")
-    delta_max_records: int = Field(default=200_000, description="Sensor: ERP records read per tick at most")
-    ui_base_url: str = Field(default="http://127.0.0.1:3000", description="Dagster UI, for run links in alerts")
+    batch_window_hours: float = resource_field(OperationsSettings, "batch_window_hours")
+    retry_first_delay_s: float = resource_field(OperationsSettings, "retry_first_delay_s")
+    retry_max_delay_s: float = resource_field(OperationsSettings, "retry_max_delay_s")
+    spike_multiple: float = resource_field(OperationsSettings, "spike_multiple")
+    spike_min_units: float = resource_field(OperationsSettings, "spike_min_units")
+    spike_min_days_sold: int = resource_field(OperationsSettings, "spike_min_days_sold")
+    delta_max_records: int = resource_field(OperationsSettings, "delta_max_records")
+    ui_base_url: str = resource_field(OperationsSettings, "ui_base_url")
 
     @classmethod
     def from_settings(cls, settings: OperationsSettings) -> "OperationsResource":
-        return cls(
-            ingestion_success_min=settings.ingestion_success_min,
-            pareto_tolerance=settings.pareto_tolerance,
-            pareto_shift_max=settings.pareto_shift_max,
-            day_on_day_factor=settings.day_on_day_factor,
-            batch_window_hours=settings.batch_window_hours,
-            retry_first_delay_s=settings.retry_first_delay_s,
-            retry_max_delay_s=settings.retry_max_delay_s,
-            spike_multiple=settings.spike_multiple,
-            spike_min_units=settings.spike_min_units,
-            spike_min_days_sold=settings.spike_min_days_sold,
-            delta_max_records=settings.delta_max_records,
-            ui_base_url=settings.ui_base_url,
-        )
+        return cls(**settings.model_dump())
 
 
 class AlertWebhookResource(dg.ConfigurableResource):
@@ -363,15 +195,12 @@ class AlertWebhookResource(dg.ConfigurableResource):
         return AlertWebhook(self.url, timeout_s=self.timeout_s) if self.url else None
 
 
-ALERT_WEBHOOK_ENV = "VELOCITY_ALERT_WEBHOOK_URL"
-
-
-def operations_resources() -> dict[str, object]:
+def operations_resources(settings: Settings) -> dict[str, object]:
     # dg.EnvVar only when the variable is set: an unset EnvVar fails every tick of the alert
     # sensor, while no URL at all is a legitimate setup (the sensor then says so and skips).
-    url = dg.EnvVar(ALERT_WEBHOOK_ENV) if os.environ.get(ALERT_WEBHOOK_ENV, "").strip() else None
+    url = dg.EnvVar(ALERT_WEBHOOK_ENV) if settings.alert_webhook_set else None
     return {
-        "operations": OperationsResource.from_settings(OperationsSettings.from_env()),
+        "operations": OperationsResource.from_settings(settings.operations),
         "alert_webhook": AlertWebhookResource(url=url),
     }
 
@@ -382,10 +211,10 @@ def operations_resources() -> dict[str, object]:
 class TransactionSourceResource(dg.ConfigurableResource):
     """Where raw_transactions and sku_master read from: the ERP's API, or a file-drop export."""
 
-    kind: str = Field(default="erp", description="erp (HTTP API) or file (VELOCITY_FILE_PATH)")
-    file_path: str | None = Field(default=None, description="CSV or Parquet export, plain or .gz")
-    file_preset: str = Field(default="online-retail", description="Column mapping: online-retail or erp-lines")
-    default_unit_cube_ft3: float = Field(default=0.1, description="Cube for SKUs the export gives none (flagged)")
+    kind: str = resource_field(SourceSettings, "source")
+    file_path: str | None = resource_field(SourceSettings, "file_path")
+    file_preset: str = resource_field(SourceSettings, "file_preset")
+    default_unit_cube_ft3: float = resource_field(SourceSettings, "default_unit_cube_ft3")
 
     @property
     def is_file(self) -> bool:
@@ -403,21 +232,19 @@ class TransactionSourceResource(dg.ConfigurableResource):
 class SlottingResource(dg.ConfigurableResource):
     """How slotting prices locations (the pick routing) and moves (the labor model)."""
 
-    routing: str = Field(default="s-shape", description="s-shape, return or largest-gap")
-    band_locations: int | None = Field(default=None, description="Locations per band; default a twentieth of the pick face")
-    walk_speed_m_s: float = Field(default=LaborModel().walk_speed_m_s, description="Picker walking speed, m/s")
-    move_minutes: float = Field(default=LaborModel().move_minutes, description="Labor of one relocation, minutes")
-    payback_horizon_days: float = Field(
-        default=LaborModel().payback_horizon_days, description="Days of saving a relocation may count on to repay itself"
-    )
+    routing: str = resource_field(SlottingSettings, "routing")
+    band_locations: int | None = Field(default=None, description="Locations per band; default a third of the pick face (fast, medium, slow zones)")
+    walk_speed_m_s: float = resource_field(SlottingSettings, "walk_speed_m_s")
+    move_minutes: float = resource_field(SlottingSettings, "move_minutes")
+    payback_horizon_days: float = resource_field(SlottingSettings, "payback_horizon_days")
 
     @property
     def labor(self) -> LaborModel:
         return LaborModel(self.walk_speed_m_s, self.move_minutes, self.payback_horizon_days)
 
 
-def source_resources() -> dict[str, object]:
-    source = SourceSettings.from_env()
+def source_resources(settings: Settings) -> dict[str, object]:
+    source = settings.order_source
     return {
         "transaction_source": TransactionSourceResource(
             kind=source.source,
@@ -425,5 +252,5 @@ def source_resources() -> dict[str, object]:
             file_preset=source.file_preset,
             default_unit_cube_ft3=source.default_unit_cube_ft3,
         ),
-        "slotting": SlottingResource(routing=source.routing, **dataclasses.asdict(labor_from_env())),
+        "slotting": SlottingResource(**settings.slotting.model_dump()),
     }

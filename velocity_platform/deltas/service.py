@@ -190,10 +190,10 @@ class DeltaService:
 
     @staticmethod
     def _routing() -> str:
-        from velocity_platform.settings import SourceSettings
+        from velocity_platform.settings import SlottingSettings
 
         try:
-            return SourceSettings.from_env().routing
+            return SlottingSettings.from_env().routing
         except ValueError:
             return "s-shape"
 
@@ -637,13 +637,11 @@ def serve_forever(ready: Callable[[str], None] = lambda line: print(line, flush=
     import os
     import signal
 
-    from velocity_platform.defs.resources import http_config_from_env
-
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for chatty in ("httpx", "pyrate_limiter", "alembic"):  # one line per request would drown the service's own
         logging.getLogger(chatty).setLevel(logging.WARNING)
     settings, config = Settings.from_env(), DeltaServiceSettings.from_env()
-    http = http_config_from_env()
+    http = settings.http.model_dump()
     erp = ErpResource(base_url=settings.erp_url, token=os.environ["VELOCITY_ERP_TOKEN"].strip(), **http)
     wms = WmsResource(base_url=settings.wms_url, token=os.environ["VELOCITY_WMS_TOKEN"].strip(), **http)
     store = OperationalStore(settings.store_url)

@@ -72,9 +72,10 @@ def test_a_frame_is_handed_on_only_within_the_run_that_stored_it(tmp_path):
 
 
 def test_a_large_frame_waits_for_its_reader_while_small_ones_are_stored(monkeypatch):
-    from dagster._core.storage.db_io_manager import TableSlice
+    from velocity_platform.defs.tables import _RunOutputs
 
-    from velocity_platform.defs.resources import _RunOutputs
+    def TableSlice(table: str, schema: str) -> tuple:  # noqa: N802  # the hand-over's key for a whole table
+        return (table, None, None)
 
     memo = _RunOutputs(budget_mb=1)
     monkeypatch.setattr(_RunOutputs, "LARGE_BYTES", 1e6)
@@ -89,3 +90,37 @@ def test_a_large_frame_waits_for_its_reader_while_small_ones_are_stored(monkeypa
     assert memo.get("run-1", TableSlice("small_2", "warehouse")) is small[2]
     assert memo.get("run-1", TableSlice("small_2", "warehouse")) is small[2]  # small ones stay for every reader
     assert memo.get("run-2", TableSlice("small_2", "warehouse")) is None  # never to another run
+
+
+def test_the_owner_of_the_tables_reads_dates_columns_and_matching_rows(tmp_path):
+    from velocity_platform.defs.tables import WarehouseTables
+
+    tables = WarehouseTables(database=str(tmp_path / "velocity.duckdb"))
+    assert not tables.exists("raw_transactions")
+    with tables.session() as session:
+        assert session.count("raw_transactions") == 0  # a table not built yet holds nothing
+        lines = pl.DataFrame(
+            {
+                "business_date": [dt.date(2026, 3, 1), dt.date(2026, 3, 2), dt.date(2026, 3, 2), dt.date(2026, 3, 3)],
+                "txn_id": ["T-1", "T-2", "T-3", "T-4"],
+                "status": ["acked", "acked", "pending", "acked"],
+            }
+        )
+        session.replace("raw_transactions", lines, None)
+        # Replacing one date leaves the others alone.
+        session.replace("raw_transactions", lines.filter(pl.col("txn_id") == "T-2"), dt.date(2026, 3, 2))
+        assert session.count("raw_transactions") == 3
+        assert session.count("raw_transactions", dt.date(2026, 3, 2), dt.date(2026, 3, 3), equal={"status": "acked"}) == 2
+        assert session.dates_held("raw_transactions", dt.date(2026, 2, 28), dt.date(2026, 3, 2)) == 2
+        wanted = pl.DataFrame({"business_date": [dt.date(2026, 3, 3)], "txn_id": ["T-4"]})
+        found = session.read("raw_transactions", dt.date(2026, 3, 1), dt.date(2026, 3, 3), columns=["txn_id"], matching=None)
+        assert sorted(found["txn_id"]) == ["T-1", "T-2", "T-4"] and found.columns == ["txn_id"]
+        held = session.read("raw_transactions", dt.date(2026, 3, 1), dt.date(2026, 3, 3), columns=["business_date", "txn_id"], matching=wanted)
+        assert held["txn_id"].to_list() == ["T-4"]
+    assert tables.exists("raw_transactions")
+    try:
+        tables.read("raw_transactions; drop table x")
+    except ValueError as exc:
+        assert "not a warehouse table name" in str(exc)
+    else:
+        raise AssertionError("a table name outside the warehouse's shape reached SQL")

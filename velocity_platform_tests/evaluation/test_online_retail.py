@@ -92,12 +92,24 @@ def test_the_moves_pay_for_their_labor_on_the_goal_setting(online_retail):
     # Net of the relocations' labor the platform saves walking (the old planner lost 143%).
     assert s["relocation_hours"] == pytest.approx(s["relocations"] * 10 / 60, abs=0.05)
     assert s["travel_saved_hours"] > s["relocation_hours"] > 0
-    assert s["net_labor_saving_pct"] > 5.0, s
+    # The issue's goals: at least 12% of the baseline's walking hours net, at most 2% thrash.
+    assert s["net_labor_saving_pct"] >= 12.0, s
     assert s["relocations_reversed_30d_pct"] <= 2.0, s
-    # The budget is a cap: most days move far fewer than 200.
-    assert (result.days["relocations"] < 50).mean() > 0.8
+    # The budget is a cap, not a target: after the first days most days move far fewer than 200.
+    assert (result.days["relocations"] < 100).mean() > 0.8
     assert s["new_skus_slotted"] > 0
     assert sum(s["file_lines"].values()) == 541_909  # the whole file is the history here
+
+
+def test_a_warehouse_slotted_by_turnover_still_gains_from_the_nightly_run(online_retail):
+    """From the one-shot slotting an analyst makes before go-live, the moves must still pay."""
+    result = evaluate(
+        online_retail,
+        EvaluationSettings(dt.date(2011, 6, 1), dt.date(2011, 12, 9), LAYOUT, "s-shape", 200, "static-turnover", seed=1),
+    )
+    s = result.summary
+    assert s["net_labor_saving_pct"] >= 2.0, s
+    assert s["relocations_reversed_30d_pct"] <= 2.0, s
 
 
 def test_the_evaluate_command_writes_its_summary_and_replays_a_given_start(online_retail, online_retail_path, tmp_path, capsys):

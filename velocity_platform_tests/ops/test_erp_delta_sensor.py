@@ -19,6 +19,7 @@ from velocity_platform.batch import business_dates
 from velocity_platform.definitions import defs
 from velocity_platform.defs.ops.sensors import DeltaCursor, erp_delta_sensor, first_watermark
 from velocity_platform.defs.resources import OperationsResource, build_resources
+from velocity_platform.settings import Settings
 from velocity_platform.simulators.erp import ErpConfig
 from velocity_platform.simulators.wms import WmsConfig
 from velocity_platform_tests.conftest import ERP_TOKEN, WMS_TOKEN, WORLD, platform_environment
@@ -39,7 +40,7 @@ FOLLOWER = {}  # the exception service of the module's world (it follows the ERP
 def tick(instance: dg.DagsterInstance, cursor: str | None, **operations) -> dg.SensorResult:
     """One evaluation after the service caught up, with the code location's resources (as the daemon would give them)."""
     catch_up(FOLLOWER["service"])
-    resources = {**build_resources(), "operations": OperationsResource(**operations)}
+    resources = {**build_resources(Settings.from_env()), "operations": OperationsResource(**operations)}
     return erp_delta_sensor(dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources))
 
 

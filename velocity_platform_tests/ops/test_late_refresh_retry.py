@@ -18,6 +18,7 @@ from velocity_platform.batch import business_dates
 from velocity_platform.definitions import defs
 from velocity_platform.defs.ops.sensors import DeltaCursor, erp_delta_sensor, first_watermark
 from velocity_platform.defs.resources import OperationsResource, build_resources
+from velocity_platform.settings import Settings
 from velocity_platform.simulators.erp import ErpConfig
 from velocity_platform.simulators.wms import WmsConfig
 from velocity_platform_tests.conftest import ERP_TOKEN, WMS_TOKEN, WORLD, platform_environment
@@ -36,7 +37,7 @@ FOLLOWER = {}  # the exception service following the ERP (the sensor reads what 
 
 def tick(instance: dg.DagsterInstance, cursor: str | None) -> dg.SensorResult:
     catch_up(FOLLOWER["service"])
-    resources = {**build_resources(), "operations": OperationsResource()}
+    resources = {**build_resources(Settings.from_env()), "operations": OperationsResource()}
     return erp_delta_sensor(dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources))
 
 

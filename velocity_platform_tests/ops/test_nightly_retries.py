@@ -1,7 +1,7 @@
 """An ERP outage at 02:00, through dagster-webserver and dagster-daemon: the night heals itself.
 
 The deployment is the one `make dev` runs (workspace.yaml, the repository's dagster.yaml with its
-run retries), with a batch window of six minutes and retry delays of seconds so that a night fits
+run retries), with a batch window of fifteen minutes and retry delays of seconds so that a night fits
 in a test. Each night is the run the 02:00 schedule asks for, launched with the tags the schedule
 daemon gives it; its scheduled time is the wall clock, because the window is measured on it.
 
@@ -31,13 +31,14 @@ from velocity_platform.simulators.erp import ErpConfig
 from velocity_platform.simulators.serve import BackgroundServer
 from velocity_platform.simulators.wms import WmsConfig
 from velocity_platform_tests.conftest import ERP_TOKEN, WMS_TOKEN, WORLD, Platform, platform_environment
-from velocity_platform_tests.ops.deployment import JOB, LOCATION, REPOSITORY, LocalDeployment, wait_until
+from benchmarks.deployment import LocalDeployment, wait_until
+from velocity_platform.connectors.dagster_webserver import JOB, LOCATION, REPOSITORY
 from velocity_platform_tests.ops.test_alerts import Receiver
 
 pytestmark = pytest.mark.integration
 
 LONDON = ZoneInfo("Europe/London")
-WINDOW_HOURS = 0.1  # six minutes
+WINDOW_HOURS = 0.25  # fifteen minutes: room for a night on a busy machine
 HEALED, CRASHED, MISSED = dt.date(2026, 2, 5), dt.date(2026, 2, 6), dt.date(2026, 2, 7)
 
 LAUNCH_RUN = """
@@ -276,10 +277,14 @@ def test_a_night_whose_erp_never_returns_stops_at_the_end_of_its_window(nights):
     assert run.status == dg.DagsterRunStatus.FAILURE
     # It kept retrying until the window's end, then stopped: no run retry after the step gave up.
     assert len(instance.get_run_group(run.run_id)[1]) == 1
-    assert retries_of(instance, run.run_id, "raw_transactions")
     record = instance.get_run_record_by_id(run.run_id)
     deadline = nights["started_at"] + dt.timedelta(hours=WINDOW_HOURS)
     assert record.end_time >= deadline.timestamp()
+    # However many retries fitted in (a busy machine starts the run late), none was set for after the window.
+    retries = instance.get_records_for_run(run.run_id, of_type=dg.DagsterEventType.STEP_UP_FOR_RETRY).records
+    for r in retries:
+        due = r.timestamp + r.event_log_entry.dagster_event.event_specific_data.seconds_to_wait
+        assert due <= deadline.timestamp() + 1, r.event_log_entry.dagster_event.step_key
     failures = instance.get_records_for_run(run.run_id, of_type=dg.DagsterEventType.STEP_FAILURE).records
     messages = {r.event_log_entry.dagster_event.step_key: r.event_log_entry.dagster_event.step_failure_data.error.message for r in failures}
     assert WINDOW_MISSED in messages["raw_transactions"]
@@ -291,4 +296,4 @@ def test_the_missed_window_is_paged_once_and_the_outage_not_per_attempt(nights):
     [message] = messages
     assert message["kind"] == "batch_window_missed" and message["partition"] == MISSED.isoformat()
     assert message["run_id"] == nights["missed"].run_id
-    assert "missed its 0.1-hour batch window" in message["description"]
+    assert f"missed its {WINDOW_HOURS:g}-hour batch window" in message["description"]

@@ -58,6 +58,9 @@ def faulty_world(root: Path, erp: dict | None = None, wms: dict | None = None) -
     erp_config = ErpConfig(**WORLD, lines_per_day=LINES_PER_DAY, token=ERP_TOKEN, retry_after_seconds=0, **(erp or {}))
     wms_config = WmsConfig(**WORLD, token=WMS_TOKEN, retry_after_seconds=0, **(wms or {}))
     with platform_environment(root, erp_config, wms_config) as platform:
+        # Relocations priced at zero minutes: these tests prove every directive is delivered exactly
+        # once and need enough of them a night; what a move must earn is tested in domain/.
+        os.environ["VELOCITY_MOVE_MINUTES"] = "0"
         yield platform
     reset_guards()
 

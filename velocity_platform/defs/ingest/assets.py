@@ -16,14 +16,8 @@ from velocity_platform.connectors.erp_pages import (
 )
 from velocity_platform.connectors.http import UpstreamError
 from velocity_platform.defs.ops.retries import retry_or_fail
-from velocity_platform.defs.partitions import (
-    BACKFILL_POLICY,
-    DUCKDB_POOL,
-    PARTITION_METADATA,
-    DateVerdict,
-    business_days,
-    partition_dates,
-)
+from velocity_platform.defs.daily import COUNTS, SUM, Day, daily_asset
+from velocity_platform.defs.partitions import DUCKDB_POOL, DateVerdict
 from velocity_platform.defs.resources import (
     ErpResource,
     OperationsResource,
@@ -115,13 +109,29 @@ def pull_from_erp(
     )
 
 
-@dg.asset(
-    partitions_def=business_days,
-    backfill_policy=BACKFILL_POLICY,
-    metadata=PARTITION_METADATA,
-    group_name="ingest",
-    kinds={"duckdb", "polars"},
-    pool=DUCKDB_POOL,
+# How a range's pull figures add up (any other figure is the latest date's).
+PULL_MERGE = {
+    "erp_lines": SUM,
+    "lines_received": SUM,
+    "documents": SUM,
+    "pages": SUM,
+    "pages_dead_lettered": SUM,
+    "repeated_documents_dropped": SUM,
+    "documents_not_fitting_contract": SUM,
+    "unexpected_fields": COUNTS,
+    "http_requests": SUM,
+    "http_retries": SUM,
+    "retried_failures": COUNTS,
+    "file_lines": SUM,
+    "excluded_non_inventory_lines": SUM,
+    "excluded_by_code": COUNTS,
+}
+RECONCILIATION_MERGE = {"erp_lines": SUM, "raw_lines": SUM, "difference": SUM, "pages_dead_lettered": SUM}
+
+
+@daily_asset(
+    group="ingest",
+    merge=PULL_MERGE,
     check_specs=[
         dg.AssetCheckSpec(
             RECONCILIATION_CHECK,
@@ -130,77 +140,34 @@ def pull_from_erp(
             description="Lines received equal the lines the ERP says it holds for the date.",
         )
     ],
+    check_merge={RECONCILIATION_CHECK: RECONCILIATION_MERGE},
     description="ERP order lines for the business date, flattened from the order documents, as received.",
 )
 def raw_transactions(
     context: dg.AssetExecutionContext,
+    day: dt.date,
     erp: ErpResource,
     warehouse: WarehouseResource,
     transaction_source: TransactionSourceResource,
     operations: OperationsResource,
-):
-    pulls = {}
-    for day in partition_dates(context):  # one date, or a backfill's range in order
-        if transaction_source.is_file:  # a file-drop export instead of the ERP: see the end of this module
-            pulls[day] = pull_from_file(day, transaction_source, warehouse.timezone)
-        else:
-            pulls[day] = pull_from_erp(context, day, erp, warehouse.timezone, operations)
-    lines = _numbered_across_days([with_provenance(p.ingested.lines) for p in pulls.values()])
-    days = list(pulls.values())
-    received = sum(p.ingested.lines_received for p in days)
-    source_lines = sum(p.source_lines for p in days)
-    metadata = {
-        "dagster/row_count": lines.height,
-        "erp_lines": source_lines,
-        "lines_received": received,
-        "documents": sum(p.ingested.documents for p in days),
-        "pages": sum(p.ingested.pages for p in days),
-        "pages_dead_lettered": sum(len(p.ingested.dead_lettered_pages) for p in days),
-        "repeated_documents_dropped": sum(p.ingested.repeated_documents for p in days),
-        "documents_not_fitting_contract": sum(p.ingested.misfit_documents for p in days),
-        "unexpected_fields": dg.MetadataValue.json(_summed(p.ingested.unexpected_fields for p in days)),
-        **(days[0].metadata if len(days) == 1 else _summed_pull_metadata(days)),
+) -> Day:
+    if transaction_source.is_file:  # a file-drop export instead of the ERP: see the end of this module
+        pull = pull_from_file(day, transaction_source, warehouse.timezone)
+    else:
+        pull = pull_from_erp(context, day, erp, warehouse.timezone, operations)
+    ingested = pull.ingested
+    figures = {
+        "erp_lines": pull.source_lines,
+        "lines_received": ingested.lines_received,
+        "documents": ingested.documents,
+        "pages": ingested.pages,
+        "pages_dead_lettered": len(ingested.dead_lettered_pages),
+        "repeated_documents_dropped": ingested.repeated_documents,
+        "documents_not_fitting_contract": ingested.misfit_documents,
+        "unexpected_fields": ingested.unexpected_fields,
+        **pull.metadata,
     }
-    if len(days) > 1:
-        metadata["business_dates"] = len(days)
-    yield dg.Output(lines, metadata=metadata)
-    # One result for the run (the check is not partitioned), built from each date's verdict.
-    yield reconciliation({day: reconciles(day, pull) for day, pull in pulls.items()})
-
-
-def _numbered_across_days(frames: list[pl.DataFrame]) -> pl.DataFrame:
-    """The days' lines in one frame, arrival order continuing from one day to the next."""
-    if len(frames) == 1:
-        return frames[0]
-    offsets = [0]
-    for frame in frames[:-1]:
-        offsets.append(offsets[-1] + frame.height)
-    return pl.concat(
-        frame.with_columns(pl.col("arrival_seq") + offset) for frame, offset in zip(frames, offsets, strict=True)
-    )
-
-
-def _summed(counts) -> dict[str, int]:
-    total: dict[str, int] = {}
-    for mapping in counts:
-        for key, n in mapping.items():
-            total[key] = total.get(key, 0) + n
-    return dict(sorted(total.items(), key=lambda kv: -kv[1]))
-
-
-def _summed_pull_metadata(days: list[SourcePull]) -> dict:
-    """Several days' pull figures as one: numbers added, anything else from the first day."""
-    merged: dict = {}
-    counts: dict[str, list[dict]] = {}
-    for pull in days:
-        for key, value in pull.metadata.items():
-            if isinstance(value, int) and not isinstance(value, bool):
-                merged[key] = merged.get(key, 0) + value
-            elif isinstance(value, dg.JsonMetadataValue) and isinstance(value.data, dict):
-                counts.setdefault(key, []).append(value.data)  # counts by kind: added up below
-            else:
-                merged.setdefault(key, value)
-    return {**merged, **{key: dg.MetadataValue.json(_summed(parts)) for key, parts in counts.items()}}
+    return Day(with_provenance(ingested.lines), figures, {RECONCILIATION_CHECK: reconciles(day, pull)})
 
 
 def reconciles(day: dt.date, pull: SourcePull) -> DateVerdict:
@@ -232,20 +199,6 @@ def reconciles(day: dt.date, pull: SourcePull) -> DateVerdict:
         },
         description=description,
         severity=dg.AssetCheckSeverity.WARN if explained else dg.AssetCheckSeverity.ERROR,
-    )
-
-
-def reconciliation(verdicts: dict[dt.date, DateVerdict]) -> dg.AssetCheckResult:
-    """Every date of the run reconciles; the run's result adds the dates up and names the gaps."""
-    gaps = [v for v in verdicts.values() if not v.passed]
-    unexplained = any(v.severity == dg.AssetCheckSeverity.ERROR for v in gaps)
-    total = {key: sum(v.metadata[key] for v in verdicts.values()) for key in ("erp_lines", "raw_lines", "difference", "pages_dead_lettered")}
-    return dg.AssetCheckResult(
-        check_name=RECONCILIATION_CHECK,
-        passed=not gaps,
-        severity=dg.AssetCheckSeverity.WARN if gaps and not unexplained else dg.AssetCheckSeverity.ERROR,
-        metadata={**total, **({"dates_not_reconciled": len(gaps)} if len(verdicts) > 1 else {})},
-        description="\n".join(v.description for v in gaps if v.description) or None,
     )
 
 

@@ -11,7 +11,7 @@ import warnings
 
 import dagster as dg
 
-from velocity_platform.settings import NIGHTLY_START_HOUR, OperationsSettings, Settings
+from velocity_platform.settings import NIGHTLY_START_HOUR
 
 NIGHTLY_OUTPUTS = ("sku_velocity", "slotting_directives", "wms_directive_acks")
 
@@ -28,9 +28,9 @@ def nightly_freshness_policy(timezone: str, window_hours: float) -> dg.Freshness
     )
 
 
-def with_nightly_freshness(defs: dg.Definitions) -> dg.Definitions:
+def with_nightly_freshness(defs: dg.Definitions, timezone: str, window_hours: float) -> dg.Definitions:
     """The same definitions with the nightly freshness policy on the nightly outputs."""
-    policy = nightly_freshness_policy(Settings.from_env().timezone, OperationsSettings.from_env().batch_window_hours)
+    policy = nightly_freshness_policy(timezone, window_hours)
     with warnings.catch_warnings():
         # "preview" in 1.13; the version is pinned, and the test of this module would catch a change.
         warnings.simplefilter("ignore", dg.PreviewWarning)

@@ -36,13 +36,12 @@ from zoneinfo import ZoneInfo
 
 import dagster as dg
 import polars as pl
-from dagster_duckdb import DuckDBResource
 
 from velocity_platform.connectors import delta_store
 from velocity_platform.connectors.state import OperationalStore
 from velocity_platform.defs.ops.jobs import late_arrival_refresh, sku_master_refresh
-from velocity_platform.defs.partitions import business_days
 from velocity_platform.defs.resources import OperationalStoreResource, OperationsResource, WarehouseResource
+from velocity_platform.defs.tables import WarehouseTables
 from velocity_platform.domain.deltas import (
     DELTA_LINES_SCHEMA,
     candidate_keys,
@@ -178,7 +177,8 @@ def first_watermark(built: list[dt.date], timezone: str) -> dt.datetime:
     Records committed after that midnight may belong to a built day (its nightly pull ran at
     02:00); the partition's own txn_ids say whether they are late, so starting early is safe.
     """
-    newest = built[-1] if built else dt.date.fromisoformat(business_days.get_last_partition_key())
+    # The newest partition: the business date that ended last in the warehouse's zone.
+    newest = built[-1] if built else dt.datetime.now(ZoneInfo(timezone)).date() - dt.timedelta(days=1)
     midnight = dt.datetime.combine(newest + dt.timedelta(days=1), dt.time(), tzinfo=ZoneInfo(timezone))
     return midnight.astimezone(dt.UTC) - ONE_MICROSECOND
 
@@ -201,25 +201,18 @@ def read_recorded(store: OperationalStore, since: dt.datetime, max_records: int)
     return RecordedLines(lines, through)
 
 
-def read_tables(warehouse_tables: DuckDBResource, candidates: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+def read_tables(warehouse_tables: WarehouseTables, candidates: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(txn_ids the built partitions hold among the candidates, the warehouse's SKU master)."""
     held = pl.DataFrame(schema={"business_date": pl.Date, "txn_id": pl.String})
     master = pl.DataFrame(schema={"sku_id": pl.String, "case_qty": pl.Int32, "pallet_qty": pl.Int32})
-    with warehouse_tables.get_connection() as con:
-        tables = {row[0] for row in con.execute(
-            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'warehouse'"
-        ).fetchall()}
-        if "raw_transactions" in tables and candidates.height:
-            con.register("candidates", candidates.to_arrow())
+    with warehouse_tables.session() as tables:
+        if candidates.height and tables.exists("raw_transactions"):
             first, last = candidates["business_date"].min(), candidates["business_date"].max()
-            held = con.execute(
-                """SELECT DISTINCT r.business_date, r.txn_id FROM warehouse.raw_transactions r
-                   JOIN candidates c ON r.business_date = c.business_date AND r.txn_id = c.txn_id
-                   WHERE r.business_date BETWEEN ? AND ?""",
-                [first, last],
-            ).pl()
-        if "sku_master" in tables:
-            master = con.execute("SELECT sku_id, case_qty, pallet_qty FROM warehouse.sku_master").pl()
+            held = tables.read(
+                "raw_transactions", first, last, columns=["business_date", "txn_id"], matching=candidates.select("business_date", "txn_id")
+            ).unique()
+        if tables.exists("sku_master"):
+            master = tables.read("sku_master", columns=["sku_id", "case_qty", "pallet_qty"])
     return held, master
 
 
@@ -235,7 +228,7 @@ def erp_delta_sensor(
     context: dg.SensorEvaluationContext,
     state_store: OperationalStoreResource,
     warehouse: WarehouseResource,
-    warehouse_tables: DuckDBResource,
+    warehouse_tables: WarehouseTables,
     operations: OperationsResource,
 ) -> dg.SensorResult:
     started = time.perf_counter()

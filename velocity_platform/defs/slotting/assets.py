@@ -14,14 +14,8 @@ import polars as pl
 
 from velocity_platform.connectors.state import moves_sent_from
 from velocity_platform.connectors.wms_pages import read_assignment_page
-from velocity_platform.defs.partitions import (
-    BACKFILL_POLICY,
-    DUCKDB_POOL,
-    PARTITION_METADATA,
-    business_days,
-    partition_dates,
-    window,
-)
+from velocity_platform.defs.daily import FIRST, SUM, DailyIn, Day, daily_asset
+from velocity_platform.defs.partitions import DateVerdict
 from velocity_platform.defs.resources import (
     OperationalStoreResource,
     SlottingResource,
@@ -63,20 +57,31 @@ def assignment_at_start_of(day: dt.date, wms: WmsResource, state_store: Operatio
     return start, applied.filter(pl.col("business_date") < day)
 
 
-@dg.asset(
-    partitions_def=business_days,
-    backfill_policy=BACKFILL_POLICY,
-    metadata=PARTITION_METADATA,
+def _first_violations(values: list) -> dg.MarkdownMetadataValue:
+    lines = [line for value in values for line in _plain_md(value).splitlines() if line != "none"]
+    return dg.MetadataValue.md("\n".join(lines[:10]) or "none")
+
+
+def _plain_md(value) -> str:
+    return value.value if isinstance(value, dg.MarkdownMetadataValue) else str(value)
+
+
+@daily_asset(
+    group="slotting",
+    ranged=True,  # each date is planned on the slotting the previous date's moves leave
     ins={
-        "sku_velocity": dg.AssetIn(),
-        "sales_history": dg.AssetIn(
-            partition_mapping=window(WALK_COST_DAYS - 1),
-            metadata={"columns": ["business_date", "txn_id", "txn_type", "sku_id"]},  # the orders a walk needs
-        ),
+        "sku_velocity": DailyIn(),
+        # the orders a walk needs, of the day and the two before it
+        "sales_history": DailyIn(WALK_COST_DAYS - 1, ["business_date", "txn_id", "txn_type", "sku_id"]),
     },
-    group_name="slotting",
-    kinds={"duckdb", "polars"},
-    pool=DUCKDB_POOL,
+    merge={
+        "relocations": SUM,
+        "new_skus_slotted": SUM,
+        "expected_saving_m_per_day": SUM,
+        "expected_net_saving_h": SUM,
+        "relocation_hours": SUM,
+        "skus_slotted_at_start": FIRST,
+    },
     check_specs=[
         dg.AssetCheckSpec(
             CAPACITY_CHECK,
@@ -85,12 +90,14 @@ def assignment_at_start_of(day: dt.date, wms: WmsResource, state_store: Operatio
             description="No directive targets an occupied location, the same location twice, or one a case cannot fit.",
         )
     ],
+    check_merge={CAPACITY_CHECK: {"violations": SUM, "first_violations": _first_violations}},
     description="Moves for the day that pay for their labor: SKUs ranked by a spike-proof pick rate into locations "
     "ranked by travel cost, confirmed on two disjoint windows, each relocation repaid by the walking it saves within "
     "the payback horizon; new SKUs slotted; best net value first, the budget a cap.",
 )
 def slotting_directives(
     context: dg.AssetExecutionContext,
+    days: list[dt.date],
     warehouse: WarehouseResource,
     slotting: SlottingResource,
     wms: WmsResource,
@@ -100,7 +107,6 @@ def slotting_directives(
     wms_locations: pl.DataFrame,
     sku_master: pl.DataFrame,
 ):
-    days = partition_dates(context)
     start, earlier_moves = assignment_at_start_of(days[0], wms, state_store)
     config = SlottingConfig(
         move_budget=warehouse.move_budget,
@@ -109,58 +115,55 @@ def slotting_directives(
         band_locations=slotting.band_locations,
         labor=slotting.labor,
     )
+    velocity_of, orders_of = DailyIn(), DailyIn(WALK_COST_DAYS - 1)
     orders = sales_history.filter(pl.col("txn_type") == "ORDER").select(
         "business_date", pl.col("txn_id").alias("order_id"), "sku_id"
     )
+    labor = config.labor
     # The one planning loop (also evaluate's): a backfill's range is planned as its nights
     # would have been, each on the slotting the previous night's moves leave.
-    plans = list(
-        plan_day_after_day(
-            days,
-            lambda day: sku_velocity.filter(pl.col("business_date") == day),
-            wms_locations,
-            start,
-            sku_master,
-            earlier_moves,
-            lambda day: orders.filter(pl.col("business_date").is_between(day - dt.timedelta(days=WALK_COST_DAYS - 1), day)),
-            config,
-        )
+    plans = plan_day_after_day(
+        days,
+        lambda day: velocity_of.cut(sku_velocity, day, single=False),
+        wms_locations,
+        start,
+        sku_master,
+        earlier_moves,
+        lambda day: orders_of.cut(orders, day, single=False),
+        config,
     )
-    directives = pl.concat([plan.directives for plan in plans])
-    violations = pl.concat([capacity_violations(p.directives, wms_locations, p.assignment, sku_master) for p in plans])
-    relocations = int(directives["relocations"].sum())
-    labor = config.labor
-    yield dg.Output(
-        directives,
-        metadata={
-            "dagster/row_count": directives.height,
+    for day, plan in zip(days, plans, strict=True):
+        directives = plan.directives
+        violations = capacity_violations(directives, wms_locations, plan.assignment, sku_master)
+        relocations = int(directives["relocations"].sum())
+        figures = {
             "move_budget": warehouse.move_budget,
             "relocations": relocations,
             "new_skus_slotted": directives.filter(pl.col("from_location").is_null()).height,
             "expected_saving_m_per_day": round(float(directives["expected_saving_m_per_day"].sum()), 1),
             "expected_net_saving_h": round(float(directives["net_saving_h"].sum()), 2),
             "relocation_hours": round(labor.relocation_hours(relocations), 2),
+            # a range shows its latest date's median
             "median_payback_days": round(float(directives.filter(pl.col("relocations") > 0)["payback_days"].median() or 0.0), 1),
             "payback_horizon_days": labor.payback_horizon_days,
             "move_minutes": labor.move_minutes,
             "walk_speed_m_s": labor.walk_speed_m_s,
             "routing": slotting.routing,
             "skus_slotted_at_start": start.height,
-            **({"business_dates": len(days)} if len(days) > 1 else {}),
-        },
-    )
-    yield dg.AssetCheckResult(
-        check_name=CAPACITY_CHECK,
-        passed=violations.is_empty(),
-        severity=dg.AssetCheckSeverity.ERROR,
-        metadata={
-            "violations": violations.height,
-            "first_violations": dg.MetadataValue.md(
-                "\n".join(f"- {r['directive_id']} -> {r['to_location']}: {r['problem']}" for r in violations.head(10).iter_rows(named=True))
-                or "none"
-            ),
-        },
-    )
+        }
+        check = DateVerdict(
+            violations.is_empty(),
+            {
+                "violations": violations.height,
+                "first_violations": dg.MetadataValue.md(
+                    "\n".join(
+                        f"- {r['directive_id']} -> {r['to_location']}: {r['problem']}" for r in violations.head(10).iter_rows(named=True)
+                    )
+                    or "none"
+                ),
+            },
+        )
+        yield day, Day(directives, figures, {CAPACITY_CHECK: check})
 
 
 SHADOW_DAYS = 30
@@ -175,25 +178,20 @@ SHADOW_REPORT_SCHEMA = {
 }
 
 
-@dg.asset(
-    partitions_def=business_days,
-    backfill_policy=BACKFILL_POLICY,
-    metadata=PARTITION_METADATA,
+@daily_asset(
+    group="slotting",
+    ranged=True,  # each date is walked on the slotting the previous date's moves leave
     ins={
-        "sales_history": dg.AssetIn(
-            partition_mapping=window(SHADOW_DAYS - 1),
-            metadata={"columns": ["business_date", "txn_id", "txn_type", "sku_id"]},  # what a walk needs
-        ),
-        "sku_velocity": dg.AssetIn(),
+        # the orders a walk needs, of the 30 days up to the date
+        "sales_history": DailyIn(SHADOW_DAYS - 1, ["business_date", "txn_id", "txn_type", "sku_id"]),
+        "sku_velocity": DailyIn(),
     },
-    group_name="slotting",
-    kinds={"duckdb", "polars"},
-    pool=DUCKDB_POOL,
     description="Shadow mode: the last 30 days of real orders walked on the current slotting and on the slotting "
     "after the day's directives; travel per order, % reduction, saving per move, with the ABC Pareto and heat maps.",
 )
 def slotting_shadow_report(
     context: dg.AssetExecutionContext,
+    days: list[dt.date],
     slotting: SlottingResource,
     wms: WmsResource,
     state_store: OperationalStoreResource,
@@ -201,8 +199,7 @@ def slotting_shadow_report(
     sku_velocity: pl.DataFrame,
     slotting_directives: pl.DataFrame,
     wms_locations: pl.DataFrame,
-) -> pl.DataFrame:
-    days = partition_dates(context)
+):
     layout = Layout.from_locations(wms_locations)
     orders = with_order_hash(
         sales_history.filter(pl.col("txn_type") == "ORDER").select(
@@ -234,7 +231,6 @@ def slotting_shadow_report(
         )
         reports.append(replay.report)
         current = replay.proposed
-    report = pl.concat(reports)
     last = days[-1]
     moves = slotting_directives.filter(pl.col("business_date") == last)
     result = replay.comparison
@@ -247,47 +243,46 @@ def slotting_shadow_report(
     relocation_h = labor.relocation_hours(relocations)
     net_labor_h = saved_h_per_day * labor.payback_horizon_days - relocation_h
     history = _net_labor_by_date(context, {last: net_labor_h})
-    context.add_output_metadata(
-        {
-            "dagster/row_count": report.height,
-            **({"figures_for": str(last), "business_dates": len(days)} if len(days) > 1 else {}),
-            "orders": result.orders,
-            "orders_in_window": replay.orders_in_window,
-            "pick_lines": result.pick_lines,
-            "lines_without_a_slot": replay.lines_without_a_slot,
-            "routing": slotting.routing,
-            "travel_current_m": round(result.before_m, 1),
-            "travel_after_m": round(result.after_m, 1),
-            "travel_per_order_current_m": round(result.before_m / result.orders, 2) if result.orders else 0.0,
-            "travel_per_order_after_m": round(result.after_m / result.orders, 2) if result.orders else 0.0,
-            "travel_reduction_pct": round(result.reduction_pct, 3),
-            "moves": moves.height,
-            "saving_m_per_day": round(saved_per_day, 2),
-            "saving_m_per_day_per_move": round(saved_per_day / moves.height, 3) if moves.height else 0.0,
-            # Net labor leads: walking saved less the relocations' time, over the payback horizon.
-            "travel_saved_m_per_day": round(saved_per_day, 1),
-            "travel_saved_h_per_day": round(saved_h_per_day, 3),
-            "relocations": relocations,
-            "relocation_hours": round(relocation_h, 2),
-            "net_labor_h": round(net_labor_h, 2),
-            "payback_days": round(relocation_h / saved_h_per_day, 1) if relocations and saved_h_per_day > 0 else None,
-            "payback_horizon_days": labor.payback_horizon_days,
-            "net_labor_cumulative_h": round(sum(history.values()), 2),
-            "net_labor_plot": dg.MetadataValue.md(markdown_image(cumulative_net_labor(history), "cumulative net labor hours")),
-            "expected_saving_m_per_day": round(float(moves["expected_saving_m_per_day"].sum()), 2),
-            # Pictures of the last date only: a backfill's range shares one set of metadata.
-            "abc_pareto": dg.MetadataValue.md(
-                markdown_image(abc_pareto(sku_velocity.filter(pl.col("business_date") == last)), "ABC Pareto curve")
-            ),
-            "location_heat_map": dg.MetadataValue.md(
-                markdown_image(
-                    heat_maps(replay.picks["current"], replay.picks["after"], layout.aisles, layout.bays_per_side),
-                    "pick lines per location before and after",
-                )
-            ),
-        }
-    )
-    return report
+    # The figures and pictures are the last date's: a range shows one set of them.
+    figures = {
+        **({"figures_for": str(last)} if len(days) > 1 else {}),
+        "orders": result.orders,
+        "orders_in_window": replay.orders_in_window,
+        "pick_lines": result.pick_lines,
+        "lines_without_a_slot": replay.lines_without_a_slot,
+        "routing": slotting.routing,
+        "travel_current_m": round(result.before_m, 1),
+        "travel_after_m": round(result.after_m, 1),
+        "travel_per_order_current_m": round(result.before_m / result.orders, 2) if result.orders else 0.0,
+        "travel_per_order_after_m": round(result.after_m / result.orders, 2) if result.orders else 0.0,
+        "travel_reduction_pct": round(result.reduction_pct, 3),
+        "moves": moves.height,
+        "saving_m_per_day": round(saved_per_day, 2),
+        "saving_m_per_day_per_move": round(saved_per_day / moves.height, 3) if moves.height else 0.0,
+        # Net labor leads: walking saved less the relocations' time, over the payback horizon.
+        "travel_saved_m_per_day": round(saved_per_day, 1),
+        "travel_saved_h_per_day": round(saved_h_per_day, 3),
+        "relocations": relocations,
+        "relocation_hours": round(relocation_h, 2),
+        "net_labor_h": round(net_labor_h, 2),
+        "payback_days": round(relocation_h / saved_h_per_day, 1) if relocations and saved_h_per_day > 0 else None,
+        "payback_horizon_days": labor.payback_horizon_days,
+        "net_labor_cumulative_h": round(sum(history.values()), 2),
+        "net_labor_plot": dg.MetadataValue.md(markdown_image(cumulative_net_labor(history), "cumulative net labor hours")),
+        "expected_saving_m_per_day": round(float(moves["expected_saving_m_per_day"].sum()), 2),
+        # Pictures of the last date only: a backfill's range shares one set of metadata.
+        "abc_pareto": dg.MetadataValue.md(
+            markdown_image(abc_pareto(sku_velocity.filter(pl.col("business_date") == last)), "ABC Pareto curve")
+        ),
+        "location_heat_map": dg.MetadataValue.md(
+            markdown_image(
+                heat_maps(replay.picks["current"], replay.picks["after"], layout.aisles, layout.bays_per_side),
+                "pick lines per location before and after",
+            )
+        ),
+    }
+    for day, day_report in zip(days, reports, strict=True):
+        yield day, Day(day_report, figures if day == last else {})
 
 
 def _net_labor_by_date(context: dg.AssetExecutionContext, today: dict[dt.date, float]) -> dict[dt.date, float]:

@@ -8,7 +8,8 @@ import dagster as dg
 import polars as pl
 
 from velocity_platform.connectors.state import moves_sent_from
-from velocity_platform.defs.partitions import DUCKDB_POOL, DateVerdict, business_days, partition_dates, record_per_date
+from velocity_platform.defs.daily import SUM, judge_dates
+from velocity_platform.defs.partitions import DUCKDB_POOL, DateVerdict, business_days, partition_dates
 from velocity_platform.defs.resources import OperationalStoreResource, SlottingResource, WarehouseResource
 from velocity_platform.domain.signals import thrash
 from velocity_platform.domain.slotting import MOVE_SCHEMA, REVERSAL_GUARD_DAYS, reversing_relocations
@@ -43,50 +44,40 @@ def no_thrash_within_hysteresis(
     )
     planned = slotting_directives.select("business_date", "sku_id").cast({"business_date": pl.Date, "sku_id": pl.String})
     applied = pl.concat([acked, planned])
-    per_date = {
-        day: thrash(
-            slotting_directives.filter(pl.col("business_date") == day),
-            applied.filter(pl.col("business_date") < day),
-            day,
-            window_days,
+    verdicts = {}
+    for day in days:
+        todays = slotting_directives.filter(pl.col("business_date") == day)
+        found = thrash(todays, applied.filter(pl.col("business_date") < day), day, window_days)
+        listing = "\n".join(f"- {r['sku_id']} ({r['directive_id']}): {r['problem']}" for r in found.head(15).iter_rows(named=True))
+        verdicts[day] = DateVerdict(
+            found.is_empty(),
+            {
+                "directives": todays.height,
+                "thrashing_directives": found.height,
+                "hysteresis_days": window_days,
+                "moves_in_window": applied.filter(pl.col("business_date") < day).height,
+                "first_thrashing": dg.MetadataValue.md(listing or "none"),
+            },
+            None
+            if found.is_empty()
+            else f"{found.height} of the {todays.height} directives for {day} move a SKU again inside the {window_days}-day "
+            f"hysteresis window (first: {found['sku_id'][0]}); the planner should have held them back: look at that SKU's "
+            "recent directives and class history.",
+            dg.AssetCheckSeverity.WARN,
         )
-        for day in days
-    }
-    record_per_date(
+    return judge_dates(
         context,
         "slotting_directives",
         THRASH_CHECK,
-        {
-            day: DateVerdict(
-                found.is_empty(),
-                {"thrashing_directives": found.height},
-                None if found.is_empty() else f"{found.height} directives move a SKU again inside the window (first: {found['sku_id'][0]})",
-                dg.AssetCheckSeverity.WARN,
-            )
-            for day, found in per_date.items()
-        },
+        verdicts,
+        {"directives": SUM, "thrashing_directives": SUM, "first_thrashing": _listed},
     )
-    thrashing = pl.concat(list(per_date.values()))
-    day = days[-1] if len(days) == 1 else f"{days[0]} .. {days[-1]}"
-    listing = "\n".join(
-        f"- {r['sku_id']} ({r['directive_id']}): {r['problem']}" for r in thrashing.head(15).iter_rows(named=True)
-    )
-    return dg.AssetCheckResult(
-        passed=thrashing.is_empty(),
-        severity=dg.AssetCheckSeverity.WARN,
-        metadata={
-            "directives": slotting_directives.height,
-            "thrashing_directives": thrashing.height,
-            "hysteresis_days": window_days,
-            "moves_in_window": applied.filter(pl.col("business_date") < days[-1]).height,
-            "first_thrashing": dg.MetadataValue.md(listing or "none"),
-        },
-        description=None
-        if thrashing.is_empty()
-        else f"{thrashing.height} of the {slotting_directives.height} directives for {day} move a SKU again inside "
-        f"the {window_days}-day hysteresis window (first: {thrashing['sku_id'][0]}); the planner should have held "
-        "them back: look at that SKU's recent directives and class history.",
-    )
+
+
+def _listed(values: list) -> dg.MarkdownMetadataValue:
+    """The first lines of several dates' markdown lists."""
+    lines = [line for v in values for line in v.value.splitlines() if line != "none"]
+    return dg.MetadataValue.md("\n".join(lines[:15]) or "none")
 
 
 NET_LABOR_CHECK = "moves_pay_for_their_labor"
@@ -120,42 +111,34 @@ def moves_pay_for_their_labor(
     )
     moves = pl.concat([earlier, slotting_directives.select(list(MOVE_SCHEMA)).cast(MOVE_SCHEMA)])
     reversing = reversing_relocations(moves, wms_locations, slotting.routing, guard)
-    per_date = {}
+    verdicts = {}
     for day in days:
         # New SKUs' first slots are putaways that happen anyway: only relocations are judged.
-        today = slotting_directives.filter((pl.col("business_date") == day) & (pl.col("relocations") > 0))
-        net_h = float(today["net_saving_h"].sum())
+        todays = slotting_directives.filter(pl.col("business_date") == day)
+        relocating = todays.filter(pl.col("relocations") > 0)
+        net_h = float(relocating["net_saving_h"].sum())
         undone = reversing.filter(pl.col("business_date") == day)
         problems = ([f"expected net value {net_h:.2f} h is negative"] if net_h < 0 else []) + (
             [f"{undone.height} directives move a SKU back within {guard} days (first: {undone['sku_id'][0]})"] if undone.height else []
         )
-        per_date[day] = (net_h, undone, problems)
-    record_per_date(
+        verdicts[day] = DateVerdict(
+            not problems,
+            {
+                "expected_net_saving_h": round(net_h, 2),
+                "relocations": int(todays["relocations"].sum()),
+                "moves_back_within_30d": undone.height,
+            },
+            None
+            if not problems
+            else f"{day}: " + "; ".join(problems) + ". The planner should only plan moves that repay their labor and never "
+            "undo a recent relocation: look at those directives' reason and payback_days, and at the labor settings "
+            "(VELOCITY_MOVE_MINUTES, VELOCITY_WALK_SPEED_M_S, VELOCITY_PAYBACK_HORIZON_DAYS).",
+            dg.AssetCheckSeverity.WARN,
+        )
+    return judge_dates(
         context,
         "slotting_directives",
         NET_LABOR_CHECK,
-        {
-            day: DateVerdict(
-                not problems,
-                {"expected_net_saving_h": round(net_h, 2), "moves_back_within_30d": undone.height},
-                "; ".join(problems) or None,
-                dg.AssetCheckSeverity.WARN,
-            )
-            for day, (net_h, undone, problems) in per_date.items()
-        },
-    )
-    problems = [f"{day}: {p}" for day, (_, _, found) in per_date.items() for p in found]
-    return dg.AssetCheckResult(
-        passed=not problems,
-        severity=dg.AssetCheckSeverity.WARN,
-        metadata={
-            "expected_net_saving_h": round(float(slotting_directives.filter(pl.col("relocations") > 0)["net_saving_h"].sum()), 2),
-            "relocations": int(slotting_directives["relocations"].sum()),
-            "moves_back_within_30d": reversing.filter(pl.col("business_date").is_in(days)).height,
-        },
-        description=None
-        if not problems
-        else "; ".join(problems) + ". The planner should only plan moves that repay their labor and never undo a "
-        "recent relocation: look at those directives' reason and payback_days, and at the labor settings "
-        "(VELOCITY_MOVE_MINUTES, VELOCITY_WALK_SPEED_M_S, VELOCITY_PAYBACK_HORIZON_DAYS).",
+        verdicts,
+        {"expected_net_saving_h": SUM, "relocations": SUM, "moves_back_within_30d": SUM},
     )

@@ -5,23 +5,16 @@ import datetime as dt
 
 import dagster as dg
 import polars as pl
-from dagster_duckdb import DuckDBResource
 
-from velocity_platform.defs.partitions import (
-    BACKFILL_POLICY,
-    DUCKDB_POOL,
-    PARTITION_METADATA,
-    business_days,
-    partition_dates,
-    window,
-)
-from velocity_platform.defs.resources import WarehouseResource, table_columns
+from velocity_platform.defs.daily import Day, daily_asset
+from velocity_platform.defs.partitions import partition_dates, window
+from velocity_platform.defs.resources import WarehouseResource
+from velocity_platform.defs.tables import WarehouseTables
 from velocity_platform.domain.pick_rate import PickRateConfig, with_pick_rates
 from velocity_platform.domain.taxonomy import UNCLASSIFIED, TaxonomyConfig, classify_window_totals, demand_per_sku_sql
 
 VELOCITY_WINDOW_DAYS = 90
-# Where the I/O manager keeps daily_sku_demand (schema "warehouse", table named after the asset).
-DEMAND_TABLE = "warehouse.daily_sku_demand"
+DEMAND_TABLE = "daily_sku_demand"
 
 
 def xyz_counts(velocity: pl.DataFrame) -> dict[str, int]:
@@ -53,70 +46,47 @@ def history_start(context: dg.AssetExecutionContext) -> dt.date:
     return min((dt.date.fromisoformat(key) for key in materialized), default=partition_dates(context)[0])
 
 
-@dg.asset(
-    partitions_def=business_days,
-    backfill_policy=BACKFILL_POLICY,
-    metadata=PARTITION_METADATA,
+@daily_asset(
+    group="velocity",
     # 90 days of daily demand, summed per SKU where they are stored: a large catalogue's window
     # is millions of daily rows, and the taxonomy needs one row of window totals per SKU.
     deps=[dg.AssetDep("daily_sku_demand", partition_mapping=window(VELOCITY_WINDOW_DAYS - 1))],
-    group_name="velocity",
-    kinds={"duckdb", "polars"},
-    pool=DUCKDB_POOL,
     description="Per SKU at the evaluation date: windowed demand, ABC / XYZ class, cubic velocity, COI, seasonality. "
     "XYZ, demand_cv and seasonality are null (not yet classified) until the SKU has the weeks on sale they need.",
 )
 def sku_velocity(
     context: dg.AssetExecutionContext,
+    day: dt.date,
     warehouse: WarehouseResource,
-    warehouse_tables: DuckDBResource,
+    warehouse_tables: WarehouseTables,
     sku_master: pl.DataFrame,
-) -> pl.DataFrame:
-    days = partition_dates(context)  # one date, or a backfill's range: each classified on its own window
+) -> Day:
     start = history_start(context)
     config = TaxonomyConfig(xyz_min_weeks=warehouse.xyz_min_weeks)
-    with warehouse_tables.get_connection() as con:
-        if not table_columns(con, *DEMAND_TABLE.split(".")):
+    rates = PickRateConfig()
+    with warehouse_tables.session() as tables:
+        if not tables.exists(DEMAND_TABLE):
             raise dg.Failure(
-                description=f"{DEMAND_TABLE} does not exist yet: materialize daily_sku_demand for the 90 days up to "
-                f"{days[-1]} first"
+                description=f"{DEMAND_TABLE} does not exist yet: materialize daily_sku_demand for the 90 days up to {day} first"
             )
-        # The daily pick lines the pick rates read: the 28 days up to each date of the range.
-        rates = PickRateConfig()
-        daily_lines = con.execute(
-            f"SELECT business_date, sku_id, pick_lines FROM {DEMAND_TABLE} WHERE business_date BETWEEN ? AND ?",
-            [rates.first_day(days[0]), days[-1]],
-        ).pl()
-        velocity = pl.concat(
-            with_pick_rates(
-                classify_window_totals(con.execute(demand_per_sku_sql(DEMAND_TABLE, day, config)).pl(), sku_master, day, start, config),
-                daily_lines,
-                day,
-                rates,
-            )
-            for day in days
-        )
-        last = days[-1]
-        days_loaded = con.execute(
-            f"SELECT count(DISTINCT business_date) FROM {DEMAND_TABLE} WHERE business_date BETWEEN ? AND ?",
-            [last - dt.timedelta(days=VELOCITY_WINDOW_DAYS - 1), last],
-        ).fetchone()[0]
-    latest = velocity.filter(pl.col("business_date") == last)
-    abc = dict(latest.group_by("abc_class").len().iter_rows())
-    xyz = xyz_counts(latest)
-    context.add_output_metadata(
+        totals = tables.query(DEMAND_TABLE, lambda name: demand_per_sku_sql(name, day, config))
+        # The daily pick lines the pick rates read: the 28 days up to the date.
+        daily_lines = tables.read(DEMAND_TABLE, rates.first_day(day), day, columns=["business_date", "sku_id", "pick_lines"])
+        days_loaded = tables.dates_held(DEMAND_TABLE, day - dt.timedelta(days=VELOCITY_WINDOW_DAYS - 1), day)
+    velocity = with_pick_rates(classify_window_totals(totals, sku_master, day, start, config), daily_lines, day, rates)
+    # Every figure is the date's; a range shows its latest date's (LAST, the default).
+    return Day(
+        velocity,
         {
-            "dagster/row_count": velocity.height,
-            "skus_classified": latest.height,
+            "skus_classified": velocity.height,
             "days_of_demand_loaded": days_loaded,
-            "abc_counts": abc,
-            "xyz_counts": xyz,
+            "abc_counts": dict(velocity.group_by("abc_class").len().iter_rows()),
+            "xyz_counts": xyz_counts(velocity),
             # why a SKU has no XYZ class: fewer whole weeks on sale than the minimum
             "xyz_min_weeks": warehouse.xyz_min_weeks,
-            "classes": dg.MetadataValue.md(class_table(latest)),
-            "skus_with_promotional_days": latest.filter(pl.col("promo_days_28d") > 0).height,
-            "promotional_uplift_lines_28d": int(latest["promo_uplift_lines_28d"].sum()),
-            **({"classified_as_of": str(last), "business_dates": len(days)} if len(days) > 1 else {}),
-        }
+            "classes": dg.MetadataValue.md(class_table(velocity)),
+            "skus_with_promotional_days": velocity.filter(pl.col("promo_days_28d") > 0).height,
+            "promotional_uplift_lines_28d": int(velocity["promo_uplift_lines_28d"].sum()),
+            "classified_as_of": str(day),
+        },
     )
-    return velocity

@@ -6,17 +6,11 @@ import datetime as dt
 
 import dagster as dg
 import polars as pl
-from dagster_duckdb import DuckDBResource
 
-from velocity_platform.defs.partitions import (
-    DUCKDB_POOL,
-    DateVerdict,
-    business_days,
-    partition_dates,
-    record_per_date,
-    window,
-)
+from velocity_platform.defs.daily import judge_dates
+from velocity_platform.defs.partitions import DUCKDB_POOL, DateVerdict, business_days, partition_dates
 from velocity_platform.defs.resources import OperationsResource
+from velocity_platform.defs.tables import WarehouseTables
 from velocity_platform.defs.velocity.assets import history_start
 from velocity_platform.domain.signals import (
     EXPECTED_SKU_SHARE,
@@ -33,8 +27,6 @@ PARETO_CHECK = "class_shares_follow_pareto"
 DAY_ON_DAY_CHECK = "velocity_change_within_factor"
 VELOCITY_WINDOW = 30
 BASELINE_DAYS = VelocityChangePolicy().baseline_days
-# Where the I/O manager keeps sales_history (schema "warehouse", table named after the asset).
-HISTORY_TABLE = "warehouse.sales_history"
 # What the signals read of their inputs: a large day's lines carry many more columns.
 DEMAND_COLUMNS = ["business_date", "sku_id", "units"]
 LINE_COLUMNS = ["business_date", "sku_id", "txn_type", "quantity_eaches"]
@@ -52,19 +44,35 @@ def _md_table(frame: pl.DataFrame, limit: int = 15) -> str:
     return f"{head}\n{rows}{more}"
 
 
-def _pareto_date(verdict: ParetoVerdict, day: dt.date) -> DateVerdict:
+def _demand_between(warehouse_tables: WarehouseTables, first: dt.date, last: dt.date) -> pl.DataFrame:
+    """Daily demand of first..last, read from the warehouse table.
+
+    Not an additional input with a window partition mapping: Dagster 1.13 hands an asset check's
+    additional input only the check's own partitions (the mapping is not applied), so a window
+    of earlier days would silently be today alone.
+    """
+    return warehouse_tables.read("daily_sku_demand", first, last, columns=DEMAND_COLUMNS)
+
+
+def _pareto_date(verdict: ParetoVerdict, day: dt.date, constants: dict) -> DateVerdict:
     if verdict.not_judged:
-        return DateVerdict(True, {"not_judged": verdict.not_judged}, None, dg.AssetCheckSeverity.WARN)
+        return DateVerdict(True, {"not_judged": verdict.not_judged, **constants}, None, dg.AssetCheckSeverity.WARN)
     metadata = {f"{r['abc_class']}_sku_share": dg.MetadataValue.float(r["sku_share"]) for r in verdict.shape.iter_rows(named=True)}
     if verdict.largest_shift is not None:
         metadata["largest_shift"] = dg.MetadataValue.float(verdict.largest_shift)
+    metadata.update({f"{r['abc_class']}_units_share": dg.MetadataValue.float(r["units_share"]) for r in verdict.shape.iter_rows(named=True)})
+    metadata["skus"] = int(verdict.shape["skus"].sum())
+    table = verdict.shape.drop("within")
+    if verdict.shift is not None:
+        table = table.join(verdict.shift.select("abc_class", "sku_share_yesterday", "shift"), on="abc_class")
+    metadata["shares"] = dg.MetadataValue.md(_md_table(table))
     description = None
     if verdict.problems:
         description = (
             f"{day}: " + "; ".join(verdict.problems) + ". Check daily_sku_demand for unconverted units of measure "
             "or one giant line before trusting the moves."
         )
-    return DateVerdict(verdict.passed, metadata, description, dg.AssetCheckSeverity.WARN)
+    return DateVerdict(verdict.passed, {**metadata, **constants}, description, dg.AssetCheckSeverity.WARN)
 
 
 @dg.asset_check(
@@ -72,21 +80,21 @@ def _pareto_date(verdict: ParetoVerdict, day: dt.date) -> DateVerdict:
     name=PARETO_CHECK,
     partitions_def=business_days,
     pool=DUCKDB_POOL,
-    # D and D-30 of daily demand: yesterday's 30-day units, for yesterday's class shares.
-    additional_ins={
-        "daily_sku_demand": dg.AssetIn(partition_mapping=window(VELOCITY_WINDOW), metadata={"columns": DEMAND_COLUMNS})
-    },
+    # D and D-30 of daily demand (yesterday's 30-day units, for yesterday's class shares), read
+    # from the warehouse table (see _demand_between).
+    additional_deps=["daily_sku_demand"],
     description="Each ABC class's share of SKUs sits near the Pareto shape (A 20%, B 30%, C 50%) and near "
     "yesterday's share; not judged before the warehouse has 30 days of history.",
 )
 def class_shares_follow_pareto(
     context: dg.AssetCheckExecutionContext,
     operations: OperationsResource,
+    warehouse_tables: WarehouseTables,
     sku_velocity: pl.DataFrame,
-    daily_sku_demand: pl.DataFrame,
 ) -> dg.AssetCheckResult:
     days = partition_dates(context)  # a backfill's range: every date judged, the worst one shown
     start = history_start(context)
+    daily_sku_demand = _demand_between(warehouse_tables, days[0] - dt.timedelta(days=VELOCITY_WINDOW), days[-1])
     found = {
         day: pareto_verdict(
             sku_velocity.filter(pl.col("business_date") == day),
@@ -99,38 +107,18 @@ def class_shares_follow_pareto(
         )
         for day in days
     }
-    dated = {day: _pareto_date(verdict, day) for day, verdict in found.items()}
-    record_per_date(context, "sku_velocity", PARETO_CHECK, dated)
-    failing = [day for day, verdict in found.items() if not verdict.passed]
-    shown = failing[-1] if failing else days[-1]
-    verdict = found[shown]
-    figures = dict(dated[shown].metadata)
-    if verdict.shape is not None:
-        by_class = {row["abc_class"]: row for row in verdict.shape.iter_rows(named=True)}
-        figures.update({f"{c}_units_share": dg.MetadataValue.float(by_class[c]["units_share"]) for c in by_class})
-        figures["skus"] = int(verdict.shape["skus"].sum())
-        table = verdict.shape.drop("within")
-        if verdict.shift is not None:
-            table = table.join(verdict.shift.select("abc_class", "sku_share_yesterday", "shift"), on="abc_class")
-        figures["shares"] = dg.MetadataValue.md(_md_table(table))
-    return dg.AssetCheckResult(
-        passed=not failing,
-        severity=dg.AssetCheckSeverity.WARN,
-        metadata={
-            **figures,
-            "expected_sku_share": EXPECTED_SKU_SHARE,
-            "tolerance": dg.MetadataValue.float(operations.pareto_tolerance),
-            "shift_max": dg.MetadataValue.float(operations.pareto_shift_max),
-            **({"shown_for": str(shown), "dates_off_shape": len(failing)} if len(days) > 1 else {}),
-        },
-        description=None
-        if not failing
-        else (f"one of {len(failing)} dates off shape: " if len(days) > 1 else "") + (dated[shown].description or ""),
-    )
+    constants = {
+        "expected_sku_share": EXPECTED_SKU_SHARE,
+        "tolerance": dg.MetadataValue.float(operations.pareto_tolerance),
+        "shift_max": dg.MetadataValue.float(operations.pareto_shift_max),
+    }
+    dated = {day: _pareto_date(verdict, day, constants) for day, verdict in found.items()}
+    # Every date judged; a range's result shows its latest date off shape (see daily.range_result).
+    return judge_dates(context, "sku_velocity", PARETO_CHECK, dated)
 
 
 def _unusual_lines_today(
-    warehouse_tables: DuckDBResource, lines_today: pl.DataFrame, day: dt.date, policy: VelocityChangePolicy
+    warehouse_tables: WarehouseTables, lines_today: pl.DataFrame, day: dt.date, policy: VelocityChangePolicy
 ) -> pl.DataFrame:
     """The usual line of the SKUs with enough lines today, from the sales history stored before it."""
     busy = (
@@ -142,12 +130,12 @@ def _unusual_lines_today(
     )
     if busy.is_empty():
         return pl.DataFrame(schema={"sku_id": pl.String, "usual_line_units": pl.Float64, "lines_before": pl.Int64})
-    with warehouse_tables.get_connection() as con:
-        con.register("busy_skus", busy.to_arrow())
-        try:
-            return con.execute(usual_line_sizes_sql(HISTORY_TABLE, day, policy.line_days, "busy_skus")).pl()
-        finally:
-            con.unregister("busy_skus")
+    with warehouse_tables.session() as tables:
+        return tables.query(
+            "sales_history",
+            lambda name: usual_line_sizes_sql(name, day, policy.line_days, "busy_skus"),
+            frames={"busy_skus": busy},
+        )
 
 
 @dg.asset_check(
@@ -156,12 +144,10 @@ def _unusual_lines_today(
     partitions_def=business_days,
     pool=DUCKDB_POOL,
     # The 30-day sums of D and the 28 days before it (the usual count), and the day's own lines.
-    additional_ins={
-        "daily_sku_demand": dg.AssetIn(
-            partition_mapping=window(VELOCITY_WINDOW + BASELINE_DAYS), metadata={"columns": DEMAND_COLUMNS}
-        ),
-        "sales_history": dg.AssetIn(metadata={"columns": LINE_COLUMNS}),
-    },
+    # The day's own lines come as an input; the demand of D-58..D is read from the warehouse
+    # table (see _demand_between).
+    additional_ins={"sales_history": dg.AssetIn(metadata={"columns": LINE_COLUMNS})},
+    additional_deps=["daily_sku_demand"],
     description="The day's velocity changes are usual for this warehouse: no more SKUs change their 30-day units "
     "by more than 3x than on a normal day of the four weeks before, and no SKU's order lines are all more than "
     "12x (or under 1/12 of) its usual line -- the mark of an unconverted unit of measure.",
@@ -169,16 +155,15 @@ def _unusual_lines_today(
 def velocity_change_within_factor(
     context: dg.AssetCheckExecutionContext,
     operations: OperationsResource,
-    warehouse_tables: DuckDBResource,
-    daily_sku_demand: pl.DataFrame,
+    warehouse_tables: WarehouseTables,
     sales_history: pl.DataFrame,
 ) -> dg.AssetCheckResult:
     days = partition_dates(context)
     policy = VelocityChangePolicy(factor=operations.day_on_day_factor, min_units=operations.day_on_day_min_units)
     start = history_start(context)
-    counts = changed_sku_counts(
-        daily_sku_demand, days[0] - dt.timedelta(days=BASELINE_DAYS), days[-1], start, policy
-    )
+    first = days[0] - dt.timedelta(days=BASELINE_DAYS)
+    demand = _demand_between(warehouse_tables, first - dt.timedelta(days=policy.window_days), days[-1])
+    counts = changed_sku_counts(demand, first, days[-1], start, policy)
     verdicts: dict[dt.date, VelocityChangeVerdict] = {}
     for day in days:
         today = sales_history.filter(pl.col("business_date") == day)
@@ -213,27 +198,19 @@ def velocity_change_within_factor(
             "in those SKUs' lines before their moves are trusted."
         )
 
-    record_per_date(
-        context,
-        "sku_velocity",
-        DAY_ON_DAY_CHECK,
-        {day: DateVerdict(v.passed, figures(v), describe(day, v), dg.AssetCheckSeverity.WARN) for day, v in verdicts.items()},
-    )
-    failing = [(day, v) for day, v in verdicts.items() if not v.passed]
-    shown_day, shown = failing[-1] if failing else (days[-1], verdicts[days[-1]])
-    lines = pl.concat([v.unusual_lines.with_columns(pl.lit(d).alias("business_date")) for d, v in verdicts.items()], how="diagonal_relaxed")
-    return dg.AssetCheckResult(
-        passed=not failing,
-        severity=dg.AssetCheckSeverity.WARN,
-        metadata={
-            **figures(shown),
-            "factor": dg.MetadataValue.float(policy.factor),
-            "min_units_30d": dg.MetadataValue.float(policy.min_units),
-            "line_factor": dg.MetadataValue.float(policy.line_factor),
-            "unusual_lines": dg.MetadataValue.md(_md_table(lines)),
-            **({"shown_for": str(shown_day), "dates_failing": len(failing)} if len(days) > 1 else {}),
-        },
-        description=None
-        if not failing
-        else (f"one of {len(failing)} dates: " if len(days) > 1 else "") + (describe(shown_day, shown) or ""),
-    )
+    constants = {
+        "factor": dg.MetadataValue.float(policy.factor),
+        "min_units_30d": dg.MetadataValue.float(policy.min_units),
+        "line_factor": dg.MetadataValue.float(policy.line_factor),
+    }
+    dated = {
+        day: DateVerdict(
+            v.passed,
+            {**figures(v), **constants, "unusual_lines": dg.MetadataValue.md(_md_table(v.unusual_lines))},
+            describe(day, v),
+            dg.AssetCheckSeverity.WARN,
+        )
+        for day, v in verdicts.items()
+    }
+    # Every date judged; a range's result shows its latest failing date (see daily.range_result).
+    return judge_dates(context, "sku_velocity", DAY_ON_DAY_CHECK, dated)

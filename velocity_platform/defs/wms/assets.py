@@ -1,19 +1,16 @@
 """The WMS side: the location master, and delivering directives exactly once through the outbox."""
 
 
+import datetime as dt
+
 import dagster as dg
 import orjson
 import polars as pl
 
 from velocity_platform.connectors.outbox import push_pending
 from velocity_platform.connectors.wms_pages import locations_from_pages, read_assignment_page, read_location_page
-from velocity_platform.defs.partitions import (
-    BACKFILL_POLICY,
-    DUCKDB_POOL,
-    PARTITION_METADATA,
-    business_days,
-    partition_dates,
-)
+from velocity_platform.defs.daily import SUM, DailyIn, Day, daily_asset
+from velocity_platform.defs.partitions import DUCKDB_POOL, DateVerdict
 from velocity_platform.defs.resources import OperationalStoreResource, WmsResource
 from velocity_platform.domain.contracts import WMS_DIRECTIVE_ACKS_SCHEMA
 
@@ -56,38 +53,48 @@ def _payload(directive: dict) -> str:
     ).decode()
 
 
-@dg.asset(
-    partitions_def=business_days,
-    backfill_policy=BACKFILL_POLICY,
-    metadata=PARTITION_METADATA,
-    group_name="wms",
-    kinds={"duckdb", "polars"},
-    pool=DUCKDB_POOL,
+ACKS_MERGE = {
+    "directives": SUM,
+    "newly_enqueued": SUM,
+    "sent_this_run": SUM,
+    "acked": SUM,
+    "rejected": SUM,
+    "http_requests": SUM,
+    "http_retries": SUM,
+}
+
+
+@daily_asset(
+    group="wms",
+    # The whole range is enqueued before the first date is pushed, oldest date first: a date's
+    # moves were planned on the slotting the previous date's leave.
+    ranged=True,
+    ins={"slotting_directives": DailyIn()},
+    merge=ACKS_MERGE,
     check_specs=[
         dg.AssetCheckSpec(
             ACK_CHECK, asset="wms_directive_acks", description="Every directive of the day is acknowledged by the WMS."
         )
     ],
+    check_merge={ACK_CHECK: {"directives": SUM, "acked": SUM, "not_acked": SUM}},
     description="What the WMS acknowledged for each of the day's directives (outbox pattern: sent once per key).",
 )
 def wms_directive_acks(
     context: dg.AssetExecutionContext,
+    days: list[dt.date],
     wms: WmsResource,
     state_store: OperationalStoreResource,
     slotting_directives: pl.DataFrame,
 ):
-    days = partition_dates(context)
     store = state_store.store()
     directives = slotting_directives.to_dicts()
     newly_enqueued = store.enqueue({**d, "payload": _payload(d)} for d in directives)
-    sent = 0
     with wms.client() as client:
-        # Oldest date first: a day's moves were planned on the slotting the previous day's leave.
         for day in days:
+            before = client.stats.as_metadata()
             # Claimed in leased batches, so two runs pushing the same day split it (connectors/outbox.py);
             # an open WMS circuit stops the push and leaves the rest pending, unsent, for the next run.
             report = push_pending(store, client, day, pusher=f"run {context.run.run_id}", batch_size=wms.push_batch_size)
-            sent += len(report.sent)
             if report.still_pending:
                 attempted = len(report.sent) + len(report.unsent) + report.held_elsewhere
                 raise dg.Failure(
@@ -97,10 +104,29 @@ def wms_directive_acks(
                     + ".",
                     metadata={"first_failures": dg.MetadataValue.md("\n".join(f"- {f}" for f in report.failures[:10]))},
                 )
-        http = client.stats.as_metadata()
-    planned = {d["directive_id"] for d in directives}
-    outbox = [r for day in days for r in store.outbox(day) if r.directive_id in planned]
-    acks = pl.DataFrame(
+            http = client.stats.as_metadata()
+            planned = {d["directive_id"] for d in directives if d["business_date"] == day}
+            acks = _acks(r for r in store.outbox(day) if r.directive_id in planned)
+            acked = acks.filter(pl.col("status") == "acked").height
+            figures = {
+                "directives": len(planned),
+                "newly_enqueued": newly_enqueued if day == days[0] else 0,
+                "sent_this_run": len(report.sent),
+                "acked": acked,
+                "rejected": acks.filter(pl.col("status") == "rejected").height,
+                "http_requests": http["requests"] - before["requests"],
+                "http_retries": http["retries"] - before["retries"],
+            }
+            check = DateVerdict(
+                acked == len(planned),
+                {"directives": len(planned), "acked": acked, "not_acked": len(planned) - acked},
+                None if acked == len(planned) else f"{len(planned) - acked} directives were rejected by the WMS; see detail",
+            )
+            yield day, Day(acks, figures, {ACK_CHECK: check})
+
+
+def _acks(outbox) -> pl.DataFrame:
+    return pl.DataFrame(
         [
             {
                 "business_date": r.business_date,
@@ -116,27 +142,4 @@ def wms_directive_acks(
             for r in outbox
         ],
         schema=WMS_DIRECTIVE_ACKS_SCHEMA,
-    )
-    acked = acks.filter(pl.col("status") == "acked").height
-    yield dg.Output(
-        acks,
-        metadata={
-            "dagster/row_count": acks.height,
-            "directives": len(planned),
-            "newly_enqueued": newly_enqueued,
-            "sent_this_run": sent,
-            "acked": acked,
-            "rejected": acks.filter(pl.col("status") == "rejected").height,
-            "http_requests": http["requests"],
-            "http_retries": http["retries"],
-        },
-    )
-    yield dg.AssetCheckResult(
-        check_name=ACK_CHECK,
-        passed=acked == len(planned),
-        severity=dg.AssetCheckSeverity.ERROR,
-        metadata={"directives": len(planned), "acked": acked, "not_acked": len(planned) - acked},
-        description=None
-        if acked == len(planned)
-        else f"{len(planned) - acked} directives were rejected by the WMS; see detail",
     )
