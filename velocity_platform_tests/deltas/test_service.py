@@ -39,7 +39,7 @@ def world(tmp_path_factory):
             {
                 "business_date": [dt.date(2026, 2, 9)] * 300,
                 "sku_id": [f"SKU-{i:06d}" for i in range(1, 301)],
-                "expected_pick_lines_per_day": [1.0] * 200 + [50.0] * 100,
+                "expected_pick_lines_per_day": [1.0] * 100 + [50.0] * 200,
             }
         )
         with duckdb.connect(str(root / "velocity.duckdb")) as con:
@@ -80,11 +80,11 @@ def test_a_new_sku_ordered_is_slotted_at_once_in_the_cheapest_free_location_of_i
 
     placed = wait_until(lambda: upstreams.assignment("NEW-BAND-1")["location_id"], "NEW-BAND-1 to be slotted")
 
-    # One line today and no expected rate: it ranks behind the 100 SKUs expected at 50 lines a
-    # day (the 200 at one line a day tie with it, and ties go its way): rank 101.
+    # One line today and no expected rate: it ranks behind the 200 SKUs expected at 50 lines a
+    # day (the 100 at one line a day tie with it, and ties go its way): rank 201.
     band_locations = -(-before.height // DEFAULT_BANDS)
     free = free_slots(before.drop("sku_id"), before.filter(pl.col("sku_id").is_not_null()).select("sku_id", "location_id"))
-    expected_band = 100 // band_locations
+    expected_band = 200 // band_locations
     assert expected_band > 0 and free.filter(pl.col("to_band") < expected_band).height  # a cheaper band had room
     cheapest = free.filter(pl.col("to_band") >= expected_band).sort("cost_rank")["to_location"][0]
     assert placed == cheapest

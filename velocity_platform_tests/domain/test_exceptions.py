@@ -5,7 +5,7 @@ import datetime as dt
 import polars as pl
 
 from velocity_platform.domain.exceptions import SpikeRule, expected_bands, first_slot_directives, spikes
-from velocity_platform.domain.slotting import directive_id, free_slots
+from velocity_platform.domain.slotting import SlottingConfig, directive_id, free_slots
 
 DAY = dt.date(2026, 3, 2)
 NOW = dt.datetime(2026, 3, 2, 10, 0, tzinfo=dt.UTC)
@@ -50,9 +50,9 @@ def test_the_expected_band_is_where_the_rate_ranks_among_the_skus_with_one():
 
 
 def test_a_first_slot_is_the_cheapest_free_location_of_the_band_or_beyond():
-    locations = layout()  # 40 locations: twenty bands of 2
+    locations = layout()  # 40 locations in twenty bands of 2
     occupied = pl.DataFrame({"sku_id": ["S0", "S1"], "location_id": ["AA-001", "AA-011"]})
-    free = free_slots(locations, occupied)
+    free = free_slots(locations, occupied, SlottingConfig(band_locations=2))
     directives, left = first_slot_directives(DAY, unslotted("N1"), VELOCITY, free, band_locations=2)
     [d] = directives.iter_rows(named=True)
     # Rank 11: band 5, which starts at cost rank 11; AA-011 is taken, AA-012 is the cheapest left in it.
