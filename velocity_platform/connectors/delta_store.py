@@ -33,6 +33,7 @@ from velocity_platform.connectors.state import (
     OutboxRow,
     _row,
     delta_dead_letters,
+    pending_outbox_row,
     delta_late_lines,
     delta_observations,
     wms_outbox,
@@ -116,15 +117,7 @@ def record_batch(store: OperationalStore, batch: DeltaBatch, claimer: str, lease
             stmt = store._insert_ignore(wms_outbox, ["directive_id"]).returning(*wms_outbox.c)
             rows = [
                 {
-                    "directive_id": d["directive_id"],
-                    "business_date": d["business_date"],
-                    "sku_id": d["sku_id"],
-                    "from_location": d.get("from_location"),
-                    "to_location": d["to_location"],
-                    "payload": d["payload"],
-                    "status": PENDING,
-                    "attempts": 0,
-                    "enqueued_at": now,
+                    **pending_outbox_row(d, now),
                     "claimed_by": claimer,
                     "claimed_until": now + lease,
                     "origin": ORIGIN,

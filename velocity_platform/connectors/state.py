@@ -255,6 +255,21 @@ class PushLogEntry:
     pusher: str | None
 
 
+def pending_outbox_row(directive: dict, enqueued_at: dt.datetime) -> dict:
+    """The outbox row of a directive not sent yet (one shape for every producer of directives)."""
+    return {
+        "directive_id": directive["directive_id"],
+        "business_date": directive["business_date"],
+        "sku_id": directive["sku_id"],
+        "from_location": directive.get("from_location"),
+        "to_location": directive["to_location"],
+        "payload": directive["payload"],
+        "status": PENDING,
+        "attempts": 0,
+        "enqueued_at": enqueued_at,
+    }
+
+
 class OperationalStore:
     def __init__(self, url: str, migrate: bool = True):
         self.url = url
@@ -343,20 +358,8 @@ class OperationalStore:
 
     def enqueue(self, directives: Iterable[dict]) -> int:
         """Insert directives not already in the outbox; returns how many were new."""
-        rows = [
-            {
-                "directive_id": d["directive_id"],
-                "business_date": d["business_date"],
-                "sku_id": d["sku_id"],
-                "from_location": d.get("from_location"),
-                "to_location": d["to_location"],
-                "payload": d["payload"],
-                "status": PENDING,
-                "attempts": 0,
-                "enqueued_at": _now(),
-            }
-            for d in directives
-        ]
+        now = _now()
+        rows = [pending_outbox_row(d, now) for d in directives]
         if not rows:
             return 0
         # RETURNING names exactly the rows this call inserted, however many enqueue at once.
