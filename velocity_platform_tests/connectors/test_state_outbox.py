@@ -71,12 +71,29 @@ def wms_stats(wms) -> dict:
     return httpx.get(f"{server.url}/v1/stats", headers={"Authorization": f"Bearer {config.token}"}).json()
 
 
+class MeetsTheOtherPusherFirst:
+    """A WMS client that holds its first request until the other pusher has claimed a batch too.
+
+    Without it one pusher can claim and send everything before the other's first claim lands (on
+    SQLite the second waits on the write lock), and the test would prove nothing about two at once.
+    """
+
+    def __init__(self, client: WmsClient, both_hold_a_claim: threading.Barrier):
+        self._client, self._barrier, self._met = client, both_hold_a_claim, False
+
+    def push_directives(self, directives: list[dict]):
+        if not self._met:
+            self._barrier.wait(timeout=60)
+            self._met = True
+        return self._client.push_directives(directives)
+
+
 def test_two_pushers_at_once_deliver_every_directive_exactly_once(store_url, wms):
     moves = planned_moves(wms, 80)
     ids = {m["directive_id"] for m in moves}
     OperationalStore(store_url).enqueue(moves)
 
-    barrier = threading.Barrier(2)
+    start, both_hold_a_claim = threading.Barrier(2), threading.Barrier(2)
     reports, errors = {}, []
 
     def pusher(name: str) -> None:
@@ -84,8 +101,9 @@ def test_two_pushers_at_once_deliver_every_directive_exactly_once(store_url, wms
         store = OperationalStore(store_url)
         try:
             with wms_client(wms) as client:
-                barrier.wait()
-                reports[name] = push_pending(store, client, DAY, pusher=name, batch_size=4)
+                start.wait()
+                meeting = MeetsTheOtherPusherFirst(client, both_hold_a_claim)
+                reports[name] = push_pending(store, meeting, DAY, pusher=name, batch_size=4)
         except BaseException as exc:  # noqa: BLE001  # asserted below
             errors.append(exc)
         finally:

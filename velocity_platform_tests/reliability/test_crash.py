@@ -122,15 +122,19 @@ def test_sigkill_mid_push_then_rerun_resends_only_pending(tmp_path, uninterrupte
     _, (_, applied_reference) = uninterrupted
     # Some answers are lost after the WMS committed: while the pusher backs off to retry, the WMS
     # has applied a directive the outbox still holds as pending. That is the moment to kill it.
+    # Once a third is applied every answer is lost, so that moment lasts through the pusher's
+    # retries instead of the few milliseconds of one random backoff (a fast machine missed it).
     with faulty_world(tmp_path / "world", wms={"fault_rate_commit_then_drop": 0.1}) as platform:
         log = tmp_path / "run.log"
         store = OperationalStore(platform.settings.store_url)
         total = len(applied_reference)
+        simulator = platform.wms_app.state.simulator
 
         def applied_but_not_acked() -> set[str]:
-            stats = platform.wms_app.state.simulator.stats()
+            stats = simulator.stats()
             if stats["applied"] < total // 3:
                 return set()
+            simulator.config.fault_rate_commit_then_drop = 1.0
             acked = {r.directive_id for r in store.outbox() if r.status == "acked"}
             return set(stats["applied_per_key"]) - acked
 
@@ -144,7 +148,7 @@ def test_sigkill_mid_push_then_rerun_resends_only_pending(tmp_path, uninterrupte
         # Usually one directive is applied but unacknowledged at the kill; the pusher may still
         # record its (replayed) answer between our look and the SIGKILL landing, hence <=.
         assert acked <= applied_at_kill and applied_at_kill - acked <= pending, "acknowledged only what was applied"
-        platform.wms_app.state.simulator.config.fault_rate_commit_then_drop = 0.0  # the network heals
+        simulator.config.fault_rate_commit_then_drop = 0.0  # the network heals
         received_before = platform.wms_stats()["received"]
         let_dead_leases_lapse(platform.settings.store_url)
         rerun(log)
