@@ -219,27 +219,37 @@ def usual_line_sizes_sql(table: str, day: dt.date, days_before: int, skus_table:
 
 
 def unusual_line_sizes(lines_today: pl.DataFrame, usual: pl.DataFrame, policy: VelocityChangePolicy) -> pl.DataFrame:
-    """SKUs whose order lines today are all out of their usual size: the median line of the day is
-    more than `line_factor` times the SKU's usual line, or less than its 1/line_factor.
+    """SKUs whose order lines today are mostly out of their usual size: at least half of them more
+    than `line_factor` times the SKU's usual line, or at least half under its 1/line_factor.
 
     That is the mark of an unconverted unit of measure (every line of the SKU in cases, or in
     eaches where cases were meant), not of a bulk order: with `min_lines_today` lines, one large
-    order does not move the median. SKUs with fewer lines today or before are not judged.
+    order does not carry half of them. The half is read from the day's lower median (for larger
+    lines) or upper median (for smaller): an interpolated median of six lines, three of a case of
+    48 and three of eaches, is 26 and would call half the lines normal and half faulty a fault.
+    SKUs with fewer lines today or before are not judged.
     """
     today = (
         lines_today.filter((pl.col("txn_type") == "ORDER") & pl.col("sku_id").is_not_null())
         .group_by("sku_id")
-        .agg(pl.len().cast(pl.Int64).alias("lines_today"), pl.col("quantity_eaches").median().alias("median_line_today"))
+        .agg(
+            pl.len().cast(pl.Int64).alias("lines_today"),
+            pl.col("quantity_eaches").quantile(0.5, interpolation="lower").alias("_lower_median"),
+            pl.col("quantity_eaches").quantile(0.5, interpolation="higher").alias("_upper_median"),
+        )
         .filter(pl.col("lines_today") >= policy.min_lines_today)
     )
-    ratio = pl.col("median_line_today") / pl.col("usual_line_units")
+    larger = pl.col("_lower_median") / pl.col("usual_line_units") > policy.line_factor
+    smaller = pl.col("_upper_median") / pl.col("usual_line_units") < 1 / policy.line_factor
+    median_line_today = pl.when(larger).then(pl.col("_lower_median")).otherwise(pl.col("_upper_median"))
     return (
         today.join(usual, on="sku_id", how="inner")
         .filter((pl.col("lines_before") >= policy.min_lines_before) & (pl.col("usual_line_units") > 0))
-        .with_columns(ratio.alias("line_size_factor"))
-        .filter((pl.col("line_size_factor") > policy.line_factor) | (pl.col("line_size_factor") < 1 / policy.line_factor))
+        .filter(larger | smaller)
         .with_columns(
-            pl.when(pl.col("line_size_factor") > 1).then(pl.lit("larger")).otherwise(pl.lit("smaller")).alias("direction")
+            median_line_today.alias("median_line_today"),
+            (median_line_today / pl.col("usual_line_units")).alias("line_size_factor"),
+            pl.when(larger).then(pl.lit("larger")).otherwise(pl.lit("smaller")).alias("direction"),
         )
         .select("sku_id", "lines_today", "median_line_today", "usual_line_units", "line_size_factor", "direction")
         .sort("sku_id")

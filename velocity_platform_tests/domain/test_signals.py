@@ -149,6 +149,28 @@ def test_a_sku_whose_every_line_is_out_of_its_usual_size_is_unusual_a_bulk_order
     assert unusual_line_sizes(shrunk, usual, POLICY)["direction"].to_list() == ["smaller"]
 
 
+def test_half_the_lines_in_cases_and_half_in_eaches_is_a_mixed_day_not_a_unit_fault():
+    before = [D - dt.timedelta(days=d) for d in range(1, 13)]
+    usual = usual_line_sizes(order_lines(*[(d, "SKU-MIXED", 2.0) for d in before]), D, days_before=90)
+    # Three wholesale lines in cases, three retail lines in eaches: the interpolated median,
+    # (4 + 48) / 2 = 26, is 13x the usual 2; the lower median, 4, is 2x.
+    mixed = order_lines(*[(D, "SKU-MIXED", q) for q in (240.0, 96.0, 48.0, 4.0, 2.0, 1.0)])
+    assert unusual_line_sizes(mixed, usual, POLICY).is_empty()
+    # One more line in cases makes four of seven: most lines are out of size.
+    mostly_cases = order_lines(*[(D, "SKU-MIXED", q) for q in (240.0, 96.0, 48.0, 48.0, 4.0, 2.0, 1.0)])
+    assert unusual_line_sizes(mostly_cases, usual, POLICY).select("median_line_today", "direction").rows() == [
+        (48.0, "larger")
+    ]
+    # And the reverse: four of six lines under 1/12 of the usual 24 eaches, read from the upper median.
+    usual_24 = usual_line_sizes(order_lines(*[(d, "SKU-MIXED", 24.0) for d in before]), D, days_before=90)
+    shrunk = order_lines(*[(D, "SKU-MIXED", q) for q in (1.0, 1.0, 1.0, 1.0, 24.0, 48.0)])
+    assert unusual_line_sizes(shrunk, usual_24, POLICY).select("median_line_today", "direction").rows() == [
+        (1.0, "smaller")
+    ]
+    half_shrunk = order_lines(*[(D, "SKU-MIXED", q) for q in (1.0, 1.0, 1.0, 24.0, 24.0, 48.0)])
+    assert unusual_line_sizes(half_shrunk, usual_24, POLICY).is_empty()
+
+
 def test_the_usual_line_is_the_same_from_duckdb(tmp_path):
     import duckdb
 

@@ -149,8 +149,8 @@ def _unusual_lines_today(
     additional_ins={"sales_history": dg.AssetIn(metadata={"columns": LINE_COLUMNS})},
     additional_deps=["daily_sku_demand"],
     description="The day's velocity changes are usual for this warehouse: no more SKUs change their 30-day units "
-    "by more than 3x than on a normal day of the four weeks before, and no SKU's order lines are all more than "
-    "12x (or under 1/12 of) its usual line -- the mark of an unconverted unit of measure.",
+    "by more than 3x than on a normal day of the four weeks before, and no SKU has half or more of its order lines "
+    "more than 12x (or under 1/12 of) its usual line -- the mark of an unconverted unit of measure.",
 )
 def velocity_change_within_factor(
     context: dg.AssetCheckExecutionContext,
@@ -190,7 +190,7 @@ def velocity_change_within_factor(
         if not v.unusual_lines.is_empty():
             first = v.unusual_lines.row(0, named=True)
             parts.append(
-                f"{v.unusual_lines.height} SKU(s) with every line out of its usual size (first: {first['sku_id']}, "
+                f"{v.unusual_lines.height} SKU(s) with most lines out of their usual size (first: {first['sku_id']}, "
                 f"median line {first['median_line_today']:,.0f} vs usual {first['usual_line_units']:,.0f} eaches)"
             )
         return f"{day}: " + "; ".join(parts) + (
