@@ -27,6 +27,7 @@ import datetime as dt
 import json
 import os
 import random
+import resource
 import signal
 import socket
 import subprocess
@@ -71,6 +72,9 @@ class PhaseResult:
     faults: str = "none"
     batches: int = 0  # ERP reads that returned documents (the service's batch_processing_duration_seconds count)
     batch_mean_ms: float | None = None  # their mean processing time: parse, lookup, validation, judging, the store transaction
+    # What shared the cores with the service: both simulators and this load driver, in cores
+    # (CPU seconds over the phase's seconds); with 2 cores, service + others near 2 is a full machine.
+    others_cores: float | None = None
     rss_samples_mb: list[float] = field(default_factory=list)
 
 
@@ -311,9 +315,14 @@ def run_phase(name: str, rate: float | None, documents: int, faults: str, soak_s
                 stack.start_service()
                 pid = stack.service.pid
                 cpu_before[0] = cpu_seconds(pid)
+                others_before[0] = others_cpu()
                 return await commit(erp, load, rate, duration_s=documents / rate if rate else None)
 
-        cpu_before = [0.0]
+        cpu_before, others_before = [0.0], [0.0]
+
+        def others_cpu() -> float:
+            driver = resource.getrusage(resource.RUSAGE_SELF)
+            return sum(cpu_seconds(p.pid) for p in stack.processes) + driver.ru_utime + driver.ru_stime
         samples: list[float] = []
         stop_sampling = threading.Event()
 
@@ -347,6 +356,7 @@ def run_phase(name: str, rate: float | None, documents: int, faults: str, soak_s
         batches, batch_mean_ms = stack.batch_figures()
         pid = stack.service.pid
         cpu = cpu_seconds(pid) - cpu_before[0]
+        others = others_cpu() - others_before[0]
         peak = rss_mb(pid)
         stats = wms.get("/v1/stats").json()
         wms.close()
@@ -373,6 +383,7 @@ def run_phase(name: str, rate: float | None, documents: int, faults: str, soak_s
         batches=batches,
         batch_mean_ms=batch_mean_ms,
         rss_samples_mb=samples,
+        others_cores=round(others / seconds, 2)  # same measure as cpu_share_of_core,
     )
 
 
@@ -397,7 +408,8 @@ def run_deltas_benchmark(json_path: Path | None, duration_s: float = 60.0, burst
             f"{name:>32}: {result.achieved_per_s:>7,.0f} docs/s  {result.exceptions:>6,} exceptions  "
             f"p50 {result.p50_ms} ms  p95 {result.p95_ms} ms  p99 {result.p99_ms} ms  lost {result.lost}  "
             f"twice {result.duplicates}  CPU {result.cpu_s} s ({result.cpu_share_of_core:.0%} of a core)  "
-            f"peak RSS {result.peak_rss_mb} MB  {result.batches} batches, {result.batch_mean_ms} ms each",
+            f"peak RSS {result.peak_rss_mb} MB  {result.batches} batches, {result.batch_mean_ms} ms each  "
+            f"simulators + driver {result.others_cores} cores",
             file=sys.stderr,
         )
     if json_path:

@@ -257,6 +257,7 @@ class DeltaService:
             earlier = committed.filter(pl.col("_committed") < newest)
             if earlier.height:
                 committed, read_through = earlier, newest - ONE_MICROSECOND
+        oldest = committed["_committed"].min()
         raw = committed.drop("_committed")
         master = ref.sku_master if new_skus.is_empty() else pl.concat([ref.sku_master, new_skus], how="vertical_relaxed")
         result = validate_lines(raw, master, seen_at=now)
@@ -273,7 +274,9 @@ class DeltaService:
         )
         unslotted = picks.filter(~pl.col("sku_id").is_in(ref.slotted.implode()))
         directives, free_left = exceptions.first_slot_directives(today, unslotted, ref.velocity, ref.free, ref.band_locations)
-        no_slot = unslotted.join(directives.select("sku_id"), on="sku_id", how="anti")["sku_id"].to_list()
+        no_slot = (
+            unslotted.join(directives.select("sku_id"), on="sku_id", how="anti")["sku_id"].to_list() if unslotted.height else []
+        )
         spiking = (
             exceptions.spikes(
                 lines_today.filter(pl.col("sku_id").is_in(picks_today["sku_id"].implode())),
@@ -311,10 +314,10 @@ class DeltaService:
             }
             for d in directives.iter_rows(named=True)
         ]
-        batch.dead_letters = rejects.select(
+        batch.dead_letters = [] if rejects.is_empty() else rejects.select(
             "business_date", "source_batch", "txn_id", "line_no", "sku_id", "raw_payload", "reasons", "fields"
         ).with_columns(pl.col("source_batch").fill_null("erp-delta")).to_dicts()
-        batch.late_lines = late.select(
+        batch.late_lines = [] if late.is_empty() else late.select(
             "business_date",
             "txn_id",
             pl.col("txn_type").str.strip_chars().str.to_uppercase(),
@@ -345,7 +348,6 @@ class DeltaService:
             {"kind": "no_free_location", "sku_id": sku, "business_date": today, "detail": {"sku_id": sku}}
             for sku in no_slot
         ]
-        oldest = committed.select(parse_utc_timestamp("created_at").min()).item()
         return Judged(
             batch, documents, raw.height, rejects.height, directives, free_left, lines_today, today, no_slot,
             [s["detail"] for s in spikes], oldest,

@@ -209,14 +209,18 @@ def _fit_within(seekers: pl.DataFrame, slots: pl.DataFrame, max_band: str | None
             seekers = seekers.filter((cheapest_band < seekers[max_band]).fill_null(False))
             if seekers.is_empty():
                 break
-        placed = first_fit(seekers, indexed).join(indexed, on="slot_index", how="inner")
+        fitted = first_fit(seekers, indexed)
+        # Joined with the fitted slots only: a hash join against every free slot (tens of
+        # thousands) costs a millisecond per call, which the exception service pays per read.
+        taken = indexed.filter(pl.col("slot_index").is_in(fitted["slot_index"].drop_nulls().implode()))
+        placed = fitted.join(taken, on="slot_index", how="inner")
         if max_band is not None:
             placed = placed.filter(pl.col("to_band") < pl.col(max_band))
         if placed.is_empty():
             break
         placed_all.append(placed.drop("slot_index"))
-        seekers = seekers.join(placed.select("sku_id"), on="sku_id", how="anti")
-        slots = slots.join(placed.select("to_location"), on="to_location", how="anti")
+        seekers = seekers.filter(~pl.col("sku_id").is_in(placed["sku_id"].implode()))
+        slots = _without(slots, placed)
     if not placed_all:
         return seekers.clear().join(slots.clear(), how="cross")
     return pl.concat(placed_all)
@@ -233,15 +237,23 @@ def first_slot(seekers: pl.DataFrame, free: pl.DataFrame) -> tuple[pl.DataFrame,
     exception service (`velocity-platform deltas`) both place a new SKU with this function.
     """
     in_band = _fit_within(seekers, free, None)
-    free = free.join(in_band.select("to_location"), on="to_location", how="anti")
-    leftover = seekers.join(in_band.select("sku_id"), on="sku_id", how="anti").with_columns(
+    free = _without(free, in_band)
+    leftover = seekers.filter(~pl.col("sku_id").is_in(in_band["sku_id"].implode())).with_columns(
         pl.lit(1, pl.Int64).alias("min_rank")
     )
+    if leftover.is_empty():  # every seeker found a slot in its band or beyond (the usual case)
+        return in_band, free
     if "velocity_rank" in leftover.columns:
         leftover = leftover.sort(["min_rank", "velocity_rank"])
     anywhere = _fit_within(leftover, free, None)
-    free = free.join(anywhere.select("to_location"), on="to_location", how="anti")
+    free = _without(free, anywhere)
     return pl.concat([in_band, anywhere], how="diagonal_relaxed"), free
+
+
+def _without(slots: pl.DataFrame, placed: pl.DataFrame) -> pl.DataFrame:
+    """The slots not taken by `placed` (in their order): a filter on the few taken, not an anti
+    join that hashes every free slot."""
+    return slots.filter(~pl.col("to_location").is_in(placed["to_location"].implode()))
 
 
 def free_slots(locations: pl.DataFrame, assignment: pl.DataFrame, config: SlottingConfig = SlottingConfig()) -> pl.DataFrame:
