@@ -2,9 +2,11 @@
 
 Input is ``daily_sku_demand`` (contracts.DAILY_SKU_DEMAND_SCHEMA, one row per SKU per business
 day), output is ``sku_velocity`` (contracts.SKU_VELOCITY_SCHEMA, one row per SKU at the evaluation
-date D). Everything is a lazy polars plan built from the small expression functions below: one
-``group_by`` over the demand rows of the look-back window (conditional sums, no SKU x day grid),
-a join to the SKU master and one sort for the ABC ranking. Nothing loops over rows or SKUs.
+date D). The per-SKU window totals are one SQL aggregation (``demand_per_sku_sql``: conditional
+sums over the look-back window's rows, no SKU x day grid), run by DuckDB on the warehouse table or,
+for a frame, on an in-memory DuckDB; the rest is a lazy polars plan built from the small
+expression functions below: a join to the SKU master and one sort for the ABC ranking. Nothing
+loops over rows or SKUs.
 
 Definitions (docs/architecture.md, "Velocity taxonomy"; bracketed values are TaxonomyConfig):
 
@@ -60,6 +62,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+import duckdb
 import polars as pl
 
 from velocity_platform.domain.contracts import ABC_CLASSES, SKU_VELOCITY_SCHEMA, conform
@@ -69,7 +72,6 @@ from velocity_platform.settings import XYZ_MIN_WEEKS
 UNCLASSIFIED = "not yet classified"
 
 _EPOCH = dt.date(1970, 1, 1)
-AGE = "_age_days"  # D - business_date in days, on the demand rows
 WEEK_PREFIX = "_week_units_"
 BASIS = "_abc_basis"
 RUNNING = "_abc_basis_running"
@@ -130,38 +132,6 @@ class TaxonomyConfig:
     @property
     def lookback_days(self) -> int:
         return self.windows[2]
-
-
-# --- expressions on demand rows (inside the per-SKU group_by) ------------------------------------
-
-
-def age_days(evaluation_date: dt.date, date_col: str = "business_date") -> pl.Expr:
-    """Days from the row's date to D (0 on D itself), as Int32 arithmetic on the date's days."""
-    today = pl.lit(_day_number(evaluation_date), pl.Int32)
-    return (today - pl.col(date_col).cast(pl.Int32)).alias(AGE)
-
-
-def window_sum(column: str, days: int, age: pl.Expr | None = None) -> pl.Expr:
-    """Sum of ``column`` over the trailing ``days`` days ending on D (age 0..days-1)."""
-    age = pl.col(AGE) if age is None else age
-    return pl.when(age < days).then(pl.col(column)).otherwise(0).sum()
-
-
-def week_sum(column: str, week: int, age: pl.Expr | None = None) -> pl.Expr:
-    """Sum of ``column`` over trailing week ``week``: D-7w-6 .. D-7w (age 7w .. 7w+6)."""
-    age = pl.col(AGE) if age is None else age
-    return (
-        pl.when(age.is_between(7 * week, 7 * week + 6))
-        .then(pl.col(column))
-        .otherwise(0.0)
-        .sum()
-        .alias(_week_name(week))
-    )
-
-
-def weekly_sums(column: str, weeks: int) -> list[pl.Expr]:
-    """One conditional sum per trailing week; a week with no rows sums to zero."""
-    return [week_sum(column, w) for w in range(weeks)]
 
 
 # --- expressions on the per-SKU frame ------------------------------------------------------------
@@ -512,27 +482,12 @@ def _earliest_date(demand: pl.LazyFrame) -> dt.date | None:
 def _demand_per_sku(
     demand: pl.LazyFrame, evaluation_date: dt.date, config: TaxonomyConfig
 ) -> pl.LazyFrame:
-    """One group_by over the look-back rows: window sums, weekly sums, a row count."""
-    short, medium, long = config.windows
-    first_day = evaluation_date - dt.timedelta(days=long - 1)
-    in_window = pl.col("business_date").is_between(
-        pl.lit(first_day, pl.Date), pl.lit(evaluation_date, pl.Date)
-    )
-    return (
-        demand.filter(in_window & pl.col("sku_id").is_not_null())
-        .with_columns(age_days(evaluation_date))
-        .group_by("sku_id")
-        .agg(
-            window_sum("units", short).cast(pl.Float64).alias("units_30d"),
-            window_sum("units", medium).cast(pl.Float64).alias("units_60d"),
-            window_sum("units", long).cast(pl.Float64).alias("units_90d"),
-            window_sum("pick_lines", short).cast(pl.Int64).alias("pick_lines_30d"),
-            window_sum("orders", short).cast(pl.Int64).alias("orders_30d"),
-            window_sum("units", 7).cast(pl.Float64).alias("units_7d"),
-            *weekly_sums("units", config.xyz_weeks),
-            pl.len().alias(ROWS),
-        )
-    )
+    """The window totals of `demand_per_sku_sql`, run by an in-memory DuckDB over the frame: the
+    totals are written once, in SQL, for the warehouse table and for a frame alike."""
+    rows = demand.select("business_date", "sku_id", "units", "pick_lines", "orders").collect()
+    with duckdb.connect() as con:
+        con.register("daily_demand", rows)
+        return con.execute(demand_per_sku_sql("daily_demand", evaluation_date, config)).pl().lazy()
 
 
 def _master(sku_master: pl.DataFrame | pl.LazyFrame) -> pl.LazyFrame:

@@ -1,4 +1,5 @@
-"""The SQL window totals give the sku_velocity table the polars path gives, in a real DuckDB."""
+"""The window totals read from the warehouse table in a real DuckDB file give the sku_velocity table
+that a frame in memory gives (the asset reads the table; evaluate and the benchmark classify frames)."""
 
 import datetime as dt
 
@@ -45,7 +46,7 @@ def world(seed: int, skus: int = 300, days: int = 130) -> tuple[pl.DataFrame, pl
 
 @pytest.mark.parametrize("seed", [1, 2])
 @pytest.mark.parametrize("offset", [20, 95, 129])  # short history, a full window, days beyond it
-def test_sql_totals_classify_exactly_like_the_polars_path(tmp_path, seed, offset):
+def test_totals_from_the_warehouse_table_classify_exactly_like_a_frame_in_memory(tmp_path, seed, offset):
     demand, master = world(seed)
     day = START + dt.timedelta(days=offset)
     expected = classify_skus(demand, master, day, history_start=START)
