@@ -135,49 +135,80 @@ class VelocityChangePolicy:
             raise ValueError(f"usual_quantile must be in (0, 1] and margin >= 1, got {self}")
 
 
-def changed_sku_counts(
-    demand: pl.DataFrame, first: dt.date, last: dt.date, history_start: dt.date, policy: VelocityChangePolicy
-) -> pl.DataFrame:
-    """For each day of first..last: SKUs compared and SKUs whose 30-day units changed by more than
-    `policy.factor` since the day before (the larger side at least `policy.min_units`).
+def changed_sku_counts_sql(table: str, first: dt.date, last: dt.date, policy: VelocityChangePolicy) -> str:
+    """For each day of first..last on which some SKU's 30-day units changed: the SKUs whose 30-day
+    units changed by more than `policy.factor` since the day before (the larger side at least
+    `policy.min_units`), and the SKUs with demand in the window (DuckDB, over a daily demand table).
 
-    `demand` is daily demand (business_date, sku_id, units) from first - window_days on. A day is
-    compared only once both its window and the day before's are full (history_start + window
-    days on): during the first month every velocity grows by construction. Days not compared
-    have null counts. The 30-day sums come from per-SKU running totals over a dense day grid.
+    A SKU's 30-day sum changes only on a day it sold or 30 days after one, so only those points
+    are summed (window sums over the SKU's own rows): no SKU x day grid, which for 100k SKUs and
+    two months would be six million rows. Dates are literals built from a date, never user text.
     """
     window = policy.window_days
     grid_start = first - dt.timedelta(days=window)
-    days = pl.date_range(grid_start, last, "1d", eager=True).alias("business_date")
-    rows = demand.filter(pl.col("business_date").is_between(grid_start, last) & pl.col("sku_id").is_not_null())
-    per_day = rows.group_by("sku_id", "business_date").agg(pl.col("units").sum())
-    skus = per_day.select("sku_id").unique()
-    today, yesterday = pl.col("_units_30d"), pl.col("_units_30d_before")
-    low, high = pl.min_horizontal(today, yesterday), pl.max_horizontal(today, yesterday)
-    changed = (high >= policy.min_units) & ((low == 0) | (high > low * policy.factor))
-    running = (
-        skus.join(days.to_frame(), how="cross")
-        .join(per_day, on=["sku_id", "business_date"], how="left")
-        .sort("sku_id", "business_date")
-        .with_columns(pl.col("units").fill_null(0.0).cum_sum().over("sku_id").alias("_running"))
-        .with_columns((pl.col("_running") - pl.col("_running").shift(window, fill_value=0.0).over("sku_id")).alias("_units_30d"))
-        .with_columns(pl.col("_units_30d").shift(1, fill_value=0.0).over("sku_id").alias("_units_30d_before"))
-        .filter(pl.col("business_date") >= first)
-    )
-    counts = running.group_by("business_date").agg(
-        pl.len().alias("skus_compared"), changed.sum().cast(pl.Int64).alias("skus_changed")
-    )
-    judged = pl.col("business_date") >= history_start + dt.timedelta(days=window)
+    high, low = "greatest(units_30d, units_30d_before)", "least(units_30d, units_30d_before)"
+    return f"""
+        WITH daily AS (
+            SELECT sku_id, CAST(business_date - DATE '{grid_start.isoformat()}' AS INTEGER) AS day, SUM(units) AS units
+            FROM {table}
+            WHERE business_date BETWEEN DATE '{grid_start.isoformat()}' AND DATE '{last.isoformat()}' AND sku_id IS NOT NULL
+            GROUP BY ALL
+        ),
+        points AS (
+            SELECT sku_id, day, SUM(units) AS units
+            FROM (SELECT sku_id, day, units FROM daily UNION ALL SELECT sku_id, day + {window}, 0.0 FROM daily)
+            GROUP BY ALL
+        ),
+        sums AS (
+            SELECT day,
+                SUM(units) OVER (PARTITION BY sku_id ORDER BY day RANGE BETWEEN {window - 1} PRECEDING AND CURRENT ROW) AS units_30d,
+                COALESCE(SUM(units) OVER (PARTITION BY sku_id ORDER BY day RANGE BETWEEN {window} PRECEDING AND 1 PRECEDING), 0.0)
+                    AS units_30d_before
+            FROM points
+        )
+        SELECT DATE '{grid_start.isoformat()}' + day AS business_date,
+            CAST(COUNT(*) FILTER (WHERE {high} >= {float(policy.min_units)} AND ({low} = 0 OR {high} > {low} * {float(policy.factor)})) AS BIGINT)
+                AS skus_changed,
+            CAST((SELECT COUNT(DISTINCT sku_id) FROM daily) AS BIGINT) AS skus_compared
+        FROM sums
+        WHERE day BETWEEN {window} AND {(last - grid_start).days}
+        GROUP BY day
+    """
+
+
+def judged_change_counts(
+    changed: pl.DataFrame, first: dt.date, last: dt.date, history_start: dt.date, policy: VelocityChangePolicy
+) -> pl.DataFrame:
+    """Every day of first..last with its counts from `changed_sku_counts_sql` (0 changed on a day
+    none changed). A day is compared only once both its window and the day before's are full
+    (history_start + window days on): during the first month every velocity grows by
+    construction. Days not compared have null counts."""
+    days = pl.date_range(first, last, "1d", eager=True).alias("business_date").to_frame()
+    compared = changed["skus_compared"].max() if changed.height else 0
+    judged = pl.col("business_date") >= history_start + dt.timedelta(days=policy.window_days)
     return (
-        days.filter(days >= first)
-        .to_frame()
-        .join(counts, on="business_date", how="left")
+        days.join(changed.select("business_date", "skus_changed"), on="business_date", how="left")
         .with_columns(
-            pl.when(judged).then(pl.col("skus_compared").fill_null(0)).cast(pl.Int64).alias("skus_compared"),
+            pl.when(judged).then(pl.lit(compared or 0, pl.Int64)).alias("skus_compared"),
             pl.when(judged).then(pl.col("skus_changed").fill_null(0)).cast(pl.Int64).alias("skus_changed"),
         )
+        .select("business_date", "skus_compared", "skus_changed")
         .sort("business_date")
     )
+
+
+def changed_sku_counts(
+    demand: pl.DataFrame, first: dt.date, last: dt.date, history_start: dt.date, policy: VelocityChangePolicy
+) -> pl.DataFrame:
+    """`changed_sku_counts_sql` over a frame of daily demand (business_date, sku_id, units) from
+    first - window_days on, run by an in-memory DuckDB, judged by `judged_change_counts`."""
+    import duckdb
+
+    rows = demand.select("business_date", "sku_id", pl.col("units").cast(pl.Float64))
+    with duckdb.connect() as con:
+        con.register("daily_demand", rows)
+        changed = con.execute(changed_sku_counts_sql("daily_demand", first, last, policy)).pl()
+    return judged_change_counts(changed, first, last, history_start, policy)
 
 
 def usual_change_count(counts_before: list[int], policy: VelocityChangePolicy) -> float | None:

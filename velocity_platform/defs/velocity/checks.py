@@ -17,7 +17,8 @@ from velocity_platform.domain.signals import (
     ParetoVerdict,
     VelocityChangePolicy,
     VelocityChangeVerdict,
-    changed_sku_counts,
+    changed_sku_counts_sql,
+    judged_change_counts,
     pareto_verdict,
     usual_line_sizes_sql,
     velocity_change_verdict,
@@ -162,8 +163,10 @@ def velocity_change_within_factor(
     policy = VelocityChangePolicy(factor=operations.day_on_day_factor, min_units=operations.day_on_day_min_units)
     start = history_start(context)
     first = days[0] - dt.timedelta(days=BASELINE_DAYS)
-    demand = _demand_between(warehouse_tables, first - dt.timedelta(days=policy.window_days), days[-1])
-    counts = changed_sku_counts(demand, first, days[-1], start, policy)
+    # Counted in DuckDB on the table: the window is two months of every SKU's daily demand.
+    with warehouse_tables.session() as tables:
+        changed = tables.query("daily_sku_demand", lambda table: changed_sku_counts_sql(table, first, days[-1], policy))
+    counts = judged_change_counts(changed, first, days[-1], start, policy)
     verdicts: dict[dt.date, VelocityChangeVerdict] = {}
     for day in days:
         today = sales_history.filter(pl.col("business_date") == day)
