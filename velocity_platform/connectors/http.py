@@ -92,6 +92,10 @@ class InvalidBody(Exception):
         self.reason = reason
 
 
+# What a call raises when its last attempt failed in a way worth retrying: turned into an UpstreamError.
+GAVE_UP = (RetryableStatus, httpx.TransportError, InvalidBody)
+
+
 @dataclass(frozen=True)
 class HttpAnswer:
     """A fully read response (the body was streamed under the size cap)."""
@@ -397,7 +401,15 @@ class UpstreamClient:
         raised with the last answer if it never becomes readable. GETs are idempotent; any
         other method only when `idempotent=True` (it carries an Idempotency-Key).
         """
-        call = _Call(
+        call = self._call(_Call, method, path, params, content, headers, idempotent, read, describe)
+        try:
+            return tenacity.Retrying(**self._retry_policy(call, self._sleep))(call.attempt)
+        except GAVE_UP as exc:
+            raise call.gave_up(exc) from None
+
+    def _call(self, kind: type[_Call], method, path, params, content, headers, idempotent, read, describe) -> _Call:
+        """One call's attempt, as `request` and `arequest` both make it."""
+        return kind(
             self,
             method,
             path,
@@ -408,18 +420,17 @@ class UpstreamClient:
             read=read,
             describe=describe or f"{method} {path}",
         )
-        retrying = tenacity.Retrying(
+
+    def _retry_policy(self, call: _Call, sleep: Callable) -> dict:
+        """When a call is tried again and how long it waits, for tenacity's Retrying and AsyncRetrying alike."""
+        return dict(
             stop=tenacity.stop_any(tenacity.stop_after_attempt(self.retry.max_attempts), call.unreadable_too_often),
             wait=_WaitHonouringRetryAfter(self.retry),
             retry=tenacity.retry_if_exception(call.worth_retrying),
             before_sleep=call.count_retry,
-            sleep=self._sleep,
+            sleep=sleep,
             reraise=True,
         )
-        try:
-            return retrying(call.attempt)
-        except (RetryableStatus, httpx.TransportError, InvalidBody) as exc:
-            raise call.gave_up(exc) from None
 
     def raise_for_final_status(self, answer: HttpAnswer, describe: str) -> None:
         """Turn a final non-2xx answer into an UpstreamError that names the fix."""
@@ -549,28 +560,10 @@ class AsyncUpstreamClient(UpstreamClient):
         describe: str | None = None,
     ) -> tuple[HttpAnswer, object]:
         """`UpstreamClient.request`, awaited: the same retries, waits, breaker and final errors."""
-        call = _AsyncCall(
-            self,
-            method,
-            path,
-            params,
-            content,
-            headers,
-            idempotent=method in ("GET", "HEAD") if idempotent is None else idempotent,
-            read=read,
-            describe=describe or f"{method} {path}",
-        )
-        retrying = tenacity.AsyncRetrying(
-            stop=tenacity.stop_any(tenacity.stop_after_attempt(self.retry.max_attempts), call.unreadable_too_often),
-            wait=_WaitHonouringRetryAfter(self.retry),
-            retry=tenacity.retry_if_exception(call.worth_retrying),
-            before_sleep=call.count_retry,
-            sleep=self._async_sleep,
-            reraise=True,
-        )
+        call = self._call(_AsyncCall, method, path, params, content, headers, idempotent, read, describe)
         try:
-            return await retrying(call.attempt_async)
-        except (RetryableStatus, httpx.TransportError, InvalidBody) as exc:
+            return await tenacity.AsyncRetrying(**self._retry_policy(call, self._async_sleep))(call.attempt_async)
+        except GAVE_UP as exc:
             raise call.gave_up(exc) from None
 
 
