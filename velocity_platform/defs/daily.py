@@ -41,7 +41,9 @@ SUM = "sum"  # added up (counts, lines, hours)
 LAST = "last"  # the latest date's (a state as of the end of the range); the default
 FIRST = "first"
 MAX = "max"  # the worst day's (a rate held to a limit on every date)
+MIN = "min"  # the worst day's (a rate held to a floor on every date)
 COUNTS = "counts"  # counts by kind ({field: n}), added up kind by kind
+BY_DATE = "by_date"  # figures keyed by date ({"2026-01-05": {...}}): the dates' entries side by side
 KINDS = {"duckdb", "polars"}
 
 
@@ -96,10 +98,14 @@ def _merged(rule, values: list):
         return round(total, 6) if isinstance(total, float) else total
     if rule == MAX:
         return max(values, key=_plain)
+    if rule == MIN:
+        return min(values, key=_plain)
     if rule == FIRST:
         return values[0]
     if rule == COUNTS:
         return dg.MetadataValue.json(summed_counts(values))
+    if rule == BY_DATE:
+        return dg.MetadataValue.json({day: figures for value in values for day, figures in _plain(value).items()})
     return values[-1]
 
 

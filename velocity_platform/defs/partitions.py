@@ -129,11 +129,3 @@ def record_per_date(
                 blocking=blocking,
             )
         )
-
-
-def same_verdict_each_date(
-    days: list[dt.date], result: dg.AssetCheckResult, note: str = "figures of the whole range"
-) -> dict[dt.date, DateVerdict]:
-    """The run's verdict on every date, for checks whose figures exist only for the range."""
-    description = f"{result.description} ({note})" if result.description else None
-    return {day: DateVerdict(result.passed, dict(result.metadata), description, result.severity) for day in days}

@@ -16,7 +16,7 @@ from velocity_platform.connectors.erp_pages import (
 )
 from velocity_platform.connectors.http import UpstreamError
 from velocity_platform.defs.ops.retries import retry_or_fail
-from velocity_platform.defs.daily import COUNTS, SUM, Day, daily_asset
+from velocity_platform.defs.daily import BY_DATE, COUNTS, SUM, Day, daily_asset
 from velocity_platform.defs.partitions import DUCKDB_POOL, DateVerdict
 from velocity_platform.defs.resources import (
     ErpResource,
@@ -125,6 +125,7 @@ PULL_MERGE = {
     "file_lines": SUM,
     "excluded_non_inventory_lines": SUM,
     "excluded_by_code": COUNTS,
+    "pull_by_date": BY_DATE,
 }
 RECONCILIATION_MERGE = {"erp_lines": SUM, "raw_lines": SUM, "difference": SUM, "pages_dead_lettered": SUM}
 
@@ -166,6 +167,16 @@ def raw_transactions(
         "documents_not_fitting_contract": ingested.misfit_documents,
         "unexpected_fields": ingested.unexpected_fields,
         **pull.metadata,
+        # Each date's own counts, kept apart in a range's metadata: the ingestion gate judges each date.
+        "pull_by_date": dg.MetadataValue.json(
+            {
+                day.isoformat(): {
+                    "erp_lines": pull.source_lines,
+                    "lines_received": ingested.lines_received,
+                    "pages_dead_lettered": len(ingested.dead_lettered_pages),
+                }
+            }
+        ),
     }
     return Day(with_provenance(ingested.lines), figures, {RECONCILIATION_CHECK: reconciles(day, pull)})
 

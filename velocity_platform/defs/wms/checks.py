@@ -5,7 +5,8 @@ import datetime as dt
 
 import dagster as dg
 
-from velocity_platform.defs.partitions import business_days, partition_dates, record_per_date, same_verdict_each_date
+from velocity_platform.defs.daily import MAX, judge_dates
+from velocity_platform.defs.partitions import DateVerdict, business_days, partition_dates
 from velocity_platform.defs.resources import OperationsResource, WarehouseResource
 from velocity_platform.domain.signals import batch_window
 
@@ -22,40 +23,47 @@ SCHEDULE_TAG = "dagster/schedule_name"
 def landed_within_batch_window(
     context: dg.AssetCheckExecutionContext, operations: OperationsResource, warehouse: WarehouseResource
 ) -> dg.AssetCheckResult:
-    day = partition_dates(context)[-1]  # a backfill's range lands with its last date
-    start, end = batch_window(day, warehouse.timezone, operations.batch_start_hour, operations.batch_window_hours)
-    # The day lands with its last asset, materialized just before this check in the same run.
+    scheduled = context.run.tags.get(SCHEDULE_TAG) is not None
+    verdicts = {
+        day: _landed_verdict(day, _landed_at(context, day), scheduled, warehouse.timezone, operations)
+        for day in partition_dates(context)
+    }
+    return judge_dates(context, "wms_directive_acks", BATCH_WINDOW_CHECK, verdicts, {"minutes_after_window": MAX})
+
+
+def _landed_at(context: dg.AssetCheckExecutionContext, day: dt.date) -> dt.datetime:
+    """When the date's acknowledgements landed: wms_directive_acks' materialization of that date,
+    made just before this check in the same run (now, if it is not recorded yet)."""
     record = context.instance.fetch_materializations(
         dg.AssetRecordsFilter(asset_key=dg.AssetKey("wms_directive_acks"), asset_partitions=[day.isoformat()]),
         limit=1,
     ).records
-    landed = dt.datetime.fromtimestamp(record[0].timestamp, dt.UTC) if record else dt.datetime.now(dt.UTC)
-    schedule = context.run.tags.get(SCHEDULE_TAG)
+    return dt.datetime.fromtimestamp(record[0].timestamp, dt.UTC) if record else dt.datetime.now(dt.UTC)
+
+
+def _landed_verdict(
+    day: dt.date, landed: dt.datetime, scheduled: bool, timezone: str, operations: OperationsResource
+) -> DateVerdict:
+    start, end = batch_window(day, timezone, operations.batch_start_hour, operations.batch_window_hours)
     figures = {
         "landed_at": landed.astimezone(start.tzinfo).isoformat(timespec="seconds"),
         "window_start": start.isoformat(timespec="minutes"),
         "window_end": end.isoformat(timespec="minutes"),
         "minutes_after_window": dg.MetadataValue.float(round(max((landed - end).total_seconds(), 0.0) / 60, 1)),
-        "scheduled_run": schedule is not None,
+        "scheduled_run": scheduled,
     }
-    if schedule is None:
+    if not scheduled:
         # A backfill, a command-line range or a manual re-run lands a past day late by design: the
         # KPI is the nightly run's. A nightly run that did not land at all shows as stale freshness.
-        result = dg.AssetCheckResult(
-            passed=True,
-            severity=dg.AssetCheckSeverity.WARN,
-            metadata=figures,
-            description="not a scheduled nightly run: the batch window applies to runs of the 02:00 schedule",
-        )
-        record_per_date(context, "wms_directive_acks", BATCH_WINDOW_CHECK, same_verdict_each_date(partition_dates(context), result))
-        return result
+        not_judged = "not a scheduled nightly run: the batch window applies to runs of the 02:00 schedule"
+        return DateVerdict(True, {"not_judged": not_judged, **figures}, None, dg.AssetCheckSeverity.WARN)
     on_time = landed <= end
-    return dg.AssetCheckResult(
-        passed=on_time,
-        severity=dg.AssetCheckSeverity.WARN,
-        metadata=figures,
-        description=None
+    return DateVerdict(
+        on_time,
+        figures,
+        None
         if on_time
         else f"{day} landed at {figures['landed_at']}, {figures['minutes_after_window'].value:.0f} minutes after its "
         f"batch window closed at {figures['window_end']}; see the run's step durations for the slow stage.",
+        dg.AssetCheckSeverity.WARN,
     )
