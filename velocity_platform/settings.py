@@ -24,7 +24,9 @@ from pydantic import AliasChoices, Field, PrivateAttr, ValidationError, field_va
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from velocity_platform.domain.deltas import SpikePolicy
 from velocity_platform.domain.labor import LaborModel
+from velocity_platform.domain.slotting import SlottingConfig
 
 PREFIX = "VELOCITY_"
 
@@ -156,13 +158,6 @@ class OperationsSettings(SettingsGroup):
         validation_alias=env("VELOCITY_RETRY_MAX_DELAY_SECONDS"),
         description="Nightly run: longest wait between two retries of a step inside the batch window",
     )
-    spike_multiple: float = Field(
-        30.0, description="Sensor: units since the last tick above this multiple of the SKU's peak day of 90"
-    )
-    spike_min_units: float = Field(500.0, description="Sensor: fewer units than this are never a spike")
-    spike_min_days_sold: int = Field(
-        5, description="Sensor: SKUs sold on fewer of the last 90 days have no range yet, never spike"
-    )
     delta_max_records: int = Field(
         200_000, description="Sensor: ERP records read per tick at most; the rest waits for the next tick"
     )
@@ -277,6 +272,14 @@ class Settings(SettingsGroup):
         30, ge=1, description="Business dates a backfill runs together in one run, oldest range first"
     )
     move_budget: int = Field(200, ge=0, description="Maximum slotting moves per day (a cap, not a target)")
+    hysteresis_days: int = Field(
+        SlottingConfig.hysteresis_days,
+        ge=0,
+        description="Days a relocated SKU is left alone by the planner; the thrash signal's window",
+    )
+    dlq_rate_max: float = Field(
+        0.001, gt=0, le=1, description="Gate: most dead-lettered lines a date may have, as a share of its lines"
+    )
     xyz_min_weeks: int = Field(XYZ_MIN_WEEKS, ge=1, description="Whole weeks on sale a SKU needs before it gets an XYZ class")
     wms_push_batch_size: int = Field(
         100, ge=1, le=500, description="Directives per request to the WMS's batch endpoint (at most 500)"
@@ -377,10 +380,20 @@ class DeltaServiceSettings(SettingsGroup):
     reference_refresh_s: float = Field(
         300.0, gt=0, description="Exception service: how often it re-reads locations, assignments and expected rates"
     )
+    # The spike rule's defaults are the domain's SpikePolicy (measured on real order history).
     spike_multiple: float = Field(
-        10.0, gt=1, description="Exception service: pick lines today above this multiple of the expected rate is a spike"
+        SpikePolicy.multiple,
+        gt=0,
+        description="Exception service: eaches ordered today above this multiple of the SKU's largest day of the 90 before is a spike",
     )
-    spike_min_lines: int = Field(20, ge=1, description="Exception service: fewer pick lines today than this are never a spike")
+    spike_min_units: float = Field(
+        SpikePolicy.min_units, ge=0, description="Exception service: fewer eaches today than this are never a spike"
+    )
+    spike_min_days_sold: int = Field(
+        SpikePolicy.min_days_sold,
+        ge=1,
+        description="Exception service: SKUs sold on fewer of the last 90 days have no range yet and never spike",
+    )
     start: dt.datetime | None = Field(
         None,
         description="Exception service: ERP commit time to start reading from when the store has no watermark yet "

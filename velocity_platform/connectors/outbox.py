@@ -31,6 +31,7 @@ from velocity_platform.connectors.state import (
     new_pusher_id,
 )
 from velocity_platform.connectors.wms import PushOutcome
+from velocity_platform.settings import Settings
 
 ACKED_WATERMARK = "wms:last_acked_business_date"
 
@@ -45,8 +46,9 @@ class BatchDirectivePusher(DirectivePusher, Protocol):
     def push_directives(self, directives: list[dict]) -> list[PushOutcome]: ...
 
 
-# Directives per request where the WMS takes batches (its limit is 500); one at a time otherwise.
-WMS_BATCH_SIZE = 100
+# Directives per request where the WMS takes batches (its limit is 500), when the caller gives no
+# size: the setting's default (the nightly push passes the setting itself); one at a time otherwise.
+WMS_BATCH_SIZE = Settings.model_fields["wms_push_batch_size"].default
 SINGLE_CLAIM_SIZE = 25
 
 

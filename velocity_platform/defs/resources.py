@@ -124,8 +124,8 @@ class WarehouseResource(dg.ConfigurableResource):
 
     timezone: str = resource_field(Settings, "timezone")
     move_budget: int = resource_field(Settings, "move_budget")
-    dlq_rate_max: float = 0.001
-    hysteresis_days: int = 2
+    dlq_rate_max: float = resource_field(Settings, "dlq_rate_max")
+    hysteresis_days: int = resource_field(Settings, "hysteresis_days")
     xyz_min_weeks: int = resource_field(Settings, "xyz_min_weeks")
 
 
@@ -152,7 +152,11 @@ def build_resources(settings: Settings) -> dict[str, object]:
         ),
         "state_store": OperationalStoreResource(url=settings.store_url),
         "warehouse": WarehouseResource(
-            timezone=settings.timezone, move_budget=settings.move_budget, xyz_min_weeks=settings.xyz_min_weeks
+            timezone=settings.timezone,
+            move_budget=settings.move_budget,
+            xyz_min_weeks=settings.xyz_min_weeks,
+            dlq_rate_max=settings.dlq_rate_max,
+            hysteresis_days=settings.hysteresis_days,
         ),
         **operations_resources(settings),
         **source_resources(settings),
@@ -174,9 +178,6 @@ class OperationsResource(dg.ConfigurableResource):
     batch_window_hours: float = resource_field(OperationsSettings, "batch_window_hours")
     retry_first_delay_s: float = resource_field(OperationsSettings, "retry_first_delay_s")
     retry_max_delay_s: float = resource_field(OperationsSettings, "retry_max_delay_s")
-    spike_multiple: float = resource_field(OperationsSettings, "spike_multiple")
-    spike_min_units: float = resource_field(OperationsSettings, "spike_min_units")
-    spike_min_days_sold: int = resource_field(OperationsSettings, "spike_min_days_sold")
     delta_max_records: int = resource_field(OperationsSettings, "delta_max_records")
     ui_base_url: str = resource_field(OperationsSettings, "ui_base_url")
 

@@ -112,8 +112,9 @@ class DagsterReporter:
                     dg.AssetObservation(
                         asset_key=ASSET_KEY,
                         description=(
-                            f"demand spike: {spike['sku_id']} ordered on {spike['pick_lines']} lines today, "
-                            f"{spike['expected_pick_lines_per_day']:.2f} expected a day; recorded only, nothing moves"
+                            f"demand spike: {spike['sku_id']} ordered {spike['units']:,.0f} eaches today, "
+                            f"{spike['multiple_of_peak_day'] or 0:,.0f}x its largest day of the 90 before "
+                            f"({spike['peak_day_units']:,.0f}); recorded only, nothing moves"
                         ),
                         metadata={k: v for k, v in spike.items() if v is not None},
                     )

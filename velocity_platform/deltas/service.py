@@ -48,23 +48,19 @@ from velocity_platform.connectors.state import ACKED, REJECTED, OperationalStore
 from velocity_platform.connectors.wms import AsyncWmsClient
 from velocity_platform.connectors.wms_pages import locations_from_pages, read_assignment_page, read_location_page
 from velocity_platform.defs.resources import ErpResource, WmsResource
+from velocity_platform.defs.tables import WarehouseTables
 from velocity_platform.deltas.metrics import DeltaMetrics
 from velocity_platform.deltas.report import DagsterReporter, ReportWindow
 from velocity_platform.domain import exceptions
 from velocity_platform.domain.contracts import SKU_ID_PATTERN
+from velocity_platform.domain.deltas import SPIKES_SCHEMA, SpikePolicy, ordered_eaches, outside_range, spike_baseline_sql
 from velocity_platform.domain.slotting import DEFAULT_BANDS, SlottingConfig, free_slots
 from velocity_platform.domain.validation import parse_quantity, parse_utc_timestamp, validate_lines
 from velocity_platform.settings import DeltaServiceSettings, Settings
 
 log = logging.getLogger("velocity_platform.deltas")
 ONE_MICROSECOND = delta_store.ONE_MICROSECOND
-# Directives per WMS request (the WMS takes up to 500); a pusher takes what waits, up to this.
-PUSH_BATCH = 100
 LEASE = dt.timedelta(minutes=5)
-VELOCITY_SQL = (
-    "SELECT sku_id, expected_pick_lines_per_day FROM warehouse.sku_velocity "
-    "WHERE business_date = (SELECT max(business_date) FROM warehouse.sku_velocity)"
-)
 
 
 @dataclass
@@ -76,6 +72,7 @@ class Reference:
     slotted: pl.Series  # sku_id of every SKU with a location (or a first slot on its way)
     free: pl.DataFrame  # free locations as slotting.first_slot takes them
     velocity: pl.DataFrame  # sku_id, expected_pick_lines_per_day (latest sku_velocity; may be empty)
+    spike_baseline: pl.DataFrame  # sku_id, peak_day_units, days_sold over the 90 days before (may be empty)
     band_locations: int
 
 
@@ -89,7 +86,7 @@ class Judged:
     dead_lettered: int
     directives: pl.DataFrame
     free_left: pl.DataFrame
-    lines_today: pl.DataFrame
+    units_today: pl.DataFrame
     today: dt.date
     no_free_location: list[str]
     spikes: list[dict]
@@ -144,7 +141,8 @@ class DeltaService:
         self.policy = FollowPolicy(self.config.long_poll_s, self.config.min_interval_s, self.config.max_interval_s)
         self.reference: Reference | None = None
         self.read_through: dt.datetime | None = None
-        self.lines_today = pl.DataFrame(schema={"sku_id": pl.String, "pick_lines": pl.UInt32})
+        self.units_today = pl.DataFrame(schema={"sku_id": pl.String, "units": pl.Float64})
+        self.spike_policy = SpikePolicy(self.config.spike_multiple, self.config.spike_min_units, self.config.spike_min_days_sold)
         self.counted_on: dt.date | None = None
         self.in_flight = 0
         self.refresh_due = 0.0
@@ -177,37 +175,36 @@ class DeltaService:
             assignment = pl.concat(
                 [assignment.filter(~pl.col("sku_id").is_in(moves["sku_id"].implode()) & ~pl.col("location_id").is_in(list(left))), moves]
             )
-        config = SlottingConfig(routing=self._routing())
+        config = SlottingConfig(routing=self.settings.slotting.routing)
         band_locations = max(1, -(-locations.height // DEFAULT_BANDS))
         return Reference(
             sku_master=master,
             locations=locations,
             slotted=assignment["sku_id"].unique(),
             free=free_slots(locations.drop("sku_id"), assignment, config),
-            velocity=self._load_velocity(),
+            **self._load_rates(),
             band_locations=band_locations,
         )
 
-    @staticmethod
-    def _routing() -> str:
-        from velocity_platform.settings import SlottingSettings
-
+    def _load_rates(self) -> dict[str, pl.DataFrame]:
+        """Expected pick rates (the newest sku_velocity date) and each SKU's range of daily demand
+        (the spike baseline: the 90 days up to the newest daily_sku_demand date). Empty before the
+        first nightly run; the previous ones while the file is busy (a nightly run writing it)."""
+        rates = {
+            "velocity": pl.DataFrame(schema=exceptions.EXPECTED_RATES_SCHEMA),
+            "spike_baseline": pl.DataFrame(schema={"sku_id": pl.String, "peak_day_units": pl.Float64, "days_sold": pl.Int64}),
+        }
         try:
-            return SlottingSettings.from_env().routing
-        except ValueError:
-            return "s-shape"
-
-    def _load_velocity(self) -> pl.DataFrame:
-        """Expected pick rates from the newest sku_velocity partition; empty when there is none yet
-        or the file is busy (a nightly run writing it: the previous rates stay)."""
-        empty = pl.DataFrame(schema={"sku_id": pl.String, "expected_pick_lines_per_day": pl.Float64})
-        try:
-            with duckdb.connect(self.settings.duckdb_path, read_only=True) as con:
-                return con.execute(VELOCITY_SQL).pl().cast({"expected_pick_lines_per_day": pl.Float64})
+            with WarehouseTables(database=self.settings.duckdb_path).session(read_only=True) as tables:
+                if tables.exists("sku_velocity"):
+                    rates["velocity"] = tables.query("sku_velocity", exceptions.expected_rates_sql)
+                if tables.exists("daily_sku_demand"):
+                    rates["spike_baseline"] = tables.query("daily_sku_demand", spike_baseline_sql)
         except (duckdb.Error, OSError) as exc:
-            previous = self.reference.velocity if self.reference is not None else empty
-            log.info("expected pick rates not read (%s); %d kept", type(exc).__name__, previous.height)
-            return previous
+            if self.reference is not None:
+                rates = {"velocity": self.reference.velocity, "spike_baseline": self.reference.spike_baseline}
+            log.info("expected pick rates and demand ranges not read (%s); %d rates kept", type(exc).__name__, rates["velocity"].height)
+        return rates
 
     async def refresh_reference(self) -> None:
         self.reference = await asyncio.to_thread(self.load_reference)
@@ -264,27 +261,20 @@ class DeltaService:
         valid, rejects = result.valid, result.rejects
 
         if self.counted_on != today:
-            self.lines_today, self.counted_on = self.lines_today.clear(), today
+            self.units_today, self.counted_on = self.units_today.clear(), today
         picks = exceptions.pick_lines(valid)
-        picks_today = exceptions.pick_lines(valid.filter(pl.col("business_date") == today))
-        lines_today = (
-            pl.concat([self.lines_today, picks_today.select("sku_id", "pick_lines")])
-            .group_by("sku_id")
-            .agg(pl.col("pick_lines").sum().cast(pl.UInt32))
-        )
+        # The day's running total of eaches per SKU, judged against each SKU's own range.
+        eaches = ordered_eaches(valid.filter(pl.col("business_date") == today), master)
+        units_today = pl.concat([self.units_today, eaches]).group_by("sku_id").agg(pl.col("units").sum())
         unslotted = picks.filter(~pl.col("sku_id").is_in(ref.slotted.implode()))
         directives, free_left = exceptions.first_slot_directives(today, unslotted, ref.velocity, ref.free, ref.band_locations)
         no_slot = (
             unslotted.join(directives.select("sku_id"), on="sku_id", how="anti")["sku_id"].to_list() if unslotted.height else []
         )
         spiking = (
-            exceptions.spikes(
-                lines_today.filter(pl.col("sku_id").is_in(picks_today["sku_id"].implode())),
-                ref.velocity,
-                exceptions.SpikeRule(self.config.spike_multiple, self.config.spike_min_lines),
-            )
-            if ref.velocity.height and picks_today.height
-            else pl.DataFrame(schema={"sku_id": pl.String, "pick_lines": pl.UInt32, "expected_pick_lines_per_day": pl.Float64, "multiple_of_expected": pl.Float64})
+            outside_range(units_today.filter(pl.col("sku_id").is_in(eaches["sku_id"].implode())), ref.spike_baseline, self.spike_policy)
+            if ref.spike_baseline.height and eaches.height
+            else pl.DataFrame(schema=SPIKES_SCHEMA)
         )
         late = exceptions.before(raw.filter(pl.col("page_error").is_null() & pl.col("business_date").is_not_null()), today)
 
@@ -329,17 +319,11 @@ class DeltaService:
         spikes = [
             {
                 "kind": "spike",
-                "sku_id": s["sku_id"],
+                "sku_id": spike["sku_id"],
                 "business_date": today,
-                "detail": {
-                    "sku_id": s["sku_id"],
-                    "pick_lines": int(s["pick_lines"]),
-                    "expected_pick_lines_per_day": float(s["expected_pick_lines_per_day"]),
-                    "multiple_of_expected": s["multiple_of_expected"],
-                    "business_date": today.isoformat(),
-                },
+                "detail": {**spike, "business_date": today.isoformat()},
             }
-            for s in spiking.iter_rows(named=True)
+            for spike in spiking.iter_rows(named=True)
         ]
         batch.observations = spikes + [
             {"kind": "new_sku", "sku_id": sku, "business_date": today, "detail": {"sku_id": sku}}
@@ -349,7 +333,7 @@ class DeltaService:
             for sku in no_slot
         ]
         return Judged(
-            batch, documents, raw.height, rejects.height, directives, free_left, lines_today, today, no_slot,
+            batch, documents, raw.height, rejects.height, directives, free_left, units_today, today, no_slot,
             [s["detail"] for s in spikes], oldest,
         )
 
@@ -362,7 +346,7 @@ class DeltaService:
         ref.slotted = pl.concat([ref.slotted, judged.directives["sku_id"]]).unique()
         if not new_skus.is_empty():
             ref.sku_master = pl.concat([ref.sku_master, new_skus], how="vertical_relaxed")
-        self.lines_today = judged.lines_today
+        self.units_today = judged.units_today
         self.read_through = judged.batch.read_through
         return recorded
 
@@ -486,7 +470,7 @@ class DeltaService:
     async def pusher_task(self, wms: AsyncWmsClient) -> None:
         while True:
             rows = await self.queue.get()
-            while len(rows) < PUSH_BATCH and not self.queue.empty():
+            while len(rows) < self.settings.wms_push_batch_size and not self.queue.empty():
                 rows += self.queue.get_nowait()  # what waits goes in the same request
             self.metrics.queue_batches.set(self.queue.qsize())
             await self.push(wms, rows)
@@ -542,7 +526,7 @@ class DeltaService:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wms_failing.wait(), timeout=pause)
             self.wms_failing.clear()
-            rows = await asyncio.to_thread(delta_store.claim_pending, self.store, PUSH_BATCH, self.pusher, LEASE)
+            rows = await asyncio.to_thread(delta_store.claim_pending, self.store, self.settings.wms_push_batch_size, self.pusher, LEASE)
             pending = await asyncio.to_thread(delta_store.pending_count, self.store)
             self.metrics.outbox_pending.set(pending)
             self.window.settled_pending = pending

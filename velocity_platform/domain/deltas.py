@@ -1,17 +1,17 @@
 """What the ERP committed since the last look, in warehouse terms.
 
-The delta sensor reads the ERP by commit time (`created_at`) between its ticks; this module
-sorts what it found into the three things an operator acts on:
+The exception service reads the ERP by commit time (`created_at`) and the delta sensor reads
+the late lines it recorded; this module sorts them into the three things an operator acts on:
 
 - late arrivals: lines for a business date whose partition is already built but which that
   partition does not hold (decided against the partition's own txn_ids, not by comparing clocks,
   so a record committed while the nightly pull was running is judged correctly either way);
 - SKUs the SKU master does not know yet (only well-formed ids: a malformed id is a dead letter,
   not a new product);
-- demand spikes: a SKU's units since the last tick outside its own range (a multiple of its
-  largest day of the last 90).
+- demand spikes: a SKU's units ordered today outside its own range (a multiple of its largest
+  day of the last 90), judged by the exception service as the lines arrive.
 
-Pure polars: a tick classifies 50,000 documents in one pass, no per-row Python.
+Pure polars (and SQL builders for DuckDB): no per-row Python.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ LATE_ARRIVALS_SCHEMA = {
 
 SPIKES_SCHEMA = {
     "sku_id": pl.String,
-    "units": pl.Float64,  # eaches ordered in the records of this tick
+    "units": pl.Float64,  # eaches ordered (the exception service: so far today)
     "peak_day_units": pl.Float64,  # the SKU's largest day of demand in the days before (its normal range)
     "multiple_of_peak_day": pl.Float64,
 }
@@ -77,15 +77,20 @@ class SpikePolicy:
             raise ValueError(f"spike multiple must be > 0, min units >= 0 and min days sold >= 1, got {self}")
 
 
-def spike_baseline_sql(table: str, through: dt.date, days: int = SPIKE_BASELINE_DAYS) -> str:
-    """Per SKU over the `days` days ending `through`: the largest day of demand and the days sold,
-    from a daily demand table (DuckDB). Dates are literals built from a date, never user text."""
-    first = (through - dt.timedelta(days=days - 1)).isoformat()
+def spike_baseline_sql(table: str, through: dt.date | None = None, days: int = SPIKE_BASELINE_DAYS) -> str:
+    """Per SKU over the `days` days ending `through` (the table's latest date when None): the
+    largest day of demand and the days sold, from a daily demand table (DuckDB). Dates are
+    literals built from a date, never user text."""
+    if through is None:
+        last = f"(SELECT max(business_date) FROM {table})"
+        window = f"business_date > {last} - {days} AND business_date <= {last}"
+    else:
+        first = (through - dt.timedelta(days=days - 1)).isoformat()
+        window = f"business_date BETWEEN DATE '{first}' AND DATE '{through.isoformat()}'"
     return (
         "SELECT sku_id, CAST(max(units) AS DOUBLE) AS peak_day_units, "
         "CAST(count(*) FILTER (WHERE units > 0) AS BIGINT) AS days_sold "
-        f"FROM {table} WHERE business_date BETWEEN DATE '{first}' AND DATE '{through.isoformat()}' "
-        "AND sku_id IS NOT NULL GROUP BY sku_id"
+        f"FROM {table} WHERE {window} AND sku_id IS NOT NULL GROUP BY sku_id"
     )
 
 
@@ -133,11 +138,6 @@ def delta_lines(documents: pl.DataFrame, timezone: str) -> pl.DataFrame:
 def digest(values: list[str]) -> str:
     """A short, stable name for a set of ids (sorted by the caller): what a run key is made of."""
     return hashlib.sha1("\n".join(values).encode()).hexdigest()[:16]
-
-
-def latest_commit(documents: pl.DataFrame) -> dt.datetime | None:
-    """The newest `created_at` among the documents (the sensor's next watermark), None if none parse."""
-    return documents.select(parse_utc_timestamp("created_at").max()).item() if documents.height else None
 
 
 def late_arrivals(lines: pl.DataFrame, built: Collection[dt.date], already_held: pl.DataFrame) -> pl.DataFrame:
@@ -203,26 +203,29 @@ def _eaches() -> pl.Expr:
     )
 
 
-def demand_spikes(
-    lines: pl.DataFrame, sku_master: pl.DataFrame, baseline: pl.DataFrame, policy: SpikePolicy = SpikePolicy()
-) -> pl.DataFrame:
-    """SKUs whose ordered eaches on the new lines lie outside their own range (see SpikePolicy).
-
-    `baseline` is (sku_id, peak_day_units, days_sold) over the days before (`spike_baseline`).
-    A SKU missing from it, or sold on fewer than `min_days_sold` days, is not judged: a new SKU's
-    first orders are not a spike of anything. Sorted by units.
-    """
+def ordered_eaches(lines: pl.DataFrame, sku_master: pl.DataFrame) -> pl.DataFrame:
+    """Per SKU: the eaches ordered on `lines` (ORDER lines with a positive quantity, cases and
+    pallets converted with the master's pack sizes): (sku_id, units)."""
     master = sku_master.select("sku_id", "case_qty", "pallet_qty")
-    ordered = (
+    return (
         lines.filter((pl.col("txn_type") == "ORDER") & (pl.col("quantity") > 0) & pl.col("sku_id").is_not_null())
         .join(master, on="sku_id", how="left")
         .with_columns((pl.col("quantity") * _eaches()).alias("eaches"))
         .group_by("sku_id")
-        .agg(pl.col("eaches").sum().alias("units"))
+        .agg(pl.col("eaches").sum().cast(pl.Float64).alias("units"))
     )
+
+
+def outside_range(units: pl.DataFrame, baseline: pl.DataFrame, policy: SpikePolicy = SpikePolicy()) -> pl.DataFrame:
+    """SKUs whose `units` (sku_id, units: eaches ordered so far) lie outside their own range (see
+    SpikePolicy), against `baseline` (sku_id, peak_day_units, days_sold over the days before).
+
+    A SKU missing from the baseline, or sold on fewer than `min_days_sold` days, is not judged: a
+    new SKU's first orders are not a spike of anything. Sorted by units, largest first.
+    """
     peak = pl.col("peak_day_units")
     return (
-        ordered.join(baseline.select("sku_id", "peak_day_units", "days_sold"), on="sku_id", how="inner")
+        units.join(baseline.select("sku_id", "peak_day_units", "days_sold"), on="sku_id", how="inner")
         .filter(
             (pl.col("days_sold") >= policy.min_days_sold)
             & (pl.col("units") >= policy.min_units)
@@ -233,3 +236,12 @@ def demand_spikes(
         .select(list(SPIKES_SCHEMA))
         .cast(SPIKES_SCHEMA)
     )
+
+
+def demand_spikes(
+    lines: pl.DataFrame, sku_master: pl.DataFrame, baseline: pl.DataFrame, policy: SpikePolicy = SpikePolicy()
+) -> pl.DataFrame:
+    """SKUs whose ordered eaches on `lines` lie outside their own range: `outside_range` of
+    `ordered_eaches` (the exception service judges the day's running total the same way)."""
+    return outside_range(ordered_eaches(lines, sku_master), baseline, policy)
+

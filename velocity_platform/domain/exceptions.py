@@ -6,8 +6,9 @@
   ``expected_pick_lines_per_day``); a SKU with no rate yet is ranked by the pick lines it got
   today, which puts a brand-new product with one order line with the slow movers, until the
   nightly run's two windows confirm it belongs further forward.
-- **A SKU ordered today far beyond its expected rate**: an observation, nothing moves (stock
-  moves only on changes confirmed over two windows, so one day's spike never causes thrash).
+- **A SKU ordered today far beyond its own range**: an observation, nothing moves (stock moves
+  only on changes confirmed over two windows, so one day's spike never causes thrash). The rule
+  is `deltas.SpikePolicy`, measured on real order history (`deltas.outside_range`).
 - **Lines for a business date before today**: kept for the delta sensor, which asks for the
   rebuild of the built dates that do not hold them.
 
@@ -17,11 +18,21 @@ Pure polars on small frames: no dagster, no httpx.
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
 
 import polars as pl
 
 from velocity_platform.domain.slotting import directive_id_expr, first_slot
+
+EXPECTED_RATES_SCHEMA = {"sku_id": pl.String, "expected_pick_lines_per_day": pl.Float64}
+
+
+def expected_rates_sql(table: str) -> str:
+    """The expected pick rates of the newest date of a sku_velocity table (DuckDB)."""
+    return (
+        f"SELECT sku_id, CAST(expected_pick_lines_per_day AS DOUBLE) AS expected_pick_lines_per_day FROM {table} "
+        f"WHERE business_date = (SELECT max(business_date) FROM {table})"
+    )
+
 
 PICK_LINES_SCHEMA = {"sku_id": pl.String, "pick_lines": pl.UInt32, "first_committed_at": pl.Datetime("us", "UTC")}
 _NO_DIRECTIVES = pl.DataFrame(
@@ -38,19 +49,6 @@ _NO_DIRECTIVES = pl.DataFrame(
         "first_committed_at": PICK_LINES_SCHEMA["first_committed_at"],
     }
 )
-
-
-@dataclass(frozen=True)
-class SpikeRule:
-    """A SKU ordered today on more than `multiple` x its expected pick lines per day, and on at
-    least `min_lines` lines, is a spike. SKUs without an expected rate are not judged."""
-
-    multiple: float = 10.0
-    min_lines: int = 20
-
-    def __post_init__(self) -> None:
-        if self.multiple <= 0 or self.min_lines < 1:
-            raise ValueError(f"spike multiple must be > 0 and min lines >= 1, got {self}")
 
 
 def pick_lines(valid: pl.DataFrame) -> pl.DataFrame:
@@ -121,22 +119,6 @@ def first_slot_directives(
         "first_committed_at",
     )
     return directives, left
-
-
-def spikes(lines_today: pl.DataFrame, velocity: pl.DataFrame, rule: SpikeRule = SpikeRule()) -> pl.DataFrame:
-    """SKUs whose pick lines today (sku_id, pick_lines) exceed `rule.multiple` x their expected
-    pick lines per day: sku_id, pick_lines, expected_pick_lines_per_day, multiple_of_expected."""
-    expected = pl.col("expected_pick_lines_per_day")
-    return (
-        lines_today.join(velocity.select("sku_id", expected.cast(pl.Float64)), on="sku_id", how="inner")
-        .filter(
-            expected.is_not_null()
-            & (pl.col("pick_lines") >= rule.min_lines)
-            & (pl.col("pick_lines") > rule.multiple * expected)
-        )
-        .with_columns(pl.when(expected > 0).then(pl.col("pick_lines") / expected).alias("multiple_of_expected"))
-        .sort(["pick_lines", "sku_id"], descending=[True, False])
-    )
 
 
 def before(lines: pl.DataFrame, today: dt.date) -> pl.DataFrame:

@@ -48,8 +48,9 @@ def service_settings(**overrides) -> DeltaServiceSettings:
         "push_concurrency": 2,
         "report_interval_s": 3600.0,
         "reference_refresh_s": 3600.0,
-        "spike_multiple": 5.0,
-        "spike_min_lines": 5,
+        "spike_multiple": 30.0,
+        "spike_min_units": 500.0,
+        "spike_min_days_sold": 5,
         "start": None,
     }
     return DeltaServiceSettings(**{**values, **overrides})

@@ -25,7 +25,7 @@ from velocity_platform_tests.deltas.helpers import ServiceThread, Upstreams, ser
 
 pytestmark = pytest.mark.integration
 
-# The SKU whose spike is judged: a catalogue SKU with an expected rate of one line a day.
+# A catalogue SKU with an expected rate of one line a day.
 STEADY = "SKU-000001"
 
 
@@ -42,10 +42,22 @@ def world(tmp_path_factory):
                 "expected_pick_lines_per_day": [1.0] * 100 + [50.0] * 200,
             }
         )
+        # Ten days of demand before: the slow hundred sold 2 eaches a day, the busy ones 100 (each
+        # SKU's range, against which the service judges a spike).
+        days = [dt.date(2026, 1, 31) + dt.timedelta(days=d) for d in range(10)]
+        demand = pl.DataFrame(
+            {
+                "business_date": [day for day in days for _ in range(300)],
+                "sku_id": [f"SKU-{i:06d}" for _ in days for i in range(1, 301)],
+                "units": [2.0 if i <= 100 else 100.0 for _ in days for i in range(1, 301)],
+            }
+        )
         with duckdb.connect(str(root / "velocity.duckdb")) as con:
             con.execute("CREATE SCHEMA warehouse")
             con.register("rates", rates.to_arrow())
             con.execute("CREATE TABLE warehouse.sku_velocity AS SELECT * FROM rates")
+            con.register("demand", demand.to_arrow())
+            con.execute("CREATE TABLE warehouse.daily_sku_demand AS SELECT * FROM demand")
         upstreams = Upstreams(platform.erp_url, platform.wms_url, ERP_TOKEN, WMS_TOKEN)
         yield platform, upstreams
         upstreams.close()
@@ -140,25 +152,24 @@ def test_lines_for_an_earlier_business_date_are_recorded_for_the_rebuild_and_mov
     assert upstreams.wms_stats()["applied"] == applied
 
 
-def test_a_sku_ordered_far_beyond_its_expected_rate_is_observed_and_nothing_moves(running):
+def test_a_sku_ordered_far_beyond_its_own_range_is_observed_and_nothing_moves(running):
     platform, upstreams, service = running
     applied = upstreams.wms_stats()["applied"]
-    steady = next(f"SKU-{i:06d}" for i in range(3, 200) if upstreams.assignment(f"SKU-{i:06d}")["location_id"])
+    steady = next(f"SKU-{i:06d}" for i in range(3, 100) if upstreams.assignment(f"SKU-{i:06d}")["location_id"])
     location = upstreams.assignment(steady)["location_id"]
-    # Expected at 1 line a day; six lines today pass the spike rule's 5x and 5-line minimum.
-    for _ in range(6):
-        upstreams.commit([(steady, 1, "EA")])
+    # Its largest day was 2 eaches: two orders of 300 today are 600 (at least 500, over 30 x 2).
+    upstreams.commit([(steady, 300, "EA")])
+    upstreams.commit([(steady, 300, "EA")])
     [spike] = wait_until(
         lambda: [o for o in delta_store.observations_after(service.store, 0, "spike") if o["sku_id"] == steady],
         "the spike observation",
     )
-    assert spike["detail"]["pick_lines"] >= 6 and spike["detail"]["expected_pick_lines_per_day"] == 1.0
+    assert spike["detail"]["units"] == 600.0 and spike["detail"]["peak_day_units"] == 2.0
     assert upstreams.assignment(steady)["location_id"] == location
     assert upstreams.wms_stats()["applied"] == applied
-    # A busy SKU (50 a day expected) ordered as often is no spike.
+    # A busy SKU (100 a day) ordered as much is inside its range: no spike.
     busy = next(f"SKU-{i:06d}" for i in range(299, 200, -1) if upstreams.assignment(f"SKU-{i:06d}")["location_id"])
-    for _ in range(6):
-        upstreams.commit([(busy, 1, "EA")])
+    upstreams.commit([(busy, 600, "EA")])
     last = upstreams.committed[-1]
     watermark = dt.datetime.fromisoformat(last["created_at"].replace("Z", "+00:00"))
     wait_until(lambda: delta_store.read_watermark(service.store) >= watermark, "the read of the busy SKU's orders")

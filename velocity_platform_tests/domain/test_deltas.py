@@ -13,8 +13,8 @@ from velocity_platform.domain.deltas import (
     candidate_keys,
     delta_lines,
     demand_spikes,
+    outside_range,
     late_arrivals,
-    latest_commit,
     spike_baseline,
     spike_baseline_sql,
     unknown_skus,
@@ -51,8 +51,6 @@ def test_lines_take_the_business_date_of_the_warehouse_and_keep_what_the_nightly
     assert lines["business_date"].to_list() == [dt.date(2026, 7, 6), dt.date(2026, 7, 6), None]
     assert lines["quantity"].to_list() == [2.0, None, None]
     assert lines["uom"].to_list() == ["CS", "EA", None]
-    # The watermark counts every document, those without lines too.
-    assert latest_commit(docs) == dt.datetime(2026, 7, 7, 10, 0, tzinfo=dt.UTC)
 
 
 def test_late_arrivals_are_the_documents_a_built_partition_does_not_hold():
@@ -199,3 +197,16 @@ def test_the_spike_baseline_is_the_same_from_sql_and_from_a_frame(tmp_path):
         from_sql = con.execute(spike_baseline_sql("daily", day)).pl()
     from_frame = spike_baseline(daily, day)
     assert from_sql.sort("sku_id").rows() == from_frame.sort("sku_id").rows() == [("SKU-A001", 12.0, 3), ("SKU-B002", 0.0, 0)]
+
+
+def test_the_days_running_total_is_judged_not_one_read():
+    """The exception service adds each read's eaches to the day's total: two orders of 300 eaches
+    of a SKU whose largest day was 10 are no spike alone (under 500) and one together."""
+    baseline = pl.DataFrame({"sku_id": ["SKU-A001"], "peak_day_units": [10.0], "days_sold": [6]})
+    policy = SpikePolicy(30.0, 500.0, 5)
+    one_read = pl.DataFrame({"sku_id": ["SKU-A001"], "units": [300.0]})
+    assert outside_range(one_read, baseline, policy).is_empty()
+    day_so_far = pl.DataFrame({"sku_id": ["SKU-A001"], "units": [600.0]})
+    assert outside_range(day_so_far, baseline, policy).rows() == [("SKU-A001", 600.0, 10.0, 60.0)]
+    # Sold on only four of the 90 days: no range yet, never a spike.
+    assert outside_range(day_so_far, baseline.with_columns(pl.lit(4).alias("days_sold")), policy).is_empty()

@@ -4,7 +4,7 @@ import datetime as dt
 
 import polars as pl
 
-from velocity_platform.domain.exceptions import SpikeRule, expected_bands, first_slot_directives, spikes
+from velocity_platform.domain.exceptions import expected_bands, first_slot_directives
 from velocity_platform.domain.slotting import SlottingConfig, directive_id, free_slots
 
 DAY = dt.date(2026, 3, 2)
@@ -74,12 +74,3 @@ def test_no_unslotted_sku_plans_nothing_and_leaves_the_free_slots():
     free = free_slots(layout(), pl.DataFrame(schema={"sku_id": pl.String, "location_id": pl.String}))
     directives, left = first_slot_directives(DAY, unslotted().clear(), VELOCITY, free, band_locations=4)
     assert directives.is_empty() and left.equals(free)
-
-
-def test_a_spike_is_far_beyond_the_expected_rate_and_never_a_sku_without_one():
-    today = pl.DataFrame({"sku_id": ["S11", "S0", "N1"], "pick_lines": [30, 30, 500]}, schema_overrides={"pick_lines": pl.UInt32})
-    found = spikes(today, VELOCITY, SpikeRule(multiple=10, min_lines=20))
-    # S11 expects 1 a day (30 > 10x); S0 expects 12 (30 < 120); N1 has no expected rate.
-    assert found["sku_id"].to_list() == ["S11"]
-    assert found["multiple_of_expected"].to_list() == [30.0]
-    assert spikes(today, VELOCITY, SpikeRule(multiple=10, min_lines=31)).is_empty()

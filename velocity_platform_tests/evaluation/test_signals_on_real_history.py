@@ -26,7 +26,7 @@ from velocity_platform.domain.signals import (
 )
 from velocity_platform.domain.taxonomy import TaxonomyConfig, classify_skus
 from velocity_platform.domain.validation import validate_lines
-from velocity_platform.settings import OperationsSettings, XYZ_MIN_WEEKS
+from velocity_platform.settings import DeltaServiceSettings, OperationsSettings, XYZ_MIN_WEEKS
 
 pytestmark = pytest.mark.realdata
 
@@ -35,7 +35,8 @@ DATES = [FIRST + dt.timedelta(days=i) for i in range((LAST - FIRST).days + 1)]
 ABC_WINDOW = 30
 OPS = OperationsSettings.from_env()
 POLICY = VelocityChangePolicy(factor=OPS.day_on_day_factor)
-SPIKES = SpikePolicy(OPS.spike_multiple, OPS.spike_min_units, OPS.spike_min_days_sold)
+SERVICE = DeltaServiceSettings.from_env()
+SPIKES = SpikePolicy(SERVICE.spike_multiple, SERVICE.spike_min_units, SERVICE.spike_min_days_sold)
 QUIET_DAY = dt.date(2011, 3, 10)  # a Thursday none of the signals flags
 
 
