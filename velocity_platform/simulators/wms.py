@@ -23,6 +23,7 @@ from datetime import date, datetime, timezone as dt_timezone
 from pathlib import Path
 from typing import Any
 
+import anyio
 import numpy as np
 import orjson
 from starlette.applications import Starlette
@@ -112,6 +113,11 @@ class WmsSimulator:
         self._acks = 0
         self._dice = _http.FaultDice(config.seed, 2)
         self.counters = _http.Counters()
+        # A WMS that stops answering directive POSTs for a while (busy, a lock held on its side):
+        # they wait here until answering again. Tests and benchmarks close and open it.
+        self._answering = threading.Event()
+        self._answering.set()
+        self._held = 0
         self._journal = None
         if config.state_path:
             self._replay_journal(Path(config.state_path))
@@ -353,11 +359,29 @@ class WmsSimulator:
         nxt = _http.encode_cursor(["assignments", int(skus[-1]) + 1]) if more else None
         return {"records": records, "next_cursor": nxt}
 
+    def hold_directives(self) -> None:
+        """Directive POSTs wait, unanswered, until `answer_directives`."""
+        self._answering.clear()
+
+    def answer_directives(self) -> None:
+        self._answering.set()
+
+    async def _wait_until_answering(self) -> None:
+        if self._answering.is_set():
+            return
+        with self._lock:
+            self._held += 1
+        try:
+            await anyio.to_thread.run_sync(self._answering.wait)
+        finally:
+            with self._lock:
+                self._held -= 1
+
     def stats(self) -> dict[str, Any]:
         snap = self.counters.snapshot()
         d = snap.get("directives", {})
         with self._lock:
-            per_key = dict(self._applied_per_key)
+            per_key, held = dict(self._applied_per_key), self._held
         return {
             "received": d.get("received", 0),
             "applied": d.get("applied", 0),
@@ -367,6 +391,7 @@ class WmsSimulator:
             "by_business_date": snap.get("by_business_date", {}),
             "requests": snap.get("requests", {}),
             "faults": snap.get("faults", {}),
+            "held_requests": held,  # directive POSTs waiting while the WMS does not answer
         }
 
     # --- HTTP --------------------------------------------------------------------------------
@@ -416,6 +441,7 @@ class WmsSimulator:
                 self.counters.add("directives", "rejected")
                 self.counters.add("requests", "directives", "400")
                 return _http.error_response(400, "Idempotency-Key header is required")
+            await self._wait_until_answering()
             fault, failed = self._roll("directives", post=True)
             if failed is not None:
                 return failed
@@ -436,6 +462,7 @@ class WmsSimulator:
             if not request.headers.get("idempotency-key", "").strip():
                 self.counters.add("requests", "directive_batch", "400")
                 return _http.error_response(400, "Idempotency-Key header is required")
+            await self._wait_until_answering()
             fault, failed = self._roll("directive_batch", post=True)
             if failed is not None:
                 return failed
