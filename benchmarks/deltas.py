@@ -40,6 +40,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+from prometheus_client.parser import text_string_to_metric_families
 
 ERP_TOKEN, WMS_TOKEN = "bench-erp-token", "bench-wms-token"
 SEED, SKUS = 7, 2000
@@ -75,6 +76,9 @@ class PhaseResult:
     # What shared the cores with the service: both simulators and this load driver, in cores
     # (CPU seconds over the phase's seconds); with 2 cores, service + others near 2 is a full machine.
     others_cores: float | None = None
+    # Where the exceptions' time went (the service's delta_exception_stage_seconds): per stage,
+    # the mean and the 95th percentile (read from the histogram's buckets, so a bucket bound) in ms.
+    stages_ms: dict[str, dict[str, float | None]] = field(default_factory=dict)
     rss_samples_mb: list[float] = field(default_factory=list)
 
 
@@ -135,6 +139,33 @@ class Stack:
         count = int(values.get("batch_processing_duration_seconds_count", 0))
         total = values.get("batch_processing_duration_seconds_sum", 0.0)
         return count, round(total / count * 1000, 1) if count else None
+
+    def stage_figures(self) -> dict[str, dict[str, float | None]]:
+        """Per stage of an exception: mean and p95 ms from the service's stage histogram (the
+        p95 is the upper bound of the bucket it falls in)."""
+        text = httpx.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10).text
+        buckets: dict[str, list[tuple[float, float]]] = {}
+        sums: dict[str, float] = {}
+        counts: dict[str, float] = {}
+        for family in text_string_to_metric_families(text):
+            if family.name != "delta_exception_stage_seconds":
+                continue
+            for sample in family.samples:
+                stage = sample.labels["stage"]
+                if sample.name.endswith("_bucket"):
+                    buckets.setdefault(stage, []).append((float(sample.labels["le"]), sample.value))
+                elif sample.name.endswith("_sum"):
+                    sums[stage] = sample.value
+                elif sample.name.endswith("_count"):
+                    counts[stage] = sample.value
+        figures = {}
+        for stage in ("read", "record", "queue", "wms"):
+            count = counts.get(stage, 0)
+            if not count:
+                continue
+            p95 = next((le for le, cumulative in sorted(buckets[stage]) if cumulative >= 0.95 * count), None)
+            figures[stage] = {"mean": round(sums[stage] / count * 1000, 1), "p95": None if p95 is None else p95 * 1000}
+        return figures
 
     def __enter__(self) -> Stack:
         for system, port, faults in (("erp", self.erp_port, self.erp_faults), ("wms", self.wms_port, self.wms_faults)):
@@ -354,6 +385,7 @@ def run_phase(name: str, rate: float | None, documents: int, faults: str, soak_s
             time.sleep(0.5)
         stop_sampling.set()
         batches, batch_mean_ms = stack.batch_figures()
+        stages = stack.stage_figures()
         pid = stack.service.pid
         cpu = cpu_seconds(pid) - cpu_before[0]
         others = others_cpu() - others_before[0]
@@ -383,6 +415,7 @@ def run_phase(name: str, rate: float | None, documents: int, faults: str, soak_s
         batches=batches,
         batch_mean_ms=batch_mean_ms,
         rss_samples_mb=samples,
+        stages_ms=stages,
         others_cores=round(others / seconds, 2)  # same measure as cpu_share_of_core,
     )
 
@@ -409,7 +442,8 @@ def run_deltas_benchmark(json_path: Path | None, duration_s: float = 60.0, burst
             f"p50 {result.p50_ms} ms  p95 {result.p95_ms} ms  p99 {result.p99_ms} ms  lost {result.lost}  "
             f"twice {result.duplicates}  CPU {result.cpu_s} s ({result.cpu_share_of_core:.0%} of a core)  "
             f"peak RSS {result.peak_rss_mb} MB  {result.batches} batches, {result.batch_mean_ms} ms each  "
-            f"simulators + driver {result.others_cores} cores",
+            f"simulators + driver {result.others_cores} cores\n{'':>34}stages, mean / p95 ms: "
+            + "  ".join(f"{k} {v['mean']} / {v['p95']}" for k, v in result.stages_ms.items()),
             file=sys.stderr,
         )
     if json_path:

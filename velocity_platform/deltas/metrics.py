@@ -24,6 +24,14 @@ class DeltaMetrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        self.exception_stages = Histogram(
+            "delta_exception_stage_seconds",
+            "Where an exception's time goes: read (ERP commit to the read that returned it), record (judged "
+            "and recorded), queue (recorded to posted to the WMS), wms (posted to answered)",
+            ["stage"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self.batch_duration = Histogram(
             "batch_processing_duration_seconds",
             "One read of the ERP judged and recorded: parsing, validation, exceptions, the store transaction",

@@ -145,6 +145,7 @@ class DeltaService:
         self.spike_policy = SpikePolicy(self.config.spike_multiple, self.config.spike_min_units, self.config.spike_min_days_sold)
         self.counted_on: dt.date | None = None
         self.in_flight = 0
+        self.recorded_at: dict[str, dt.datetime] = {}  # directive_id -> when its read was recorded (until posted)
         self.refresh_due = 0.0
         self.wms_failing = asyncio.Event()
         self.rejected_since_refresh = 0
@@ -383,6 +384,7 @@ class DeltaService:
         pages = await erp.committed_since(
             self.read_through + ONE_MICROSECOND, read_erp_page, wait_s=wait_s, max_pages=self.config.max_pages
         )
+        received_at = self.clock()
         documents = sum(p.parsed.documents.height for p in pages if p.parsed is not None)
         if not documents and not any(p.error is not None for p in pages):
             self.metrics.erp_lag.set(0)
@@ -397,10 +399,20 @@ class DeltaService:
         judged, recorded = outcome
         self.metrics.batch_duration.observe(time.perf_counter() - started)
         self._count(judged, recorded)
+        self._stages_read_and_recorded(recorded.directives, received_at, self.clock())
         if recorded.directives:
             self.metrics.queue_batches.set(self.queue.qsize() + 1)
             await self.queue.put(recorded.directives)  # waits while the WMS is behind: backpressure
         return max(documents, 1)
+
+    def _stages_read_and_recorded(self, rows: list[OutboxRow], received_at: dt.datetime, recorded_at: dt.datetime) -> None:
+        """The first two stages of each exception of a read; the queue and WMS stages follow in `push`."""
+        stages = self.metrics.exception_stages
+        for row in rows:
+            if row.source_committed_at is not None:
+                stages.labels("read").observe(max(0.0, (received_at - _utc(row.source_committed_at)).total_seconds()))
+            stages.labels("record").observe((recorded_at - received_at).total_seconds())
+            self.recorded_at[row.directive_id] = recorded_at
 
     def process(self, pages: list, documents: int) -> tuple[Judged, delta_store.Recorded] | None:
         """A read, in the worker thread: raw lines, the products the ERP registered since the SKU
@@ -435,7 +447,8 @@ class DeltaService:
             while True:
                 documents = await self.read_round(erp, 0.0)
                 while not self.queue.empty():
-                    self.queue.get_nowait()  # not pushed here: they wait in the outbox
+                    for row in self.queue.get_nowait():  # not pushed here: they wait in the outbox
+                        self.recorded_at.pop(row.directive_id, None)
                 if not documents:
                     return read
                 read += documents
@@ -480,6 +493,12 @@ class DeltaService:
         (the rows stay pending, released for the drainer)."""
         self.in_flight += 1
         self.metrics.concurrency_utilization.set(self.in_flight / self.config.push_concurrency)
+        sent_at = self.clock()
+        stages = self.metrics.exception_stages
+        for row in rows:
+            queued_at = self.recorded_at.pop(row.directive_id, None)
+            if queued_at is not None:  # a re-send of the drainer has no queue stage of its own
+                stages.labels("queue").observe(max(0.0, (sent_at - queued_at).total_seconds()))
         try:
             outcomes = await wms.push_directives([orjson.loads(r.payload) for r in rows])
         except UpstreamError as exc:
@@ -492,6 +511,8 @@ class DeltaService:
             self.in_flight -= 1
             self.metrics.concurrency_utilization.set(self.in_flight / self.config.push_concurrency)
         answered = self.clock()
+        for _ in rows:
+            stages.labels("wms").observe((answered - sent_at).total_seconds())
         settled = [
             Outcome(o.directive_id, REJECTED if o.status == "rejected" else ACKED, o.http_status, o.ack_id, o.detail)
             for o in outcomes
@@ -505,9 +526,7 @@ class DeltaService:
                 acked += 1
                 source = committed.get(outcome.directive_id)
                 if source is not None:
-                    if source.tzinfo is None:
-                        source = source.replace(tzinfo=dt.UTC)
-                    latency = (answered - source).total_seconds()
+                    latency = (answered - _utc(source)).total_seconds()
                     self.metrics.sync_latency.observe(latency)
                     self.window.latencies_ms.append(latency * 1000)
             else:
@@ -613,6 +632,11 @@ class DeltaService:
             if server is not None:
                 server[0].shutdown()
                 server[0].server_close()
+
+
+def _utc(moment: dt.datetime) -> dt.datetime:
+    """A store hands back naive UTC times (SQLite); the clock's are aware."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=dt.UTC)
 
 
 __all__ = ["DeltaService", "FollowPolicy", "serve_forever"]
