@@ -76,6 +76,7 @@ class PhaseResult:
     # What shared the cores with the service: both simulators and this load driver, in cores
     # (CPU seconds over the phase's seconds); with 2 cores, service + others near 2 is a full machine.
     others_cores: float | None = None
+    erp_simulator_cores: float | None = None  # the ERP simulator's share of that (one process, one event loop)
     # Where the exceptions' time went (the service's delta_exception_stage_seconds): per stage,
     # the mean and the 95th percentile (read from the histogram's buckets, so a bucket bound) in ms.
     stages_ms: dict[str, dict[str, float | None]] = field(default_factory=dict)
@@ -159,7 +160,7 @@ class Stack:
                 elif sample.name.endswith("_count"):
                     counts[stage] = sample.value
         figures = {}
-        for stage in ("read", "record", "queue", "wms"):
+        for stage in ("read", "erp", "record", "queue", "wms"):
             count = counts.get(stage, 0)
             if not count:
                 continue
@@ -349,11 +350,13 @@ def run_phase(name: str, rate: float | None, documents: int, faults: str, soak_s
                 others_before[0] = others_cpu()
                 return await commit(erp, load, rate, duration_s=documents / rate if rate else None)
 
-        cpu_before, others_before = [0.0], [0.0]
+        cpu_before, others_before = [0.0], [{}]
 
-        def others_cpu() -> float:
+        def others_cpu() -> dict[str, float]:
+            """CPU seconds so far of the ERP simulator, the WMS simulator and this driver."""
             driver = resource.getrusage(resource.RUSAGE_SELF)
-            return sum(cpu_seconds(p.pid) for p in stack.processes) + driver.ru_utime + driver.ru_stime
+            erp, wms_process = (cpu_seconds(p.pid) for p in stack.processes)
+            return {"erp": erp, "wms": wms_process, "driver": driver.ru_utime + driver.ru_stime}
         samples: list[float] = []
         stop_sampling = threading.Event()
 
@@ -388,7 +391,7 @@ def run_phase(name: str, rate: float | None, documents: int, faults: str, soak_s
         stages = stack.stage_figures()
         pid = stack.service.pid
         cpu = cpu_seconds(pid) - cpu_before[0]
-        others = others_cpu() - others_before[0]
+        others = {name: used - others_before[0][name] for name, used in others_cpu().items()}
         peak = rss_mb(pid)
         stats = wms.get("/v1/stats").json()
         wms.close()
@@ -416,7 +419,8 @@ def run_phase(name: str, rate: float | None, documents: int, faults: str, soak_s
         batch_mean_ms=batch_mean_ms,
         rss_samples_mb=samples,
         stages_ms=stages,
-        others_cores=round(others / seconds, 2)  # same measure as cpu_share_of_core,
+        others_cores=round(sum(others.values()) / seconds, 2),  # same measure as cpu_share_of_core
+        erp_simulator_cores=round(others["erp"] / seconds, 2),
     )
 
 
@@ -442,7 +446,7 @@ def run_deltas_benchmark(json_path: Path | None, duration_s: float = 60.0, burst
             f"p50 {result.p50_ms} ms  p95 {result.p95_ms} ms  p99 {result.p99_ms} ms  lost {result.lost}  "
             f"twice {result.duplicates}  CPU {result.cpu_s} s ({result.cpu_share_of_core:.0%} of a core)  "
             f"peak RSS {result.peak_rss_mb} MB  {result.batches} batches, {result.batch_mean_ms} ms each  "
-            f"simulators + driver {result.others_cores} cores\n{'':>34}stages, mean / p95 ms: "
+            f"simulators + driver {result.others_cores} cores (ERP {result.erp_simulator_cores})\n{'':>34}stages, mean / p95 ms: "
             + "  ".join(f"{k} {v['mean']} / {v['p95']}" for k, v in result.stages_ms.items()),
             file=sys.stderr,
         )

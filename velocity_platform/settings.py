@@ -374,6 +374,13 @@ class DeltaServiceSettings(SettingsGroup):
         64, ge=1, description="Exception service: batches of exceptions waiting for the WMS before reading pauses"
     )
     push_concurrency: int = Field(4, ge=1, description="Exception service: requests to the WMS in flight at once")
+    # Not the nightly run's VELOCITY_HTTP_RATE_LIMIT_RPS (50): the service has one ERP read in
+    # flight at a time (a long poll that returns when something is committed) and at most
+    # push_concurrency WMS requests, so it cannot flood either; a 50/s ceiling put a 20 ms floor
+    # under every read and tripled the p95 (docs/performance.md).
+    requests_per_second: float = Field(
+        0.0, ge=0, description="Exception service: ceiling of requests per second to the ERP and to the WMS; 0 = none"
+    )
     report_interval_s: float = Field(
         10.0, gt=0, description="Exception service: seconds of batches summed into one runless event on exception_deltas"
     )

@@ -26,8 +26,9 @@ class DeltaMetrics:
         )
         self.exception_stages = Histogram(
             "delta_exception_stage_seconds",
-            "Where an exception's time goes: read (ERP commit to the read that returned it), record (judged "
-            "and recorded), queue (recorded to posted to the WMS), wms (posted to answered)",
+            "Where an exception's time goes: read (ERP commit to the service asking for it: the read in "
+            "progress), erp (the ERP's answer), record (judged and recorded), queue (recorded to posted to "
+            "the WMS), wms (posted to answered)",
             ["stage"],
             buckets=LATENCY_BUCKETS,
             registry=r,

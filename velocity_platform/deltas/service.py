@@ -381,6 +381,7 @@ class DeltaService:
         """One read of the ERP from the watermark: judged, recorded, its directives queued.
         Returns the documents read (0: caught up)."""
         assert self.read_through is not None and self.reference is not None
+        asked_at = self.clock()
         pages = await erp.committed_since(
             self.read_through + ONE_MICROSECOND, read_erp_page, wait_s=wait_s, max_pages=self.config.max_pages
         )
@@ -399,18 +400,24 @@ class DeltaService:
         judged, recorded = outcome
         self.metrics.batch_duration.observe(time.perf_counter() - started)
         self._count(judged, recorded)
-        self._stages_read_and_recorded(recorded.directives, received_at, self.clock())
+        self._stages_read_and_recorded(recorded.directives, asked_at, received_at, self.clock())
         if recorded.directives:
             self.metrics.queue_batches.set(self.queue.qsize() + 1)
             await self.queue.put(recorded.directives)  # waits while the WMS is behind: backpressure
         return max(documents, 1)
 
-    def _stages_read_and_recorded(self, rows: list[OutboxRow], received_at: dt.datetime, recorded_at: dt.datetime) -> None:
-        """The first two stages of each exception of a read; the queue and WMS stages follow in `push`."""
+    def _stages_read_and_recorded(
+        self, rows: list[OutboxRow], asked_at: dt.datetime, received_at: dt.datetime, recorded_at: dt.datetime
+    ) -> None:
+        """The first stages of each exception of a read: `read` (committed before the service asked:
+        waiting for the read in progress to end), `erp` (the ERP's answer, from the later of the
+        request and the commit) and `record`; `queue` and `wms` follow in `push`."""
         stages = self.metrics.exception_stages
         for row in rows:
             if row.source_committed_at is not None:
-                stages.labels("read").observe(max(0.0, (received_at - _utc(row.source_committed_at)).total_seconds()))
+                committed = _utc(row.source_committed_at)
+                stages.labels("read").observe(max(0.0, (asked_at - committed).total_seconds()))
+                stages.labels("erp").observe(max(0.0, (received_at - max(asked_at, committed)).total_seconds()))
             stages.labels("record").observe((recorded_at - received_at).total_seconds())
             self.recorded_at[row.directive_id] = recorded_at
 
@@ -642,6 +649,15 @@ def _utc(moment: dt.datetime) -> dt.datetime:
 __all__ = ["DeltaService", "FollowPolicy", "serve_forever"]
 
 
+def upstreams(settings: Settings, config: DeltaServiceSettings, erp_token: str, wms_token: str) -> tuple[ErpResource, WmsResource]:
+    """The service's ERP and WMS: the shared HTTP settings, with the service's own request ceiling."""
+    http = {**settings.http.model_dump(), "requests_per_second": config.requests_per_second}
+    return (
+        ErpResource(base_url=settings.erp_url, token=erp_token, **http),
+        WmsResource(base_url=settings.wms_url, token=wms_token, **http),
+    )
+
+
 def serve_forever(ready: Callable[[str], None] = lambda line: print(line, flush=True)) -> int:
     """`velocity-platform deltas`: run the service until SIGTERM or Ctrl-C, then stop cleanly."""
     import os
@@ -651,9 +667,7 @@ def serve_forever(ready: Callable[[str], None] = lambda line: print(line, flush=
     for chatty in ("httpx", "pyrate_limiter", "alembic"):  # one line per request would drown the service's own
         logging.getLogger(chatty).setLevel(logging.WARNING)
     settings, config = Settings.from_env(), DeltaServiceSettings.from_env()
-    http = settings.http.model_dump()
-    erp = ErpResource(base_url=settings.erp_url, token=os.environ["VELOCITY_ERP_TOKEN"].strip(), **http)
-    wms = WmsResource(base_url=settings.wms_url, token=os.environ["VELOCITY_WMS_TOKEN"].strip(), **http)
+    erp, wms = upstreams(settings, config, os.environ["VELOCITY_ERP_TOKEN"].strip(), os.environ["VELOCITY_WMS_TOKEN"].strip())
     store = OperationalStore(settings.store_url)
     service = DeltaService(settings, config, erp, wms, store)
 

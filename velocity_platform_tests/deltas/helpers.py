@@ -46,6 +46,7 @@ def service_settings(**overrides) -> DeltaServiceSettings:
         "max_pages": 20,
         "queue_batches": 4,
         "push_concurrency": 2,
+        "requests_per_second": 0.0,
         "report_interval_s": 3600.0,
         "reference_refresh_s": 3600.0,
         "spike_multiple": 30.0,

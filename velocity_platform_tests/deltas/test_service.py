@@ -224,6 +224,8 @@ def test_metrics_on_loopback_and_runless_events_on_exception_deltas(running):
 
     text = wait_until(scraped, "acknowledgements in the latency histogram")
     for name in (
+        'delta_exception_stage_seconds_bucket{le="0.005",stage="read"}',
+        'delta_exception_stage_seconds_count{stage="wms"}',
         "batch_processing_duration_seconds_bucket",
         "chunk_success_rate",
         "concurrency_utilization",
@@ -242,3 +244,19 @@ def test_metrics_on_loopback_and_runless_events_on_exception_deltas(running):
     metadata = event.asset_materialization.metadata
     assert event.run_id == ""
     assert 0 < metadata["latency_p50_ms"].value <= metadata["latency_p95_ms"].value <= metadata["latency_p99_ms"].value
+
+
+def test_the_service_keeps_its_own_request_ceiling_not_the_nightly_runs(monkeypatch):
+    """A 50 requests/s ceiling meant for the nightly pull put a 20 ms floor under every read of the
+    service (docs/performance.md); its clients take VELOCITY_DELTAS_REQUESTS_PER_SECOND instead."""
+    from velocity_platform.deltas.service import upstreams
+    from velocity_platform.settings import DeltaServiceSettings, Settings
+
+    monkeypatch.setenv("VELOCITY_HTTP_RATE_LIMIT_RPS", "50")
+    monkeypatch.setenv("VELOCITY_HTTP_TIMEOUT_S", "7")
+    erp, wms = upstreams(Settings.from_env(), DeltaServiceSettings.from_env(), "erp-token", "wms-token")
+    assert erp.requests_per_second == wms.requests_per_second == 0.0
+    assert erp.timeout_s == wms.timeout_s == 7.0  # the rest of the HTTP settings are the shared ones
+    monkeypatch.setenv("VELOCITY_DELTAS_REQUESTS_PER_SECOND", "200")
+    erp, _ = upstreams(Settings.from_env(), DeltaServiceSettings.from_env(), "erp-token", "wms-token")
+    assert erp.requests_per_second == 200.0
