@@ -45,9 +45,11 @@ dev: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
 	@# The duckdb pool, set before the daemon's first pass (which would take a pool it has not
 	@# created yet as unlimited and start the first queued runs together).
 	@$(BIN)/dagster instance concurrency set duckdb 1 >/dev/null
-	@# The exception service waits for both simulators to answer, then prints its ready line; on
-	@# Ctrl-C every process of the group gets SIGTERM and the service stops cleanly.
-	@set -m; trap 'kill 0' EXIT INT TERM; \
+	@# The exception service waits for both simulators to answer, then prints its ready line.
+	@# Each process is a job of its own (set -m: none ignores signals); Ctrl-C reaches `dagster
+	@# dev` from the terminal, and when it ends the trap sends SIGTERM to the simulators and the
+	@# service and waits for them to stop cleanly (`kill 0` missed them: each job has its own group).
+	@set -m; trap 'kill $$(jobs -p) 2>/dev/null; wait' EXIT; trap 'exit 130' INT TERM; \
 	$(BIN)/velocity-platform simulate erp --port $(ERP_PORT) & \
 	$(BIN)/velocity-platform simulate wms --port $(WMS_PORT) --wms-state $(STATE_DIR)/wms_state.jsonl & \
 	export VELOCITY_ERP_URL=http://127.0.0.1:$(ERP_PORT) VELOCITY_WMS_URL=http://127.0.0.1:$(WMS_PORT) \
