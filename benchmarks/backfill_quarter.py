@@ -32,7 +32,8 @@ from pathlib import Path
 import httpx
 import polars as pl
 
-from benchmarks.deployment import PROJECT, LocalDeployment, free_port, wait_until
+from benchmarks.deployment import PROJECT, LocalDeployment, wait_until
+from velocity_platform.simulators.serve import free_port
 from velocity_platform.settings import Settings
 
 START = dt.date(2026, 1, 1)

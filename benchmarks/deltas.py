@@ -29,7 +29,6 @@ import os
 import random
 import resource
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -41,6 +40,8 @@ from pathlib import Path
 import httpx
 import numpy as np
 from prometheus_client.parser import text_string_to_metric_families
+
+from velocity_platform.simulators.serve import free_port
 
 ERP_TOKEN, WMS_TOKEN = "bench-erp-token", "bench-wms-token"
 SEED, SKUS = 7, 2000
@@ -84,12 +85,6 @@ class PhaseResult:
 
 
 # --- processes ---------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def serve_simulator(system: str, port: int, faults: dict) -> None:

@@ -9,7 +9,6 @@ Everything is driven through the webserver's GraphQL API, as the UI drives it
 import datetime as dt
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,15 +20,10 @@ import httpx
 
 from velocity_platform.connectors import dagster_webserver as webserver
 from velocity_platform.defs.partitions import DUCKDB_POOL
+from velocity_platform.simulators.serve import free_port
 
 PROJECT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.prefix) / "bin"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_until(what: str, ready: Callable[[], object], deadline_s: float, poll_s: float = 0.5) -> object:

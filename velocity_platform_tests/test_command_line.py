@@ -7,7 +7,6 @@ import datetime as dt
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +17,7 @@ import httpx
 import pytest
 
 from velocity_platform.simulators.erp import ErpConfig, create_erp_app
-from velocity_platform.simulators.serve import BackgroundServer
+from velocity_platform.simulators.serve import BackgroundServer, free_port
 from velocity_platform.simulators.wms import WmsConfig, create_wms_app
 from benchmarks.deployment import wait_until
 
@@ -45,12 +44,6 @@ def one_clear_line(result: subprocess.CompletedProcess) -> str:
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("velocity-platform "), lines[0]
     return lines[0]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

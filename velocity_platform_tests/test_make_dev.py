@@ -6,7 +6,6 @@ import os
 import pty
 import select
 import signal
-import socket
 import time
 from pathlib import Path
 
@@ -14,16 +13,11 @@ import httpx
 import pytest
 
 from velocity_platform_tests.conftest import PROJECT
+from velocity_platform.simulators.serve import free_port
 
 pytestmark = pytest.mark.integration
 
 DEADLINE_S = 180.0
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def answers(port: int, path: str = "/") -> bool:

@@ -9,7 +9,14 @@ from typing import Any
 
 import uvicorn
 
-__all__ = ["BackgroundServer", "run_foreground"]
+__all__ = ["BackgroundServer", "free_port", "run_foreground"]
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on now (for a simulator or a service started next)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def run_foreground(app: Any, host: str = "127.0.0.1", port: int = 8000, log_level: str = "warning") -> None:

@@ -15,19 +15,12 @@ from velocity_platform.simulators.erp import ErpConfig
 from velocity_platform.simulators.wms import WmsConfig
 from velocity_platform_tests.conftest import ERP_TOKEN, WMS_TOKEN, WORLD, platform_environment
 from velocity_platform_tests.deltas.helpers import FAST_HTTP, ServiceThread, Upstreams, service_settings, wait_until
+from velocity_platform.simulators.serve import free_port
 
 pytestmark = pytest.mark.integration
 
 # How long the test watches the read watermark stand still while the intake is blocked.
 OBSERVED_S = 1.0
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def committed_at(document: dict) -> dt.datetime:

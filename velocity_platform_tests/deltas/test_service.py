@@ -22,6 +22,7 @@ from velocity_platform.simulators.wms import WmsConfig
 from velocity_platform.connectors.wms import WmsClient
 from velocity_platform_tests.conftest import ERP_TOKEN, WMS_TOKEN, WORLD, platform_environment
 from velocity_platform_tests.deltas.helpers import ServiceThread, Upstreams, service_settings, wait_until
+from velocity_platform.simulators.serve import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -61,14 +62,6 @@ def world(tmp_path_factory):
         upstreams = Upstreams(platform.erp_url, platform.wms_url, ERP_TOKEN, WMS_TOKEN)
         yield platform, upstreams
         upstreams.close()
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

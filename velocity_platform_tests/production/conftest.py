@@ -12,7 +12,6 @@ import importlib.util
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -26,7 +25,7 @@ import httpx
 import pytest
 
 from velocity_platform.simulators.erp import ErpConfig, create_erp_app
-from velocity_platform.simulators.serve import BackgroundServer
+from velocity_platform.simulators.serve import BackgroundServer, free_port
 from velocity_platform.simulators.wms import WmsConfig, create_wms_app
 from velocity_platform_tests.production.postgres import ADMIN_URL, fresh_database
 
@@ -64,12 +63,6 @@ def load_prod() -> ModuleType:
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     return module
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
