@@ -24,7 +24,6 @@ from dataclasses import dataclass
 import polars as pl
 
 from velocity_platform.domain.contracts import SKU_ID_PATTERN, TS
-from velocity_platform.domain.validation import parse_quantity, parse_utc_timestamp
 
 DELTA_LINES_SCHEMA = {
     "txn_id": pl.String,
@@ -104,34 +103,6 @@ def spike_baseline(daily_demand: pl.DataFrame, through: dt.date, days: int = SPI
             pl.col("units").max().cast(pl.Float64).alias("peak_day_units"),
             (pl.col("units") > 0).sum().cast(pl.Int64).alias("days_sold"),
         )
-    )
-
-
-def delta_lines(documents: pl.DataFrame, timezone: str) -> pl.DataFrame:
-    """ERP documents as read from pages (every leaf text, nested `lines`) -> one row per line.
-
-    As in the nightly flattening, a document whose `lines` is missing keeps one row with empty
-    line fields (it lands as a dead letter), and an empty `lines` list holds no line at all.
-    Unreadable values become nulls here; the nightly validation is where they get their reasons.
-    """
-    line = pl.col("lines")
-    return (
-        documents.select(
-            pl.col("txn_id").str.strip_chars(),
-            pl.col("txn_type").str.strip_chars().str.to_uppercase(),
-            parse_utc_timestamp("created_at").alias("created_at"),
-            parse_utc_timestamp("event_ts").dt.convert_time_zone(timezone).dt.date().alias("business_date"),
-            pl.col("lines"),
-        )
-        .explode("lines")
-        .with_columns(
-            line.struct.field("sku_id").str.strip_chars().alias("sku_id"),
-            line.struct.field("quantity").alias("quantity"),
-            line.struct.field("uom").str.strip_chars().str.to_uppercase().alias("uom"),
-        )
-        .with_columns(parse_quantity("quantity").alias("quantity"))
-        .select(list(DELTA_LINES_SCHEMA))
-        .cast(DELTA_LINES_SCHEMA)
     )
 
 

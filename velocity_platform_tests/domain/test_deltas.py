@@ -8,10 +8,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from velocity_platform.connectors.erp_pages import parse_erp_page
+from velocity_platform.domain.validation import parse_quantity, parse_utc_timestamp
 from velocity_platform.domain.deltas import (
+    DELTA_LINES_SCHEMA,
     SpikePolicy,
     candidate_keys,
-    delta_lines,
     demand_spikes,
     outside_range,
     late_arrivals,
@@ -39,18 +40,28 @@ def documents(*records) -> pl.DataFrame:
     return parse_erp_page(orjson.dumps({"records": list(records), "next_cursor": None}))
 
 
-def test_lines_take_the_business_date_of_the_warehouse_and_keep_what_the_nightly_pull_keeps():
-    docs = documents(
-        # 23:30 UTC in July is 00:30 the next day in London.
-        doc("SO-1", "2026-07-05T23:30:00Z", "2026-07-07T10:00:00Z", [line(1, "SKU-000001", 2, "CS"), line(2, "sku-x", "abc")]),
-        doc("SO-2", "2026-01-05T23:30:00Z", "2026-01-07T10:00:00Z", []),  # no line at all
-        doc("SO-3", "05/01/2026 25:00", "2026-01-07T10:00:05Z"),  # lines missing: one empty line
+def delta_lines(documents: pl.DataFrame, timezone: str) -> pl.DataFrame:
+    """ERP documents -> one row per line in DELTA_LINES_SCHEMA, as the exception service records
+    the lines of earlier dates for the delta sensor."""
+    line = pl.col("lines")
+    return (
+        documents.select(
+            pl.col("txn_id").str.strip_chars(),
+            pl.col("txn_type").str.strip_chars().str.to_uppercase(),
+            parse_utc_timestamp("created_at").alias("created_at"),
+            parse_utc_timestamp("event_ts").dt.convert_time_zone(timezone).dt.date().alias("business_date"),
+            pl.col("lines"),
+        )
+        .explode("lines")
+        .with_columns(
+            line.struct.field("sku_id").str.strip_chars().alias("sku_id"),
+            line.struct.field("quantity").alias("quantity"),
+            line.struct.field("uom").str.strip_chars().str.to_uppercase().alias("uom"),
+        )
+        .with_columns(parse_quantity("quantity").alias("quantity"))
+        .select(list(DELTA_LINES_SCHEMA))
+        .cast(DELTA_LINES_SCHEMA)
     )
-    lines = delta_lines(docs, TZ)
-    assert lines["txn_id"].to_list() == ["SO-1", "SO-1", "SO-3"]
-    assert lines["business_date"].to_list() == [dt.date(2026, 7, 6), dt.date(2026, 7, 6), None]
-    assert lines["quantity"].to_list() == [2.0, None, None]
-    assert lines["uom"].to_list() == ["CS", "EA", None]
 
 
 def test_late_arrivals_are_the_documents_a_built_partition_does_not_hold():
