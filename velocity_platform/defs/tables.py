@@ -109,27 +109,14 @@ class TableSession:
             f"SELECT count(DISTINCT {PARTITION_COLUMN}) FROM {self.name(table)}{where}", params
         ).fetchone()[0]
 
-    def query(
-        self,
-        table: str,
-        sql_of: Callable[[str], str],
-        frames: dict[str, pl.DataFrame] | None = None,
-        memory_limit: str | None = None,
-    ) -> pl.DataFrame:
+    def query(self, table: str, sql_of: Callable[[str], str], frames: dict[str, pl.DataFrame] | None = None) -> pl.DataFrame:
         """The result of a domain SQL builder run on the table (given its qualified name), with
-        `frames` registered under their names for the SQL to join. `memory_limit` (DuckDB's, e.g.
-        "512MB") holds a large aggregation to that much, spilling the rest, for this query only."""
+        `frames` registered under their names for the SQL to join."""
         for name, frame in (frames or {}).items():
             self.connection.register(name, frame.to_arrow())
-        if memory_limit:
-            if not re.fullmatch(r"\d+(MB|GB)", memory_limit):
-                raise ValueError(f"{memory_limit!r} is not a DuckDB memory limit like '512MB'")
-            self.connection.execute(f"SET memory_limit = '{memory_limit}'")
         try:
             return pl.DataFrame(self.connection.execute(sql_of(self.name(table))).arrow())
         finally:
-            if memory_limit:
-                self.connection.execute("RESET memory_limit")
             for name in frames or {}:
                 self.connection.unregister(name)
 

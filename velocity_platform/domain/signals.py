@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
+import numpy as np
 import polars as pl
 
 from velocity_platform.domain.contracts import ABC_CLASSES
@@ -135,51 +136,50 @@ class VelocityChangePolicy:
             raise ValueError(f"usual_quantile must be in (0, 1] and margin >= 1, got {self}")
 
 
-def changed_sku_counts_sql(table: str, first: dt.date, last: dt.date, policy: VelocityChangePolicy) -> str:
-    """For each day of first..last on which some SKU's 30-day units changed: the SKUs whose 30-day
-    units changed by more than `policy.factor` since the day before (the larger side at least
-    `policy.min_units`), and the SKUs with demand in the window (DuckDB, over a daily demand table).
+def change_window_sql(table: str, first: dt.date, last: dt.date, policy: VelocityChangePolicy) -> str:
+    """The rows `changed_sku_counts_from` needs, from a daily demand table (DuckDB): per SKU and
+    day of first - window_days .. last, the units, the day as its offset from the first of them.
+    Dates are literals built from a date, never user text."""
+    grid_start = (first - dt.timedelta(days=policy.window_days)).isoformat()
+    return (
+        f"SELECT sku_id, CAST(business_date - DATE '{grid_start}' AS INTEGER) AS day, CAST(SUM(units) AS DOUBLE) AS units "
+        f"FROM {table} WHERE business_date BETWEEN DATE '{grid_start}' AND DATE '{last.isoformat()}' "
+        "AND sku_id IS NOT NULL GROUP BY ALL"
+    )
 
-    A SKU's 30-day sum changes only on a day it sold or 30 days after one, so only those points
-    are summed (window sums over the SKU's own rows): no SKU x day grid, which for 100k SKUs and
-    two months would be six million rows. Dates are literals built from a date, never user text.
+
+def changed_sku_counts_from(rows: pl.DataFrame, first: dt.date, last: dt.date, policy: VelocityChangePolicy) -> pl.DataFrame:
+    """For each day of first..last: the SKUs whose 30-day units changed by more than
+    `policy.factor` since the day before (the larger side at least `policy.min_units`), and the
+    SKUs with demand in the window (`change_window_sql`'s rows).
+
+    The 30-day sums are running totals over a dense SKU x day array (100k SKUs x 59 days is 47 MB
+    of float64, summed in a few vectorised passes): the same sums as window functions in DuckDB
+    took 2-4 s at 100k SKUs, this under half a second.
     """
     window = policy.window_days
-    grid_start = first - dt.timedelta(days=window)
-    high, low = "greatest(units_30d, units_30d_before)", "least(units_30d, units_30d_before)"
-    return f"""
-        WITH daily AS (
-            SELECT sku_id, CAST(business_date - DATE '{grid_start.isoformat()}' AS INTEGER) AS day, SUM(units) AS units
-            FROM {table}
-            WHERE business_date BETWEEN DATE '{grid_start.isoformat()}' AND DATE '{last.isoformat()}' AND sku_id IS NOT NULL
-            GROUP BY ALL
-        ),
-        points AS (
-            SELECT sku_id, day, SUM(units) AS units
-            FROM (SELECT sku_id, day, units FROM daily UNION ALL SELECT sku_id, day + {window}, 0.0 FROM daily)
-            GROUP BY ALL
-        ),
-        sums AS (
-            SELECT day,
-                SUM(units) OVER (PARTITION BY sku_id ORDER BY day RANGE BETWEEN {window - 1} PRECEDING AND CURRENT ROW) AS units_30d,
-                COALESCE(SUM(units) OVER (PARTITION BY sku_id ORDER BY day RANGE BETWEEN {window} PRECEDING AND 1 PRECEDING), 0.0)
-                    AS units_30d_before
-            FROM points
-        )
-        SELECT DATE '{grid_start.isoformat()}' + day AS business_date,
-            CAST(COUNT(*) FILTER (WHERE {high} >= {float(policy.min_units)} AND ({low} = 0 OR {high} > {low} * {float(policy.factor)})) AS BIGINT)
-                AS skus_changed,
-            CAST((SELECT COUNT(DISTINCT sku_id) FROM daily) AS BIGINT) AS skus_compared
-        FROM sums
-        WHERE day BETWEEN {window} AND {(last - grid_start).days}
-        GROUP BY day
-    """
+    days = (last - first).days + 1
+    grid_days = window + days
+    dates = pl.date_range(first, last, "1d", eager=True).alias("business_date")
+    if rows.is_empty():
+        return pl.DataFrame({"business_date": dates, "skus_changed": [0] * days, "skus_compared": [0] * days})
+    sku = rows.select(pl.col("sku_id").cast(pl.Categorical).to_physical().rank("dense").cast(pl.Int64) - 1).to_series().to_numpy()
+    skus = int(sku.max()) + 1
+    units = np.bincount(
+        sku * grid_days + rows["day"].to_numpy(), weights=rows["units"].to_numpy(), minlength=skus * grid_days
+    ).reshape(skus, grid_days)
+    running = np.concatenate([np.zeros((skus, 1)), np.cumsum(units, axis=1)], axis=1)
+    sums = running[:, window:] - running[:, :-window]  # column j: the window ending on grid day j + window - 1
+    today, before = sums[:, 1:], sums[:, :-1]  # first..last, and each one's day before
+    high, low = np.maximum(today, before), np.minimum(today, before)
+    changed = ((high >= policy.min_units) & ((low == 0) | (high > low * policy.factor))).sum(axis=0)
+    return pl.DataFrame({"business_date": dates, "skus_changed": changed.astype(np.int64), "skus_compared": [skus] * days})
 
 
 def judged_change_counts(
     changed: pl.DataFrame, first: dt.date, last: dt.date, history_start: dt.date, policy: VelocityChangePolicy
 ) -> pl.DataFrame:
-    """Every day of first..last with its counts from `changed_sku_counts_sql` (0 changed on a day
+    """Every day of first..last with its counts from `changed_sku_counts_from` (0 changed on a day
     none changed). A day is compared only once both its window and the day before's are full
     (history_start + window days on): during the first month every velocity grows by
     construction. Days not compared have null counts."""
@@ -200,15 +200,15 @@ def judged_change_counts(
 def changed_sku_counts(
     demand: pl.DataFrame, first: dt.date, last: dt.date, history_start: dt.date, policy: VelocityChangePolicy
 ) -> pl.DataFrame:
-    """`changed_sku_counts_sql` over a frame of daily demand (business_date, sku_id, units) from
-    first - window_days on, run by an in-memory DuckDB, judged by `judged_change_counts`."""
+    """`changed_sku_counts_from` a frame of daily demand (business_date, sku_id, units) from
+    first - window_days on, its rows taken by `change_window_sql` on an in-memory DuckDB, judged
+    by `judged_change_counts`."""
     import duckdb
 
-    rows = demand.select("business_date", "sku_id", pl.col("units").cast(pl.Float64))
     with duckdb.connect() as con:
-        con.register("daily_demand", rows)
-        changed = con.execute(changed_sku_counts_sql("daily_demand", first, last, policy)).pl()
-    return judged_change_counts(changed, first, last, history_start, policy)
+        con.register("daily_demand", demand.select("business_date", "sku_id", pl.col("units").cast(pl.Float64)))
+        rows = con.execute(change_window_sql("daily_demand", first, last, policy)).pl()
+    return judged_change_counts(changed_sku_counts_from(rows, first, last, policy), first, last, history_start, policy)
 
 
 def usual_change_count(counts_before: list[int], policy: VelocityChangePolicy) -> float | None:

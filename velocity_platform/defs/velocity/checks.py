@@ -17,7 +17,8 @@ from velocity_platform.domain.signals import (
     ParetoVerdict,
     VelocityChangePolicy,
     VelocityChangeVerdict,
-    changed_sku_counts_sql,
+    change_window_sql,
+    changed_sku_counts_from,
     judged_change_counts,
     pareto_verdict,
     usual_line_sizes_sql,
@@ -28,7 +29,6 @@ PARETO_CHECK = "class_shares_follow_pareto"
 DAY_ON_DAY_CHECK = "velocity_change_within_factor"
 VELOCITY_WINDOW = 30
 BASELINE_DAYS = VelocityChangePolicy().baseline_days
-WINDOW_QUERY_MEMORY = "300MB"
 # What the signals read of their inputs: a large day's lines carry many more columns.
 DEMAND_COLUMNS = ["business_date", "sku_id", "units"]
 LINE_COLUMNS = ["business_date", "sku_id", "txn_type", "quantity_eaches"]
@@ -164,15 +164,10 @@ def velocity_change_within_factor(
     policy = VelocityChangePolicy(factor=operations.day_on_day_factor, min_units=operations.day_on_day_min_units)
     start = history_start(context)
     first = days[0] - dt.timedelta(days=BASELINE_DAYS)
-    # Counted in DuckDB on the table: the window is two months of every SKU's daily demand.
+    # The window's daily rows per SKU from the table, counted in memory (domain/signals.py).
     with warehouse_tables.session() as tables:
-        changed = tables.query(
-            "daily_sku_demand",
-            lambda table: changed_sku_counts_sql(table, first, days[-1], policy),
-            # Two months of 100k SKUs' days take about 550 MB of window state unbounded; spilled
-            # past this the query is as fast and the night stays under its memory budget.
-            memory_limit=WINDOW_QUERY_MEMORY,
-        )
+        rows = tables.query("daily_sku_demand", lambda table: change_window_sql(table, first, days[-1], policy))
+    changed = changed_sku_counts_from(rows, first, days[-1], policy)
     counts = judged_change_counts(changed, first, days[-1], start, policy)
     verdicts: dict[dt.date, VelocityChangeVerdict] = {}
     for day in days:
