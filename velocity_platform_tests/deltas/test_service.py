@@ -158,6 +158,16 @@ def test_a_sku_ordered_far_beyond_its_own_range_is_observed_and_nothing_moves(ru
         "the spike observation",
     )
     assert spike["detail"]["units"] == 600.0 and spike["detail"]["peak_day_units"] == 2.0
+
+    # The UI shows it as an observation on exception_deltas, with the figures behind it.
+    def observed_in_dagster():
+        with dg.DagsterInstance.get() as instance:
+            records = instance.fetch_observations(dg.AssetKey("exception_deltas"), limit=100).records
+        return [r.asset_observation for r in records if r.asset_observation.metadata["sku_id"].value == steady]
+
+    [observation] = wait_until(observed_in_dagster, "the spike's observation on exception_deltas")
+    assert observation.description.startswith(f"demand spike: {steady} ordered 600 eaches today, 300x")
+    assert observation.metadata["multiple_of_peak_day"].value == 300.0
     assert upstreams.assignment(steady)["location_id"] == location
     assert upstreams.wms_stats()["applied"] == applied
     # A busy SKU (100 a day) ordered as much is inside its range: no spike.
