@@ -463,6 +463,7 @@ class UpstreamApiClient:
     """
 
     SYSTEM: ClassVar[str]
+    CLIENT: ClassVar[type[UpstreamClient]] = UpstreamClient  # the async subclass swaps in AsyncUpstreamClient
     base_url: str
     token: str | None
     _: KW_ONLY
@@ -477,7 +478,7 @@ class UpstreamApiClient:
     stats: RetryStats = field(default_factory=RetryStats)
 
     def __post_init__(self) -> None:
-        self._http = UpstreamClient(
+        self._http = self.CLIENT(
             self.SYSTEM,
             self.base_url,
             self.token,
@@ -572,20 +573,7 @@ class AsyncUpstreamApiClient(UpstreamApiClient):
     """UpstreamApiClient for coroutines: the same fields (policy objects included), an
     AsyncUpstreamClient underneath, used with `async with`."""
 
-    def __post_init__(self) -> None:
-        self._http = AsyncUpstreamClient(
-            self.SYSTEM,
-            self.base_url,
-            self.token,
-            timeout_s=self.timeout_s,
-            verify_tls=self.verify_tls,
-            allow_plain_http=self.allow_plain_http,
-            retry=self.retry,
-            limits=self.limits,
-            max_response_bytes=self.max_response_bytes,
-            token_source=self.token_source,
-            stats=self.stats,
-        )
+    CLIENT: ClassVar[type[UpstreamClient]] = AsyncUpstreamClient
 
     @property
     def guard(self) -> UpstreamGuard:
