@@ -92,21 +92,11 @@ class ErpClient(UpstreamApiClient):
             def read(answer: HttpAnswer) -> tuple[Any, str | None]:
                 nonlocal reads, with_cursor
                 reads += 1
-                # The cursor must be readable too: a page cut short loses it, and must be fetched again.
-                found, next_page = next_cursor(answer.content)
-                if not found:
-                    raise InvalidBody("the page ends before its next_cursor (truncated)")
+                next_page = cursor_of(answer.content)
                 with_cursor = (answer.content, next_page)
                 if next_page and page_no + 1 not in jobs:
                     jobs[page_no + 1] = prefetch.submit(fetch, page_no + 1, next_page)
-                if reader is None:
-                    return None, next_page
-                try:
-                    return reader(answer.content), next_page
-                except InvalidBody:
-                    raise
-                except Exception as exc:  # whatever the reader could not make sense of is an unreadable page
-                    raise InvalidBody(f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}") from exc
+                return (None if reader is None else read_page(answer.content, reader)), next_page
 
             try:
                 answer, (parsed, _) = self._get(path, query, read)
@@ -209,13 +199,8 @@ class AsyncErpClient(AsyncUpstreamApiClient):
             source_batch = f"erp-delta:{_iso(since)}:page-{len(pages) + 1:04d}"
 
             def read(answer: HttpAnswer) -> tuple[Any, str | None]:
-                found, next_page = next_cursor(answer.content)
-                if not found:
-                    raise InvalidBody("the page ends before its next_cursor (truncated)")
-                try:
-                    return reader(answer.content), next_page
-                except Exception as exc:  # whatever the reader could not make sense of is an unreadable page
-                    raise InvalidBody(f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}") from exc
+                next_page = cursor_of(answer.content)
+                return read_page(answer.content, reader), next_page
 
             try:
                 answer, (parsed, cursor) = await self._aget("/v1/transactions", query, read)
@@ -272,3 +257,23 @@ def next_cursor(body: bytes) -> tuple[bool, str | None]:
         return False, None
     cursor = page["next_cursor"]
     return True, cursor if isinstance(cursor, str) and cursor else None
+
+
+def cursor_of(body: bytes) -> str | None:
+    """The page's next cursor; InvalidBody when the page does not end with one (cut short: a
+    page that lost its cursor cannot tell "last page" from "lost", so it is fetched again)."""
+    found, cursor = next_cursor(body)
+    if not found:
+        raise InvalidBody("the page ends before its next_cursor (truncated)")
+    return cursor
+
+
+def read_page(body: bytes, reader: Callable[[bytes], Any]) -> Any:
+    """What `reader` makes of a page; whatever it cannot make sense of is an unreadable page
+    (InvalidBody: fetched again inside the client's retry loop)."""
+    try:
+        return reader(body)
+    except InvalidBody:
+        raise
+    except Exception as exc:
+        raise InvalidBody(f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}") from exc

@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 
 import orjson
 
-from velocity_platform.connectors.erp import next_cursor
+from velocity_platform.connectors.erp import cursor_of, read_page
 from velocity_platform.connectors.http import (
     AsyncUpstreamApiClient,
     CircuitOpen,
@@ -53,13 +53,8 @@ class WmsClient(UpstreamApiClient):
             if reader is None:
                 page = _page_or_invalid(answer)
                 return page["records"], page.get("next_cursor")
-            found, cursor = next_cursor(answer.content)
-            if not found:
-                raise InvalidBody("the page ends before its next_cursor (truncated)")
-            try:
-                return reader(answer.content), cursor
-            except Exception as exc:  # whatever the reader could not make sense of is an unreadable page
-                raise InvalidBody(f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}") from exc
+            cursor = cursor_of(answer.content)
+            return read_page(answer.content, reader), cursor
 
         parsed: list = []
         cursor: str | None = None
