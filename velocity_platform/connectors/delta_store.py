@@ -177,33 +177,15 @@ def take_over_from_earlier_instances(store: OperationalStore, me: str) -> int:
 def claim_pending(store: OperationalStore, limit: int, claimer: str, lease: dt.timedelta) -> list[OutboxRow]:
     """Claim the service's pending directives nobody holds (oldest exception first)."""
     now = _now()
-    claimable = sa.and_(
-        wms_outbox.c.origin == ORIGIN,
-        wms_outbox.c.status == PENDING,
-        sa.or_(wms_outbox.c.claimed_until.is_(None), wms_outbox.c.claimed_until < now),
-    )
-    candidate = wms_outbox.alias("candidate")
-    picked = (
-        sa.select(candidate.c.directive_id)
-        .where(
-            candidate.c.origin == ORIGIN,
-            candidate.c.status == PENDING,
-            sa.or_(candidate.c.claimed_until.is_(None), candidate.c.claimed_until < now),
+
+    def claimable(table: sa.Table) -> sa.ColumnElement[bool]:
+        return sa.and_(
+            table.c.origin == ORIGIN,
+            table.c.status == PENDING,
+            sa.or_(table.c.claimed_until.is_(None), table.c.claimed_until < now),
         )
-        .order_by(candidate.c.source_committed_at, candidate.c.directive_id)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-        .cte("candidates")
-        .prefix_with("MATERIALIZED")
-    )
-    stmt = (
-        wms_outbox.update()
-        .where(wms_outbox.c.directive_id.in_(sa.select(picked.c.directive_id)), claimable)
-        .values(claimed_by=claimer, claimed_until=now + lease)
-        .returning(*wms_outbox.c)
-    )
-    with store._write() as conn:
-        rows = [OutboxRow(**_row(r)) for r in conn.execute(stmt)]
+
+    rows = store.claim(claimable, lambda table: [table.c.source_committed_at, table.c.directive_id], limit, claimer, lease, now)
     return sorted(rows, key=lambda r: (r.source_committed_at or now, r.directive_id))
 
 

@@ -392,13 +392,34 @@ class OperationalStore:
         returned now carry `claimer`'s lease and no other claimer gets them until it expires or the
         row is settled. `exclude` leaves out rows this pusher has already tried in this pass.
         """
-        claimer = claimer or new_pusher_id()
         now = _now()
+        rows = self.claim(
+            lambda table: self._claimable(business_date, now, exclude, table),
+            lambda table: [table.c.directive_id],
+            limit,
+            claimer or new_pusher_id(),
+            lease,
+            now,
+        )
+        return sorted(rows, key=lambda r: r.directive_id)
+
+    def claim(
+        self,
+        claimable: Callable[[sa.Table], sa.ColumnElement[bool]],
+        order_by: Callable[[sa.Table], list],
+        limit: int | None,
+        claimer: str,
+        lease: dt.timedelta,
+        now: dt.datetime,
+    ) -> list[OutboxRow]:
+        """Put `claimer`'s lease on up to `limit` outbox rows that are `claimable` (a condition on
+        the table or an alias of it), taken in `order_by` order, skipping rows another
+        transaction has locked. Returns the rows as claimed (in no particular order)."""
         candidate = wms_outbox.alias("candidate")
         candidates = (
             sa.select(candidate.c.directive_id)
-            .where(self._claimable(business_date, now, exclude, candidate))
-            .order_by(candidate.c.directive_id)
+            .where(claimable(candidate))
+            .order_by(*order_by(candidate))
             .with_for_update(skip_locked=True)  # PostgreSQL; SQLite has one writer (BEGIN IMMEDIATE)
         )
         if limit:
@@ -411,16 +432,12 @@ class OperationalStore:
             wms_outbox.update()
             # Re-checked on the row itself: on PostgreSQL a row settled or claimed since the
             # candidates' snapshot is re-read before it is updated.
-            .where(
-                wms_outbox.c.directive_id.in_(sa.select(picked.c.directive_id)),
-                self._claimable(business_date, now, exclude),
-            )
+            .where(wms_outbox.c.directive_id.in_(sa.select(picked.c.directive_id)), claimable(wms_outbox))
             .values(claimed_by=claimer, claimed_until=now + lease)
             .returning(*wms_outbox.c)
         )
         with self._write() as conn:
-            rows = [OutboxRow(**_row(r)) for r in conn.execute(stmt)]
-        return sorted(rows, key=lambda r: r.directive_id)
+            return [OutboxRow(**_row(r)) for r in conn.execute(stmt)]
 
     def hold(self, directive_id: str, claimer: str, lease: dt.timedelta = DEFAULT_LEASE) -> bool:
         """Renew `claimer`'s lease on a pending row just before sending it.
