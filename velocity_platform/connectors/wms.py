@@ -121,6 +121,23 @@ class WmsClient(UpstreamApiClient):
         return PushOutcome(key, "replayed" if result.get("replayed") else "applied", status, result.get("ack_id"), result.get("status", ""))
 
 
+def directive_body(directive: dict, **extra: Any) -> str:
+    """A directive as the WMS takes it (the outbox row's payload, posted as is): the move, why,
+    and its expected saving; `extra` fields after them (the exception service's origin...)."""
+    return orjson.dumps(
+        {
+            "directive_id": directive["directive_id"],
+            "business_date": directive["business_date"].isoformat(),
+            "sku_id": directive["sku_id"],
+            "from_location": directive["from_location"],
+            "to_location": directive["to_location"],
+            "reason": directive["reason"],
+            "expected_saving_m_per_day": round(float(directive["expected_saving_m_per_day"]), 3),
+            **extra,
+        }
+    ).decode()
+
+
 BATCH_PATH = "/v1/slotting/directives/batch"
 
 

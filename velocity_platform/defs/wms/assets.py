@@ -4,10 +4,10 @@
 import datetime as dt
 
 import dagster as dg
-import orjson
 import polars as pl
 
 from velocity_platform.connectors.outbox import push_pending
+from velocity_platform.connectors.wms import directive_body
 from velocity_platform.connectors.wms_pages import locations_from_pages, read_assignment_page, read_location_page
 from velocity_platform.defs.daily import SUM, DailyIn, Day, daily_asset
 from velocity_platform.defs.partitions import DUCKDB_POOL, DateVerdict
@@ -37,20 +37,6 @@ def wms_locations(context: dg.AssetExecutionContext, wms: WmsResource) -> pl.Dat
         }
     )
     return locations
-
-
-def _payload(directive: dict) -> str:
-    return orjson.dumps(
-        {
-            "directive_id": directive["directive_id"],
-            "business_date": directive["business_date"].isoformat(),
-            "sku_id": directive["sku_id"],
-            "from_location": directive["from_location"],
-            "to_location": directive["to_location"],
-            "reason": directive["reason"],
-            "expected_saving_m_per_day": round(directive["expected_saving_m_per_day"], 3),
-        }
-    ).decode()
 
 
 ACKS_MERGE = {
@@ -88,7 +74,7 @@ def wms_directive_acks(
 ):
     store = state_store.store()
     directives = slotting_directives.to_dicts()
-    newly_enqueued = store.enqueue({**d, "payload": _payload(d)} for d in directives)
+    newly_enqueued = store.enqueue({**d, "payload": directive_body(d)} for d in directives)
     with wms.client() as client:
         for day in days:
             before = client.stats.as_metadata()
