@@ -43,6 +43,15 @@ class ReportWindow:
     def empty(self) -> bool:
         return not (self.batches or self.acked or self.rejected or self.spikes)
 
+    def carry(self, unreported: ReportWindow) -> None:
+        """Take in an earlier window the instance could not take: its counts added, its latencies
+        and spikes kept, its start kept (this window now covers both)."""
+        for name in ("batches", "documents", "lines", "dead_lettered", "first_slots", "acked", "rejected", "late_lines", "no_free_location"):
+            setattr(self, name, getattr(self, name) + getattr(unreported, name))
+        self.latencies_ms = unreported.latencies_ms + self.latencies_ms
+        self.spikes = unreported.spikes + self.spikes
+        self.started_at = min(self.started_at, unreported.started_at)
+
     def metadata(self) -> dict:
         lat = np.array(self.latencies_ms) if self.latencies_ms else None
         figures: dict = {

@@ -45,7 +45,7 @@ from velocity_platform.connectors.erp_pages import (
 )
 from velocity_platform.connectors.http import UpstreamError
 from velocity_platform.connectors.state import ACKED, REJECTED, OperationalStore, Outcome, OutboxRow, new_pusher_id
-from velocity_platform.connectors.wms import AsyncWmsClient
+from velocity_platform.connectors.wms import AsyncWmsClient, directive_body
 from velocity_platform.connectors.wms_pages import locations_from_pages, read_assignment_page, read_location_page
 from velocity_platform.defs.resources import ErpResource, WmsResource
 from velocity_platform.defs.tables import WarehouseTables
@@ -288,20 +288,12 @@ class DeltaService:
                 "from_location": None,
                 "to_location": d["to_location"],
                 "source_committed_at": d["first_committed_at"],
-                "payload": orjson.dumps(
-                    {
-                        "directive_id": d["directive_id"],
-                        "business_date": d["business_date"].isoformat(),
-                        "sku_id": d["sku_id"],
-                        "from_location": None,
-                        "to_location": d["to_location"],
-                        "reason": d["reason"],
-                        "priority": 0,
-                        "expected_saving_m_per_day": 0.0,
-                        "expected_pick_lines_per_day": d["expected_pick_lines_per_day"],
-                        "origin": delta_store.ORIGIN,
-                    }
-                ).decode(),
+                "payload": directive_body(
+                    {**d, "from_location": None, "expected_saving_m_per_day": 0.0},
+                    priority=0,
+                    expected_pick_lines_per_day=d["expected_pick_lines_per_day"],
+                    origin=delta_store.ORIGIN,
+                ),
             }
             for d in directives.iter_rows(named=True)
         ]
@@ -575,17 +567,7 @@ class DeltaService:
         if window.empty():
             return
         if not await asyncio.to_thread(self.reporter.report, window):
-            # Kept: merged into the next window's counts.
-            self.window.batches += window.batches
-            self.window.documents += window.documents
-            self.window.lines += window.lines
-            self.window.dead_lettered += window.dead_lettered
-            self.window.first_slots += window.first_slots
-            self.window.acked += window.acked
-            self.window.rejected += window.rejected
-            self.window.late_lines += window.late_lines
-            self.window.latencies_ms.extend(window.latencies_ms)
-            self.window.spikes.extend(window.spikes)
+            self.window.carry(window)  # kept: reported with the next window
 
     # --- start and stop --------------------------------------------------------------------------
 
