@@ -24,9 +24,8 @@ from pydantic import AliasChoices, Field, PrivateAttr, ValidationError, field_va
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from velocity_platform.domain.deltas import SpikePolicy
 from velocity_platform.domain.labor import LaborModel
-from velocity_platform.domain.slotting import SlottingConfig
+from velocity_platform.domain.policies import HYSTERESIS_DAYS, SpikePolicy
 
 PREFIX = "VELOCITY_"
 
@@ -273,7 +272,7 @@ class Settings(SettingsGroup):
     )
     move_budget: int = Field(200, ge=0, description="Maximum slotting moves per day (a cap, not a target)")
     hysteresis_days: int = Field(
-        SlottingConfig.hysteresis_days,
+        HYSTERESIS_DAYS,
         ge=0,
         description="Days a relocated SKU is left alone by the planner; the thrash signal's window",
     )

@@ -49,6 +49,7 @@ import polars as pl
 from velocity_platform.domain.contracts import SLOTTING_DIRECTIVES_SCHEMA, conform, empty_frame
 from velocity_platform.domain.labor import LaborModel
 from velocity_platform.domain.pick_rate import PickRateConfig
+from velocity_platform.domain.policies import HYSTERESIS_DAYS
 from velocity_platform.domain.shadow import apply_directives, sample_orders
 from velocity_platform.domain.travel import ROUTINGS, Layout, Routing, marginal_location_costs, rank_locations
 
@@ -70,7 +71,7 @@ REVERSAL_GUARD_DAYS = 30
 @dataclass(frozen=True)
 class SlottingConfig:
     move_budget: int | None = 200  # a cap, not a target; None: no cap
-    hysteresis_days: int = 2  # a SKU relocated this recently is left alone
+    hysteresis_days: int = HYSTERESIS_DAYS  # a SKU relocated this recently is left alone
     routing: Routing = "s-shape"
     band_locations: int | None = None  # locations per band; None: the pick face in DEFAULT_BANDS bands
     labor: LaborModel = LaborModel()
