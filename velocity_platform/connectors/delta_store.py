@@ -204,7 +204,7 @@ def dead_letters(store: OperationalStore) -> list[dict]:
     return rows
 
 
-def late_lines_between(store: OperationalStore, after: dt.datetime, through: dt.datetime, limit: int) -> list[dict]:
+def late_lines_between(store: OperationalStore, after: dt.datetime, through: dt.datetime, limit: int) -> list[tuple]:
     """Late lines with an ERP commit time in (after, through], oldest first, as DELTA_LINES_SCHEMA
     rows (txn_id, txn_type, created_at, business_date, sku_id, quantity, uom): what the delta sensor reads."""
     t = delta_late_lines.c
@@ -218,13 +218,6 @@ def late_lines_between(store: OperationalStore, after: dt.datetime, through: dt.
         rows = [tuple(r) for r in conn.execute(query)]
     # SQLite hands back naive datetimes: they were written in UTC.
     return [(r[0], r[1], r[2] if r[2] is None or r[2].tzinfo else r[2].replace(tzinfo=dt.UTC), *r[3:]) for r in rows]
-
-
-def late_lines_after(store: OperationalStore, seq: int, limit: int) -> list[dict]:
-    """Late lines recorded after `seq`, oldest first (what the delta sensor reads)."""
-    query = sa.select(delta_late_lines).where(delta_late_lines.c.seq > seq).order_by(delta_late_lines.c.seq).limit(limit)
-    with store.engine.connect() as conn:
-        return [dict(r._mapping) for r in conn.execute(query)]
 
 
 def observations_after(store: OperationalStore, seq: int, kind: str | None = None) -> list[dict]:

@@ -136,12 +136,14 @@ def test_lines_for_an_earlier_business_date_are_recorded_for_the_rebuild_and_mov
     applied = upstreams.wms_stats()["applied"]
     yesterday = dt.datetime.now(dt.UTC) - dt.timedelta(days=2)
     document = upstreams.commit([(STEADY, 1, "EA"), ("SKU-000002", 2, "CS")], event_ts=yesterday)
+    # As the delta sensor reads them: (txn_id, txn_type, created_at, business_date, sku_id, quantity, uom).
+    ever, now = dt.datetime(2000, 1, 1, tzinfo=dt.UTC), dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)
     late = wait_until(
-        lambda: [r for r in delta_store.late_lines_after(service.store, 0, 1000) if r["txn_id"] == document["txn_id"]],
+        lambda: [r for r in delta_store.late_lines_between(service.store, ever, now, 1000) if r[0] == document["txn_id"]],
         "the late lines",
     )
-    assert {(r["sku_id"], r["quantity"], r["uom"]) for r in late} == {(STEADY, 1.0, "EA"), ("SKU-000002", 2.0, "CS")}
-    assert {r["business_date"] for r in late} == {yesterday.astimezone(service.service.tz).date()}
+    assert {r[4:] for r in late} == {(STEADY, 1.0, "EA"), ("SKU-000002", 2.0, "CS")}
+    assert {r[3] for r in late} == {yesterday.astimezone(service.service.tz).date()}
     assert upstreams.wms_stats()["applied"] == applied
 
 
