@@ -102,9 +102,12 @@ class LocalDeployment:
     def graphql(self, query: str, variables: dict | None = None) -> dict:
         return webserver.graphql(self.url, query, variables)
 
-    def launch_backfill(self, dates: list[dt.date]) -> str:
-        """A backfill of the nightly job over `dates`, as the UI's "Launch backfill" makes it."""
-        return webserver.launch_backfill(self.url, [d.isoformat() for d in dates], title=f"{dates[0]} .. {dates[-1]}")
+    def launch_backfill(self, dates: list[dt.date], warehouses: tuple[str, ...] = ("WH-01",)) -> str:
+        """A backfill of the nightly job over `dates` x `warehouses`, as the UI's "Launch backfill"
+        makes it (the sites are warehouse partitions first, as the registry sensor makes them)."""
+        webserver.add_warehouse_partitions(self.url, list(warehouses))
+        keys = webserver.site_day_keys(dates, list(warehouses))
+        return webserver.launch_backfill(self.url, keys, title=f"{dates[0]} .. {dates[-1]} x {', '.join(warehouses)}")
 
     def backfill_status(self, backfill_id: str) -> str:
         return webserver.backfill_status(self.url, backfill_id)

@@ -133,7 +133,7 @@ def _wait_healthy(url: str, procs: list[subprocess.Popen], deadline_s: float = 6
 # --- history preparation (not timed) -----------------------------------------------------------
 
 
-def prepare_history(scenario: Scenario, erp_url: str, work: Path) -> pl.DataFrame:
+def prepare_history(scenario: Scenario, erp_url: str, work: Path, warehouse_id: str = "WH-01") -> pl.DataFrame:
     """Write D-89..D-1 daily demand and D-1 velocity as the I/O manager would; report them."""
     from dagster import AssetKey, AssetMaterialization, DagsterInstance
 
@@ -158,15 +158,22 @@ def prepare_history(scenario: Scenario, erp_url: str, work: Path) -> pl.DataFram
 
     from velocity_platform.defs.tables import WarehouseTables
 
+    from velocity_platform.batch import ensure_warehouse_partitions
+    from velocity_platform.defs.partitions import SiteDay
+
+    site = pl.lit(warehouse_id).alias("warehouse_id")
     with WarehouseTables(database=str(work / "velocity.duckdb")).session() as tables:
         for table, frame in (("daily_sku_demand", history), ("sku_velocity", velocity)):
-            tables.replace(table, frame, None)
+            tables.replace(table, frame.with_columns(site), {warehouse_id: sorted(set(frame["business_date"].to_list()))})
     with DagsterInstance.get() as instance:
+        ensure_warehouse_partitions(instance, [warehouse_id])
         for day in days:
             instance.report_runless_asset_event(
-                AssetMaterialization(AssetKey("daily_sku_demand"), partition=day.isoformat())
+                AssetMaterialization(AssetKey("daily_sku_demand"), partition=str(SiteDay(warehouse_id, day).key))
             )
-        instance.report_runless_asset_event(AssetMaterialization(AssetKey("sku_velocity"), partition=yesterday.isoformat()))
+        instance.report_runless_asset_event(
+            AssetMaterialization(AssetKey("sku_velocity"), partition=str(SiteDay(warehouse_id, yesterday).key))
+        )
     return master
 
 
@@ -273,9 +280,11 @@ def engine_floor(pages: list[tuple[str, bytes]], master: pl.DataFrame, work: Pat
     raw = raw_lines_from_pages(pages, BUSINESS_DATE).lines
     from velocity_platform.defs.tables import WarehouseTables
 
-    with WarehouseTables(database=str(work / "velocity.duckdb")).session(read_only=True) as tables:
+    from velocity_platform.defs.wms.assets import latest_snapshot
+
+    with WarehouseTables(database=str(work / "velocity.duckdb")).session(read_only=True, warehouse_id="WH-01") as tables:
         history = tables.read("daily_sku_demand", dt.date.min, BUSINESS_DATE - dt.timedelta(days=1))
-        locations = tables.read("wms_locations")
+        locations = latest_snapshot(tables.read("wms_locations"))
     seen = dt.datetime.now(dt.UTC)
     started = time.perf_counter()
     result = validate_lines(raw, master, seen)

@@ -72,15 +72,20 @@ def step_timings(instance, run_id: str, rss: RssSampler | None = None) -> dict[s
     return timings
 
 
-def main(partition_key: str) -> int:
+def main(business_date: str, warehouse_id: str = "WH-01") -> int:
+    import datetime as dt
+
     from dagster import DagsterInstance
 
-    from velocity_platform.batch import JOB_NAME
+    from velocity_platform.batch import JOB_NAME, ensure_warehouse_partitions
+    from velocity_platform.defs.partitions import SiteDay
     from velocity_platform.definitions import defs
 
     job = defs().resolve_job_def(JOB_NAME)
+    partition_key = SiteDay(warehouse_id, dt.date.fromisoformat(business_date)).key
     rss = RssSampler()
     with DagsterInstance.get() as instance:
+        ensure_warehouse_partitions(instance, [warehouse_id])
         rss.start()
         rss_before_run = current_rss_mb()
         started = time.perf_counter()
@@ -127,4 +132,4 @@ def main(partition_key: str) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main(sys.argv[1]))
+    raise SystemExit(main(*sys.argv[1:3]))

@@ -38,8 +38,10 @@ from velocity_platform.connectors.dagster_webserver import (
     GraphQLError,
     daemon_health,
     graphql,
+    add_warehouse_partitions,
     launch_backfill,
     launch_run,
+    site_day_keys,
     schedule_dry_run,
     start_schedule,
     status,
@@ -337,16 +339,21 @@ def cmd_up(args: argparse.Namespace) -> int:
 # --- operations -----------------------------------------------------------------------------------
 
 
-def _dates(first: dt.date, last: dt.date) -> list[str]:
+def _dates(first: dt.date, last: dt.date) -> list[dt.date]:
     if last < first:
         raise SystemExit(f"--to {last} is before --from {first}")
-    return [(first + dt.timedelta(days=i)).isoformat() for i in range((last - first).days + 1)]
+    return [first + dt.timedelta(days=i) for i in range((last - first).days + 1)]
 
 
 def cmd_backfill(args: argparse.Namespace) -> int:
-    partitions = _dates(args.date_from, args.date_to)
+    from velocity_platform.batch import network_sites
+
+    dates = _dates(args.date_from, args.date_to)
+    sites = network_sites(None, args.warehouse)
+    add_warehouse_partitions(args.url, sites)
+    partitions = site_day_keys(dates, sites)
     backfill_id = launch_backfill(args.url, partitions, tags={"velocity/trigger": "backfill"})
-    say(f"Backfill {backfill_id}: {len(partitions)} business dates {partitions[0]} .. {partitions[-1]}")
+    say(f"Backfill {backfill_id}: {len(dates)} business dates {dates[0]} .. {dates[-1]} x {len(sites)} warehouse(s) {', '.join(sites)}")
     say(f"  {args.url}/runs/b/{backfill_id}")
     return 0
 
@@ -374,7 +381,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         say(f"Backfill  {backfill['id']}  {backfill['status']:<18} {backfill['numPartitions']} partitions  {backfill['title'] or ''}")
     for run in data["runsOrError"].get("results", []):
         tags = {t["key"]: t["value"] for t in run["tags"]}
-        say(f"Run       {run['runId'][:8]}  {run['status']:<9} {tags.get('dagster/partition', '-'):<10}  {tags.get('velocity/trigger', tags.get('dagster/backfill', ''))}")
+        say(f"Run       {run['runId'][:8]}  {run['status']:<9} {tags.get('dagster/partition', '-'):<18}  {tags.get('velocity/trigger', tags.get('dagster/backfill', ''))}")
     return 0
 
 
@@ -408,6 +415,7 @@ def build_parser() -> argparse.ArgumentParser:
     backfill = commands.add_parser("backfill", help="backfill the nightly job over business dates")
     backfill.add_argument("--from", dest="date_from", type=dt.date.fromisoformat, required=True)
     backfill.add_argument("--to", dest="date_to", type=dt.date.fromisoformat, required=True)
+    backfill.add_argument("--warehouse", action="append", default=None, help="a site to backfill (repeatable; default: every registered one)")
     backfill.add_argument("--url", **url)
     backfill.set_defaults(func=cmd_backfill)
 

@@ -1,9 +1,10 @@
 """Running the graph for a range of business dates on a Dagster instance, and summarising it.
 
 `velocity-platform run` and `demo` use this; so do the integration tests and the benchmarks, so
-there is one code path from the command line to the tables. Each business date is one run of
-the nightly job (the same job the 02:00 schedule and UI backfills launch), in date order,
-because a day's velocity reads the days before it and its moves start from the previous day's.
+there is one code path from the command line to the tables. Each business date of each warehouse
+is one run of the nightly job (the same job the 02:00 schedule and UI backfills launch), night by
+night in date order -- a day's velocity reads the days before it and its moves start from the
+previous day's -- and, within a night, site by site.
 """
 
 from __future__ import annotations
@@ -16,10 +17,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from velocity_platform.domain.network import DEFAULT_WAREHOUSE_ID
 from velocity_platform.domain.taxonomy import UNCLASSIFIED
 from velocity_platform.settings import Settings
 
 JOB_NAME = "nightly_slotting_batch"
+ROLLUP_JOB_NAME = "network_rollup"
 # The run's events all go to the instance (the UI shows them); the terminal gets one progress
 # line per day and only warnings and errors from Dagster.
 QUIET_CONSOLE = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
@@ -66,6 +69,30 @@ class DayOutcome:
     checks_passed: int
     checks_failed: list[str] = field(default_factory=list)
     error: str | None = None
+    warehouse_id: str = DEFAULT_WAREHOUSE_ID
+
+
+def network_sites(settings: Settings | None, warehouses: list[str] | None = None) -> list[str]:
+    """The sites a command runs: those asked for, else every registered one, else the default
+    site (a deployment that registered none is one warehouse, as before sites existed)."""
+    if warehouses:
+        return list(dict.fromkeys(warehouses))
+    from velocity_platform.connectors.state import OperationalStore
+
+    url = settings.store_url if settings is not None else Settings.from_env().store_url
+    registered = OperationalStore(url).registered_warehouses()
+    return [site.warehouse_id for site in registered] or [DEFAULT_WAREHOUSE_ID]
+
+
+def ensure_warehouse_partitions(instance, sites: list[str]) -> None:
+    """Every site a value of the warehouse dimension on this instance (the registry's own sensor
+    does it under the daemon; a command does not wait for a tick)."""
+    from velocity_platform.defs.partitions import WAREHOUSES_PARTITIONS
+
+    known = set(instance.get_dynamic_partitions(WAREHOUSES_PARTITIONS))
+    missing = [site for site in sites if site not in known]
+    if missing:
+        instance.add_dynamic_partitions(WAREHOUSES_PARTITIONS, missing)
 
 
 def run_range(
@@ -73,25 +100,42 @@ def run_range(
     progress: Callable[[DayOutcome, int, int], None] | None = None,
     resource_config: dict[str, dict] | None = None,
     settings: Settings | None = None,
+    warehouses: list[str] | None = None,
 ) -> list[DayOutcome]:
-    """Materialize every asset for each date, in order, on the settings' Dagster instance (without
-    settings: the environment's, DAGSTER_HOME).
+    """Materialize every asset for each date of each site, night by night and site by site, on the
+    settings' Dagster instance (without settings: the environment's, DAGSTER_HOME); with several
+    sites, each night's network roll-up after its sites.
 
     `resource_config` overrides resource fields for these runs, e.g. {"erp": {"timeout_s": 1.0}}.
     """
-    job = _definitions(settings).resolve_job_def(JOB_NAME)
+    from velocity_platform.defs.partitions import SiteDay
+
+    definitions = _definitions(settings)
+    job = definitions.resolve_job_def(JOB_NAME)
+    sites = network_sites(settings, warehouses)
     outcomes: list[DayOutcome] = []
     run_config = {**QUIET_CONSOLE, "resources": {k: {"config": v} for k, v in (resource_config or {}).items()}}
+    total = len(dates) * len(sites)
     with _instance(settings) as instance:
-        for index, day in enumerate(dates, start=1):
-            started = time.perf_counter()
-            result = job.execute_in_process(
-                instance=instance, partition_key=day.isoformat(), raise_on_error=False, run_config=run_config
-            )
-            outcome = _outcome(day, result, time.perf_counter() - started)
-            outcomes.append(outcome)
-            if progress:
-                progress(outcome, index, len(dates))
+        ensure_warehouse_partitions(instance, sites)
+        for day in dates:
+            for site in sites:
+                started = time.perf_counter()
+                result = job.execute_in_process(
+                    instance=instance,
+                    partition_key=SiteDay(site, day).key,
+                    tags={"velocity/warehouse": site},
+                    raise_on_error=False,
+                    run_config=run_config,
+                )
+                outcome = _outcome(day, result, time.perf_counter() - started, site)
+                outcomes.append(outcome)
+                if progress:
+                    progress(outcome, len(outcomes), total)
+            if len(sites) > 1:
+                definitions.resolve_job_def(ROLLUP_JOB_NAME).execute_in_process(
+                    instance=instance, partition_key=day.isoformat(), raise_on_error=False, run_config=QUIET_CONSOLE
+                )
     return outcomes
 
 
@@ -100,25 +144,34 @@ def run_together(
     resource_config: dict[str, dict] | None = None,
     assets: list[str] | None = None,
     settings: Settings | None = None,
+    warehouse_id: str | None = None,
 ) -> DayOutcome:
-    """Materialize every asset (or only `assets`, with their checks) for consecutive dates in one
-    run, as a backfill run does (see BACKFILL_POLICY); the outcome is dated with the last date
-    and covers them all."""
+    """Materialize every asset (or only `assets`, with their checks) for consecutive dates of one
+    site in one run, as a backfill run does (see BACKFILL_POLICY); the outcome is dated with the
+    last date and covers them all."""
     from dagster import AssetKey
 
+    from velocity_platform.defs.partitions import SiteDay
+
+    site = warehouse_id or network_sites(settings)[0]
     job = _definitions(settings).resolve_job_def(JOB_NAME)
     run_config = {**QUIET_CONSOLE, "resources": {k: {"config": v} for k, v in (resource_config or {}).items()}}
-    tags = {RANGE_START_TAG: dates[0].isoformat(), RANGE_END_TAG: dates[-1].isoformat()}
+    tags = {
+        RANGE_START_TAG: str(SiteDay(site, dates[0]).key),
+        RANGE_END_TAG: str(SiteDay(site, dates[-1]).key),
+        "velocity/warehouse": site,
+    }
     selection = [AssetKey(name) for name in assets] if assets else None
     started = time.perf_counter()
     with _instance(settings) as instance:
+        ensure_warehouse_partitions(instance, [site])
         result = job.execute_in_process(
             instance=instance, tags=tags, raise_on_error=False, run_config=run_config, asset_selection=selection
         )
-    return _outcome(dates[-1], result, time.perf_counter() - started)
+    return _outcome(dates[-1], result, time.perf_counter() - started, site)
 
 
-def _outcome(day: dt.date, result, seconds: float) -> DayOutcome:
+def _outcome(day: dt.date, result, seconds: float, warehouse_id: str = DEFAULT_WAREHOUSE_ID) -> DayOutcome:
     """What a finished in-process run says: success, checks passed and failed, the first error."""
     evaluations = result.get_asset_check_evaluations()
     failed = [f"{e.asset_key.to_user_string()}.{e.check_name}" for e in evaluations if not e.passed]
@@ -126,7 +179,7 @@ def _outcome(day: dt.date, result, seconds: float) -> DayOutcome:
     if not result.success:
         failure = next((e for e in result.all_events if e.is_step_failure), None)
         error = failure.step_failure_data.error.message.strip() if failure and failure.step_failure_data.error else "run failed"
-    return DayOutcome(day, result.success, seconds, len(evaluations) - len(failed), failed, error)
+    return DayOutcome(day, result.success, seconds, len(evaluations) - len(failed), failed, error, warehouse_id)
 
 
 # What a velocity window reads (daily_sku_demand) and everything it is built from, with their
@@ -145,12 +198,34 @@ RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"
 
 
-def summarize(dates: list[dt.date], outcomes: list[DayOutcome], erp_lines: int, settings: Settings) -> dict:
-    """The KPI summary of a range, read back from the tables the run wrote."""
+def summarize(
+    dates: list[dt.date], outcomes: list[DayOutcome], erp_lines: int | dict[str, int], settings: Settings
+) -> dict:
+    """The KPI summary of a range, read back from the tables the run wrote: the network's totals
+    at the top (today's fields), and each site's own under `warehouses`.
+
+    `erp_lines` is the source's count of lines, per site (or one total for a single site).
+    """
+    sites = list(dict.fromkeys(o.warehouse_id for o in outcomes)) or [DEFAULT_WAREHOUSE_ID]
+    source_lines = erp_lines if isinstance(erp_lines, dict) else {sites[0]: erp_lines, **{s: 0 for s in sites[1:]}}
+    per_site = {
+        site: _site_summary(dates, [o for o in outcomes if o.warehouse_id == site], source_lines.get(site, 0), settings, site)
+        for site in sites
+    }
+    if len(per_site) == 1:
+        summary = dict(next(iter(per_site.values())))
+    else:
+        summary = _network_totals(list(per_site.values()))
+        summary["partitions"] = [d.isoformat() for d in dates]
+    summary["warehouses"] = per_site
+    return summary
+
+
+def _site_summary(dates: list[dt.date], outcomes: list[DayOutcome], erp_lines: int, settings: Settings, site: str) -> dict:
     from velocity_platform.defs.tables import WarehouseTables
 
     first, last = dates[0], dates[-1]
-    with WarehouseTables(database=settings.duckdb_path).session(read_only=True) as tables:
+    with WarehouseTables(database=settings.duckdb_path).session(read_only=True, warehouse_id=site) as tables:
 
         def count(table: str) -> int:
             return tables.count(table, first, last)
@@ -167,7 +242,7 @@ def summarize(dates: list[dt.date], outcomes: list[DayOutcome], erp_lines: int, 
         raw, valid, dead = count("raw_transactions"), count("validated_transactions"), count("dead_letter_transactions")
         acked = tables.count("wms_directive_acks", first, last, equal={"status": "acked"})
         abc = classes("abc_class")
-        summary = {
+        return {
             "partitions": [d.isoformat() for d in dates],
             "partitions_succeeded": sum(o.success for o in outcomes),
             "erp_lines": erp_lines,
@@ -184,8 +259,31 @@ def summarize(dates: list[dt.date], outcomes: list[DayOutcome], erp_lines: int, 
             "checks_failed": sum(len(o.checks_failed) for o in outcomes),
             "failed_checks": sorted({c for o in outcomes for c in o.checks_failed}),
             "wall_seconds": round(sum(o.seconds for o in outcomes), 2),
+            "site_days": len(dates),
         }
-    return summary
+
+
+# The fields of a site's summary that the network's adds up (the rest are per site, or derived).
+SUMMED = (
+    "partitions_succeeded", "erp_lines", "raw_lines", "validated_lines", "dead_letter_lines", "skus_classified",
+    "directives", "directives_acked", "checks_passed", "checks_failed", "wall_seconds", "site_days",
+)
+
+
+def _network_totals(sites: list[dict]) -> dict:
+    """The network's summary from its sites': counts added up, class counts added up class by
+    class, the DLQ rate of the total lines. `partitions_succeeded` counts site-days."""
+    totals = {key: sum(site[key] for site in sites) for key in SUMMED}
+    totals["wall_seconds"] = round(totals["wall_seconds"], 2)
+    totals["dlq_rate"] = round(totals["dead_letter_lines"] / totals["raw_lines"], 6) if totals["raw_lines"] else 0.0
+    for key in ("abc_counts", "xyz_counts"):
+        merged: dict[str, int] = {}
+        for site in sites:
+            for name, n in site[key].items():
+                merged[name] = merged.get(name, 0) + n
+        totals[key] = dict(sorted(merged.items()))
+    totals["failed_checks"] = sorted({c for site in sites for c in site["failed_checks"]})
+    return totals
 
 
 # The class columns of sku_velocity the summary counts.
@@ -194,7 +292,10 @@ CLASS_COLUMNS = frozenset({"abc_class", "xyz_class"})
 
 def print_progress(outcome: DayOutcome, index: int, total: int) -> None:
     mark = "ok " if outcome.success and not outcome.checks_failed else "FAIL"
-    line = f"[{index:>3}/{total}] {outcome.business_date}  {mark}  {outcome.seconds:5.1f}s  checks {outcome.checks_passed} passed"
+    line = (
+        f"[{index:>3}/{total}] {outcome.business_date} {outcome.warehouse_id:<6} {mark}  {outcome.seconds:5.1f}s  "
+        f"checks {outcome.checks_passed} passed"
+    )
     if outcome.checks_failed:
         line += f", failed: {', '.join(outcome.checks_failed)}"
     if outcome.error:
@@ -202,11 +303,27 @@ def print_progress(outcome: DayOutcome, index: int, total: int) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
+def all_succeeded(summary: dict) -> bool:
+    """Every site-day of the summary's range succeeded."""
+    return summary["partitions_succeeded"] == summary["site_days"]
+
+
 def format_summary(summary: dict) -> str:
+    sites = summary.get("warehouses") or {}
+    lines = _summary_lines(summary, "network" if len(sites) > 1 else None)
+    if len(sites) > 1:
+        for site, figures in sites.items():
+            lines.append("")
+            lines += _summary_lines(figures, site)
+    return "\n".join(lines)
+
+
+def _summary_lines(summary: dict, title: str | None) -> list[str]:
     reconciled = summary["raw_lines"] == summary["validated_lines"] + summary["dead_letter_lines"]
-    lines = [
-        f"Business dates      {summary['partitions'][0]} .. {summary['partitions'][-1]} "
-        f"({summary['partitions_succeeded']}/{len(summary['partitions'])} succeeded)",
+    header = f"{title:<19} " if title else "Business dates      "
+    succeeded = f"{summary['partitions_succeeded']}/{summary['site_days']} " + ("site-days" if title == "network" else "succeeded")
+    return [
+        f"{header}{summary['partitions'][0]} .. {summary['partitions'][-1]} ({succeeded})",
         f"ERP lines           {summary['erp_lines']:>12,}",
         f"Raw lines           {summary['raw_lines']:>12,}",
         f"  validated         {summary['validated_lines']:>12,}",
@@ -217,5 +334,3 @@ def format_summary(summary: dict) -> str:
         f"Checks              {summary['checks_passed']:>12,} passed, {summary['checks_failed']} failed"
         + (f" ({', '.join(summary['failed_checks'])})" if summary["failed_checks"] else ""),
     ]
-    return "\n".join(lines)
-

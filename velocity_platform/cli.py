@@ -347,7 +347,7 @@ def _run_and_report(dates: list[dt.date], summary_path: Path | None, settings, s
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from velocity_platform.batch import business_dates
+    from velocity_platform.batch import all_succeeded, business_dates
 
     if args.source == "file":
         return _run_file_source(args)
@@ -362,11 +362,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     _check_reachable("ERP", settings.erp_url, args.date_from)
     _check_reachable("WMS", settings.wms_url, args.date_from)
     summary = _run_and_report(business_dates(args.date_from, args.date_to), args.summary, settings)
-    return 0 if summary["partitions_succeeded"] == len(summary["partitions"]) else 1
+    return 0 if all_succeeded(summary) else 1
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from velocity_platform.batch import business_dates
+    from velocity_platform.batch import all_succeeded, business_dates
     from velocity_platform.simulators.erp import create_erp_app
     from velocity_platform.simulators.serve import BackgroundServer
     from velocity_platform.simulators.wms import create_wms_app
@@ -400,7 +400,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         f"\nDemo finished in {time.perf_counter() - started:.0f}s. To explore the same data in the Dagster UI:\n"
         "  make dev     # then open http://127.0.0.1:3000 (Assets, partitions, checks, backfills)",
     )
-    ok = history_ok and summary["partitions_succeeded"] == len(nights) and summary["raw_lines"] == (
+    ok = history_ok and all_succeeded(summary) and summary["raw_lines"] == (
         summary["validated_lines"] + summary["dead_letter_lines"]
     )
     return 0 if ok else 1
@@ -438,7 +438,7 @@ def _run_file_source(args: argparse.Namespace) -> int:
     Without --wms-url a WMS simulator serves the export's SKUs on loopback (40 x 50 x 1 unless
     told otherwise), keeping its moves in a journal beside the DuckDB file across runs.
     """
-    from velocity_platform.batch import business_dates
+    from velocity_platform.batch import all_succeeded, business_dates
     from velocity_platform.connectors.files import FileSourceError, preset, read_export
     from velocity_platform.settings import ERP_TOKEN_ENV, WMS_TOKEN_ENV
     from velocity_platform.simulators.serve import BackgroundServer
@@ -514,7 +514,7 @@ def _run_file_source(args: argparse.Namespace) -> int:
         with BackgroundServer(create_wms_app(wms)) as server:
             print(f"WMS simulator for {len(catalog):,} SKUs at {server.url}", file=sys.stderr)
             summary = run(_changed(settings, wms_url=server.url))
-    return 0 if summary["partitions_succeeded"] == len(summary["partitions"]) else 1
+    return 0 if all_succeeded(summary) else 1
 
 
 def _default_data_file() -> Path:
@@ -716,8 +716,90 @@ def build_parser() -> argparse.ArgumentParser:
         "(settings: VELOCITY_DELTAS_*; docs/deltas.md)",
     )
     deltas.set_defaults(func=cmd_deltas)
+
+    warehouses = commands.add_parser("warehouses", help="the network's registry: add a warehouse, list them")
+    registry = warehouses.add_subparsers(dest="action", required=True, metavar="add|list")
+    add = registry.add_parser("add", help="register a warehouse (or update its facts); it becomes a partition at once")
+    add.add_argument("warehouse_id", metavar="ID", help="letters, digits, '-' or '_' (e.g. WH-02, CHI)")
+    add.add_argument("--timezone", required=True, help="IANA time zone of the site (its night runs at 02:00 there)")
+    add.add_argument("--aisles", type=int, required=True)
+    add.add_argument("--bays", type=int, required=True, help="bays per side of an aisle")
+    add.add_argument("--levels", type=int, required=True)
+    add.add_argument("--routing", choices=ROUTING_CHOICES, required=True)
+    add.add_argument("--wms-url", default=None, help="the site's own WMS (default: the deployment's VELOCITY_WMS_URL)")
+    listing = registry.add_parser("list", help="the registered warehouses")
+    listing.add_argument("--json", action="store_true", help="as JSON, one object per site")
+    warehouses.set_defaults(func=cmd_warehouses)
     add_installed_commands(commands)
     return parser
+
+
+ROUTING_CHOICES = ["s-shape", "return", "largest-gap"]
+
+
+def cmd_warehouses(args: argparse.Namespace) -> int:
+    """`warehouses add` and `warehouses list`: the registry in the operational store."""
+    from pydantic import ValidationError
+
+    from velocity_platform.connectors.state import OperationalStore
+    from velocity_platform.domain.network import DEFAULT_WAREHOUSE_ID, Warehouse
+
+    settings = _settings()
+    _check_state_writable(settings)
+    store = OperationalStore(settings.store_url)
+    if args.action == "list":
+        sites = store.registered_warehouses()
+        if args.json:
+            print(json.dumps([site.model_dump() for site in sites], indent=2))
+        elif not sites:
+            print(f"No warehouse registered: the platform runs one, {DEFAULT_WAREHOUSE_ID}, on the settings (time zone {settings.timezone}).")
+        else:
+            print(f"{'warehouse':<12} {'time zone':<22} {'layout':<12} {'locations':>9}  {'routing':<12} WMS")
+            for site in sites:
+                layout = f"{site.aisles}x{site.bays}x{site.levels}"
+                print(
+                    f"{site.warehouse_id:<12} {site.timezone:<22} {layout:<12} {site.locations:>9,}  {site.routing:<12} "
+                    f"{site.wms_url or 'the deployment WMS'}"
+                )
+        return 0
+    try:
+        site = Warehouse(
+            warehouse_id=args.warehouse_id,
+            timezone=args.timezone,
+            aisles=args.aisles,
+            bays=args.bays,
+            levels=args.levels,
+            routing=args.routing,
+            wms_url=args.wms_url,
+        )
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        field = ".".join(str(part) for part in error["loc"])
+        where = "ID" if field == "warehouse_id" else f"--{field.replace('_', '-')}"
+        reason = error["msg"].removeprefix("Value error, ")
+        raise ConfigurationError(f"warehouse {args.warehouse_id!r} refused: {where}: {reason}") from None
+    outcome = store.register_warehouse(site)
+    added = _add_warehouse_partition(settings, site.warehouse_id)
+    print(
+        f"{site.warehouse_id} {outcome}: {site.timezone}, {site.aisles}x{site.bays}x{site.levels} "
+        f"({site.locations:,} locations), {site.routing}" + ("" if added else "; the registry sensor adds its partition")
+    )
+    return 0
+
+
+def _add_warehouse_partition(settings, warehouse_id: str) -> bool:
+    """The site as a warehouse partition on the instance at DAGSTER_HOME (False when there is none
+    yet: the registry sensor adds it on its first tick)."""
+    from velocity_platform.batch import ensure_warehouse_partitions, ensure_dagster_home
+
+    if not (settings.dagster_home / "dagster.yaml").exists() and not _dagster_yaml_template().exists():
+        return False
+    from dagster import DagsterInstance
+
+    ensure_dagster_home(settings, _dagster_yaml_template())
+    with DagsterInstance.from_config(str(settings.dagster_home)) as instance:
+        ensure_warehouse_partitions(instance, [warehouse_id])
+    return True
 
 
 # Packages installed beside the product add commands of their own through this entry-point group

@@ -8,9 +8,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import dagster as dg
 import httpx
 import pytest
 
+from velocity_platform.batch import ensure_warehouse_partitions
+from velocity_platform.domain.network import DEFAULT_WAREHOUSE_ID
 from velocity_platform.settings import Settings
 from velocity_platform.simulators.erp import ErpConfig, create_erp_app
 from velocity_platform.simulators.serve import BackgroundServer
@@ -61,6 +64,10 @@ def platform_environment(root: Path, erp: ErpConfig, wms: WmsConfig) -> Iterator
                 "VELOCITY_WMS_TOKEN": wms.token,
             }
         )
+        # The default site is a warehouse partition of the instance, as the registry sensor (or a
+        # command) makes it before any run; a test may launch a job straight away.
+        with dg.DagsterInstance.get() as instance:
+            ensure_warehouse_partitions(instance, [DEFAULT_WAREHOUSE_ID])
         try:
             yield Platform(root, erp_server.url, wms_server.url, erp_app, wms_app, erp_server)
         finally:

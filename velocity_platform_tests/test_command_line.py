@@ -270,3 +270,49 @@ def test_evaluate_replays_a_file_and_refuses_a_range_outside_it(tmp_path, export
     # evaluate says what it replays first; the refusal is the one line after it
     assert refused.returncode == 2 and "Traceback" not in refused.stderr
     assert "must lie within the file's history" in refused.stderr.strip().splitlines()[-1]
+
+
+# --- velocity-platform warehouses add|list ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("change", "said"),
+    [
+        ({"id": "WH 02"}, "ID: warehouse id 'WH 02' is not valid"),
+        ({"id": "WH|02"}, "is not valid"),  # '|' would break the partition key
+        ({"--timezone": "Mars/Olympus"}, "--timezone: time zone 'Mars/Olympus' is unknown"),
+        ({"--aisles": "0"}, "--aisles: Input should be greater than or equal to 1"),
+        ({"--levels": "40"}, "--levels: Input should be less than or equal to 12"),
+        ({"--wms-url": "ftp://wms"}, "--wms-url: WMS URL 'ftp://wms' is not an http(s) URL"),
+    ],
+)
+def test_a_warehouse_with_a_bad_fact_is_refused_in_one_line(tmp_path, change, said):
+    facts = {"--timezone": "Europe/Berlin", "--aisles": "30", "--bays": "40", "--levels": "4", "--routing": "return"}
+    facts.update({k: v for k, v in change.items() if k != "id"})
+    args = ["warehouses", "add", change.get("id", "BER"), *(x for kv in facts.items() for x in kv)]
+    line = one_clear_line(cli(args, tmp_path))
+    assert said in line, line
+    listed = cli(["warehouses", "list", "--json"], tmp_path)
+    assert listed.returncode == 0 and json.loads(listed.stdout) == []  # nothing half-registered
+
+
+def test_registered_warehouses_are_listed_with_their_facts_and_become_partitions(tmp_path):
+    empty = cli(["warehouses", "list"], tmp_path)
+    assert empty.returncode == 0 and "No warehouse registered: the platform runs one, WH-01" in empty.stdout
+    for args in (
+        ["BER", "--timezone", "Europe/Berlin", "--aisles", "30", "--bays", "40", "--levels", "4", "--routing", "largest-gap"],
+        ["CHI", "--timezone", "America/Chicago", "--aisles", "50", "--bays", "60", "--levels", "1", "--routing", "s-shape",
+         "--wms-url", "http://127.0.0.1:9999"],
+    ):
+        added = cli(["warehouses", "add", *args], tmp_path)
+        assert added.returncode == 0, added.stderr
+    again = cli(["warehouses", "add", "BER", "--timezone", "Europe/Berlin", "--aisles", "30", "--bays", "40", "--levels", "2",
+                 "--routing", "return"], tmp_path)
+    assert again.returncode == 0 and again.stdout.startswith("BER updated")
+    sites = {s["warehouse_id"]: s for s in json.loads(cli(["warehouses", "list", "--json"], tmp_path).stdout)}
+    assert (sites["BER"]["levels"], sites["BER"]["routing"]) == (2, "return")
+    assert (sites["CHI"]["timezone"], sites["CHI"]["wms_url"]) == ("America/Chicago", "http://127.0.0.1:9999")
+    import dagster as dg
+
+    with dg.DagsterInstance.from_config(str(tmp_path / ".velocity" / "dagster_home")) as instance:
+        assert set(instance.get_dynamic_partitions("warehouses")) == {"BER", "CHI"}

@@ -24,13 +24,22 @@ EXPECTED_ASSETS = {
 }
 
 
-def test_every_asset_of_the_architecture_is_defined_on_one_partitions_definition():
+def test_every_asset_of_the_architecture_is_partitioned_by_date_and_warehouse():
     definitions = defs()
     graph = definitions.resolve_asset_graph()
     keys = {key.to_user_string() for key in graph.get_all_asset_keys()}
-    assert EXPECTED_ASSETS <= keys
-    partitioned = {graph.get(dg.AssetKey(k)).partitions_def for k in EXPECTED_ASSETS - {"sku_master", "wms_locations"}}
-    assert len(partitioned) == 1 and isinstance(next(iter(partitioned)), dg.DailyPartitionsDefinition)
+    assert EXPECTED_ASSETS | {"slotting_shadow_report", "network_daily_rollup"} <= keys
+    # The SKU master is the network's (one catalogue); everything else is a business date of one site.
+    partitioned = {graph.get(dg.AssetKey(k)).partitions_def for k in (EXPECTED_ASSETS | {"slotting_shadow_report"}) - {"sku_master"}}
+    assert graph.get(dg.AssetKey("sku_master")).partitions_def is None
+    [site_days] = partitioned
+    assert isinstance(site_days, dg.MultiPartitionsDefinition)
+    dimensions = {d.name: d.partitions_def for d in site_days.partitions_defs}
+    assert isinstance(dimensions["date"], dg.DailyPartitionsDefinition)
+    assert isinstance(dimensions["warehouse"], dg.DynamicPartitionsDefinition) and dimensions["warehouse"].name == "warehouses"
+    # The network's roll-up: the same dates, every site of a date.
+    rollup = graph.get(dg.AssetKey("network_daily_rollup")).partitions_def
+    assert rollup == dimensions["date"]
 
 
 def test_gating_checks_are_blocking():

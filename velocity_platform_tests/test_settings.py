@@ -148,14 +148,17 @@ def test_the_definitions_are_built_from_the_settings_object(tmp_path):
     )
     definitions = build_definitions(settings)
     graph = definitions.resolve_asset_graph()
-    daily = dg.DailyPartitionsDefinition(start_date="2024-02-29", timezone="America/Chicago")
-    partitioned = [graph.get(key) for key in graph.get_all_asset_keys() if graph.get(key).partitions_def is not None]
+    # The dates reach one day past the zone's today: a site east of it ends its day earlier.
+    daily = dg.DailyPartitionsDefinition(start_date="2024-02-29", timezone="America/Chicago", end_offset=1)
+    partitioned = [
+        graph.get(key) for key in graph.get_all_asset_keys()
+        if graph.get(key).partitions_def is not None and key.to_user_string() != "network_daily_rollup"
+    ]
     checks = [graph.get(key) for key in graph.asset_check_keys if graph.get(key).partitions_def is not None]
-    assert len(partitioned) >= 8 and len(checks) >= 5
-    assert {node.partitions_def for node in partitioned + checks} == {daily}
+    assert len(partitioned) >= 9 and len(checks) >= 5
+    assert {node.partitions_def.get_partitions_def_for_dimension("date") for node in partitioned + checks} == {daily}
+    assert graph.get(dg.AssetKey("network_daily_rollup")).partitions_def == daily
     assert {node.backfill_policy.max_partitions_per_run for node in partitioned} == {7}
-    schedule = definitions.resolve_schedule_def("nightly_slotting_schedule")
-    assert schedule.execution_timezone == "America/Chicago"
     resources = definitions.resources or {}
     assert (resources["warehouse"].timezone, resources["warehouse"].move_budget) == ("America/Chicago", 12)
     assert (resources["slotting"].routing, resources["slotting"].move_minutes) == ("largest-gap", 4.0)

@@ -26,3 +26,15 @@ def warehouse_tables(duckdb_path: str, ignore: set[str]) -> dict[str, pl.DataFra
                 frame = frame.with_columns(pl.col("arrival_seq").rank("ordinal").over("business_date"))
             frames[name] = frame.sort(frame.columns, nulls_last=True)
         return frames
+
+
+def day_key(day, warehouse_id: str = "WH-01"):
+    """The partition key of a business date of a site (the default site unless told)."""
+    from velocity_platform.defs.partitions import SiteDay
+
+    return SiteDay(warehouse_id, day).key
+
+
+def day_key_str(day, warehouse_id: str = "WH-01") -> str:
+    """The same key as the instance stores it ("2026-02-05|WH-01")."""
+    return str(day_key(day, warehouse_id))

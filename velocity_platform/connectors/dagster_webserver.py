@@ -83,11 +83,85 @@ query($id: String!) {
 }"""
 
 
+ADD_DYNAMIC_PARTITION = """
+mutation($selector: RepositorySelector!, $name: String!, $key: String!) {
+  addDynamicPartition(repositorySelector: $selector, partitionsDefName: $name, partitionKey: $key) {
+    __typename
+    ... on AddDynamicPartitionSuccess { partitionKey }
+    ... on DuplicateDynamicPartitionError { partitionName }
+    ... on PythonError { message }
+    ... on UnauthorizedError { message }
+  }
+}"""
+# The dynamic dimension of the business days that holds the network's sites (defs/partitions.py).
+WAREHOUSES_PARTITIONS = "warehouses"
+
+
+def add_warehouse_partitions(url: str, warehouse_ids: list[str]) -> None:
+    """Each site a value of the warehouse dimension (one already there is left as it is)."""
+    for warehouse_id in warehouse_ids:
+        variables = {"selector": REPOSITORY_SELECTOR, "name": WAREHOUSES_PARTITIONS, "key": warehouse_id}
+        result = graphql(url, ADD_DYNAMIC_PARTITION, variables)["addDynamicPartition"]
+        if result.get("__typename") != "DuplicateDynamicPartitionError":
+            _unwrap(result, "AddDynamicPartitionSuccess", f"warehouse partition {warehouse_id}")
+
+
+def site_day_keys(dates: list[dt.date], warehouse_ids: list[str]) -> list[str]:
+    """The partition keys of these dates of these sites ("2026-01-05|WH-01": date first, as Dagster
+    orders the dimensions by name)."""
+    return [f"{day.isoformat()}|{site}" for site in warehouse_ids for day in dates]
+
+
+JOB_ASSETS = """
+query($selector: PipelineSelector!) {
+  pipelineOrError(params: $selector) { __typename ... on Pipeline { name } }
+  assetNodes(pipeline: $selector) { assetKey { path } isPartitioned }
+}"""
+
+
+def nightly_assets(url: str) -> list[tuple[list[str], bool]]:
+    """The nightly job's asset keys (paths), each with whether it is partitioned (date x warehouse)."""
+    selector = {"repositoryLocationName": LOCATION, "repositoryName": REPOSITORY, "pipelineName": JOB}
+    data = graphql(url, JOB_ASSETS, {"selector": selector})
+    _unwrap(data["pipelineOrError"], "Pipeline", f"job {JOB}")
+    return [(node["assetKey"]["path"], node["isPartitioned"]) for node in data["assetNodes"]]
+
+
+def site_day_ranges(partitions: list[str]) -> list[dict[str, str]]:
+    """Site-day keys as ranges: each site's consecutive dates one range ("start".."end" keys)."""
+    by_site: dict[str, list[dt.date]] = {}
+    for key in partitions:
+        day, _, site = key.partition("|")
+        by_site.setdefault(site, []).append(dt.date.fromisoformat(day))
+    ranges = []
+    for site, days in sorted(by_site.items()):
+        days = sorted(set(days))
+        first = previous = days[0]
+        for day in [*days[1:], None]:
+            if day is not None and (day - previous).days == 1:
+                previous = day
+                continue
+            ranges.append({"start": f"{first.isoformat()}|{site}", "end": f"{previous.isoformat()}|{site}"})
+            if day is not None:
+                first = previous = day
+    return ranges
+
+
 def launch_backfill(url: str, partitions: list[str], title: str | None = None, tags: dict[str, str] | None = None) -> str:
-    """A backfill of the nightly job over `partitions`, as the UI's "Launch backfill" makes it."""
+    """A backfill of the nightly job's assets over `partitions` (site-day keys), as the asset
+    graph's "Materialize all > Backfill" makes it: the SKU master once, then the partitioned
+    assets (and their checks) over the site-days, in ranges per the backfill policy.
+
+    An asset backfill, not a backfill of the job's partition set: Dagster 1.13's job backfill puts
+    the first partition's dimension tags (`dagster/partition/date`, `.../warehouse`) on every
+    ranged run, and a run with those tags builds that one site-day only (docs/operations.md).
+    """
+    ranges = site_day_ranges(partitions)
     params: dict = {
-        "selector": {"partitionSetName": f"{JOB}_partition_set", "repositorySelector": REPOSITORY_SELECTOR},
-        "partitionNames": partitions,
+        "partitionsByAssets": [
+            {"assetKey": {"path": path}, "partitions": {"ranges": ranges} if partitioned else None}
+            for path, partitioned in nightly_assets(url)
+        ],
         "title": title or f"{JOB} {partitions[0]} .. {partitions[-1]}",
     }
     if tags:

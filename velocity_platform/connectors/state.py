@@ -20,6 +20,7 @@ when the lease runs out.
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import os
 import socket
@@ -32,6 +33,8 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 import tenacity
 from sqlalchemy.dialects import postgresql, sqlite
+
+from velocity_platform.domain.network import DEFAULT_WAREHOUSE_ID, Warehouse
 
 metadata = sa.MetaData()
 
@@ -74,6 +77,8 @@ wms_outbox = sa.Table(
     # exception service) and, for the service's, when the ERP committed the line that caused it.
     sa.Column("origin", sa.String(16)),
     sa.Column("source_committed_at", sa.DateTime(timezone=True)),
+    # The site whose WMS the directive is for (added by migration 4; older rows: the default site).
+    sa.Column("warehouse_id", sa.String(32), index=True),
 )
 
 push_log = sa.Table(
@@ -140,6 +145,22 @@ delta_observations = sa.Table(
 )
 
 
+# The network's registry: each site with its facts (domain/network.py: Warehouse).
+warehouses = sa.Table(
+    "warehouses",
+    metadata,
+    sa.Column("warehouse_id", sa.String(32), primary_key=True),
+    sa.Column("timezone", sa.String(64), nullable=False),
+    sa.Column("aisles", sa.Integer, nullable=False),
+    sa.Column("bays", sa.Integer, nullable=False),
+    sa.Column("levels", sa.Integer, nullable=False),
+    sa.Column("routing", sa.String(16), nullable=False),
+    sa.Column("wms_url", sa.String(500)),
+    sa.Column("registered_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+
 @dataclass(frozen=True)
 class Migration:
     version: int
@@ -182,6 +203,16 @@ MIGRATIONS: list[Migration] = [
         lambda conn: (
             _add_columns(wms_outbox.c.origin, wms_outbox.c.source_committed_at)(conn),
             _create_tables(delta_dead_letters, delta_late_lines, delta_observations)(conn),
+        ),
+    ),
+    Migration(
+        4,
+        "a network of warehouses: the registry, and the site of each directive",
+        lambda conn: (
+            _add_columns(wms_outbox.c.warehouse_id)(conn),
+            # Directives from before sites existed were the one warehouse's.
+            conn.execute(wms_outbox.update().where(wms_outbox.c.warehouse_id.is_(None)).values(warehouse_id=DEFAULT_WAREHOUSE_ID)),
+            _create_tables(warehouses)(conn),
         ),
     ),
 ]
@@ -243,6 +274,7 @@ class OutboxRow:
     claimed_until: dt.datetime | None = None
     origin: str | None = None  # None: the nightly run; 'deltas': the exception service
     source_committed_at: dt.datetime | None = None
+    warehouse_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -267,12 +299,16 @@ def pending_outbox_row(directive: dict, enqueued_at: dt.datetime) -> dict:
         "status": PENDING,
         "attempts": 0,
         "enqueued_at": enqueued_at,
+        "warehouse_id": directive.get("warehouse_id") or DEFAULT_WAREHOUSE_ID,
     }
 
 
 class OperationalStore:
+    """The store, or one site's view of it (`for_site`): the outbox rows of that site only."""
+
     def __init__(self, url: str, migrate: bool = True):
         self.url = url
+        self.warehouse_id: str | None = None
         connect_args = {"timeout": 30} if url.startswith("sqlite") else {}
         self.engine = sa.create_engine(url, connect_args=connect_args, pool_pre_ping=True)
         if self.engine.dialect.name == "sqlite":
@@ -283,6 +319,17 @@ class OperationalStore:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+    def for_site(self, warehouse_id: str) -> "OperationalStore":
+        """The same store (one engine) seeing one site's directives: what a site's night pushes,
+        counts and rewinds never includes another site's."""
+        view = copy.copy(self)
+        view.warehouse_id = warehouse_id
+        return view
+
+    def _of_site(self, table: sa.Table = None) -> sa.ColumnElement[bool]:
+        table = wms_outbox if table is None else table
+        return sa.true() if self.warehouse_id is None else table.c.warehouse_id == self.warehouse_id
 
     @property
     def dialect(self) -> str:
@@ -359,7 +406,7 @@ class OperationalStore:
     def enqueue(self, directives: Iterable[dict]) -> int:
         """Insert directives not already in the outbox; returns how many were new."""
         now = _now()
-        rows = [pending_outbox_row(d, now) for d in directives]
+        rows = [pending_outbox_row({"warehouse_id": self.warehouse_id, **d}, now) for d in directives]
         if not rows:
             return 0
         # RETURNING names exactly the rows this call inserted, however many enqueue at once.
@@ -370,6 +417,7 @@ class OperationalStore:
     def _claimable(self, business_date: dt.date, now: dt.datetime, exclude: Collection[str], table=wms_outbox):
         condition = sa.and_(
             table.c.business_date == business_date,
+            self._of_site(table),
             table.c.status == PENDING,
             sa.or_(table.c.claimed_until.is_(None), table.c.claimed_until < now),
         )
@@ -476,7 +524,7 @@ class OperationalStore:
     def pending_count(self, business_date: dt.date, exclude: Collection[str] = ()) -> int:
         """Pending directives of a date, claimed or not (less `exclude`)."""
         query = sa.select(sa.func.count()).select_from(wms_outbox).where(
-            wms_outbox.c.business_date == business_date, wms_outbox.c.status == PENDING
+            wms_outbox.c.business_date == business_date, wms_outbox.c.status == PENDING, self._of_site()
         )
         if exclude:
             query = query.where(wms_outbox.c.directive_id.not_in(list(exclude)))
@@ -569,7 +617,7 @@ class OperationalStore:
             )
 
     def outbox(self, business_date: dt.date | None = None) -> list[OutboxRow]:
-        query = sa.select(wms_outbox).order_by(wms_outbox.c.business_date, wms_outbox.c.directive_id)
+        query = sa.select(wms_outbox).where(self._of_site()).order_by(wms_outbox.c.business_date, wms_outbox.c.directive_id)
         if business_date is not None:
             query = query.where(wms_outbox.c.business_date == business_date)
         with self.engine.connect() as conn:
@@ -579,11 +627,31 @@ class OperationalStore:
         """Moves the WMS applied for `business_date` and later: what rewinds the live assignment."""
         query = (
             sa.select(wms_outbox)
-            .where(wms_outbox.c.business_date >= business_date, wms_outbox.c.status == ACKED)
+            .where(wms_outbox.c.business_date >= business_date, wms_outbox.c.status == ACKED, self._of_site())
             .order_by(wms_outbox.c.business_date, wms_outbox.c.directive_id)
         )
         with self.engine.connect() as conn:
             return [OutboxRow(**_row(r)) for r in conn.execute(query)]
+
+    # --- the network's registry --------------------------------------------------------------
+
+    def register_warehouse(self, site: Warehouse) -> str:
+        """Register a site, or update the facts of one registered already; says which."""
+        now = _now()
+        values = site.model_dump()
+        dialect = postgresql if self.dialect == "postgresql" else sqlite
+        with self._write() as conn:
+            known = conn.execute(sa.select(warehouses.c.warehouse_id).where(warehouses.c.warehouse_id == site.warehouse_id)).first()
+            stmt = dialect.insert(warehouses).values(**values, registered_at=now, updated_at=now)
+            conn.execute(stmt.on_conflict_do_update(index_elements=["warehouse_id"], set_={**values, "updated_at": now}))
+        return "updated" if known else "registered"
+
+    def registered_warehouses(self) -> list[Warehouse]:
+        """Every registered site, by id."""
+        columns = [c for c in warehouses.c if c.name in Warehouse.model_fields]
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(*columns).order_by(warehouses.c.warehouse_id)).all()
+        return [Warehouse(**r._mapping) for r in rows]
 
     def push_log_count(self, directive_ids: Sequence[str] | None = None) -> int:
         query = sa.select(sa.func.count()).select_from(push_log)
@@ -658,6 +726,7 @@ def moves_sent_from(store: OperationalStore, business_date: dt.date) -> list[Out
         .where(
             wms_outbox.c.business_date >= business_date,
             wms_outbox.c.status.in_([ACKED, PENDING]),
+            store._of_site(),
             sa.or_(wms_outbox.c.origin.is_(None), wms_outbox.c.origin != "deltas"),
         )
         .order_by(wms_outbox.c.business_date, wms_outbox.c.directive_id)

@@ -16,6 +16,7 @@ from velocity_platform.connectors.webhook import AlertWebhook
 from velocity_platform.connectors.wms import AsyncWmsClient, WmsClient
 from velocity_platform.defs.tables import RUN_OUTPUTS, WarehouseTables, WarehouseTablesIOManager
 from velocity_platform.domain.labor import LaborModel
+from velocity_platform.domain.network import DEFAULT_WAREHOUSE_ID, Warehouse
 from velocity_platform.settings import (
     ALERT_WEBHOOK_ENV,
     ERP_TOKEN_ENV,
@@ -92,10 +93,17 @@ class ErpResource(_UpstreamResource):
 
 
 class WmsResource(_UpstreamResource):
-    """The WMS's location, assignment and slotting-directive API."""
+    """The WMS's location, assignment and slotting-directive API; scoped to a site (`for_site`),
+    that site's WMS (its registered URL, else the deployment's) and its locations only."""
 
     token: str = Field(description="Bearer token; set VELOCITY_WMS_TOKEN, never in code")
     push_batch_size: int = resource_field(Settings, "wms_push_batch_size")
+    store_url: str | None = Field(default=None, description="The operational store holding the registry of sites")
+    warehouse_id: str | None = Field(default=None, description="The site the client asks for (None: no site filter)")
+
+    def for_site(self, warehouse_id: str) -> "WmsResource":
+        site = site_facts(self.store_url, warehouse_id)
+        return self.model_copy(update={"warehouse_id": warehouse_id, "base_url": site.wms_url or self.base_url})
 
     def client(self) -> WmsClient:
         return self._connect(WmsClient)
@@ -111,22 +119,53 @@ def _store(url: str) -> OperationalStore:
 
 
 class OperationalStoreResource(dg.ConfigurableResource):
-    """Watermarks, the WMS outbox and the push log (SQLite by default, PostgreSQL in production)."""
+    """Watermarks, the WMS outbox, the push log and the registry of sites (SQLite by default,
+    PostgreSQL in production); scoped to a site (`for_site`), that site's directives only."""
 
     url: str
+    warehouse_id: str | None = None
+
+    def for_site(self, warehouse_id: str) -> "OperationalStoreResource":
+        return self.model_copy(update={"warehouse_id": warehouse_id})
 
     def store(self) -> OperationalStore:
-        return _store(self.url)
+        store = _store(self.url)
+        return store.for_site(self.warehouse_id) if self.warehouse_id else store
+
+
+def registered_sites(store_url: str | None) -> list[Warehouse]:
+    """The registered sites; none registered (or no store): the one default site is implied."""
+    return _store(store_url).registered_warehouses() if store_url else []
+
+
+def site_facts(store_url: str | None, warehouse_id: str, default_timezone: str = "Etc/UTC") -> Warehouse:
+    """A site's registered facts; a site not registered (the default one of a deployment that
+    registered none) has the deployment's settings (time zone, routing, WMS URL)."""
+    for site in registered_sites(store_url):
+        if site.warehouse_id == warehouse_id:
+            return site
+    return Warehouse(warehouse_id=warehouse_id, timezone=default_timezone)
 
 
 class WarehouseResource(dg.ConfigurableResource):
-    """Facts and policies of the warehouse that several stages share."""
+    """Facts and policies of the warehouse that several stages share; scoped to a site
+    (`for_site`), its registered time zone."""
 
     timezone: str = resource_field(Settings, "timezone")
     move_budget: int = resource_field(Settings, "move_budget")
     dlq_rate_max: float = resource_field(Settings, "dlq_rate_max")
     hysteresis_days: int = resource_field(Settings, "hysteresis_days")
     xyz_min_weeks: int = resource_field(Settings, "xyz_min_weeks")
+    store_url: str | None = Field(default=None, description="The operational store holding the registry of sites")
+    warehouse_id: str = Field(default=DEFAULT_WAREHOUSE_ID, description="The site these facts are of")
+
+    def for_site(self, warehouse_id: str) -> "WarehouseResource":
+        site = site_facts(self.store_url, warehouse_id, self.timezone)
+        return self.model_copy(update={"warehouse_id": warehouse_id, "timezone": site.timezone})
+
+    def network(self) -> list[Warehouse]:
+        """The network's sites: the registered ones, else the one default site on the settings."""
+        return registered_sites(self.store_url) or [Warehouse(warehouse_id=DEFAULT_WAREHOUSE_ID, timezone=self.timezone)]
 
 
 def _token(settings: Settings, variable: str) -> str | dg.EnvVar:
@@ -148,6 +187,7 @@ def build_resources(settings: Settings) -> dict[str, object]:
             base_url=settings.wms_url,
             token=_token(settings, WMS_TOKEN_ENV),
             push_batch_size=settings.wms_push_batch_size,
+            store_url=settings.store_url,
             **http,
         ),
         "state_store": OperationalStoreResource(url=settings.store_url),
@@ -157,6 +197,7 @@ def build_resources(settings: Settings) -> dict[str, object]:
             xyz_min_weeks=settings.xyz_min_weeks,
             dlq_rate_max=settings.dlq_rate_max,
             hysteresis_days=settings.hysteresis_days,
+            store_url=settings.store_url,
         ),
         **operations_resources(settings),
         **source_resources(settings),
@@ -231,9 +272,11 @@ class TransactionSourceResource(dg.ConfigurableResource):
 
 
 class SlottingResource(dg.ConfigurableResource):
-    """How slotting prices locations (the pick routing) and moves (the labor model)."""
+    """How slotting prices locations (the pick routing) and moves (the labor model); scoped to a
+    registered site (`for_site`), the routing its pickers walk."""
 
     routing: str = resource_field(SlottingSettings, "routing")
+    store_url: str | None = Field(default=None, description="The operational store holding the registry of sites")
     band_locations: int | None = Field(default=None, description="Locations per band; default a third of the pick face (fast, medium, slow zones)")
     walk_speed_m_s: float = resource_field(SlottingSettings, "walk_speed_m_s")
     move_minutes: float = resource_field(SlottingSettings, "move_minutes")
@@ -242,6 +285,12 @@ class SlottingResource(dg.ConfigurableResource):
     @property
     def labor(self) -> LaborModel:
         return LaborModel(self.walk_speed_m_s, self.move_minutes, self.payback_horizon_days)
+
+    def for_site(self, warehouse_id: str) -> "SlottingResource":
+        registered = {site.warehouse_id: site for site in registered_sites(self.store_url)}
+        if warehouse_id not in registered:
+            return self  # the default site walks the settings' routing
+        return self.model_copy(update={"routing": registered[warehouse_id].routing})
 
 
 def source_resources(settings: Settings) -> dict[str, object]:
@@ -253,5 +302,5 @@ def source_resources(settings: Settings) -> dict[str, object]:
             file_preset=source.file_preset,
             default_unit_cube_ft3=source.default_unit_cube_ft3,
         ),
-        "slotting": SlottingResource(**settings.slotting.model_dump()),
+        "slotting": SlottingResource(**settings.slotting.model_dump(), store_url=settings.store_url),
     }

@@ -8,10 +8,14 @@ site is added without a deploy. With no site registered, the platform runs one s
 
 from __future__ import annotations
 
+import datetime as dt
+import hashlib
 import re
 import zoneinfo
+from collections.abc import Iterable
 from typing import Literal
 
+import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 # The one site of a deployment that registered none (and of the one-warehouse presets).
@@ -81,3 +85,64 @@ class Warehouse(BaseModel):
     def locations(self) -> int:
         """Pick locations in the layout: both sides of every aisle, every bay, every level."""
         return self.aisles * 2 * self.bays * self.levels
+
+
+def with_site_directive_ids(directives: pl.DataFrame, warehouse_id: str) -> pl.DataFrame:
+    """Directives whose ids (their idempotency keys) are unique across the network.
+
+    Two sites may hold the same SKU and the same location names (one WMS each), so the same move
+    planned for the same day would get the same id at both, and the outbox would keep one. A site
+    other than the default one puts its id in the key; the default site's ids stay as they were,
+    so a deployment that grew from one warehouse never sends its pending directives again.
+    """
+    if warehouse_id == DEFAULT_WAREHOUSE_ID or directives.is_empty():
+        return directives
+    return directives.with_columns(
+        pl.col("directive_id").map_batches(
+            lambda ids: pl.Series(
+                [hashlib.md5(f"{warehouse_id}|{i}".encode(), usedforsecurity=False).hexdigest() for i in ids], dtype=pl.String
+            ),
+            return_dtype=pl.String,
+        )
+    )
+
+
+class NightlyRun(BaseModel):
+    """A site's nightly run that is due: the business date that just ended there, and when."""
+
+    model_config = ConfigDict(frozen=True)
+
+    warehouse_id: str
+    business_date: dt.date
+    starts_at: dt.datetime  # the site's local start hour, as an instant (UTC)
+
+
+def local_start(day: dt.date, hour: int, timezone: str) -> dt.datetime:
+    """The instant of `hour`:00 on `day` in the zone, in UTC.
+
+    On the night clocks go forward and the hour does not exist (02:00 in America/Chicago in
+    March), the instant the clocks jump to (03:00 local); on the night it happens twice (02:00 in
+    Europe/Berlin in October), the first of the two. Either way one instant per local day.
+    """
+    zone = zoneinfo.ZoneInfo(timezone)
+    wall = dt.datetime.combine(day, dt.time(hour), tzinfo=zone)  # fold=0: the earlier offset
+    return wall.astimezone(dt.UTC)
+
+
+def nightly_runs_due(
+    sites: Iterable[Warehouse], after: dt.datetime, until: dt.datetime, start_hour: int
+) -> list[NightlyRun]:
+    """Every site's nightly runs whose local start hour falls in (after, until]: each builds the
+    business date that ended at the site's midnight before it. Sites in America/Chicago and
+    Europe/Berlin run seven hours apart (six or eight in the weeks their DST changes differ)."""
+    due = []
+    for site in sites:
+        zone = zoneinfo.ZoneInfo(site.timezone)
+        first, last = after.astimezone(zone).date() - dt.timedelta(days=1), until.astimezone(zone).date() + dt.timedelta(days=1)
+        day = first
+        while day <= last:
+            starts = local_start(day, start_hour, site.timezone)
+            if after < starts <= until:
+                due.append(NightlyRun(warehouse_id=site.warehouse_id, business_date=day - dt.timedelta(days=1), starts_at=starts))
+            day += dt.timedelta(days=1)
+    return sorted(due, key=lambda run: (run.starts_at, run.warehouse_id))

@@ -120,10 +120,12 @@ def test_a_version_1_store_is_upgraded_in_place_and_keeps_its_rows(store_url):
 
     store = OperationalStore(store_url, migrate=False)
     assert store.schema_version() == 1
-    assert store.migrate() == [2, 3]
+    assert store.migrate() == [2, 3, 4]
     assert store.migrate() == []
-    [row] = store.claim_pending(DAY, claimer="after-upgrade")
-    assert (row.directive_id, row.attempts, row.claimed_by) == ("old-1", 2, "after-upgrade")
+    # A release-1 directive was the one warehouse's: its site's view claims it, another's does not.
+    assert store.for_site("WH-02").claim_pending(DAY, claimer="another-site") == []
+    [row] = store.for_site("WH-01").claim_pending(DAY, claimer="after-upgrade")
+    assert (row.directive_id, row.attempts, row.claimed_by, row.warehouse_id) == ("old-1", 2, "after-upgrade", "WH-01")
     assert row.origin is None  # a release-1 directive was the nightly run's
     store.record_outcome("old-1", ACKED, 201, "ACK-1", "applied", pusher="after-upgrade")
     assert [e.pusher for e in store.push_log_entries()] == ["after-upgrade"]

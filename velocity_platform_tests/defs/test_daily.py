@@ -6,9 +6,9 @@ import datetime as dt
 import dagster as dg
 
 from velocity_platform.defs.daily import COUNTS, MAX, SUM, merge_figures, range_result
-from velocity_platform.defs.partitions import DateVerdict
+from velocity_platform.defs.partitions import DateVerdict, SiteDay
 
-D1, D2, D3 = dt.date(2026, 3, 1), dt.date(2026, 3, 2), dt.date(2026, 3, 3)
+D1, D2, D3 = (SiteDay("WH-01", dt.date(2026, 3, d)) for d in (1, 2, 3))
 
 
 def test_each_figure_merges_by_its_declared_rule_and_the_rest_are_the_latest_dates():
@@ -34,7 +34,19 @@ def test_a_range_fails_when_one_date_fails_however_good_the_others():
     assert result.severity == dg.AssetCheckSeverity.ERROR
     assert result.metadata["difference"].value == -4
     assert result.metadata["dates_failing"].value == 1
-    assert "1 of 3 dates fail" in result.description and "ERP holds 100" in result.description
+    assert "1 of 3 site-days fail" in result.description and "WH-01: received 96 lines" in result.description
+
+
+def test_a_network_fails_when_one_site_fails_and_the_alert_names_that_site():
+    verdicts = {
+        SiteDay("CHI", D1.business_date): DateVerdict(True, {"dlq_rate": 0.0001}),
+        SiteDay("BER", D1.business_date): DateVerdict(False, {"dlq_rate": 0.02}, "dead letters over the limit"),
+    }
+    result = range_result("dlq_rate_within_limit", verdicts, {"dlq_rate": MAX})
+    assert not result.passed
+    assert result.metadata["warehouses_failing"].value == 1
+    assert result.metadata["shown_for"].value == "BER 2026-03-01"
+    assert "BER: dead letters over the limit" in result.description and "CHI" not in result.description
 
 
 def test_a_range_whose_failing_dates_are_warnings_is_a_warning():

@@ -108,7 +108,7 @@ def test_the_owner_of_the_tables_reads_dates_columns_and_matching_rows(tmp_path)
         )
         session.replace("raw_transactions", lines, None)
         # Replacing one date leaves the others alone.
-        session.replace("raw_transactions", lines.filter(pl.col("txn_id") == "T-2"), dt.date(2026, 3, 2))
+        session.replace("raw_transactions", lines.filter(pl.col("txn_id") == "T-2"), {None: [dt.date(2026, 3, 2)]})
         assert session.count("raw_transactions") == 3
         assert session.count("raw_transactions", dt.date(2026, 3, 2), dt.date(2026, 3, 3), equal={"status": "acked"}) == 2
         assert session.dates_held("raw_transactions", dt.date(2026, 2, 28), dt.date(2026, 3, 2)) == 2
@@ -124,3 +124,34 @@ def test_the_owner_of_the_tables_reads_dates_columns_and_matching_rows(tmp_path)
         assert "not a warehouse table name" in str(exc)
     else:
         raise AssertionError("a table name outside the warehouse's shape reached SQL")
+
+
+def test_a_site_day_is_replaced_and_read_without_touching_another_sites_rows(tmp_path):
+    from velocity_platform.defs.tables import WarehouseTables
+
+    path = str(tmp_path / "velocity.duckdb")
+    day, next_day = dt.date(2026, 3, 2), dt.date(2026, 3, 3)
+    with duckdb.connect(path) as con:  # written before sites existed: the one warehouse's rows
+        con.execute("CREATE SCHEMA warehouse")
+        con.execute("CREATE TABLE warehouse.daily_sku_demand (business_date DATE, sku_id VARCHAR, units DOUBLE)")
+        con.execute("INSERT INTO warehouse.daily_sku_demand VALUES ('2026-03-02', 'SKU-1', 4.0)")
+
+    def demand(site: str, units: float, when: dt.date = day) -> pl.DataFrame:
+        return pl.DataFrame({"business_date": [when], "sku_id": ["SKU-1"], "units": [units], "warehouse_id": [site]})
+
+    tables = WarehouseTables(database=path)
+    with tables.session() as session:
+        session.replace("daily_sku_demand", demand("BER", 9.0), {"BER": [day]})
+        session.replace("daily_sku_demand", demand("BER", 1.0, next_day), {"BER": [next_day]})
+        # BER's day again: its own row replaced, WH-01's (upgraded) and BER's other day untouched.
+        session.replace("daily_sku_demand", demand("BER", 7.0), {"BER": [day]})
+        rows = session.read_site_days("daily_sku_demand", {"WH-01": [day], "BER": [day, next_day]}).sort("warehouse_id", "business_date")
+    assert rows.select("warehouse_id", "units").rows() == [("BER", 7.0), ("BER", 1.0), ("WH-01", 4.0)]
+    with tables.for_site("BER").session() as ber:
+        assert ber.count("daily_sku_demand") == 2
+        # a site's session sees its rows only, without the site column, in reads and in SQL builders
+        assert "warehouse_id" not in ber.read("daily_sku_demand").columns
+        total = ber.query("daily_sku_demand", lambda name: f"SELECT sum(units) AS units FROM {name}")
+        assert total["units"].to_list() == [8.0]
+    with tables.session(warehouse_id="WH-01") as wh01:
+        assert wh01.read("daily_sku_demand")["units"].to_list() == [4.0]

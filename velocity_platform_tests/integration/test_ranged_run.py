@@ -6,6 +6,8 @@ import dagster as dg
 import pytest
 
 from velocity_platform.batch import business_dates, run_range, run_together
+from velocity_platform.defs.partitions import SiteDay
+from velocity_platform.domain.network import DEFAULT_WAREHOUSE_ID
 from velocity_platform.simulators.erp import ErpConfig
 from velocity_platform.simulators.wms import WmsConfig
 from velocity_platform_tests.conftest import ERP_TOKEN, WMS_TOKEN, WORLD, platform_environment
@@ -32,7 +34,7 @@ def build(root, together: bool):
             checks_by_date = evaluated_per_date()
             # Every check shows a verdict on every date of the range, not "skipped".
             assert checks_by_date and all(
-                statuses == {d.isoformat(): "SUCCEEDED" for d in DATES} for statuses in checks_by_date.values()
+                statuses == {str(SiteDay(DEFAULT_WAREHOUSE_ID, d).key): "SUCCEEDED" for d in DATES} for statuses in checks_by_date.values()
             ), checks_by_date
         sim = platform.wms_app.state.simulator
         return warehouse_tables(platform.settings.duckdb_path, WHEN), sim.loc_of_sku.tolist(), platform.wms_stats()["applied_per_key"]

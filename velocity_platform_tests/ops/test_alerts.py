@@ -26,6 +26,7 @@ from velocity_platform.simulators.erp import ErpConfig
 from velocity_platform.simulators.serve import BackgroundServer
 from velocity_platform.simulators.wms import WmsConfig
 from velocity_platform_tests.conftest import ERP_TOKEN, WMS_TOKEN, WORLD, platform_environment
+from velocity_platform_tests.warehouse import day_key, day_key_str
 
 pytestmark = pytest.mark.integration
 
@@ -80,7 +81,7 @@ def tick(instance: dg.DagsterInstance, cursor: str | None, receiver: Receiver) -
 
 
 def run_id_of(instance: dg.DagsterInstance, day: dt.date) -> str:
-    runs = dg.RunsFilter(job_name="nightly_slotting_batch", tags={"dagster/partition": day.isoformat()})
+    runs = dg.RunsFilter(job_name="nightly_slotting_batch", tags={"dagster/partition": day_key_str(day)})
     [record] = instance.get_run_records(runs, limit=1)
     return record.dagster_run.run_id
 
@@ -111,7 +112,7 @@ def first_round(world, receiver):
         .resolve_job_def("landing_check")
         .execute_in_process(
             instance=instance,
-            partition_key=NORMAL.isoformat(),
+            partition_key=day_key(NORMAL),
             tags={"dagster/schedule_name": "nightly_slotting_schedule"},
         )
     )
@@ -125,7 +126,8 @@ def test_each_failure_is_posted_once_with_its_figures_and_a_link_to_the_run(worl
     (normal, gated, broken), _, _, messages = first_round
     assert normal.success and "wms_directive_acks.every_directive_acknowledged" in normal.checks_failed
     assert not gated.success and not broken.success
-    by_day = {m["partition"]: m for m in messages}
+    by_day = {m["business_date"]: m for m in messages}
+    assert {m["warehouse"] for m in messages} == {"WH-01"}  # the alert names the site
     assert sorted(by_day) == [NORMAL.isoformat(), GATED.isoformat(), BROKEN.isoformat()]
     assert len(messages) == 3 and len({m["alert_id"] for m in messages}) == 3
 
@@ -178,6 +180,6 @@ def test_a_webhook_outage_delays_an_alert_and_never_duplicates_one(world, receiv
     receiver.status = 200
     after = tick(instance, during.cursor, receiver)
     new = receiver.messages[len(messages):]
-    assert [(m["partition"], m["check"]) for m in new] == [(LATER.isoformat(), "reconciles_with_erp")]
+    assert [(m["business_date"], m["check"]) for m in new] == [(LATER.isoformat(), "reconciles_with_erp")]
     tick(instance, after.cursor, receiver)
     assert len(receiver.messages) == len(messages) + 1

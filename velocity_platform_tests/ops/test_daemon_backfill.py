@@ -20,6 +20,7 @@ from velocity_platform.defs.ops.freshness import NIGHTLY_OUTPUTS
 from velocity_platform.simulators.erp import ErpConfig
 from velocity_platform.simulators.wms import WmsConfig
 from velocity_platform_tests.conftest import ERP_TOKEN, WMS_TOKEN, WORLD, platform_environment
+from velocity_platform_tests.warehouse import day_key_str
 
 pytestmark = pytest.mark.integration
 
@@ -29,11 +30,11 @@ RANGES = [(DATES[i], DATES[min(i + DAYS_PER_RUN, len(DATES)) - 1]) for i in rang
 
 
 def dates_of(run: dg.DagsterRun) -> tuple[str, str]:
-    """The first and last business date a run built (a range, or a single partition)."""
+    """The first and last business date a run built (a range, or a single partition), of WH-01."""
     tags = run.tags
-    if RANGE_START_TAG in tags:
-        return tags[RANGE_START_TAG], tags[RANGE_END_TAG]
-    return tags["dagster/partition"], tags["dagster/partition"]
+    first, last = (tags[RANGE_START_TAG], tags[RANGE_END_TAG]) if RANGE_START_TAG in tags else (tags["dagster/partition"],) * 2
+    assert first.endswith("|WH-01") and last.endswith("|WH-01"), (first, last)
+    return first.split("|")[0], last.split("|")[0]
 
 INSTIGATORS = """
 { repositoryOrError(repositorySelector: {repositoryName: "__repository__", repositoryLocationName: "velocity_platform"}) {
@@ -61,10 +62,13 @@ def backfilled(tmp_path_factory):
             with dg.DagsterInstance.get() as instance:
 
                 def finished_runs():
+                    # The SKU master once (unpartitioned reference data), then the ranges of site-days.
                     runs = instance.get_run_records(dg.RunsFilter(tags={"dagster/backfill": backfill_id}))
-                    return len(runs) == len(RANGES) and all(r.dagster_run.is_finished for r in runs) and runs
+                    return len(runs) == len(RANGES) + 1 and all(r.dagster_run.is_finished for r in runs) and runs
 
-                runs = wait_until("the 7-day backfill to finish", finished_runs, deadline_s=420, poll_s=2)
+                every_run = wait_until("the 7-day backfill to finish", finished_runs, deadline_s=420, poll_s=2)
+                runs = [r for r in every_run if RANGE_START_TAG in r.dagster_run.tags or "dagster/partition" in r.dagster_run.tags]
+                assert len(runs) == len(RANGES), [dict(r.dagster_run.tags) for r in every_run]
                 freshness = wait_until(
                     "freshness evaluated for the nightly outputs",
                     lambda: (records := instance.get_freshness_state_records([dg.AssetKey(k) for k in NIGHTLY_OUTPUTS]))
@@ -82,13 +86,14 @@ def test_the_backfill_materializes_every_partition_of_every_asset(backfilled):
     # The backfill's own status is settled by the daemon's next 30-second pass; its runs are what count.
     assert status in {"REQUESTED", "COMPLETED_SUCCESS"}
     assert [r.dagster_run.status for r in runs] == [dg.DagsterRunStatus.SUCCESS] * len(RANGES)
-    graph = defs().resolve_asset_graph()
-    for key in graph.materializable_asset_keys:  # not exception_deltas: the exception service reports it
+    graph = defs().resolve_job_def("nightly_slotting_batch").asset_layer.asset_graph
+    # not exception_deltas (the exception service reports it), nor the network roll-up (automation)
+    for key in graph.executable_asset_keys:
         node = graph.get(key)
         if node.partitions_def is None:
             assert instance.get_latest_materialization_event(key) is not None, key
         else:
-            assert {d.isoformat() for d in DATES} <= set(instance.get_materialized_partitions(key)), key
+            assert {day_key_str(d) for d in DATES} <= set(instance.get_materialized_partitions(key)), key
 
 
 def test_every_check_is_evaluated_in_every_run(backfilled):
@@ -120,5 +125,7 @@ def test_the_schedule_and_sensors_run_by_default_and_freshness_is_live(backfille
     assert {s["name"]: s["sensorState"]["status"] for s in instigators["sensors"]} == {
         "erp_delta_sensor": "RUNNING",
         "failure_alert_sensor": "RUNNING",
+        "warehouse_registry_sensor": "RUNNING",
+        "network_rollup_automation": "RUNNING",
     }
     assert {k.to_user_string() for k in freshness} == set(NIGHTLY_OUTPUTS)

@@ -25,6 +25,8 @@ from velocity_platform.simulators.wms import WmsConfig
 from velocity_platform_tests.conftest import ERP_TOKEN, WMS_TOKEN, WORLD, platform_environment
 from velocity_platform_tests.deltas.helpers import Upstreams, catch_up, follower
 from velocity_platform_tests.ops.helpers import erp_lines, raw_lines, set_erp_clock
+from velocity_platform.defs.partitions import site_day_of
+from velocity_platform_tests.warehouse import day_key
 
 pytestmark = pytest.mark.integration
 
@@ -45,7 +47,12 @@ def tick(instance: dg.DagsterInstance, cursor: str | None, **operations) -> dg.S
 
 
 def late_requests(result: dg.SensorResult) -> dict[str, str]:
-    return {r.partition_key: r.run_key for r in result.run_requests or [] if r.job_name == "late_arrival_refresh"}
+    """{business date: run key} of the late-arrival refreshes asked for (of the default site)."""
+    return {
+        site_day_of(r.partition_key).business_date.isoformat(): r.run_key
+        for r in result.run_requests or []
+        if r.job_name == "late_arrival_refresh"
+    }
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +63,7 @@ def world(tmp_path_factory):
         refresh = defs().resolve_job_def("late_arrival_refresh")
         with dg.DagsterInstance.get() as instance:
             for day in BUILT:
-                assert refresh.execute_in_process(instance=instance, partition_key=day.isoformat()).success
+                assert refresh.execute_in_process(instance=instance, partition_key=day_key(day)).success
             # The service started where a new sensor starts: midnight after the newest built day.
             FOLLOWER["service"] = follower(first_watermark(BUILT, "Europe/London"))
             yield platform, instance
@@ -91,7 +98,7 @@ def test_late_arrivals_request_exactly_the_built_days_whose_erp_count_grew(secon
     assert grown, "the world should commit late documents for the built days within 33 hours"
     requests = late_requests(result)
     assert set(requests) == grown
-    assert all(key.startswith(f"late-arrivals:{day}:") for day, key in requests.items())
+    assert all(key.startswith(f"late-arrivals:WH-01:{day}:") for day, key in requests.items())
     # One run per partition, and nothing asked for a day that is not built (2026-02-08 has data).
     assert len(requests) == len([r for r in result.run_requests if r.job_name == "late_arrival_refresh"])
 
@@ -112,7 +119,7 @@ def test_a_requested_run_brings_its_day_back_in_line_with_the_erp(world, second_
     assert job.execute_in_process(instance=instance, partition_key=request.partition_key, tags=request.tags).success
     for day in map(dt.date.fromisoformat, grown):
         in_line = raw_lines(platform, day) == erp_lines(platform, day)
-        assert in_line == (day.isoformat() == request.partition_key)  # the others wait for their own runs
+        assert in_line == (day_key(day) == request.partition_key)  # the others wait for their own runs
 
 
 def test_the_next_tick_from_the_advanced_cursor_asks_for_nothing(world, second_tick):

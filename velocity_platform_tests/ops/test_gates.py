@@ -17,6 +17,7 @@ from velocity_platform.defs.feeds.checks import ingestion_success_rate_check
 from velocity_platform.simulators.erp import ErpConfig
 from velocity_platform.simulators.wms import WmsConfig
 from velocity_platform_tests.conftest import ERP_TOKEN, WMS_TOKEN, WORLD, platform_environment
+from velocity_platform_tests.warehouse import day_key, day_key_str
 from velocity_platform_tests.ops.helpers import (
     DOWNSTREAM_OF_THE_GATES,
     check_evaluations,
@@ -62,14 +63,14 @@ def run_one_day(tmp_path_factory, name: str, env: dict[str, str] | None = None, 
         os.environ.update(env or {})
         [outcome] = run_range([DAY])
         with dg.DagsterInstance.get() as instance:
-            [record] = instance.get_run_records(dg.RunsFilter(tags={"dagster/partition": DAY.isoformat()}), limit=1)
+            [record] = instance.get_run_records(dg.RunsFilter(tags={"dagster/partition": day_key_str(DAY)}), limit=1)
             yield platform, instance, record.dagster_run.run_id, outcome
 
 
 def assert_stopped_before_the_moves(instance: dg.DagsterInstance, run_id: str) -> None:
     assert not set(DOWNSTREAM_OF_THE_GATES) & materialized_in_run(instance, run_id)
-    assert DAY.isoformat() not in materialized(instance, "slotting_directives")
-    assert DAY.isoformat() not in materialized(instance, "wms_directive_acks")
+    assert day_key_str(DAY) not in materialized(instance, "slotting_directives")
+    assert day_key_str(DAY) not in materialized(instance, "wms_directive_acks")
     run = instance.get_run_by_id(run_id)
     assert run.status == dg.DagsterRunStatus.FAILURE
 
@@ -125,7 +126,7 @@ def test_a_day_missing_whole_pages_fails_the_ingestion_gate_even_when_only_its_d
         selection=dg.AssetSelection.checks(ingestion_success_rate_check) | dg.AssetSelection.assets(*DOWNSTREAM_OF_THE_GATES),
     )
     job = dg.Definitions.merge(defs(), dg.Definitions(jobs=[downstream])).resolve_job_def("downstream_of_the_feed")
-    rerun = job.execute_in_process(instance=instance, partition_key=DAY.isoformat(), raise_on_error=False)
+    rerun = job.execute_in_process(instance=instance, partition_key=day_key(DAY), raise_on_error=False)
     assert not rerun.success
     assert_stopped_before_the_moves(instance, rerun.run_id)
     gate = check_evaluations(instance, rerun.run_id)["validated_transactions.ingestion_success_rate"]

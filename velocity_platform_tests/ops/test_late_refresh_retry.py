@@ -24,6 +24,8 @@ from velocity_platform.simulators.wms import WmsConfig
 from velocity_platform_tests.conftest import ERP_TOKEN, WMS_TOKEN, WORLD, platform_environment
 from velocity_platform_tests.deltas.helpers import catch_up, follower
 from velocity_platform_tests.ops.helpers import erp_lines, raw_lines, set_erp_clock
+from velocity_platform.defs.partitions import site_day_of
+from velocity_platform_tests.warehouse import day_key
 
 pytestmark = pytest.mark.integration
 
@@ -66,14 +68,14 @@ def rounds(tmp_path_factory):
         with dg.DagsterInstance.get() as instance:
             refresh = defs().resolve_job_def("late_arrival_refresh")
             for day in BUILT:
-                assert refresh.execute_in_process(instance=instance, partition_key=day.isoformat()).success
+                assert refresh.execute_in_process(instance=instance, partition_key=day_key(day)).success
             FOLLOWER["service"] = follower(first_watermark(BUILT, "Europe/London"))
             start = tick(instance, None)
             set_erp_clock(platform, LATER)
 
             asked = tick(instance, start.cursor)
             first, *others = refreshes(asked)
-            failed_day = dt.date.fromisoformat(first.partition_key)
+            failed_day = site_day_of(first.partition_key).business_date
             outcomes = {first.partition_key: launch(instance, first, erp_token="revoked-erp-token")}
             outcomes.update({r.partition_key: launch(instance, r) for r in others})
 
@@ -114,7 +116,7 @@ def test_the_watermark_stays_before_the_lines_whose_rebuild_failed(rounds):
     asked = DeltaCursor.parse(rounds["asked"].cursor)
     failed = DeltaCursor.parse(rounds["after_failure"].cursor)
     [pending] = failed.pending
-    assert pending.business_date == rounds["first"].partition_key
+    assert (pending.warehouse_id, pending.business_date) == ("WH-01", rounds["failed_day"].isoformat())
     raw, erp = rounds["lines_while_failed"]
     assert raw < erp  # the late lines are not in the warehouse yet...
     assert failed.rebuilt_through < pending.first_committed  # ...and the watermark has not passed them

@@ -28,6 +28,7 @@ import pytest
 from velocity_platform.definitions import defs
 from velocity_platform.defs.ops.retries import SCHEDULED_AT_TAG, WINDOW_MISSED
 from velocity_platform.simulators.erp import ErpConfig
+from velocity_platform_tests.warehouse import day_key, day_key_str
 from velocity_platform.simulators.serve import BackgroundServer
 from velocity_platform.simulators.wms import WmsConfig
 from velocity_platform_tests.conftest import ERP_TOKEN, WMS_TOKEN, WORLD, Platform, platform_environment
@@ -68,13 +69,25 @@ class Erp:
 
 def launch_night(deployment: LocalDeployment, day: dt.date, scheduled_at: dt.datetime) -> str:
     """The run the 02:00 schedule asks for on the morning after `day`, as the schedule daemon launches it."""
-    schedule = defs().resolve_schedule_def("nightly_slotting_schedule")
+    definitions = defs()
+    schedule = definitions.resolve_schedule_def("nightly_slotting_schedule")
     tick = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(2), tzinfo=LONDON)
-    [request] = schedule.evaluate_tick(dg.build_schedule_context(scheduled_execution_time=tick)).run_requests
-    assert request.partition_key == day.isoformat()
+    # The schedule reads only the sites it may ask for from the instance: an ephemeral one that holds them.
+    sites = dg.DagsterInstance.ephemeral()
+    sites.add_dynamic_partitions("warehouses", ["WH-01"])
+    context = dg.build_schedule_context(
+        instance=sites,
+        scheduled_execution_time=tick,
+        resources={"warehouse": definitions.resources["warehouse"]},
+        repository_def=definitions.get_repository_def(),
+    )
+    [request] = schedule.evaluate_tick(context).run_requests
+    assert request.partition_key == day_key(day)
     tags = {
         **request.tags,
-        "dagster/partition": request.partition_key,
+        "dagster/partition": str(request.partition_key),
+        "dagster/partition/date": day.isoformat(),
+        "dagster/partition/warehouse": "WH-01",
         "dagster/schedule_name": schedule.name,
         SCHEDULED_AT_TAG: scheduled_at.astimezone(dt.UTC).isoformat(),
     }
@@ -227,7 +240,7 @@ def test_the_night_completes_after_the_erp_comes_back_with_no_one_touching_it(ni
     # One run: the pull waited the outage out inside the run, it was not relaunched.
     assert len(instance.get_run_group(run.run_id)[1]) == 1
     for asset in ("raw_transactions", "sku_velocity", "slotting_directives", "wms_directive_acks"):
-        assert HEALED.isoformat() in instance.get_materialized_partitions(dg.AssetKey(asset)), asset
+        assert day_key_str(HEALED) in instance.get_materialized_partitions(dg.AssetKey(asset)), asset
     print(f"\nERP down {nights['outage_s']:.1f} s; the night succeeded {nights['healed_after_s']:.1f} s after the ERP went down")
 
 
@@ -294,6 +307,6 @@ def test_the_missed_window_is_paged_once_and_the_outage_not_per_attempt(nights):
     messages = nights["messages"]
     assert len(messages) == 1
     [message] = messages
-    assert message["kind"] == "batch_window_missed" and message["partition"] == MISSED.isoformat()
+    assert message["kind"] == "batch_window_missed" and message["business_date"] == MISSED.isoformat() and message["warehouse"] == "WH-01"
     assert message["run_id"] == nights["missed"].run_id
     assert f"missed its {WINDOW_HOURS:g}-hour batch window" in message["description"]

@@ -214,11 +214,14 @@ def wait_for_runs(stack: Stack, run_ids: list[str], deadline: float) -> dict[str
 
 def dates_of(tags: dict[str, str]) -> list[dt.date]:
     """The business dates a run built: its partition, or every date of its range (a backfill run)."""
+    def date(key: str) -> dt.date:  # "2026-02-05|WH-01"
+        return dt.date.fromisoformat(key.split("|")[0])
+
     if "dagster/asset_partition_range_start" in tags:
-        first = dt.date.fromisoformat(tags["dagster/asset_partition_range_start"])
-        last = dt.date.fromisoformat(tags["dagster/asset_partition_range_end"])
+        first = date(tags["dagster/asset_partition_range_start"])
+        last = date(tags["dagster/asset_partition_range_end"])
         return [first + dt.timedelta(days=n) for n in range((last - first).days + 1)]
-    return [dt.date.fromisoformat(tags["dagster/partition"])]
+    return [date(tags["dagster/partition"])]
 
 
 def wait_for_backfill(stack: Stack, backfill_id: str, partitions: int, deadline: float) -> dict:

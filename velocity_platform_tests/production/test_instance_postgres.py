@@ -49,10 +49,10 @@ def test_a_partition_materialized_on_postgres_is_seen_by_a_second_instance(tmp_p
                 [record] = second.get_run_records()
                 run = record.dagster_run
                 assert run.status == DagsterRunStatus.SUCCESS
-                assert run.tags["dagster/partition"] == DAY.isoformat()
+                assert run.tags["dagster/partition"] == f"{DAY.isoformat()}|WH-01"
                 velocity = second.get_latest_materialization_event(AssetKey("sku_velocity"))
                 assert velocity.run_id == run.run_id
-                assert velocity.dagster_event.partition == DAY.isoformat()
+                assert velocity.dagster_event.partition == f"{DAY.isoformat()}|WH-01"
 
                 check_runs = {}
                 for check in ("reconciles_with_erp", "dlq_rate_within_limit", "txn_line_key_unique"):

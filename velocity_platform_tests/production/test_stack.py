@@ -57,7 +57,7 @@ def test_the_tick_and_the_backfill_each_built_their_business_dates_in_order(prod
     good_runs = [history.runs[history.run_of_date[d]] for d in GOOD_DATES]
     assert [r["status"] for r in good_runs] == ["SUCCESS"] * len(GOOD_DATES)
     tick = tags_of(history.runs[history.tick_run_id])
-    assert tick["dagster/partition"] == TICK_DATE.isoformat()
+    assert tick["dagster/partition"] == f"{TICK_DATE.isoformat()}|WH-01"
     assert tick["velocity/schedule_tick"].startswith("nightly_slotting_schedule@")
     assert {tags_of(history.runs[history.run_of_date[d]]).get("dagster/backfill") for d in BACKFILL_DATES} == {history.backfill_id}
     # One run at a time (the duckdb pool at run granularity), in business-date order.
@@ -77,7 +77,7 @@ def test_every_asset_is_materialized_for_every_date_by_that_dates_run(production
             continue
         by_partition = {m["partition"]: m["runId"] for m in materializations}
         for day in GOOD_DATES:
-            assert by_partition.get(day.isoformat()) == nightly_history.run_of_date[day], (key["path"], day)
+            assert by_partition.get(f"{day.isoformat()}|WH-01") == nightly_history.run_of_date[day], (key["path"], day)
 
 
 def test_every_check_passed_on_every_date(production_stack, nightly_history, asset_nodes):
@@ -135,7 +135,7 @@ def test_a_night_that_fails_its_dead_letter_gate_stops_before_the_wms(production
     for downstream in ("sku_velocity", "slotting_directives", "wms_directive_acks"):
         materializations = production_stack.graphql(MATERIALIZATIONS, {"key": {"path": [downstream]}})
         partitions = {m["partition"] for m in materializations["assetOrError"]["assetMaterializations"]}
-        assert FAILING_DATE.isoformat() not in partitions, downstream
+        assert f"{FAILING_DATE.isoformat()}|WH-01" not in partitions, downstream
     assert FAILING_DATE.isoformat() not in production_stack.wms_stats()["by_business_date"]
     with duckdb.connect(str(production_stack.duckdb_path), read_only=True) as con:
         dead = con.execute(

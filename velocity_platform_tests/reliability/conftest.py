@@ -31,6 +31,7 @@ from velocity_platform_tests.conftest import (
     Platform,
     platform_environment,
 )
+from velocity_platform_tests.warehouse import day_key
 
 WORLD = {"seed": 5, "skus": 300, "start": dt.date(2026, 1, 1), "days": 40}
 # 2,000 lines a day: the default 0.05% malformed lines give about one dead letter a day (the DLQ
@@ -101,7 +102,7 @@ def rebuild(dates: list[dt.date], assets: list[str]) -> list[bool]:
         return [
             job.execute_in_process(
                 instance=instance,
-                partition_key=day.isoformat(),
+                partition_key=day_key(day),
                 asset_selection=[dg.AssetKey(a) for a in assets],
                 raise_on_error=False,
                 run_config={**QUIET_CONSOLE, "resources": {k: {"config": v} for k, v in config.items()}},

@@ -5,51 +5,50 @@ import datetime as dt
 
 import dagster as dg
 
-from velocity_platform.defs.daily import MIN, SUM, judge_dates
-from velocity_platform.defs.partitions import DateVerdict, business_days, partition_dates
+from velocity_platform.defs.daily import MIN, SUM, daily_check
+from velocity_platform.defs.ingest.assets import pull_key
+from velocity_platform.defs.partitions import DateVerdict, SiteDay
 from velocity_platform.defs.resources import OperationsResource
 from velocity_platform.domain.signals import ingestion_success_rate
 
 INGESTION_SUCCESS_CHECK = "ingestion_success_rate"
 
 
-def latest_metadata(context: dg.AssetCheckExecutionContext, asset: str) -> dict[str, object] | None:
-    """Plain values of the partition's latest materialization metadata of `asset` (None if never built).
+def latest_metadata(context: dg.AssetCheckExecutionContext, asset: str, site_day: SiteDay) -> dict[str, object] | None:
+    """Plain values of the site-day's latest materialization metadata of `asset` (None if never built).
 
-    For a backfill's range, the last date's: a ranged run records the range's figures on each date
-    (figures that must stay per date are keyed by date, like raw_transactions' `pull_by_date`).
+    A ranged run records the range's figures on each site-day (figures that must stay per
+    site-day are keyed by it, like raw_transactions' `pull_by_date`).
     """
     records = context.instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[context.partition_keys[-1]]), limit=1
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[site_day.key]), limit=1
     ).records
     if not records or records[0].asset_materialization is None:
         return None
     return {key: value.value for key, value in records[0].asset_materialization.metadata.items()}
 
 
-@dg.asset_check(
+# A range's result: the worst date's rate, the lines added up.
+INGESTION_MERGE = {"success_rate": MIN, "erp_lines": SUM, "lines_received": SUM, "lines_missing": SUM, "pages_dead_lettered": SUM}
+
+
+@daily_check(
     asset="validated_transactions",
     name=INGESTION_SUCCESS_CHECK,
     blocking=True,
-    partitions_def=business_days,
+    merge=INGESTION_MERGE,
     description="At least 99.95% of the lines the ERP holds for the date arrived as readable lines "
     "(lines in pages dead-lettered whole did not).",
 )
 def ingestion_success_rate_check(
-    context: dg.AssetCheckExecutionContext, operations: OperationsResource
-) -> dg.AssetCheckResult:
-    dates = partition_dates(context)
+    context: dg.AssetCheckExecutionContext, days: list[dt.date], warehouse_id: str, operations: OperationsResource
+) -> dict[dt.date, DateVerdict]:
     # The pull's own figures, from raw_transactions' materialization: no table is read again.
-    pull = latest_metadata(context, "raw_transactions") or {}
+    pull = latest_metadata(context, "raw_transactions", SiteDay(warehouse_id, days[-1])) or {}
     by_date = pull.get("pull_by_date") or {}
-    verdicts = {day: _ingestion_verdict(day, by_date.get(day.isoformat()), operations.ingestion_success_min) for day in dates}
-    return judge_dates(
-        context, "validated_transactions", INGESTION_SUCCESS_CHECK, verdicts, INGESTION_MERGE, blocking=True
-    )
-
-
-# A range's result: the worst date's rate, the lines added up.
-INGESTION_MERGE = {"success_rate": MIN, "erp_lines": SUM, "lines_received": SUM, "lines_missing": SUM, "pages_dead_lettered": SUM}
+    return {
+        day: _ingestion_verdict(day, by_date.get(pull_key(warehouse_id, day)), operations.ingestion_success_min) for day in days
+    }
 
 
 def _ingestion_verdict(day: dt.date, figures: dict | None, minimum: float) -> DateVerdict:

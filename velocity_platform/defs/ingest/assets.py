@@ -17,7 +17,7 @@ from velocity_platform.connectors.erp_pages import (
 from velocity_platform.connectors.http import UpstreamError
 from velocity_platform.defs.ops.retries import retry_or_fail
 from velocity_platform.defs.daily import BY_DATE, COUNTS, SUM, Day, daily_asset
-from velocity_platform.defs.partitions import DUCKDB_POOL, DateVerdict
+from velocity_platform.defs.partitions import DUCKDB_POOL, DateVerdict, SiteDay
 from velocity_platform.defs.resources import (
     ErpResource,
     OperationsResource,
@@ -167,10 +167,10 @@ def raw_transactions(
         "documents_not_fitting_contract": ingested.misfit_documents,
         "unexpected_fields": ingested.unexpected_fields,
         **pull.metadata,
-        # Each date's own counts, kept apart in a range's metadata: the ingestion gate judges each date.
+        # Each site-day's own counts, kept apart in a range's metadata: the ingestion gate judges each.
         "pull_by_date": dg.MetadataValue.json(
             {
-                day.isoformat(): {
+                pull_key(warehouse.warehouse_id, day): {
                     "erp_lines": pull.source_lines,
                     "lines_received": ingested.lines_received,
                     "pages_dead_lettered": len(ingested.dead_lettered_pages),
@@ -179,6 +179,11 @@ def raw_transactions(
         ),
     }
     return Day(with_provenance(ingested.lines), figures, {RECONCILIATION_CHECK: reconciles(day, pull)})
+
+
+def pull_key(warehouse_id: str, day: dt.date) -> str:
+    """The key of a site-day's own figures in `pull_by_date` ("WH-01 2026-01-05")."""
+    return str(SiteDay(warehouse_id, day))
 
 
 def reconciles(day: dt.date, pull: SourcePull) -> DateVerdict:

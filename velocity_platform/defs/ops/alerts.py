@@ -25,6 +25,7 @@ import dagster as dg
 
 from velocity_platform.connectors.webhook import WebhookError
 from velocity_platform.defs.ops.retries import window_deadline
+from velocity_platform.defs.partitions import site_day_of
 from velocity_platform.defs.resources import ALERT_WEBHOOK_ENV, AlertWebhookResource, OperationsResource
 
 FINISHED = (dg.DagsterEventType.RUN_SUCCESS, dg.DagsterEventType.RUN_FAILURE)
@@ -65,6 +66,15 @@ def plain(value: object) -> object:
     if isinstance(raw, dict):
         return {str(k): plain(v) for k, v in raw.items()}
     return str(raw)
+
+
+def _site_day(partition: str | None) -> dict:
+    """The partition an alert is about, and which warehouse and business date that is: a
+    network's on-call reads the site first."""
+    if not partition or "|" not in str(partition):
+        return {"partition": partition, "warehouse": None, "business_date": partition}
+    site_day = site_day_of(str(partition))
+    return {"partition": str(partition), "warehouse": site_day.warehouse_id, "business_date": site_day.business_date.isoformat()}
 
 
 def _base_message(run: dg.DagsterRun, ui_base_url: str, at: float) -> dict:
@@ -117,7 +127,7 @@ def alerts_for_run(
                 "alert_id": f"{run_id}:{asset}.{evaluation.check_name}:{partition or '-'}",
                 "kind": "check_failed",
                 "asset": asset,
-                "partition": partition,
+                **_site_day(partition),
                 "check": evaluation.check_name,
                 "blocking": bool(evaluation.blocking),
                 "description": evaluation.description,
@@ -142,7 +152,7 @@ def alerts_for_run(
             "alert_id": f"{run_id}:run_failed",
             "kind": "run_failed",
             "asset": steps[0] if steps else None,
-            "partition": run.tags.get(PARTITION_TAG),
+            **_site_day(run.tags.get(PARTITION_TAG)),
             "check": None,
             "blocking": None,
             "description": cause,
@@ -153,7 +163,7 @@ def alerts_for_run(
             message.update(
                 alert_id=f"{run.tags.get(ROOT_RUN_TAG, run_id)}:batch_window_missed",
                 kind="batch_window_missed",
-                description=f"the nightly run for {message['partition']} missed its {window_hours:g}-hour batch "
+                description=f"the nightly run of {message['warehouse'] or 'the warehouse'} for {message['business_date']} missed its {window_hours:g}-hour batch "
                 f"window, which ended at {deadline.isoformat(timespec='seconds')}; it kept retrying until then. "
                 f"Last failure: {cause}",
                 figures={**message["figures"], "window_ended_at": deadline.isoformat(timespec="seconds")},

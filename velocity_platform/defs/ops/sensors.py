@@ -28,6 +28,7 @@ oldest pending refresh: it never passes a line whose rebuild failed, while readi
 `committed_through`, so one day that keeps failing does not hold up the others.
 """
 
+import dataclasses
 import datetime as dt
 import json
 import time
@@ -40,6 +41,7 @@ import polars as pl
 from velocity_platform.connectors import delta_store
 from velocity_platform.connectors.state import OperationalStore
 from velocity_platform.defs.ops.jobs import late_arrival_refresh, sku_master_refresh
+from velocity_platform.defs.partitions import SiteDay, site_day_of
 from velocity_platform.defs.resources import OperationalStoreResource, OperationsResource, WarehouseResource
 from velocity_platform.defs.tables import WarehouseTables
 from velocity_platform.domain.deltas import (
@@ -49,6 +51,7 @@ from velocity_platform.domain.deltas import (
     late_arrivals,
     unknown_skus,
 )
+from velocity_platform.domain.network import DEFAULT_WAREHOUSE_ID
 
 ONE_MICROSECOND = dt.timedelta(microseconds=1)
 SENSOR_NAME = "erp_delta_sensor"
@@ -65,6 +68,12 @@ class PendingRefresh:
     documents: int
     first_committed: dt.datetime  # the earliest late line it rebuilds
     attempt: int = 0  # 0 for the first request, then one more per failed run
+    warehouse_id: str = DEFAULT_WAREHOUSE_ID  # the site whose day it rebuilds
+
+    @property
+    def partition(self) -> str:
+        """The day as one key ("WH-01 2026-01-05"): what one refresh run stands for."""
+        return str(SiteDay(self.warehouse_id, dt.date.fromisoformat(self.business_date)))
 
     def as_json(self) -> dict:
         return {**self.__dict__, "first_committed": self.first_committed.isoformat()}
@@ -76,10 +85,11 @@ class PendingRefresh:
     def run_request(self) -> dg.RunRequest:
         return dg.RunRequest(
             job_name=late_arrival_refresh.name,
-            partition_key=self.business_date,
+            partition_key=SiteDay(self.warehouse_id, dt.date.fromisoformat(self.business_date)).key,
             run_key=self.run_key,
             tags={
                 "velocity/trigger": "late_arrivals",
+                "velocity/warehouse": self.warehouse_id,
                 "velocity/late_documents": str(self.documents),
                 "velocity/attempt": str(self.attempt + 1),
             },
@@ -88,8 +98,10 @@ class PendingRefresh:
     def again(self) -> "PendingRefresh":
         """The same refresh asked for once more, under a run key the daemon has not seen."""
         attempt = self.attempt + 1
-        key = f"late-arrivals:{self.business_date}:{self.fingerprint}:retry-{attempt}"
-        return PendingRefresh(self.business_date, key, self.fingerprint, self.documents, self.first_committed, attempt)
+        key = f"{self.run_key.split(':retry-')[0]}:retry-{attempt}"
+        return PendingRefresh(
+            self.business_date, key, self.fingerprint, self.documents, self.first_committed, attempt, self.warehouse_id
+        )
 
 
 @dataclass(frozen=True)
@@ -149,7 +161,7 @@ def follow_up(
     refresh in this tick drops its older one: the new run re-pulls the whole day."""
     still, again = [], []
     for refresh in pending:
-        if refresh.business_date in superseded:
+        if refresh.partition in superseded:
             continue
         outcome = refresh_outcome(instance, refresh)
         if outcome == "succeeded":
@@ -167,8 +179,17 @@ class RecordedLines:
     committed_through: dt.datetime | None  # the new watermark; None when nothing new was recorded
 
 
+def built_site_days(instance: dg.DagsterInstance) -> dict[str, list[dt.date]]:
+    """Each site's built business dates (raw_transactions materialized), oldest first."""
+    sites: dict[str, list[dt.date]] = {}
+    for site_day in sorted(site_day_of(k) for k in instance.get_materialized_partitions(dg.AssetKey("raw_transactions"))):
+        sites.setdefault(site_day.warehouse_id, []).append(site_day.business_date)
+    return sites
+
+
 def built_dates(instance: dg.DagsterInstance) -> list[dt.date]:
-    return sorted(dt.date.fromisoformat(k) for k in instance.get_materialized_partitions(dg.AssetKey("raw_transactions")))
+    """The business dates built for any site, oldest first."""
+    return sorted({day for days in built_site_days(instance).values() for day in days})
 
 
 def first_watermark(built: list[dt.date], timezone: str) -> dt.datetime:
@@ -201,11 +222,11 @@ def read_recorded(store: OperationalStore, since: dt.datetime, max_records: int)
     return RecordedLines(lines, through)
 
 
-def read_tables(warehouse_tables: WarehouseTables, candidates: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """(txn_ids the built partitions hold among the candidates, the warehouse's SKU master)."""
+def read_tables(warehouse_tables: WarehouseTables, candidates: pl.DataFrame, warehouse_id: str) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(txn_ids the site's built partitions hold among the candidates, the SKU master)."""
     held = pl.DataFrame(schema={"business_date": pl.Date, "txn_id": pl.String})
     master = pl.DataFrame(schema={"sku_id": pl.String, "case_qty": pl.Int32, "pallet_qty": pl.Int32})
-    with warehouse_tables.session() as tables:
+    with warehouse_tables.session(warehouse_id=warehouse_id) as tables:
         if candidates.height and tables.exists("raw_transactions"):
             first, last = candidates["business_date"].min(), candidates["business_date"].max()
             held = tables.read(
@@ -232,7 +253,8 @@ def erp_delta_sensor(
     operations: OperationsResource,
 ) -> dg.SensorResult:
     started = time.perf_counter()
-    built = built_dates(context.instance)
+    built_by_site = built_site_days(context.instance)
+    built = sorted({day for days in built_by_site.values() for day in days})
     cursor = DeltaCursor.parse(context.cursor) if context.cursor else DeltaCursor(first_watermark(built, warehouse.timezone))
     store = state_store.store()
     recorded = read_recorded(store, cursor.committed_through, operations.delta_max_records)
@@ -242,7 +264,7 @@ def erp_delta_sensor(
         pending, again = follow_up(context.instance, cursor.pending, superseded=set())
         after = DeltaCursor(cursor.committed_through, tuple(pending), observed_through)
         if again:
-            context.log.warning(f"late_arrival_refresh failed for {[p.business_date for p in again]}: asked for again")
+            context.log.warning(f"late_arrival_refresh failed for {[p.partition for p in again]}: asked for again")
             return dg.SensorResult(run_requests=[p.run_request() for p in again], cursor=after.serialize())
         return dg.SensorResult(
             skip_reason=dg.SkipReason(
@@ -254,21 +276,28 @@ def erp_delta_sensor(
 
     lines = recorded.lines
     committed_through = recorded.committed_through or cursor.committed_through
-    held, master = read_tables(warehouse_tables, candidate_keys(lines, built))
-    late = late_arrivals(lines, built, held)
+    earlier = {p.partition: p for p in cursor.pending}
+    requested, late_days, master = [], [], None
+    # Each site's late lines against that site's built days (a line without a site is the default one's).
+    site_of_line = pl.col("warehouse_id").fill_null(DEFAULT_WAREHOUSE_ID) if "warehouse_id" in lines.columns else pl.lit(DEFAULT_WAREHOUSE_ID)
+    for (site,), site_lines in lines.with_columns(site_of_line.alias("warehouse_id")).group_by("warehouse_id"):
+        site_built = built_by_site.get(site, [])
+        held, master = read_tables(warehouse_tables, candidate_keys(site_lines, site_built), site)
+        late = late_arrivals(site_lines, site_built, held)
+        for row in late.iter_rows(named=True):
+            day = row["business_date"].isoformat()
+            refresh = PendingRefresh(
+                day, f"late-arrivals:{site}:{day}:{row['fingerprint']}", row["fingerprint"], row["documents"],
+                row["first_committed_at"] or cursor.committed_through + ONE_MICROSECOND, 0, site,
+            )
+            if refresh.partition in earlier:  # an older refresh of the day still pending: the new run covers its lines too
+                refresh = dataclasses.replace(refresh, first_committed=min(refresh.first_committed, earlier[refresh.partition].first_committed))
+            requested.append(refresh)
+            late_days.append(refresh.partition)
+    if master is None:
+        _, master = read_tables(warehouse_tables, pl.DataFrame(schema={"business_date": pl.Date, "txn_id": pl.String}), DEFAULT_WAREHOUSE_ID)
     new_skus = unknown_skus(pl.DataFrame({"sku_id": [o["sku_id"] for o in observed]}, schema={"sku_id": pl.String}), master)
-
-    earlier = {p.business_date: p for p in cursor.pending}
-    requested = []
-    for row in late.iter_rows(named=True):
-        day = row["business_date"].isoformat()
-        first = row["first_committed_at"] or cursor.committed_through + ONE_MICROSECOND
-        if day in earlier:  # an older refresh of the day still pending: the new run covers its lines too
-            first = min(first, earlier[day].first_committed)
-        requested.append(
-            PendingRefresh(day, f"late-arrivals:{day}:{row['fingerprint']}", row["fingerprint"], row["documents"], first)
-        )
-    pending, again = follow_up(context.instance, cursor.pending, superseded={p.business_date for p in requested})
+    pending, again = follow_up(context.instance, cursor.pending, superseded={p.partition for p in requested})
     run_requests = [p.run_request() for p in requested + again]
     if new_skus:
         run_requests.append(
@@ -282,9 +311,9 @@ def erp_delta_sensor(
     context.log.info(
         f"{lines.height:,} late line(s) recorded by the exception service, committed "
         f"{cursor.committed_through.isoformat(timespec='seconds')} .. {committed_through.isoformat(timespec='seconds')}, "
-        f"classified in {time.perf_counter() - started:.2f}s: late arrivals for {late.height} built day(s) "
-        f"{[d.isoformat() for d in late['business_date']]}, {len(new_skus)} new SKU(s); "
-        f"failed refreshes asked for again: {[p.business_date for p in again]}; "
+        f"classified in {time.perf_counter() - started:.2f}s: late arrivals for {len(late_days)} built day(s) "
+        f"{late_days}, {len(new_skus)} new SKU(s); "
+        f"failed refreshes asked for again: {[p.partition for p in again]}; "
         f"late lines rebuilt through {after.rebuilt_through.isoformat(timespec='seconds')}"
     )
     return dg.SensorResult(run_requests=run_requests, cursor=after.serialize())

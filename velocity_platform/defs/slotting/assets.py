@@ -15,13 +15,14 @@ import polars as pl
 from velocity_platform.connectors.state import moves_sent_from
 from velocity_platform.connectors.wms_pages import read_assignment_page
 from velocity_platform.defs.daily import FIRST, SUM, DailyIn, Day, daily_asset
-from velocity_platform.defs.partitions import DateVerdict
+from velocity_platform.defs.partitions import DateVerdict, site_day_of
 from velocity_platform.defs.resources import (
     OperationalStoreResource,
     SlottingResource,
     WarehouseResource,
     WmsResource,
 )
+from velocity_platform.defs.wms.assets import latest_snapshot
 from velocity_platform.defs.slotting.plots import abc_pareto, cumulative_net_labor, heat_maps, markdown_image
 from velocity_platform.domain.shadow import Comparison, apply_directives, compare, sample_orders, with_order_hash
 from velocity_platform.domain.slotting import (
@@ -31,6 +32,7 @@ from velocity_platform.domain.slotting import (
     plan_day_after_day,
     rewind_assignment,
 )
+from velocity_platform.domain.network import with_site_directive_ids
 from velocity_platform.domain.travel import Layout
 
 CAPACITY_CHECK = "location_capacity_respected"
@@ -107,6 +109,7 @@ def slotting_directives(
     wms_locations: pl.DataFrame,
     sku_master: pl.DataFrame,
 ):
+    wms_locations = latest_snapshot(wms_locations)
     start, earlier_moves = assignment_at_start_of(days[0], wms, state_store)
     config = SlottingConfig(
         move_budget=warehouse.move_budget,
@@ -133,7 +136,7 @@ def slotting_directives(
         config,
     )
     for day, plan in zip(days, plans, strict=True):
-        directives = plan.directives
+        directives = with_site_directive_ids(plan.directives, warehouse.warehouse_id)
         violations = capacity_violations(directives, wms_locations, plan.assignment, sku_master)
         relocations = int(directives["relocations"].sum())
         figures = {
@@ -199,7 +202,9 @@ def slotting_shadow_report(
     sku_velocity: pl.DataFrame,
     slotting_directives: pl.DataFrame,
     wms_locations: pl.DataFrame,
+    warehouse_id: str,
 ):
+    wms_locations = latest_snapshot(wms_locations)
     layout = Layout.from_locations(wms_locations)
     orders = with_order_hash(
         sales_history.filter(pl.col("txn_type") == "ORDER").select(
@@ -242,7 +247,7 @@ def slotting_shadow_report(
     saved_h_per_day = labor.walk_hours(saved_per_day)
     relocation_h = labor.relocation_hours(relocations)
     net_labor_h = saved_h_per_day * labor.payback_horizon_days - relocation_h
-    history = _net_labor_by_date(context, {last: net_labor_h})
+    history = _net_labor_by_date(context, warehouse_id, {last: net_labor_h})
     # The figures and pictures are the last date's: a range shows one set of them.
     figures = {
         **({"figures_for": str(last)} if len(days) > 1 else {}),
@@ -285,16 +290,18 @@ def slotting_shadow_report(
         yield day, Day(day_report, figures if day == last else {})
 
 
-def _net_labor_by_date(context: dg.AssetExecutionContext, today: dict[dt.date, float]) -> dict[dt.date, float]:
-    """Net labor hours of every date built so far (from this asset's earlier materializations,
-    the latest per date), with `today`'s figures in place of any earlier ones for those dates."""
+def _net_labor_by_date(context: dg.AssetExecutionContext, warehouse_id: str, today: dict[dt.date, float]) -> dict[dt.date, float]:
+    """The site's net labor hours of every date built so far (from this asset's earlier
+    materializations, the latest per date), with `today`'s figures in place of earlier ones."""
     records = context.instance.fetch_materializations(dg.AssetKey("slotting_shadow_report"), limit=2000).records
     by_date: dict[dt.date, float] = {}
     for record in reversed(records):  # oldest first, so the latest of a date wins
         event = record.asset_materialization
         value = event.metadata.get("net_labor_h") if event else None
         if event and event.partition and value is not None:
-            by_date[dt.date.fromisoformat(event.partition)] = float(value.value)
+            site_day = site_day_of(event.partition)
+            if site_day.warehouse_id == warehouse_id:
+                by_date[site_day.business_date] = float(value.value)
     return {**by_date, **today}
 
 

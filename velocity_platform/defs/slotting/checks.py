@@ -8,8 +8,9 @@ import dagster as dg
 import polars as pl
 
 from velocity_platform.connectors.state import moves_sent_from
-from velocity_platform.defs.daily import SUM, judge_dates
-from velocity_platform.defs.partitions import DUCKDB_POOL, DateVerdict, business_days, partition_dates
+from velocity_platform.defs.daily import SUM, daily_check
+from velocity_platform.defs.partitions import DUCKDB_POOL, DateVerdict
+from velocity_platform.defs.wms.assets import latest_snapshot
 from velocity_platform.defs.resources import OperationalStoreResource, SlottingResource, WarehouseResource
 from velocity_platform.domain.signals import thrash
 from velocity_platform.domain.slotting import MOVE_SCHEMA, REVERSAL_GUARD_DAYS, reversing_relocations
@@ -17,20 +18,26 @@ from velocity_platform.domain.slotting import MOVE_SCHEMA, REVERSAL_GUARD_DAYS, 
 THRASH_CHECK = "no_thrash_within_hysteresis"
 
 
-@dg.asset_check(
+def _listed(values: list) -> dg.MarkdownMetadataValue:
+    """The first lines of several dates' markdown lists."""
+    lines = [line for v in values for line in v.value.splitlines() if line != "none"]
+    return dg.MetadataValue.md("\n".join(lines[:15]) or "none")
+
+
+@daily_check(
     asset="slotting_directives",
     name=THRASH_CHECK,
-    partitions_def=business_days,
     pool=DUCKDB_POOL,
+    merge={"directives": SUM, "thrashing_directives": SUM, "first_thrashing": _listed},
     description="No directive moves a SKU the WMS already moved inside the hysteresis window, nor one SKU twice.",
 )
 def no_thrash_within_hysteresis(
     context: dg.AssetCheckExecutionContext,
+    days: list[dt.date],
     warehouse: WarehouseResource,
     state_store: OperationalStoreResource,
     slotting_directives: pl.DataFrame,
-) -> dg.AssetCheckResult:
-    days = partition_dates(context)
+) -> dict[dt.date, DateVerdict]:
     window_days = warehouse.hysteresis_days
     # What the WMS really applied before the run (the outbox's acknowledged moves), and, inside a
     # backfill's range, the moves planned for the range's earlier dates.
@@ -65,41 +72,29 @@ def no_thrash_within_hysteresis(
             "recent directives and class history.",
             dg.AssetCheckSeverity.WARN,
         )
-    return judge_dates(
-        context,
-        "slotting_directives",
-        THRASH_CHECK,
-        verdicts,
-        {"directives": SUM, "thrashing_directives": SUM, "first_thrashing": _listed},
-    )
-
-
-def _listed(values: list) -> dg.MarkdownMetadataValue:
-    """The first lines of several dates' markdown lists."""
-    lines = [line for v in values for line in v.value.splitlines() if line != "none"]
-    return dg.MetadataValue.md("\n".join(lines[:15]) or "none")
+    return verdicts
 
 
 NET_LABOR_CHECK = "moves_pay_for_their_labor"
 
 
-@dg.asset_check(
+@daily_check(
     asset="slotting_directives",
     name=NET_LABOR_CHECK,
-    partitions_def=business_days,
     pool=DUCKDB_POOL,
+    merge={"expected_net_saving_h": SUM, "relocations": SUM, "moves_back_within_30d": SUM},
     additional_ins={"wms_locations": dg.AssetIn("wms_locations")},
     description="The day's directives are worth more walking than their relocations cost, and none moves a SKU back "
     "within 30 days of an earlier relocation.",
 )
 def moves_pay_for_their_labor(
     context: dg.AssetCheckExecutionContext,
+    days: list[dt.date],
     slotting: SlottingResource,
     state_store: OperationalStoreResource,
     slotting_directives: pl.DataFrame,
     wms_locations: pl.DataFrame,
-) -> dg.AssetCheckResult:
-    days = partition_dates(context)
+) -> dict[dt.date, DateVerdict]:
     guard = REVERSAL_GUARD_DAYS
     earlier = pl.DataFrame(
         [
@@ -110,7 +105,7 @@ def moves_pay_for_their_labor(
         schema=MOVE_SCHEMA,
     )
     moves = pl.concat([earlier, slotting_directives.select(list(MOVE_SCHEMA)).cast(MOVE_SCHEMA)])
-    reversing = reversing_relocations(moves, wms_locations, slotting.routing, guard)
+    reversing = reversing_relocations(moves, latest_snapshot(wms_locations), slotting.routing, guard)
     verdicts = {}
     for day in days:
         # New SKUs' first slots are putaways that happen anyway: only relocations are judged.
@@ -135,10 +130,4 @@ def moves_pay_for_their_labor(
             "(VELOCITY_MOVE_MINUTES, VELOCITY_WALK_SPEED_M_S, VELOCITY_PAYBACK_HORIZON_DAYS).",
             dg.AssetCheckSeverity.WARN,
         )
-    return judge_dates(
-        context,
-        "slotting_directives",
-        NET_LABOR_CHECK,
-        verdicts,
-        {"expected_net_saving_h": SUM, "relocations": SUM, "moves_back_within_30d": SUM},
-    )
+    return verdicts

@@ -79,3 +79,15 @@ def cumulative_net_labor(net_by_date: dict) -> plt.Figure:
     axes.set_ylabel("hours")
     figure.autofmt_xdate()
     return figure
+
+
+def net_labor_by_site(rollup: pl.DataFrame) -> plt.Figure:
+    """Net labor hours of one date per warehouse, as bars (green saved, red lost)."""
+    sites = rollup["warehouse_id"].to_list()
+    hours = rollup["net_labor_h"].fill_null(0.0).to_list()
+    figure, axes = plt.subplots(figsize=(6, 3.2))
+    axes.bar(sites, hours, color=["#1a7f37" if h >= 0 else "#cf222e" for h in hours])
+    axes.axhline(0, color="#999999", linewidth=1)
+    axes.set_title("Net labor saved per warehouse (hours)", fontsize=10)
+    axes.set_ylabel("hours")
+    return figure

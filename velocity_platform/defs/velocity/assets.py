@@ -7,7 +7,7 @@ import dagster as dg
 import polars as pl
 
 from velocity_platform.defs.daily import Day, daily_asset
-from velocity_platform.defs.partitions import partition_dates, window
+from velocity_platform.defs.partitions import site_day_of, window
 from velocity_platform.defs.resources import WarehouseResource
 from velocity_platform.defs.tables import WarehouseTables
 from velocity_platform.domain.pick_rate import PickRateConfig, with_pick_rates
@@ -40,10 +40,10 @@ def class_table(velocity: pl.DataFrame) -> str:
     return f"{header}\n{rows}"
 
 
-def history_start(context: dg.AssetExecutionContext) -> dt.date:
-    """The first business date with daily demand: seasonality needs 90 days of it, not 90 rows."""
-    materialized = context.instance.get_materialized_partitions(dg.AssetKey("daily_sku_demand"))
-    return min((dt.date.fromisoformat(key) for key in materialized), default=partition_dates(context)[0])
+def history_start(context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext, warehouse_id: str, first_day: dt.date) -> dt.date:
+    """The site's first business date with daily demand: seasonality needs 90 days of it, not 90 rows."""
+    materialized = (site_day_of(key) for key in context.instance.get_materialized_partitions(dg.AssetKey("daily_sku_demand")))
+    return min((sd.business_date for sd in materialized if sd.warehouse_id == warehouse_id), default=first_day)
 
 
 @daily_asset(
@@ -57,11 +57,12 @@ def history_start(context: dg.AssetExecutionContext) -> dt.date:
 def sku_velocity(
     context: dg.AssetExecutionContext,
     day: dt.date,
+    warehouse_id: str,
     warehouse: WarehouseResource,
     warehouse_tables: WarehouseTables,
     sku_master: pl.DataFrame,
 ) -> Day:
-    start = history_start(context)
+    start = history_start(context, warehouse_id, day)
     config = TaxonomyConfig(xyz_min_weeks=warehouse.xyz_min_weeks)
     rates = PickRateConfig()
     with warehouse_tables.session() as tables:

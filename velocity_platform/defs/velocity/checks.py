@@ -7,8 +7,8 @@ import datetime as dt
 import dagster as dg
 import polars as pl
 
-from velocity_platform.defs.daily import judge_dates
-from velocity_platform.defs.partitions import DUCKDB_POOL, DateVerdict, business_days, partition_dates
+from velocity_platform.defs.daily import daily_check
+from velocity_platform.defs.partitions import DUCKDB_POOL, DateVerdict
 from velocity_platform.defs.resources import OperationsResource
 from velocity_platform.defs.tables import WarehouseTables
 from velocity_platform.defs.velocity.assets import history_start
@@ -77,10 +77,9 @@ def _pareto_date(verdict: ParetoVerdict, day: dt.date, constants: dict) -> DateV
     return DateVerdict(verdict.passed, {**metadata, **constants}, description, dg.AssetCheckSeverity.WARN)
 
 
-@dg.asset_check(
+@daily_check(
     asset="sku_velocity",
     name=PARETO_CHECK,
-    partitions_def=business_days,
     pool=DUCKDB_POOL,
     # D and D-30 of daily demand (yesterday's 30-day units, for yesterday's class shares), read
     # from the warehouse table (see _demand_between).
@@ -90,12 +89,13 @@ def _pareto_date(verdict: ParetoVerdict, day: dt.date, constants: dict) -> DateV
 )
 def class_shares_follow_pareto(
     context: dg.AssetCheckExecutionContext,
+    days: list[dt.date],  # a backfill's range: every date judged, the worst one shown
+    warehouse_id: str,
     operations: OperationsResource,
     warehouse_tables: WarehouseTables,
     sku_velocity: pl.DataFrame,
-) -> dg.AssetCheckResult:
-    days = partition_dates(context)  # a backfill's range: every date judged, the worst one shown
-    start = history_start(context)
+) -> dict[dt.date, DateVerdict]:
+    start = history_start(context, warehouse_id, days[0])
     daily_sku_demand = _demand_between(warehouse_tables, days[0] - dt.timedelta(days=VELOCITY_WINDOW), days[-1])
     found = {
         day: pareto_verdict(
@@ -114,9 +114,8 @@ def class_shares_follow_pareto(
         "tolerance": dg.MetadataValue.float(operations.pareto_tolerance),
         "shift_max": dg.MetadataValue.float(operations.pareto_shift_max),
     }
-    dated = {day: _pareto_date(verdict, day, constants) for day, verdict in found.items()}
     # Every date judged; a range's result shows its latest date off shape (see daily.range_result).
-    return judge_dates(context, "sku_velocity", PARETO_CHECK, dated)
+    return {day: _pareto_date(verdict, day, constants) for day, verdict in found.items()}
 
 
 def _unusual_lines_today(
@@ -140,10 +139,9 @@ def _unusual_lines_today(
         )
 
 
-@dg.asset_check(
+@daily_check(
     asset="sku_velocity",
     name=DAY_ON_DAY_CHECK,
-    partitions_def=business_days,
     pool=DUCKDB_POOL,
     # The 30-day sums of D and the 28 days before it (the usual count), and the day's own lines.
     # The day's own lines come as an input; the demand of D-58..D is read from the warehouse
@@ -156,13 +154,14 @@ def _unusual_lines_today(
 )
 def velocity_change_within_factor(
     context: dg.AssetCheckExecutionContext,
+    days: list[dt.date],
+    warehouse_id: str,
     operations: OperationsResource,
     warehouse_tables: WarehouseTables,
     sales_history: pl.DataFrame,
-) -> dg.AssetCheckResult:
-    days = partition_dates(context)
+) -> dict[dt.date, DateVerdict]:
     policy = VelocityChangePolicy(factor=operations.day_on_day_factor, min_units=operations.day_on_day_min_units)
-    start = history_start(context)
+    start = history_start(context, warehouse_id, days[0])
     first = days[0] - dt.timedelta(days=BASELINE_DAYS)
     # The window's daily rows per SKU from the table, counted in memory (domain/signals.py).
     with warehouse_tables.session() as tables:
@@ -208,7 +207,8 @@ def velocity_change_within_factor(
         "min_units_30d": dg.MetadataValue.float(policy.min_units),
         "line_factor": dg.MetadataValue.float(policy.line_factor),
     }
-    dated = {
+    # Every date judged; a range's result shows its latest failing date (see daily.range_result).
+    return {
         day: DateVerdict(
             v.passed,
             {**figures(v), **constants, "unusual_lines": dg.MetadataValue.md(_md_table(v.unusual_lines))},
@@ -217,5 +217,3 @@ def velocity_change_within_factor(
         )
         for day, v in verdicts.items()
     }
-    # Every date judged; a range's result shows its latest failing date (see daily.range_result).
-    return judge_dates(context, "sku_velocity", DAY_ON_DAY_CHECK, dated)

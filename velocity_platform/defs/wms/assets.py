@@ -10,33 +10,42 @@ from velocity_platform.connectors.outbox import push_pending
 from velocity_platform.connectors.wms import directive_body
 from velocity_platform.connectors.wms_pages import locations_from_pages, read_assignment_page, read_location_page
 from velocity_platform.defs.daily import SUM, DailyIn, Day, daily_asset
-from velocity_platform.defs.partitions import DUCKDB_POOL, DateVerdict
+from velocity_platform.defs.partitions import DateVerdict
 from velocity_platform.defs.resources import OperationalStoreResource, WmsResource
 from velocity_platform.domain.contracts import WMS_DIRECTIVE_ACKS_SCHEMA
 
 ACK_CHECK = "every_directive_acknowledged"
 
 
-@dg.asset(
-    group_name="wms",
-    kinds={"duckdb", "polars"},
-    pool=DUCKDB_POOL,
-    description="The WMS location master (zone, aisle, bay, level, capacity, distance) and each location's occupant.",
+@daily_asset(
+    group="wms",
+    # The WMS is live: it holds today's locations only, so a range is read once and each of its
+    # dates records that snapshot (the location master a night planned on).
+    ranged=True,
+    description="The site's WMS location master (zone, aisle, bay, level, capacity, distance) and each location's "
+    "occupant, as read on the night of the date.",
 )
-def wms_locations(context: dg.AssetExecutionContext, wms: WmsResource) -> pl.DataFrame:
+def wms_locations(context: dg.AssetExecutionContext, days: list[dt.date], wms: WmsResource):
     with wms.client() as client:
         locations = locations_from_pages(
             client.locations(reader=read_location_page), client.assignments(reader=read_assignment_page)
         )
-    context.add_output_metadata(
-        {
-            "dagster/row_count": locations.height,
-            "occupied": locations.filter(pl.col("sku_id").is_not_null()).height,
-            "aisles": locations["aisle"].n_unique(),
-            "by_zone": dict(locations.group_by("zone").len().sort("zone").iter_rows()),
-        }
-    )
-    return locations
+    figures = {
+        "locations": locations.height,
+        "occupied": locations.filter(pl.col("sku_id").is_not_null()).height,
+        "aisles": locations["aisle"].n_unique(),
+        "by_zone": dict(locations.group_by("zone").len().sort("zone").iter_rows()),
+    }
+    for day in days:
+        yield day, Day(locations.with_columns(pl.lit(day).alias("business_date")), figures)
+
+
+def latest_snapshot(wms_locations: pl.DataFrame) -> pl.DataFrame:
+    """The location master as the latest date of a slice read it (a range's inputs hold one
+    snapshot per date), without the date: what the planner and the walk take."""
+    if "business_date" not in wms_locations.columns:
+        return wms_locations
+    return wms_locations.filter(pl.col("business_date") == pl.col("business_date").max()).drop("business_date")
 
 
 ACKS_MERGE = {

@@ -5,8 +5,8 @@ import datetime as dt
 
 import dagster as dg
 
-from velocity_platform.defs.daily import MAX, judge_dates
-from velocity_platform.defs.partitions import DateVerdict, business_days, partition_dates
+from velocity_platform.defs.daily import MAX, daily_check
+from velocity_platform.defs.partitions import DateVerdict, SiteDay
 from velocity_platform.defs.resources import OperationsResource, WarehouseResource
 from velocity_platform.domain.signals import batch_window
 
@@ -14,28 +14,32 @@ BATCH_WINDOW_CHECK = "landed_within_batch_window"
 SCHEDULE_TAG = "dagster/schedule_name"
 
 
-@dg.asset_check(
+@daily_check(
     asset="wms_directive_acks",
     name=BATCH_WINDOW_CHECK,
-    partitions_def=business_days,
-    description="The scheduled nightly run landed the day's acknowledgements within 4 hours of its 02:00 start.",
+    merge={"minutes_after_window": MAX},
+    description="The scheduled nightly run landed the day's acknowledgements within 4 hours of its 02:00 start "
+    "in the warehouse's own time zone.",
 )
 def landed_within_batch_window(
-    context: dg.AssetCheckExecutionContext, operations: OperationsResource, warehouse: WarehouseResource
-) -> dg.AssetCheckResult:
+    context: dg.AssetCheckExecutionContext,
+    days: list[dt.date],
+    warehouse_id: str,
+    operations: OperationsResource,
+    warehouse: WarehouseResource,
+) -> dict[dt.date, DateVerdict]:
     scheduled = context.run.tags.get(SCHEDULE_TAG) is not None
-    verdicts = {
-        day: _landed_verdict(day, _landed_at(context, day), scheduled, warehouse.timezone, operations)
-        for day in partition_dates(context)
+    return {
+        day: _landed_verdict(day, _landed_at(context, SiteDay(warehouse_id, day)), scheduled, warehouse.timezone, operations)
+        for day in days
     }
-    return judge_dates(context, "wms_directive_acks", BATCH_WINDOW_CHECK, verdicts, {"minutes_after_window": MAX})
 
 
-def _landed_at(context: dg.AssetCheckExecutionContext, day: dt.date) -> dt.datetime:
-    """When the date's acknowledgements landed: wms_directive_acks' materialization of that date,
+def _landed_at(context: dg.AssetCheckExecutionContext, site_day: SiteDay) -> dt.datetime:
+    """When the site-day's acknowledgements landed: wms_directive_acks' materialization of it,
     made just before this check in the same run (now, if it is not recorded yet)."""
     record = context.instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=dg.AssetKey("wms_directive_acks"), asset_partitions=[day.isoformat()]),
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey("wms_directive_acks"), asset_partitions=[site_day.key]),
         limit=1,
     ).records
     return dt.datetime.fromtimestamp(record[0].timestamp, dt.UTC) if record else dt.datetime.now(dt.UTC)
