@@ -202,7 +202,10 @@ class WmsSimulator:
                 warehouse_id=wid,
                 location_prefix=f"{wid}/",
             )
-            self.sites[wid] = WmsSimulator(site_config, network_sites=ids)
+            try:
+                self.sites[wid] = WmsSimulator(site_config, network_sites=ids)
+            except ValueError as exc:
+                raise ValueError(f"warehouse {wid}: {exc}") from None
 
     def site(self, warehouse_id: str | None) -> WmsSimulator | None:
         """The site a read or a directive is for (None: every site of a network); 404 if unknown."""
