@@ -701,10 +701,10 @@ class ErpSimulator:
             "data_faults": data_faults,
             "clock": {"now": _iso(now), "simulated": self._now_override is not None},
             "history": {"start": self.catalog.start.isoformat(), "end": self.catalog.end.isoformat()},
-            "warehouses": self._site_stats(snap.get("site_served", {})),
+            "warehouses": self._site_stats(snap.get("site_served", {}), data_faults),
         }
 
-    def _site_stats(self, served: dict[str, Any]) -> dict[str, Any]:
+    def _site_stats(self, served: dict[str, Any], data_faults: dict[str, Any]) -> dict[str, Any]:
         """Per warehouse: documents and lines served (totals over its dates), its zone, its own SKUs."""
         own = {s.warehouse_id: 0 if s.weight is None else int((s.weight[self.config.skus :] > 0).sum()) for s in self.sites}
         with self._live_lock:
@@ -718,7 +718,7 @@ class ErpSimulator:
                 "lines": served.get(site.warehouse_id, {}).get("lines", 0),
                 "committed_live": live.count(site.warehouse_id),
                 "site_only_skus": own[site.warehouse_id],
-                "data_faults": faults.get(site.warehouse_id, self._data_faults if len(self.sites) == 1 else {}),
+                "data_faults": faults.get(site.warehouse_id, data_faults if len(self.sites) == 1 else {}),
             }
             for site in self.sites
         }
