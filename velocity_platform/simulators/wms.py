@@ -349,7 +349,7 @@ class WmsSimulator:
             errs.append("sku_id must match ^[A-Z0-9-]{4,20}$")
         elif sku not in self.sku_index:
             errs.append(f"unknown sku_id {sku!r}")
-        site = body.get("warehouse_id", self.warehouse_id)
+        site = body.get("warehouse_id") or self.warehouse_id  # a one-site WMS takes a directive naming none
         if site != self.warehouse_id:
             errs.append(f"warehouse_id {site!r} is not this WMS's site ({self.warehouse_id})")
         frm = body.get("from_location", "<absent>")
