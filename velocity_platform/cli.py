@@ -84,6 +84,7 @@ def _erp_config(args: argparse.Namespace, settings):
         timezone=settings.timezone,
         token=os.environ.get("VELOCITY_ERP_TOKEN") or DEV_ERP_TOKEN,
         **_fault_config(args, "erp"),
+        **({"warehouses": args.warehouses} if getattr(args, "warehouses", None) else {}),
     )
 
 
@@ -98,6 +99,7 @@ def _wms_config(args: argparse.Namespace):
         token=os.environ.get("VELOCITY_WMS_TOKEN") or DEV_WMS_TOKEN,
         state_path=getattr(args, "wms_state", None),
         **_fault_config(args, "wms"),
+        **({"warehouses": args.warehouses} if getattr(args, "warehouses", None) else {}),
     )
 
 
@@ -650,6 +652,12 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--host", default="127.0.0.1")
     simulate.add_argument("--port", type=int, default=None, help="default 8710 (erp) / 8720 (wms)")
     simulate.add_argument("--wms-state", default=None, help="WMS only: file that keeps applied moves across restarts")
+    simulate.add_argument(
+        "--warehouses",
+        default=None,
+        help="sites served: erp ID[@TZ],... (zone default: the settings' time zone); wms ID[@AxBxL],... "
+        "(aisles x bays x levels; default layout otherwise). Default: one site, WH-01, as ever",
+    )
     _add_world_options(simulate)
     _add_fault_options(simulate)
     simulate.set_defaults(func=cmd_simulate)

@@ -177,7 +177,7 @@ class SourceSettings(SettingsGroup):
     file_path: str | None = Field(
         None, description="The export read when VELOCITY_SOURCE=file (CSV or Parquet, plain or .gz)"
     )
-    file_preset: str = Field("online-retail", description="Column mapping of the export: `online-retail` or `erp-lines`")
+    file_preset: str = Field("online-retail", description="Column mapping of the export: `online-retail`, `online-retail-network` or `erp-lines`")
     default_unit_cube_ft3: float = Field(
         0.1, description="Unit cube given to SKUs whose source has none (flagged `cube_is_default`)"
     )

@@ -132,31 +132,42 @@ class ErpClient(UpstreamApiClient):
     # --- the API -------------------------------------------------------------------------------
 
     def transaction_pages(
-        self, business_date: dt.date, timezone: str, reader: Callable[[bytes], Any] | None = None
+        self,
+        business_date: dt.date,
+        timezone: str,
+        reader: Callable[[bytes], Any] | None = None,
+        warehouse_id: str | None = None,
     ) -> Iterator[ErpPage]:
-        """Every page of order documents whose business time falls on `business_date`.
+        """Every page of order documents whose business time falls on `business_date` (in
+        `timezone`: the warehouse's), of one warehouse when `warehouse_id` is given.
 
         `reader(body)` is called inside the retry loop; whatever it raises makes the page a
         transient failure (fetched again), and a page that never becomes readable is yielded
         with `error` set (see the module docstring).
         """
         start, end = business_day_bounds(business_date, timezone)
-        params = {"since": _iso(start), "until": _iso(end), "time_field": "event_ts"}
-        yield from self._paged("/v1/transactions", params, f"erp:{business_date.isoformat()}", reader)
+        params = {"since": _iso(start), "until": _iso(end), "time_field": "event_ts", **_site(warehouse_id)}
+        yield from self._paged("/v1/transactions", params, f"erp:{_batch_site(warehouse_id)}{business_date.isoformat()}", reader)
 
     def changed_pages(
-        self, since: dt.datetime, until: dt.datetime, reader: Callable[[bytes], Any] | None = None
+        self,
+        since: dt.datetime,
+        until: dt.datetime,
+        reader: Callable[[bytes], Any] | None = None,
+        warehouse_id: str | None = None,
     ) -> Iterator[ErpPage]:
         """Documents committed in [since, until), whatever their business date (delta polling)."""
-        params = {"since": _iso(since), "until": _iso(until), "time_field": "created_at"}
-        yield from self._paged("/v1/transactions", params, f"erp-delta:{_iso(since)}", reader)
+        params = {"since": _iso(since), "until": _iso(until), "time_field": "created_at", **_site(warehouse_id)}
+        yield from self._paged("/v1/transactions", params, f"erp-delta:{_batch_site(warehouse_id)}{_iso(since)}", reader)
 
     def skus_by_id(self, sku_ids: list[str], reader: Callable[[bytes], Any]) -> Any:
         """The SKU master's records of the named SKUs (those it knows), read by `reader`."""
         return self._get("/v1/skus", {"ids": ",".join(sku_ids)}, lambda a: reader(a.content))[1]
 
-    def count_lines(self, business_date: dt.date) -> int:
-        return int(self._get_json("/v1/transactions/count", {"business_date": business_date.isoformat()})["lines"])
+    def count_lines(self, business_date: dt.date, warehouse_id: str | None = None) -> int:
+        """Lines the ERP holds for a business date (the warehouse's local day when one is named)."""
+        params = {"business_date": business_date.isoformat(), **_site(warehouse_id)}
+        return int(self._get_json("/v1/transactions/count", params)["lines"])
 
     def skus(self, reader: Callable[[bytes], Any] | None = None) -> list:
         """The SKU master: every record (as dicts), or with `reader` what it made of each page."""
@@ -179,7 +190,13 @@ class AsyncErpClient(AsyncUpstreamApiClient):
     token_source: str = "VELOCITY_ERP_TOKEN"
 
     async def committed_since(
-        self, since: dt.datetime, reader: Callable[[bytes], Any], *, wait_s: float = 0.0, max_pages: int = 50
+        self,
+        since: dt.datetime,
+        reader: Callable[[bytes], Any],
+        *,
+        wait_s: float = 0.0,
+        max_pages: int = 50,
+        warehouse_id: str | None = None,
     ) -> list[ErpPage]:
         """Pages of the documents committed at or after `since` (by `created_at`), in commit order.
 
@@ -187,16 +204,18 @@ class AsyncErpClient(AsyncUpstreamApiClient):
         (long polling; an ERP that offers it takes `wait_s`). At most `max_pages` pages: the rest
         is read by the next call, from the watermark the caller advances. A page that stays
         unreadable but still carries its cursor comes back with `error` set; one without a
-        cursor to go on from raises UpstreamError.
+        cursor to go on from raises UpstreamError. `warehouse_id`: one warehouse's documents only.
         """
-        params: dict[str, str | int] = {"since": _iso(since), "time_field": "created_at", "limit": self.page_limit}
+        params: dict[str, str | int] = {
+            "since": _iso(since), "time_field": "created_at", "limit": self.page_limit, **_site(warehouse_id)
+        }
         if wait_s > 0:
             params["wait_s"] = f"{wait_s:g}"
         pages: list[ErpPage] = []
         cursor: str | None = None
         while len(pages) < max_pages:
             query = dict(params, cursor=cursor) if cursor else params
-            source_batch = f"erp-delta:{_iso(since)}:page-{len(pages) + 1:04d}"
+            source_batch = f"erp-delta:{_batch_site(warehouse_id)}{_iso(since)}:page-{len(pages) + 1:04d}"
 
             def read(answer: HttpAnswer) -> tuple[Any, str | None]:
                 next_page = cursor_of(answer.content)
@@ -218,6 +237,17 @@ class AsyncErpClient(AsyncUpstreamApiClient):
             if not cursor:
                 break
         return pages
+
+
+def _site(warehouse_id: str | None) -> dict[str, str]:
+    """The ERP's warehouse filter (none: every warehouse, as a one-site ERP has always answered)."""
+    return {"warehouse_id": warehouse_id} if warehouse_id else {}
+
+
+def _batch_site(warehouse_id: str | None) -> str:
+    """The warehouse in a source batch name ("erp:WH-02:2026-03-01:page-0001"), so two sites'
+    pages of a date never share one."""
+    return f"{warehouse_id}:" if warehouse_id else ""
 
 
 def _json_or_invalid(answer: HttpAnswer) -> Any:

@@ -36,12 +36,13 @@ ERP_DOCUMENT_STRUCT = pl.Struct(
         "customer_id": pl.String,
         "event_ts": pl.String,
         "created_at": pl.String,
+        "warehouse_id": pl.String,  # the site the document is for (absent from a one-site ERP's: null)
         "lines": pl.List(ERP_LINE_STRUCT),
     }
 )
 ERP_PAGE_SCHEMA = {"records": pl.List(ERP_DOCUMENT_STRUCT), "next_cursor": pl.String}
 
-DOCUMENT_FIELDS = ["txn_id", "txn_type", "customer_id", "event_ts", "created_at"]
+DOCUMENT_FIELDS = ["txn_id", "txn_type", "customer_id", "event_ts", "created_at", "warehouse_id"]
 LINE_FIELDS = ["line_no", "sku_id", "quantity", "uom"]
 # A document or line missing one of these does not fit the contract: its raw text is kept.
 REQUIRED_DOCUMENT_FIELDS = ["txn_id", "txn_type", "event_ts", "created_at"]

@@ -29,14 +29,14 @@ from typing import Literal
 
 import polars as pl
 
-from velocity_platform.domain.contracts import RAW_TRANSACTIONS_SCHEMA, SKU_MASTER_SCHEMA, conform
+from velocity_platform.domain.contracts import RAW_SITE_SCHEMA, RAW_TRANSACTIONS_SCHEMA, SKU_MASTER_SCHEMA, conform
 
 FileFormat = Literal["csv", "parquet"]
 # Line number in the file, the header being line 0 (a record spanning lines: its first line).
 _FIRST_LINE = "_file_line"
 # A raw line from a file: the line fields, and for a line that could not be parsed its text
 # (raw_payload) and why (page_error, which validation turns into the dead letter's reason).
-FILE_LINE_SCHEMA = {**RAW_TRANSACTIONS_SCHEMA, "raw_payload": pl.String, "page_error": pl.String}
+FILE_LINE_SCHEMA = {**RAW_TRANSACTIONS_SCHEMA, **RAW_SITE_SCHEMA, "raw_payload": pl.String, "page_error": pl.String}
 # A quoted field may span lines; one still open after this many lines is an unterminated quote.
 MAX_LINES_PER_RECORD = 20
 
@@ -68,6 +68,11 @@ class FileMapping:
     # are non-inventory too: vouchers and fees a retailer numbers as it goes.
     non_inventory_patterns: tuple[str, ...] = ()
     default_unit_cube_ft3: float = 0.1  # the export has no cube: this one, flagged as a default
+    # The warehouse of a line, from an export column: value -> warehouse id, and the warehouse of
+    # every other value (a blank one included). None: the export is one warehouse's (null id).
+    warehouse: str | None = None
+    warehouse_of: tuple[tuple[str, str], ...] = ()
+    other_warehouse: str | None = None
 
     def __post_init__(self) -> None:
         for pattern in self.non_inventory_patterns:
@@ -99,6 +104,7 @@ class FileMapping:
             "customer": self.customer,
             "description": self.description,
             "created_at": self.created_at,
+            "warehouse": self.warehouse,
         }
         return {role: column for role, column in roles.items() if column is not None}
 
@@ -138,6 +144,16 @@ PRESETS: dict[str, FileMapping] = {
         created_at="created_at",
     ),
 }
+
+
+# The same export as a network of two sites: lines shipped to the United Kingdom are the UK
+# warehouse's, every other country's the EU warehouse's.
+PRESETS["online-retail-network"] = replace(
+    PRESETS["online-retail"],
+    warehouse="Country",
+    warehouse_of=(("United Kingdom", "UK"),),
+    other_warehouse="EU",
+)
 
 
 def preset(name: str, default_unit_cube_ft3: float | None = None) -> FileMapping:
@@ -534,6 +550,9 @@ def _map_lines(frame: pl.DataFrame, m: FileMapping, source_name: str, warehouse_
     )
     event_ts = pl.when(utc.is_not_null()).then(utc.dt.strftime("%Y-%m-%dT%H:%M:%SZ")).otherwise(_text(m.business_time))
     customer = _text(m.customer).str.replace(r"\.0+$", "") if m.customer else pl.lit(None, pl.String)
+    warehouse = pl.lit(None, pl.String)
+    if m.warehouse is not None:
+        warehouse = _text(m.warehouse).replace_strict(dict(m.warehouse_of), default=pl.lit(m.other_warehouse, pl.String), return_dtype=pl.String)
     mapped = frame.select(
         pl.col(_FIRST_LINE),
         business_date.alias("business_date"),
@@ -547,6 +566,7 @@ def _map_lines(frame: pl.DataFrame, m: FileMapping, source_name: str, warehouse_
         sku.alias("sku_id"),
         signed.alias("quantity"),
         (_text(m.uom) if m.uom else pl.lit("EA")).alias("uom"),
+        warehouse.alias("warehouse_id"),
         (_text(m.description) if m.description else pl.lit(None, pl.String)).alias("description"),
         raw_sku.alias("_raw_sku"),
         m.non_inventory(raw_sku).alias("_non_inventory"),

@@ -43,7 +43,7 @@ class WmsClient(UpstreamApiClient):
     SYSTEM: ClassVar[str] = SYSTEM
     token_source: str = "VELOCITY_WMS_TOKEN"
 
-    def _paged(self, path: str, reader: Callable[[bytes], Any] | None = None) -> list:
+    def _paged(self, path: str, reader: Callable[[bytes], Any] | None = None, warehouse_id: str | None = None) -> list:
         """Every record of a paged listing (dicts), or with `reader` what it made of each page.
 
         The reader runs inside the retry loop, so a page it cannot read is fetched again.
@@ -60,6 +60,8 @@ class WmsClient(UpstreamApiClient):
         cursor: str | None = None
         while True:
             params: dict[str, str | int] = {"limit": self.page_limit}
+            if warehouse_id:
+                params["warehouse_id"] = warehouse_id
             if cursor:
                 params["cursor"] = cursor
             _, (page, cursor) = self._get(path, params, read)
@@ -70,11 +72,12 @@ class WmsClient(UpstreamApiClient):
             if not cursor:
                 return parsed
 
-    def locations(self, reader: Callable[[bytes], Any] | None = None) -> list:
-        return self._paged("/v1/locations", reader)
+    def locations(self, reader: Callable[[bytes], Any] | None = None, warehouse_id: str | None = None) -> list:
+        """The location master (of one warehouse when named; a network WMS otherwise lists every site's)."""
+        return self._paged("/v1/locations", reader, warehouse_id)
 
-    def assignments(self, reader: Callable[[bytes], Any] | None = None) -> list:
-        return self._paged("/v1/slotting/assignments", reader)
+    def assignments(self, reader: Callable[[bytes], Any] | None = None, warehouse_id: str | None = None) -> list:
+        return self._paged("/v1/slotting/assignments", reader, warehouse_id)
 
     def push_directive(self, directive: dict) -> PushOutcome:
         """POST one directive under its idempotency key; retried only because it has one."""
@@ -128,6 +131,8 @@ def directive_body(directive: dict, **extra: Any) -> str:
         {
             "directive_id": directive["directive_id"],
             "business_date": directive["business_date"].isoformat(),
+            # The site the move is for: a network WMS routes by it and refuses another site's location.
+            **({"warehouse_id": directive["warehouse_id"]} if directive.get("warehouse_id") else {}),
             "sku_id": directive["sku_id"],
             "from_location": directive["from_location"],
             "to_location": directive["to_location"],

@@ -59,7 +59,10 @@ RAW_PROVENANCE_SCHEMA = {
     # is stored with the lines rather than left to the table's row order.
     "arrival_seq": pl.Int64,
 }
-RAW_TABLE_SCHEMA = {**RAW_TRANSACTIONS_SCHEMA, **RAW_PROVENANCE_SCHEMA}
+# The warehouse a line belongs to, as its source names it (the ERP document's `warehouse_id`, a
+# file preset's mapping). Null where the source names none: a one-warehouse deployment's lines.
+RAW_SITE_SCHEMA = {"warehouse_id": pl.String}
+RAW_TABLE_SCHEMA = {**RAW_TRANSACTIONS_SCHEMA, **RAW_SITE_SCHEMA, **RAW_PROVENANCE_SCHEMA}
 
 VALIDATED_TRANSACTIONS_SCHEMA = {
     "business_date": pl.Date,

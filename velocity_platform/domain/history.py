@@ -13,6 +13,7 @@ import polars as pl
 from velocity_platform.domain.contracts import (
     DAILY_SKU_DEMAND_SCHEMA,
     RAW_PROVENANCE_SCHEMA,
+    RAW_SITE_SCHEMA,
     RAW_TABLE_SCHEMA,
     SALES_HISTORY_SCHEMA,
     conform,
@@ -67,7 +68,8 @@ def daily_demand(sales_history: pl.DataFrame) -> pl.DataFrame:
 def with_provenance(lines: pl.DataFrame) -> pl.DataFrame:
     """Raw lines (RAW_TRANSACTIONS_SCHEMA, from any source) as the raw table holds them; lines
     without an arrival order take the order they are in."""
-    missing = [pl.lit(None, dtype=t).alias(c) for c, t in RAW_PROVENANCE_SCHEMA.items() if c not in lines.columns]
+    optional = {**RAW_SITE_SCHEMA, **RAW_PROVENANCE_SCHEMA}  # a source that names no warehouse gives null
+    missing = [pl.lit(None, dtype=t).alias(c) for c, t in optional.items() if c not in lines.columns]
     lines = conform(lines.with_columns(missing) if missing else lines, RAW_TABLE_SCHEMA)
     return lines if lines["arrival_seq"].null_count() == 0 else in_arrival_order(lines)
 

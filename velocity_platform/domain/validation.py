@@ -91,7 +91,7 @@ def _unexpected_fields() -> pl.Expr:
     keys = pl.col("raw_payload").str.extract_all(r'"[^"\\]+"\s*:').list.eval(
         pl.element().str.strip_chars_end(": ").str.strip_chars('"')
     )
-    known = pl.lit(RAW_FIELDS + ["lines", "line", "document"], dtype=pl.List(pl.String))
+    known = pl.lit(RAW_FIELDS + ["warehouse_id", "lines", "line", "document"], dtype=pl.List(pl.String))
     return keys.list.set_difference(known).list.sort().fill_null(pl.lit([], dtype=pl.List(pl.String)))
 
 

@@ -14,7 +14,8 @@ import gc
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from dataclasses import replace as dc_replace
 from datetime import date, datetime, timedelta, timezone as dt_timezone
 from functools import lru_cache
 from typing import Any
@@ -285,6 +286,45 @@ def build_catalog(seed: int = 7, skus: int = 2000, start: date | None = None, da
     )
 
 
+def network_catalog(
+    seed: int, skus: int, start: date | None, days: int, site_codes: list[str], site_only: int
+) -> tuple[Catalog, list[np.ndarray]]:
+    """One SKU master for a network of sites, and each site's popularity weights over it.
+
+    The first `skus` SKUs are shared (today's catalog for the seed); each site then has
+    `site_only` SKUs of its own, `<code>-00001`..., a tenth or so of its lines. A shared SKU's popularity is reweighted per
+    site by a seeded lognormal factor (sigma 1.2: a SKU that is A at one site is often B or C at
+    another), except at the first site, which keeps the catalog's own ranking.
+    """
+    base = build_catalog(seed, skus, start, days)
+    parts = [base]
+    for k, code in enumerate(site_codes):
+        if site_only <= 0:
+            break
+        extra = build_catalog(seed * 1009 + k + 1, site_only, base.start, days)
+        ids = np.array([f"{code}-{i:05d}" for i in range(1, site_only + 1)])
+        parts.append(dc_replace(extra, sku_ids=ids))
+    array_fields = [f.name for f in fields(Catalog) if f.name not in ("seed", "start", "days", "n_customers", "index")]
+    merged = {name: np.concatenate([getattr(p, name) for p in parts]) for name in array_fields}
+    catalog = Catalog(
+        seed=seed,
+        start=base.start,
+        days=days,
+        n_customers=base.n_customers,
+        index={s: i for i, s in enumerate(merged["sku_ids"].tolist())},
+        **merged,
+    )
+    weights = []
+    for k in range(len(site_codes)):
+        w = np.zeros(len(catalog))
+        w[:skus] = 1.0 if k == 0 else _rng(seed, k, 5).lognormal(0.0, 1.2, skus)
+        if site_only > 0:
+            # A quarter of a shared SKU's weight at the same rank: a site's own range carries ~10% of its lines.
+            w[skus + k * site_only : skus + (k + 1) * site_only] = 0.25
+        weights.append(w)
+    return catalog, weights
+
+
 def _promo_multiplier(cat: Catalog, business_date: date) -> np.ndarray:
     """~3x for a handful of SKUs; promotions start on random days and run 5-9 days.
 
@@ -333,6 +373,10 @@ class DayBatch:
     n_lines: np.ndarray  # line entries per document as served (duplicates included)
     overrides: dict[int, dict[str, Any]] = field(default_factory=dict)
     fault_counts: dict[str, Any] = field(default_factory=dict)
+    # The site whose documents these are; in a network of several sites `site_no` (1-based) makes
+    # txn ids and keys unique across sites (0: the one site of a single-warehouse ERP, ids as ever).
+    warehouse_id: str = "WH-01"
+    site_no: int = 0
 
     @property
     def n_docs(self) -> int:
@@ -346,12 +390,13 @@ class DayBatch:
     def txn_key(self) -> np.ndarray:
         """int64 whose order equals the lexicographic order of txn_id (for stable tie-breaks)."""
         ymd = self.business_date.year * 10_000 + self.business_date.month * 100 + self.business_date.day
-        return _TXN_RANK[self.txn_type] * 10**17 + ymd * 10**9 + self.seq
+        return _TXN_RANK[self.txn_type] * 10**17 + ymd * 10**9 + self.site_no * 10**7 + self.seq
 
     def txn_ids(self, idx: np.ndarray) -> list[str]:
         ds = self.business_date.strftime("%Y%m%d")
         w = self.seq_width
-        return [f"{_TXN_PREFIX[t]}{ds}-{s:0{w}d}" for t, s in zip(self.txn_type[idx].tolist(), self.seq[idx].tolist())]
+        site = f"{self.warehouse_id}-" if self.site_no else ""
+        return [f"{site}{_TXN_PREFIX[t]}{ds}-{s:0{w}d}" for t, s in zip(self.txn_type[idx].tolist(), self.seq[idx].tolist())]
 
     def documents(self, idx: np.ndarray | list[int] | None = None) -> list[dict[str, Any]]:
         """Render documents (all of them, or ``idx`` in that order) as JSON-ready dicts."""
@@ -379,6 +424,7 @@ class DayBatch:
         ]
         ends = np.cumsum(sizes)
         cust = self.customer[idx].tolist()
+        site = self.warehouse_id
         return [
             {
                 "txn_id": tid,
@@ -387,6 +433,7 @@ class DayBatch:
                 "event_ts": ev + "Z",
                 "created_at": cr + "Z",
                 "lines": lines[e - n : e],
+                "warehouse_id": site,
             }
             for tid, t, c, ev, cr, e, n in zip(
                 self.txn_ids(idx),
@@ -454,8 +501,14 @@ def generate_day(
     malformed_rate: float = 0.0005,
     late_arrival_rate: float = 0.0,
     drift_rate: float = 0.0,
+    warehouse_id: str = "WH-01",
+    site_no: int = 0,
+    site_weight: np.ndarray | None = None,
 ) -> DayBatch:
     """All documents of one business date, deterministic per (seed, date, arguments).
+
+    `site_weight` scales each SKU's popularity for one site of a network (0: not sold there);
+    the caller gives each site its own seed, so sites draw their own orders.
 
     Independent RNG streams per concern, so e.g. changing ``late_arrival_rate`` moves commit
     times of some documents but leaves the demand itself unchanged. The phases below draw from
@@ -468,7 +521,7 @@ def generate_day(
     txn_type = _document_types(demand_rng, business_date, lines_per_day)
     event_ts, created_at = _document_times(demand_rng, len(txn_type), day_start, day_end)
     doc_of_line = _document_of_each_line(demand_rng, txn_type)
-    doc_of_line, sku, line_type = _skus_of_lines(demand_rng, catalog, business_date, txn_type, doc_of_line)
+    doc_of_line, sku, line_type = _skus_of_lines(demand_rng, catalog, business_date, txn_type, doc_of_line, site_weight)
     lines_per_doc = np.bincount(doc_of_line, minlength=len(txn_type))
     line_start = np.concatenate([[0], np.cumsum(lines_per_doc)]).astype(np.int64)
     line_no = (np.arange(len(doc_of_line)) - line_start[doc_of_line] + 1).astype(np.int64)
@@ -497,6 +550,8 @@ def generate_day(
         uom=uom,
         n_lines=lines_per_doc.astype(np.int32),
         fault_counts=counts,
+        warehouse_id=warehouse_id,
+        site_no=site_no,
     )
     if len(doc_of_line):
         _inject_malformed(batch, _rng(seed, day_ordinal, 2), malformed_rate, doc_of_line)
@@ -545,7 +600,12 @@ def _document_of_each_line(rng: np.random.Generator, txn_type: np.ndarray) -> np
 
 
 def _skus_of_lines(
-    rng: np.random.Generator, catalog: Catalog, business_date: date, txn_type: np.ndarray, doc_of_line: np.ndarray
+    rng: np.random.Generator,
+    catalog: Catalog,
+    business_date: date,
+    txn_type: np.ndarray,
+    doc_of_line: np.ndarray,
+    site_weight: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A SKU per line, by popularity (adjustments: any live SKU), distinct within a document.
 
@@ -553,6 +613,8 @@ def _skus_of_lines(
     kept lines' (document, SKU, document type).
     """
     weights = catalog.day_weights(business_date)
+    if site_weight is not None:
+        weights = weights * site_weight
     if not weights.any():
         raise ValueError(f"no SKU is introduced by {business_date}")
     by_popularity = np.cumsum(weights)

@@ -19,6 +19,7 @@ Fault model:
 from __future__ import annotations
 
 import asyncio
+import re
 import threading
 import time
 from collections import OrderedDict
@@ -44,6 +45,7 @@ from .catalog import (
     build_catalog,
     day_bounds_utc,
     generate_day,
+    network_catalog,
 )
 
 __all__ = ["ErpConfig", "ErpSimulator", "create_erp_app"]
@@ -51,6 +53,42 @@ __all__ = ["ErpConfig", "ErpSimulator", "create_erp_app"]
 _TRANSIENT = ("fault_rate_429", "fault_rate_5xx", "fault_rate_slow", "fault_rate_drop", "fault_rate_bad_json")
 _TIME_FIELDS = ("event_ts", "created_at")
 _CORRUPT = "__corrupt_served__"  # marks a page to be served broken (never leaves the simulator)
+_SITE_SERVED = "__site_served__"  # documents and lines served per warehouse (never leaves the simulator)
+DEFAULT_WAREHOUSE = "WH-01"
+_SITE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")  # as domain/network.WAREHOUSE_ID_PATTERN
+
+
+@dataclass(frozen=True)
+class Site:
+    """One warehouse the ERP serves: its id, its time zone (its business day), its demand."""
+
+    warehouse_id: str
+    timezone: str
+    no: int  # 1-based in a network of several sites; 0 for the one site of a single-warehouse ERP
+    weight: np.ndarray | None  # popularity factor per catalog SKU (None: the catalog's own)
+
+
+def parse_sites(raw: str | list | tuple | None, default_tz: str) -> list[tuple[str, str]]:
+    """`ID[@TZ],...` -> [(id, tz)]; a site without a zone takes `default_tz`. ValueError on bad input."""
+    if raw is None or raw == "" or raw == []:
+        return [(DEFAULT_WAREHOUSE, default_tz)]
+    items = [i.strip() for i in raw.split(",")] if isinstance(raw, str) else list(raw)
+    sites: list[tuple[str, str]] = []
+    for item in items:
+        wid, _, tz = item.partition("@") if isinstance(item, str) else (item[0], "@", item[1])
+        wid, tz = wid.strip(), (tz.strip() or default_tz)
+        if not _SITE_ID.match(wid):
+            raise ValueError(f"warehouse id {wid!r} is not valid: 1-32 letters, digits, '-' or '_'")
+        try:
+            ZoneInfo(tz)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {tz!r} for warehouse {wid}") from exc
+        if any(wid == w for w, _ in sites):
+            raise ValueError(f"warehouse {wid} is listed twice")
+        sites.append((wid, tz))
+    if not sites:
+        raise ValueError("--warehouses names no warehouse")
+    return sites
 
 
 @dataclass
@@ -89,6 +127,11 @@ class ErpConfig:
     # The count endpoint reports this many lines more than it serves, for every date with data: an
     # ERP whose count includes lines on hold. Reconciliation must catch it.
     count_excess_lines: int = 0
+    # The warehouses served: "ID[@TZ],..." (a site without a zone takes `timezone`). One site,
+    # WH-01, serves exactly today's documents; several sites each have their own demand mix.
+    warehouses: str | list = DEFAULT_WAREHOUSE
+    # SKUs sold at one site only, per site, when there are several (None: a tenth of `skus`).
+    site_only_skus: int | None = None
 
     def __post_init__(self) -> None:
         # Accept CLI-style strings for the typed fields.
@@ -116,6 +159,11 @@ class ErpConfig:
         _http.validate_rates(self, ("late_arrival_rate",))
         _http.validate_rates(self, ("fault_rate_drift",))
         _http.validate_rates(self, ("malformed_rate",))
+        self.sites = parse_sites(self.warehouses, self.timezone)
+        if len(self.sites) > 99:
+            raise ValueError("at most 99 warehouses per simulated ERP")
+        if isinstance(self.site_only_skus, str):
+            self.site_only_skus = int(self.site_only_skus)
 
 
 def _parse_datetime(raw: str, name: str) -> datetime:
@@ -187,18 +235,28 @@ class _Day:
 class ErpSimulator:
     def __init__(self, config: ErpConfig) -> None:
         self.config = config
-        self.catalog: Catalog = build_catalog(config.seed, config.skus, config.start, config.days)
+        if len(config.sites) == 1:
+            self.catalog: Catalog = build_catalog(config.seed, config.skus, config.start, config.days)
+            (wid, tz), = config.sites
+            self.sites = [Site(wid, tz, 0, None)]
+        else:
+            site_only = config.skus // 10 if config.site_only_skus is None else config.site_only_skus
+            codes = [re.sub(r"[^A-Z0-9-]", "-", w.upper())[:12] for w, _ in config.sites]
+            self.catalog, weights = network_catalog(config.seed, config.skus, config.start, config.days, codes, site_only)
+            self.sites = [Site(w, tz, k + 1, weights[k]) for k, (w, tz) in enumerate(config.sites)]
+        self.site_by_id = {site.warehouse_id: site for site in self.sites}
         self.tz = ZoneInfo(config.timezone)
         self._clock_lock = threading.Lock()
         self._now_override: int | None = int(config.now.timestamp()) if config.now else None
-        self._cache: OrderedDict[int, _Day] = OrderedDict()
+        self._cache: OrderedDict[tuple[int, int], _Day] = OrderedDict()  # (site no, date ordinal)
         self._cache_lock = threading.Lock()
-        self._gen_locks: dict[int, threading.Lock] = {}
+        self._gen_locks: dict[tuple[int, int], threading.Lock] = {}
         self._dice = _http.FaultDice(config.seed, 1)
         self.counters = _http.Counters()
         self.load = _http.LoadMeter()
         self._data_faults: dict[str, Any] = {}
         self._corrupt_served: dict[str, dict[str, list[int]]] = {}
+        self._site_faults: dict[str, dict[str, Any]] = {}  # warehouse -> business date -> data faults
         # How far created_at can trail the business date (bounds the days a created_at query scans).
         late = LATE_MAX_DAYS * 86_400 if config.late_arrival_rate > 0 else 0
         self._max_lag_s = MAX_COMMIT_DELAY_S + late + 86_400
@@ -219,78 +277,142 @@ class ErpSimulator:
         with self._clock_lock:
             self._now_override = None if now is None else int(now.timestamp())
 
-    def local_date(self, ts: int) -> date:
-        return datetime.fromtimestamp(ts, self.tz).date()
+    def local_date(self, ts: int, site: Site | None = None) -> date:
+        return datetime.fromtimestamp(ts, ZoneInfo(site.timezone) if site else self.tz).date()
 
-    def date_range(self) -> tuple[int, int]:
-        """Ordinals of the first and last business date the ERP holds."""
+    def date_range(self, site: Site | None = None) -> tuple[int, int]:
+        """Ordinals of the first and last business date the ERP holds (at a site: its local dates)."""
         end = self.catalog.end.toordinal()
         if self.config.extend_to_clock:
-            end = max(end, self.local_date(self.now()).toordinal())
+            end = max(end, self.local_date(self.now(), site).toordinal())
         return self.catalog.start.toordinal(), end
 
+    def site(self, warehouse_id: str | None) -> list[Site]:
+        """The sites a query reads: the one named, or all of them; unknown id -> 404."""
+        if warehouse_id is None or warehouse_id == "":
+            return self.sites
+        site = self.site_by_id.get(warehouse_id)
+        if site is None:
+            known = ", ".join(self.site_by_id)
+            raise _http.BadRequest(f"unknown warehouse_id {warehouse_id!r}: this ERP serves {known}", 404)
+        return [site]
+
     # --- data ------------------------------------------------------------------------------
-    def day(self, ordinal: int) -> _Day:
+    def day(self, ordinal: int, site: Site | None = None) -> _Day:
+        site = site or self.sites[0]
+        key = (site.no, ordinal)
         with self._cache_lock:
-            got = self._cache.get(ordinal)
+            got = self._cache.get(key)
             if got is not None:
-                self._cache.move_to_end(ordinal)
+                self._cache.move_to_end(key)
                 return got
-            gen_lock = self._gen_locks.setdefault(ordinal, threading.Lock())
+            gen_lock = self._gen_locks.setdefault(key, threading.Lock())
         with gen_lock:  # one generation per date even under concurrent requests
             with self._cache_lock:
-                got = self._cache.get(ordinal)
+                got = self._cache.get(key)
                 if got is not None:
                     return got
             d = date.fromordinal(ordinal)
             cfg = self.config
             batch = generate_day(
-                cfg.seed,
+                # The first site draws today's orders; every other site its own.
+                cfg.seed if site.no <= 1 else cfg.seed * 1009 + 100 + site.no,
                 self.catalog,
                 d,
                 cfg.lines_per_day,
-                cfg.timezone,
+                site.timezone,
                 malformed_rate=cfg.malformed_rate,
                 late_arrival_rate=cfg.late_arrival_rate,
                 drift_rate=cfg.fault_rate_drift,
+                warehouse_id=site.warehouse_id,
+                site_no=site.no,
+                site_weight=site.weight,
             )
-            got = _Day(batch, *day_bounds_utc(d, cfg.timezone))
+            got = _Day(batch, *day_bounds_utc(d, site.timezone))
             with self._cache_lock:
-                self._cache[ordinal] = got
-                while len(self._cache) > max(1, cfg.cache_days):
+                self._cache[key] = got
+                while len(self._cache) > max(1, cfg.cache_days * len(self.sites)):
                     self._cache.popitem(last=False)
-                self._gen_locks.pop(ordinal, None)
-                self._data_faults[d.isoformat()] = batch.fault_counts
+                self._gen_locks.pop(key, None)
+                faults = batch.fault_counts
+                if len(self.sites) > 1:  # one site's faults do not overwrite another's
+                    self._site_faults.setdefault(site.warehouse_id, {})[d.isoformat()] = faults
+                    faults = _sum_faults([f.get(d.isoformat()) for f in self._site_faults.values()])
+                self._data_faults[d.isoformat()] = faults
             return got
 
-    def count(self, business_date: date) -> dict[str, Any]:
-        lo, hi = self.date_range()
+    def count(self, business_date: date, warehouse_id: str | None = None) -> dict[str, Any]:
+        """Documents and lines of a business date (each site's own local day), of one site or all."""
         d = business_date.toordinal()
         now = self.now()
         docs = lines = 0
-        if lo <= d <= hi and day_bounds_utc(business_date, self.config.timezone)[0] <= now:
-            day = self.day(d)
-            vis = day.batch.created_at <= now
-            docs, lines = int(vis.sum()), int(day.batch.n_lines[vis].sum()) + self.config.count_excess_lines
-        return {"business_date": business_date.isoformat(), "documents": docs, "lines": lines}
+        for site in self.site(warehouse_id):
+            lo, hi = self.date_range(site)
+            if lo <= d <= hi and day_bounds_utc(business_date, site.timezone)[0] <= now:
+                day = self.day(d, site)
+                vis = day.batch.created_at <= now
+                docs += int(vis.sum())
+                lines += int(day.batch.n_lines[vis].sum()) + self.config.count_excess_lines
+        body: dict[str, Any] = {"business_date": business_date.isoformat(), "documents": docs, "lines": lines}
+        if warehouse_id:
+            body["warehouse_id"] = warehouse_id
+        return body
 
     def select(
-        self, since: int | None, until: int | None, time_field: str, after: tuple[int, int] | None, limit: int
+        self,
+        since: int | None,
+        until: int | None,
+        time_field: str,
+        after: tuple[int, int] | None,
+        limit: int,
+        sites: list[Site] | None = None,
+        bounds: dict[int, tuple[int, int]] | None = None,
     ) -> tuple[list[tuple[int, np.ndarray]], list[tuple[int, int, int]], bool]:
-        """Next page in (time_field, txn_id) order.
+        """Next page in (time_field, txn_id) order, over the given sites (default: all).
 
-        Returns (day ordinal, doc indices) groups, the page's (time, key, day) sequence in order,
-        and whether more records follow.
+        `bounds` gives a site (by no) its own [since, until) (a business date is each site's
+        local day). Returns (day ordinal, doc indices) groups, the page's (time, key, day)
+        sequence in order, and whether more records follow; with several sites a group's and a
+        sequence entry's day is `(site no, ordinal)`.
         """
+        sites = sites or self.sites
+        if len(self.sites) == 1:
+            t_all, k_all, i_all, d_all = self._select_site(self.sites[0], since, until, time_field, after, limit)
+        else:
+            parts = []
+            for site in sites:
+                lo, hi = (bounds or {}).get(site.no, (since, until))
+                t, k, i, d = self._select_site(site, lo, hi, time_field, after, limit)
+                parts.append((t, k, i, d, np.full(len(t), site.no)))
+            t_all, k_all, i_all, d_all, s_all = (np.concatenate(c) for c in zip(*parts))
+            order = np.lexsort((k_all, t_all))[: limit + 1]
+            t_all, k_all, i_all = t_all[order], k_all[order], i_all[order]
+            d_all = s_all[order] * 10_000_000 + d_all[order]  # site and day in one number
+        has_more = len(t_all) > limit
+        t_all, k_all, i_all, d_all = t_all[:limit], k_all[:limit], i_all[:limit], d_all[:limit]
+        groups = [(int(o), i_all[d_all == o]) for o in np.unique(d_all)]
+        seq = list(zip(t_all.tolist(), k_all.tolist(), d_all.tolist()))
+        return groups, seq, has_more
+
+    def _site_day(self, code: int) -> tuple[Site, int]:
+        """(site, ordinal) of a day code from select()."""
+        if len(self.sites) == 1:
+            return self.sites[0], code
+        return self.sites[code // 10_000_000 - 1], code % 10_000_000
+
+    def _select_site(
+        self, site: Site, since: int | None, until: int | None, time_field: str, after: tuple[int, int] | None, limit: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The first limit+1 documents of one site after `after`: (times, keys, doc indices, days)."""
         now = self.now()
-        first, last = self.date_range()
+        first, last = self.date_range(site)
         lower = max(x for x in (since, after[0] if after else None, -(2**62)) if x is not None)
         lag = self._max_lag_s if time_field == "created_at" else 0
         if lower > -(2**62):
-            first = max(first, self.local_date(lower - lag).toordinal())
+            first = max(first, self.local_date(lower - lag, site).toordinal())
         if until is not None:
-            last = min(last, self.local_date(until - 1).toordinal())
-        last = min(last, self.local_date(now).toordinal())  # later days have nothing visible
+            last = min(last, self.local_date(until - 1, site).toordinal())
+        last = min(last, self.local_date(now, site).toordinal())  # later days have nothing visible
 
         t_all = np.zeros(0, np.int64)
         k_all = np.zeros(0, np.int64)
@@ -299,9 +421,9 @@ class ErpSimulator:
         for ordinal in range(first, last + 1):
             if len(t_all) > limit:
                 # Every document of this day (and later ones) has a time >= the day's start.
-                if t_all[limit] < day_bounds_utc(date.fromordinal(ordinal), self.config.timezone)[0]:
+                if t_all[limit] < day_bounds_utc(date.fromordinal(ordinal), site.timezone)[0]:
                     break
-            day = self.day(ordinal)
+            day = self.day(ordinal, site)
             perm, times, keys, created = day.order(time_field)
             s = 0 if since is None else int(np.searchsorted(times, since, "left"))
             if after is not None:
@@ -318,26 +440,28 @@ class ErpSimulator:
             d_all = np.concatenate([d_all, np.full(len(pos), ordinal)])
             order = np.lexsort((k_all, t_all))[: limit + 1]
             t_all, k_all, i_all, d_all = t_all[order], k_all[order], i_all[order], d_all[order]
-
-        has_more = len(t_all) > limit
-        t_all, k_all, i_all, d_all = t_all[:limit], k_all[:limit], i_all[:limit], d_all[:limit]
-        groups = [(int(o), i_all[d_all == o]) for o in np.unique(d_all)]
-        seq = list(zip(t_all.tolist(), k_all.tolist(), d_all.tolist()))
-        return groups, seq, has_more
+        return t_all, k_all, i_all, d_all
 
     # --- endpoint bodies (run in a worker thread) -------------------------------------------
     def transactions_page(self, params: dict[str, str]) -> tuple[dict[str, Any], dict[str, list[int]]]:
         cfg = self.config
-        unknown = set(params) - {"since", "until", "cursor", "limit", "time_field", "business_date", "wait_s"}
+        unknown = set(params) - {"since", "until", "cursor", "limit", "time_field", "business_date", "wait_s", "warehouse_id"}
         if unknown:
             raise _http.BadRequest(f"unknown query parameter(s): {sorted(unknown)}")
+        wid = params.get("warehouse_id") or None
+        sites = self.site(wid)
         bdate = params.get("business_date")
         since = _parse_ts(params.get("since"), "since")
         until = _parse_ts(params.get("until"), "until")
+        bounds: dict[int, tuple[int, int]] | None = None
         if bdate:
             if since is not None or until is not None:
                 raise _http.BadRequest("give either business_date or since/until, not both")
-            since, until = day_bounds_utc(_parse_date(bdate), cfg.timezone)
+            day = _parse_date(bdate)
+            if len(sites) == 1:
+                since, until = day_bounds_utc(day, sites[0].timezone)
+            else:  # each site's own local day
+                bounds = {site.no: day_bounds_utc(day, site.timezone) for site in sites}
         if since is not None and until is not None and until < since:
             raise _http.BadRequest("until must not be before since")
         time_field = params.get("time_field") or ("event_ts" if bdate else "created_at")
@@ -345,7 +469,9 @@ class ErpSimulator:
             raise _http.BadRequest(f"time_field must be one of {list(_TIME_FIELDS)}, got {time_field!r}")
         limit = _http.parse_limit(params.get("limit"), cfg.default_limit, cfg.max_limit)
 
-        query_tag = [since, until, time_field]
+        query_tag: list[Any] = [since, until, time_field] if bounds is None else [bdate, None, time_field]
+        if wid:
+            query_tag.append(wid)
         after = None
         if time_field == "created_at":
             live_page = self._live_page(params, query_tag, limit)
@@ -357,13 +483,20 @@ class ErpSimulator:
                 raise _http.BadRequest("cursor does not belong to this query (same since/until/time_field required)")
             after = (int(cur[1]), int(cur[2]))
 
-        groups, seq, has_more = self.select(since, until, time_field, after, limit)
+        groups, seq, has_more = self.select(since, until, time_field, after, limit, sites, bounds)
         rendered: dict[int, list[dict[str, Any]]] = {}
         served: dict[str, list[int]] = {}
-        for ordinal, idx in groups:
-            batch = self.day(ordinal).batch
-            rendered[ordinal] = batch.documents(idx)
-            served[batch.business_date.isoformat()] = [len(idx), int(batch.n_lines[idx].sum())]
+        site_served: dict[str, list[int]] = {}
+        for code, idx in groups:
+            site, ordinal = self._site_day(code)
+            batch = self.day(ordinal, site).batch
+            rendered[code] = batch.documents(idx)
+            docs_lines = [len(idx), int(batch.n_lines[idx].sum())]
+            bd = served.setdefault(batch.business_date.isoformat(), [0, 0])
+            at_site = site_served.setdefault(site.warehouse_id, [0, 0])
+            for into in (bd, at_site):
+                into[0] += docs_lines[0]
+                into[1] += docs_lines[1]
         # Merge the per-day renders back into the page order.
         pos = {o: 0 for o in rendered}
         records = []
@@ -374,7 +507,7 @@ class ErpSimulator:
         next_cursor = None
         if not has_more and time_field == "created_at" and self._live_created:
             # The generated history is read: live commits follow under a cursor of their own.
-            live, _ = self._live_between(_parse_us(params.get("since")), _parse_us(params.get("until")), 0, 1)
+            live, _ = self._live_between(_parse_us(params.get("since")), _parse_us(params.get("until")), 0, 1, wid)
             if live:
                 next_cursor = _http.encode_cursor(["live", query_tag, 0])
         if has_more and seq:
@@ -386,7 +519,7 @@ class ErpSimulator:
                     last -= 1 + int(u * 1e6) % min(3, len(seq) - 1)
                     self.counters.add("faults", "duplicate_page")
             next_cursor = _http.encode_cursor([query_tag, seq[last][0], seq[last][1]])
-        page = {"records": records, "next_cursor": next_cursor}
+        page = {"records": records, "next_cursor": next_cursor, _SITE_SERVED: site_served}
         if seq and cfg.fault_rate_corrupt_page > 0:
             # Stable data fault keyed by the page's first record: every fetch of it is broken alike.
             if _http.stable_uniform(cfg.seed, "corrupt", query_tag, seq[0][0], seq[0][1]) < cfg.fault_rate_corrupt_page:
@@ -408,7 +541,7 @@ class ErpSimulator:
             after = int(cur[2])
         elif since_us is None or self._history_reaches(since_us):
             return None  # the generated history comes first; live commits follow it
-        docs, nxt = self._live_between(since_us, until_us, after, limit)
+        docs, nxt = self._live_between(since_us, until_us, after, limit, params.get("warehouse_id") or None)
         cursor = _http.encode_cursor(["live", query_tag, nxt]) if nxt is not None else None
         return {"records": docs, "next_cursor": cursor}, {}
 
@@ -449,7 +582,9 @@ class ErpSimulator:
         raw = params.get("business_date")
         if not raw:
             raise _http.BadRequest("business_date=YYYY-MM-DD is required")
-        return self.count(_parse_date(raw)), {}
+        wid = params.get("warehouse_id") or None
+        self.site(wid)  # an unknown site is a 404 before the date is read
+        return self.count(_parse_date(raw), wid), {}
 
     # --- live commits ----------------------------------------------------------------------------
     def commit(self, document: Any) -> dict[str, Any]:
@@ -462,6 +597,11 @@ class ErpSimulator:
             raise _http.BadRequest("txn_id must be a non-empty string")
         if not isinstance(document.get("lines"), list):
             raise _http.BadRequest("lines must be a list of {line_no, sku_id, quantity, uom}")
+        # Every document belongs to a site: the first one unless it names another.
+        document = {**document, "warehouse_id": document.get("warehouse_id") or self.sites[0].warehouse_id}
+        if not isinstance(document["warehouse_id"], str):
+            raise _http.BadRequest("warehouse_id must be a string")
+        self.site(document["warehouse_id"])
         with self._live_lock:
             if txn_id in self._live_ids:
                 raise _http.BadRequest(f"txn_id {txn_id!r} is already committed", 409)
@@ -506,17 +646,29 @@ class ErpSimulator:
             self._registered[sku_id] = row
         return row
 
-    def _live_between(self, since_us: int | None, until_us: int | None, after: int, limit: int) -> tuple[list[dict], int | None]:
-        """Live documents with since <= created_at < until, from position `after`; (page, next position)."""
+    def _live_between(
+        self, since_us: int | None, until_us: int | None, after: int, limit: int, warehouse_id: str | None = None
+    ) -> tuple[list[dict], int | None]:
+        """Live documents with since <= created_at < until (of one site, when named), from
+        position `after`; (page, next position)."""
         import bisect
 
         with self._live_lock:
             created = self._live_created
             lo = max(after, bisect.bisect_left(created, since_us) if since_us is not None else 0)
             hi = bisect.bisect_left(created, until_us) if until_us is not None else len(created)
-            docs = self._live_docs[lo : min(hi, lo + limit)]
-            more = lo + limit < hi
-        return docs, (lo + limit if more else None)
+            if warehouse_id is None:
+                docs = self._live_docs[lo : min(hi, lo + limit)]
+                more = lo + limit < hi
+                return docs, (lo + limit if more else None)
+            # Live commits are few: one site's are picked out of the commit log as it is read.
+            docs, pos = [], lo
+            while pos < hi and len(docs) < limit:
+                if self._live_docs[pos].get("warehouse_id") == warehouse_id:
+                    docs.append(self._live_docs[pos])
+                pos += 1
+            more = any(d.get("warehouse_id") == warehouse_id for d in self._live_docs[pos:hi])
+        return docs, (pos if more else None)
 
     def _notify_commit(self) -> None:
         event, self._committed = self._committed, asyncio.Event()
@@ -549,6 +701,26 @@ class ErpSimulator:
             "data_faults": data_faults,
             "clock": {"now": _iso(now), "simulated": self._now_override is not None},
             "history": {"start": self.catalog.start.isoformat(), "end": self.catalog.end.isoformat()},
+            "warehouses": self._site_stats(snap.get("site_served", {}), data_faults),
+        }
+
+    def _site_stats(self, served: dict[str, Any], data_faults: dict[str, Any]) -> dict[str, Any]:
+        """Per warehouse: documents and lines served (totals over its dates), its zone, its own SKUs."""
+        own = {s.warehouse_id: 0 if s.weight is None else int((s.weight[self.config.skus :] > 0).sum()) for s in self.sites}
+        with self._live_lock:
+            live = [d.get("warehouse_id") for d in self._live_docs]
+        with self._cache_lock:
+            faults = {w: orjson.loads(orjson.dumps(f)) for w, f in self._site_faults.items()}
+        return {
+            site.warehouse_id: {
+                "timezone": site.timezone,
+                "documents": served.get(site.warehouse_id, {}).get("documents", 0),
+                "lines": served.get(site.warehouse_id, {}).get("lines", 0),
+                "committed_live": live.count(site.warehouse_id),
+                "site_only_skus": own[site.warehouse_id],
+                "data_faults": faults.get(site.warehouse_id, data_faults if len(self.sites) == 1 else {}),
+            }
+            for site in self.sites
         }
 
     # --- HTTP --------------------------------------------------------------------------------
@@ -589,6 +761,7 @@ class ErpSimulator:
             self.counters.add("requests", endpoint, str(exc.status))
             return _http.error_response(exc.status, exc.message)
         corrupt = payload.pop(_CORRUPT, None) if isinstance(payload, dict) else None
+        site_served = payload.pop(_SITE_SERVED, {}) if isinstance(payload, dict) else {}
         body = orjson.dumps(payload)
         if corrupt is not None:
             records = orjson.dumps(payload["records"])
@@ -609,6 +782,10 @@ class ErpSimulator:
         for bd, (docs, lines) in served.items():
             self.counters.add("served", bd, "documents", n=docs)
             self.counters.add("served", bd, "lines", n=lines)
+        if served:  # a page served broken counts for no site, as for no date
+            for wid, (docs, lines) in site_served.items():
+                self.counters.add("site_served", wid, "documents", n=docs)
+                self.counters.add("site_served", wid, "lines", n=lines)
         return Response(body, media_type=_http.JSON)
 
     async def _post(self, request: Request, endpoint: str, apply: Any, *, notify: bool) -> Response:
@@ -695,6 +872,19 @@ class ErpSimulator:
         )
         app.state.simulator = self
         return app
+
+
+def _sum_faults(per_site: list[dict[str, Any] | None]) -> dict[str, Any]:
+    """The network's data faults of a date: every site's counts added up."""
+    total: dict[str, Any] = {"malformed": {}, "drift": {}, "late": 0}
+    for faults in per_site:
+        for kind, value in (faults or {}).items():
+            if isinstance(value, dict):
+                for name, n in value.items():
+                    total.setdefault(kind, {})[name] = total.get(kind, {}).get(name, 0) + n
+            else:
+                total[kind] = total.get(kind, 0) + value
+    return total
 
 
 def _parse_date(raw: str) -> date:

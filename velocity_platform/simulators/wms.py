@@ -32,12 +32,33 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from . import _http
-from .catalog import build_catalog
+from .catalog import build_catalog, network_catalog
 
 __all__ = ["WmsConfig", "WmsSimulator", "create_wms_app"]
 
 _SKU_RE = re.compile(r"^[A-Z0-9-]{4,20}$")
 AISLE_PITCH_M = 3.0
+DEFAULT_WAREHOUSE = "WH-01"
+_SITE = re.compile(r"^([A-Za-z0-9][A-Za-z0-9_-]{0,31})(?:@(\d+)x(\d+)x(\d+))?$")
+
+
+def parse_sites(raw: str | None) -> list[tuple[str, tuple[int, int, int] | None]]:
+    """`ID[@AxBxL],...` (aisles x bays per side x levels) -> [(id, layout or None)]; ValueError on bad input."""
+    if not raw:
+        return [(DEFAULT_WAREHOUSE, None)]
+    sites: list[tuple[str, tuple[int, int, int] | None]] = []
+    for item in (i.strip() for i in raw.split(",")):
+        match = _SITE.match(item)
+        if not match:
+            raise ValueError(f"warehouse {item!r} is not ID or ID@AISLESxBAYSxLEVELS (e.g. WH-02@12x40x3)")
+        wid, dims = match.group(1), match.groups()[1:]
+        layout = tuple(int(d) for d in dims) if dims[0] else None
+        if layout is not None and min(layout) < 1:
+            raise ValueError(f"warehouse {wid}: aisles, bays and levels must each be >= 1")
+        if any(wid == w for w, _ in sites):
+            raise ValueError(f"warehouse {wid} is listed twice")
+        sites.append((wid, layout))  # type: ignore[arg-type]
+    return sites
 
 
 @dataclass
@@ -66,6 +87,15 @@ class WmsConfig:
     # (sku_id, introduced_on ISO date) pairs; None: the synthetic catalogue of `seed` and `skus`.
     # SKUs introduced by `start` sit in a random legacy slot, later ones wait for a first slot.
     sku_catalog: list[tuple[str, str]] | None = None
+    # The warehouses held: "ID[@AxBxL],..." (layout: aisles x bays per side x levels; default the
+    # fields above). One site, WH-01, is today's WMS; with several, each site has its own layout
+    # and location ids prefixed with the site ("WH-02/AA-001-1"), and stocks the ERP simulator's
+    # shared SKUs plus its own (list the sites in the same order as the ERP's --warehouses).
+    warehouses: str | None = None
+    site_only_skus: int | None = None  # as ErpConfig.site_only_skus
+    # Set on each site of a network by the network itself.
+    warehouse_id: str = DEFAULT_WAREHOUSE
+    location_prefix: str = ""
 
     def __post_init__(self) -> None:
         if isinstance(self.start, str):
@@ -79,6 +109,7 @@ class WmsConfig:
             v = getattr(self, name)
             if v is not None and v < 1:
                 raise ValueError(f"{name} must be >= 1")
+        self.sites = parse_sites(self.warehouses)
 
 
 def _layout_dims(cfg: WmsConfig) -> tuple[int, int, int]:
@@ -97,8 +128,26 @@ def _layout_dims(cfg: WmsConfig) -> tuple[int, int, int]:
 
 
 class WmsSimulator:
-    def __init__(self, config: WmsConfig) -> None:
+    def __init__(self, config: WmsConfig, *, network_sites: tuple[str, ...] = ()) -> None:
         self.config = config
+        self.warehouse_id = config.warehouse_id
+        self.network_sites = network_sites  # the other sites' ids, to name them in a refusal
+        self.sites: dict[str, WmsSimulator] = {}
+        self._lock = threading.Lock()
+        self._dice = _http.FaultDice(config.seed, 2)
+        self.counters = _http.Counters()
+        # A WMS that stops answering directive POSTs for a while (busy, a lock held on its side):
+        # they wait here until answering again. Tests and benchmarks close and open it.
+        self._answering = threading.Event()
+        self._answering.set()
+        self._held = 0
+        if len(config.sites) > 1:
+            self._build_network()
+            return
+        if config.sites[0][1] is not None or config.sites[0][0] != DEFAULT_WAREHOUSE:
+            self.warehouse_id = config.sites[0][0]
+            if config.sites[0][1] is not None:
+                config.aisles, config.bays_per_side, config.levels = config.sites[0][1]
         if config.sku_catalog is not None:
             self.catalog = _ExternalCatalog.of(config.sku_catalog, config.start)
             config.skus = len(self.catalog)  # the layout is sized for them when not given
@@ -107,21 +156,66 @@ class WmsSimulator:
         self.aisles, self.bays, self.levels = _layout_dims(config)
         self._build_layout()
         self._initial_assignment()
-        self._lock = threading.Lock()
         self._answers: dict[str, tuple[tuple[Any, ...], dict[str, Any]]] = {}
         self._applied_per_key: dict[str, int] = {}
         self._acks = 0
-        self._dice = _http.FaultDice(config.seed, 2)
-        self.counters = _http.Counters()
-        # A WMS that stops answering directive POSTs for a while (busy, a lock held on its side):
-        # they wait here until answering again. Tests and benchmarks close and open it.
-        self._answering = threading.Event()
-        self._answering.set()
-        self._held = 0
         self._journal = None
         if config.state_path:
             self._replay_journal(Path(config.state_path))
             self._journal = open(config.state_path, "ab")  # noqa: SIM115  # closed with the process
+
+    def _build_network(self) -> None:
+        """One WMS per site, each its own layout, item master, slotting and idempotency keys;
+        this object routes requests to them and adds up their figures."""
+        cfg = self.config
+        ids = tuple(w for w, _ in cfg.sites)
+        catalogs: list[list[tuple[str, str]] | None] = [cfg.sku_catalog] * len(ids)
+        if cfg.sku_catalog is None:
+            # The ERP simulator's network catalogue: every site stocks the shared SKUs and its own.
+            site_only = cfg.skus // 10 if cfg.site_only_skus is None else cfg.site_only_skus
+            codes = [re.sub(r"[^A-Z0-9-]", "-", w.upper())[:12] for w in ids]
+            catalog, weights = network_catalog(cfg.seed, cfg.skus, cfg.start, cfg.days, codes, site_only)
+            dates = [date.fromordinal(o).isoformat() for o in catalog.introduced_ord.tolist()]
+            catalogs = [
+                [(catalog.sku_ids[i], dates[i]) for i in np.flatnonzero(w > 0).tolist()] for w in weights
+            ]
+            start = catalog.start
+        else:
+            start = cfg.start
+        for k, ((wid, layout), skus) in enumerate(zip(cfg.sites, catalogs, strict=True)):
+            aisles, bays, levels = layout or (cfg.aisles, cfg.bays_per_side, cfg.levels)
+            site_config = WmsConfig(
+                seed=cfg.seed + k,  # each site's legacy slotting is its own
+                skus=cfg.skus,
+                start=start,
+                days=cfg.days,
+                aisles=aisles,
+                bays_per_side=bays,
+                levels=levels,
+                capacity_ft3=cfg.capacity_ft3,
+                token=cfg.token,
+                default_limit=cfg.default_limit,
+                max_limit=cfg.max_limit,
+                max_batch=cfg.max_batch,
+                state_path=f"{cfg.state_path}.{wid}" if cfg.state_path else None,
+                sku_catalog=skus,
+                warehouse_id=wid,
+                location_prefix=f"{wid}/",
+            )
+            try:
+                self.sites[wid] = WmsSimulator(site_config, network_sites=ids)
+            except ValueError as exc:
+                raise ValueError(f"warehouse {wid}: {exc}") from None
+
+    def site(self, warehouse_id: str | None) -> WmsSimulator | None:
+        """The site a read or a directive is for (None: every site of a network); 404 if unknown."""
+        if not warehouse_id:
+            return None if self.sites else self
+        got = self.sites.get(warehouse_id) if self.sites else (self if warehouse_id == self.warehouse_id else None)
+        if got is None:
+            known = ", ".join(self.sites or [self.warehouse_id])
+            raise _http.BadRequest(f"unknown warehouse_id {warehouse_id!r}: this WMS holds {known}", 404)
+        return got
 
     def _replay_journal(self, path: Path) -> None:
         if not path.exists():
@@ -164,13 +258,15 @@ class WmsSimulator:
         zone[rank < round(0.2 * n)] = "A"
         zone[(rank >= round(0.2 * n)) & (rank < round(0.5 * n))] = "B"
         width = max(3, len(str(2 * self.bays)))
+        prefix = self.config.location_prefix
         ids = [
-            f"{chr(65 + ai // 26)}{chr(65 + ai % 26)}-{p:0{width}d}" + (f"-{lv}" if self.levels > 1 else "")
+            f"{prefix}{chr(65 + ai // 26)}{chr(65 + ai % 26)}-{p:0{width}d}" + (f"-{lv}" if self.levels > 1 else "")
             for ai, p, lv in zip(a.tolist(), position.tolist(), lvl.tolist())
         ]
         self.location_ids = ids
         self.location_index = {loc: i for i, loc in enumerate(ids)}
         cap = float(self.config.capacity_ft3)
+        site = self.warehouse_id
         self.location_rows = [
             {
                 "location_id": loc,
@@ -181,6 +277,7 @@ class WmsSimulator:
                 "level": lv,
                 "capacity_ft3": cap,
                 "distance_m": d,
+                "warehouse_id": site,
             }
             for loc, z, ai, bi, s, lv, d in zip(
                 ids, zone.tolist(), a.tolist(), k.tolist(), side.tolist(), lvl.tolist(), distance.tolist()
@@ -209,8 +306,15 @@ class WmsSimulator:
         self.sku_ids: list[str] = cat.sku_ids.tolist()
         self.sku_index: dict[str, int] = dict(cat.index)
 
-    def add_items(self, body: Any) -> dict[str, Any]:
-        """`POST /v1/items`: products new to the WMS's item master (unslotted until a first slot)."""
+    def add_items(self, body: Any, warehouse_id: str | None = None) -> dict[str, Any]:
+        """`POST /v1/items`: products new to the WMS's item master (unslotted until a first slot);
+        in a network, to the named site's (`?warehouse_id=`) or to every site's."""
+        target = self.site(warehouse_id)
+        if target is None:
+            answers = [site.add_items(body) for site in self.sites.values()]
+            return {"added": sum(a["added"] for a in answers), "known": sum(a["known"] for a in answers)}
+        if target is not self:
+            return target.add_items(body)
         records = body if isinstance(body, list) else [body]
         if not records or not all(isinstance(r, dict) and isinstance(r.get("sku_id"), str) and _SKU_RE.match(r["sku_id"]) for r in records):
             raise _http.BadRequest('body must be {"sku_id": "..."} or a list of them, each sku_id matching ^[A-Z0-9-]{4,20}$', 422)
@@ -245,20 +349,32 @@ class WmsSimulator:
             errs.append("sku_id must match ^[A-Z0-9-]{4,20}$")
         elif sku not in self.sku_index:
             errs.append(f"unknown sku_id {sku!r}")
+        site = body.get("warehouse_id") or self.warehouse_id  # a one-site WMS takes a directive naming none
+        if site != self.warehouse_id:
+            errs.append(f"warehouse_id {site!r} is not this WMS's site ({self.warehouse_id})")
         frm = body.get("from_location", "<absent>")
         if frm == "<absent>":
             errs.append("from_location is required (null for an unslotted SKU)")
         elif frm is not None and frm not in self.location_index:
-            errs.append(f"unknown from_location {frm!r}")
+            errs.append(self._foreign(frm, "from_location") or f"unknown from_location {frm!r}")
         to = body.get("to_location")
         if not isinstance(to, str) or to not in self.location_index:
-            errs.append(f"unknown to_location {to!r}")
+            errs.append(self._foreign(to, "to_location") or f"unknown to_location {to!r}")
         elif to == frm:
             errs.append("to_location equals from_location")
         saving = body.get("expected_saving_m_per_day")
         if isinstance(saving, bool) or not isinstance(saving, (int, float)) or not math.isfinite(saving):
             errs.append("expected_saving_m_per_day must be a number")
         return errs
+
+    def _foreign(self, location: Any, name: str) -> str | None:
+        """The refusal of a location that belongs to another site of the network, naming both."""
+        if not isinstance(location, str) or "/" not in location:
+            return None
+        owner = location.split("/", 1)[0]
+        if owner in self.network_sites and owner != self.warehouse_id:
+            return f"{name} {location!r} belongs to warehouse {owner}, not to {self.warehouse_id} where this directive is addressed"
+        return None
 
     def submit(self, key: str, raw: bytes) -> tuple[int, dict[str, Any]]:
         """Apply a directive at most once per key. Atomic under the simulator lock."""
@@ -324,7 +440,49 @@ class WmsSimulator:
         return status, payload
 
     # --- reads -------------------------------------------------------------------------------
+    def route(self, key: str, raw: bytes) -> tuple[int, dict[str, Any]]:
+        """A directive to the site it names (`warehouse_id`); a network refuses one naming none."""
+        if not self.sites:
+            return self.submit(key, raw)
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            body = None
+        wid = body.get("warehouse_id") if isinstance(body, dict) else None
+        target = self.sites.get(wid) if isinstance(wid, str) else None
+        if target is None:
+            known = ", ".join(self.sites)
+            what = "is required" if wid is None else f"{wid!r} is not a site of this WMS"
+            self.counters.add("directives", "rejected")
+            return 422, {"error": "invalid directive", "details": [f"warehouse_id {what} (sites: {known})"]}
+        return target.submit(key, raw)
+
+    def _network_page(self, tag: str, params: dict[str, str]) -> dict[str, Any]:
+        """A page of every site's records, site after site, under a cursor that names the site."""
+        k, inner = 0, None
+        if params.get("cursor"):
+            cur = _http.decode_cursor(params["cursor"])
+            if not (isinstance(cur, list) and len(cur) == 4 and cur[:2] == ["network", tag] and isinstance(cur[2], int)
+                    and 0 <= cur[2] < len(self.sites)):
+                raise _http.BadRequest("invalid cursor")
+            k, inner = cur[2], cur[3]
+        sites = list(self.sites.values())
+        query = {n: v for n, v in params.items() if n not in ("cursor", "warehouse_id")}
+        if inner:
+            query["cursor"] = inner
+        page = getattr(sites[k], f"{tag}_page")(query)
+        if page["next_cursor"]:
+            nxt = _http.encode_cursor(["network", tag, k, page["next_cursor"]])
+        else:
+            nxt = _http.encode_cursor(["network", tag, k + 1, None]) if k + 1 < len(sites) else None
+        return {"records": page["records"], "next_cursor": nxt}
+
     def locations_page(self, params: dict[str, str]) -> dict[str, Any]:
+        target = self.site(params.get("warehouse_id"))
+        if target is None:
+            return self._network_page("locations", params)
+        if target is not self:
+            return target.locations_page(params)
         limit = _http.parse_limit(params.get("limit"), self.config.default_limit, self.config.max_limit)
         offset = _offset_cursor(params.get("cursor"), "locations")
         rows = self.location_rows[offset : offset + limit]
@@ -338,10 +496,18 @@ class WmsSimulator:
             loc = int(self.loc_of_sku[s]) if s is not None else -1
             at = self.assigned_at[s] if s is not None and loc >= 0 else None
         record = {"sku_id": sku_id, "location_id": self.location_ids[loc] if loc >= 0 else None, "assigned_at": at,
-                  "assigned_at_ms": _epoch_ms(at) if at else None}
+                  "assigned_at_ms": _epoch_ms(at) if at else None, "warehouse_id": self.warehouse_id}
         return {"records": [record], "next_cursor": None}
 
     def assignments_page(self, params: dict[str, str]) -> dict[str, Any]:
+        target = self.site(params.get("warehouse_id"))
+        if target is None:
+            if params.get("sku_id"):  # the SKU at every site that stocks it
+                pages = [site.assignment_of(params["sku_id"]) for site in self.sites.values()]
+                return {"records": [r for p in pages for r in p["records"] if r["location_id"]], "next_cursor": None}
+            return self._network_page("assignments", params)
+        if target is not self:
+            return target.assignments_page(params)
         if params.get("sku_id"):
             return self.assignment_of(params["sku_id"])
         limit = _http.parse_limit(params.get("limit"), self.config.default_limit, self.config.max_limit)
@@ -351,7 +517,8 @@ class WmsSimulator:
             more = len(skus) > limit
             skus = skus[:limit]
             records = [
-                {"sku_id": sid, "location_id": self.location_ids[loc], "assigned_at": self.assigned_at[s]}
+                {"sku_id": sid, "location_id": self.location_ids[loc], "assigned_at": self.assigned_at[s],
+                 "warehouse_id": self.warehouse_id}
                 for s, sid, loc in zip(
                     skus.tolist(), [self.sku_ids[i] for i in skus.tolist()], self.loc_of_sku[skus].tolist()
                 )
@@ -377,21 +544,64 @@ class WmsSimulator:
             with self._lock:
                 self._held -= 1
 
+    def site_figures(self) -> dict[str, Any]:
+        """One site's directives (received, applied, replayed, rejected), by date, and its layout."""
+        snap = self.counters.snapshot()
+        d = snap.get("directives", {})
+        by_date = snap.get("by_business_date", {})
+        return {
+            "received": sum(v.get("received", 0) for v in by_date.values()),
+            "applied": d.get("applied", 0),
+            "replayed": d.get("replayed", 0),
+            "rejected": d.get("rejected", 0),
+            "by_business_date": by_date,
+            "locations": len(self.location_ids),
+            "layout": {"aisles": self.aisles, "bays_per_side": self.bays, "levels": self.levels},
+        }
+
     def stats(self) -> dict[str, Any]:
         snap = self.counters.snapshot()
         d = snap.get("directives", {})
         with self._lock:
-            per_key, held = dict(self._applied_per_key), self._held
+            held = self._held
+        if not self.sites:
+            with self._lock:
+                per_key = dict(self._applied_per_key)
+            return {
+                "received": d.get("received", 0),
+                "applied": d.get("applied", 0),
+                "replayed": d.get("replayed", 0),
+                "rejected": d.get("rejected", 0),
+                "applied_per_key": per_key,
+                "by_business_date": snap.get("by_business_date", {}),
+                "requests": snap.get("requests", {}),
+                "faults": snap.get("faults", {}),
+                "held_requests": held,  # directive POSTs waiting while the WMS does not answer
+                "warehouses": {self.warehouse_id: self.site_figures()},
+            }
+        # A network: the totals of its sites (keys are per site: `site/key` in applied_per_key).
+        sites = {wid: site.site_figures() for wid, site in self.sites.items()}
+        per_key: dict[str, int] = {}
+        by_date: dict[str, dict[str, int]] = {}
+        for wid, site in self.sites.items():
+            with site._lock:
+                per_key.update({f"{wid}/{k}": n for k, n in site._applied_per_key.items()})
+            for bd, figures in sites[wid]["by_business_date"].items():
+                row = by_date.setdefault(bd, {})
+                for name, n in figures.items():
+                    row[name] = row.get(name, 0) + n
+        total = {name: sum(f[name] for f in sites.values()) for name in ("applied", "replayed", "rejected")}
         return {
             "received": d.get("received", 0),
-            "applied": d.get("applied", 0),
-            "replayed": d.get("replayed", 0),
-            "rejected": d.get("rejected", 0),
+            "applied": total["applied"],
+            "replayed": total["replayed"],
+            "rejected": total["rejected"] + d.get("rejected", 0),  # with those refused for naming no site
             "applied_per_key": per_key,
-            "by_business_date": snap.get("by_business_date", {}),
+            "by_business_date": by_date,
             "requests": snap.get("requests", {}),
             "faults": snap.get("faults", {}),
-            "held_requests": held,  # directive POSTs waiting while the WMS does not answer
+            "held_requests": held,
+            "warehouses": sites,
         }
 
     # --- HTTP --------------------------------------------------------------------------------
@@ -445,7 +655,7 @@ class WmsSimulator:
             fault, failed = self._roll("directives", post=True)
             if failed is not None:
                 return failed
-            status, payload = self.submit(key, await request.body())
+            status, payload = self.route(key, await request.body())
             self.counters.add("requests", "directives", str(status))
             if fault == "commit_then_drop":
                 # Committed (and stored under the key) but the answer never arrives.
@@ -482,7 +692,7 @@ class WmsSimulator:
             results = []
             for item in items:
                 self.counters.add("directives", "received")
-                status, payload = self.submit(item["idempotency_key"], orjson.dumps(item.get("directive")))
+                status, payload = self.route(item["idempotency_key"], orjson.dumps(item.get("directive")))
                 results.append({"idempotency_key": item["idempotency_key"], "http_status": status, **payload})
             self.counters.add("requests", "directive_batch", "200")
             if fault == "commit_then_drop":
@@ -498,7 +708,8 @@ class WmsSimulator:
             if not _http.authorized(request, self.config.token):
                 return _http.unauthorized()
             try:
-                return _http.json_response(self.add_items(orjson.loads(await request.body())), 201)
+                body = orjson.loads(await request.body())
+                return _http.json_response(self.add_items(body, request.query_params.get("warehouse_id")), 201)
             except orjson.JSONDecodeError:
                 return _http.error_response(400, "body is not valid JSON")
             except _http.BadRequest as exc:
