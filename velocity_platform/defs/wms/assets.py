@@ -81,8 +81,9 @@ def wms_directive_acks(
             before = client.stats.as_metadata()
             # Claimed in leased batches, so two runs pushing the same day split it (connectors/outbox.py);
             # an open WMS circuit stops the push and leaves the rest pending, unsent, for the next run.
+            # A wait for another pusher, or taking over a dead one's claims, shows on the console (WARNING).
             report = push_pending(
-                store, client, day, pusher=new_pusher_id(f"run {context.run.run_id}"), batch_size=wms.push_batch_size, say=context.log.info
+                store, client, day, pusher=new_pusher_id(f"run {context.run.run_id}"), batch_size=wms.push_batch_size, say=context.log.warning
             )
             if report.still_pending:
                 attempted = len(report.sent) + len(report.unsent) + report.held_elsewhere
