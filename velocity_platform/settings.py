@@ -394,7 +394,7 @@ class DeltaServiceSettings(SettingsGroup):
         10.0, gt=0, description="Exception service: seconds of batches summed into one runless event on exception_deltas"
     )
     reference_refresh_s: float = Field(
-        300.0, gt=0, description="Exception service: how often it re-reads locations, assignments and expected rates"
+        300.0, gt=0, description="Exception service: how often it re-reads locations and assignments (expected rates: when the nightly tables change)"
     )
     # The spike rule's defaults are the domain's SpikePolicy (measured on real order history).
     spike_multiple: float = Field(

@@ -366,7 +366,7 @@ def _as_text(schema: pl.Schema, mapping: FileMapping) -> list[pl.Expr]:
 
 
 def _too_large(name: str, what: str, limit: int, variable: str) -> FileSourceError:
-    return FileSourceError(f"{name} is refused: {what} over the limit of {limit:,} ({variable}; raise it to read this file)")
+    return FileSourceError(f"{name} is refused: {what} than the limit of {limit:,} ({variable}; raise it to read this file)")
 
 
 def _read_bounded(path: Path, limits: FileLimits) -> bytes:
@@ -389,7 +389,7 @@ def _read_parquet(data: bytes, name: str, limits: FileLimits, mapping: FileMappi
     source = pq.ParquetFile(io.BytesIO(data))
     names = source.schema_arrow.names
     if len(names) > limits.max_columns:
-        raise _too_large(name, f"its schema names {len(names):,} columns,", limits.max_columns, SourceSettings.variable("file_max_columns"))
+        raise _too_large(name, f"its schema names {len(names):,} columns, more", limits.max_columns, SourceSettings.variable("file_max_columns"))
     wanted = [c for c in mapping.columns.values() if c in names]
     meta = source.metadata
     unpacked = sum(
@@ -418,7 +418,7 @@ def _read_csv(data: bytes, name: str, limits: FileLimits) -> tuple[pl.DataFrame,
     (vectorised), and only a file with a broken line is read again, around the broken lines."""
     header_end = data.find(b"\n", 0, limits.max_line_bytes + 1)
     if header_end < 0 and len(data) > limits.max_line_bytes:
-        raise _too_large(name, "its header line is more bytes", limits.max_line_bytes, SourceSettings.variable("file_max_line_bytes"))
+        raise _too_large(name, "its header line holds more bytes", limits.max_line_bytes, SourceSettings.variable("file_max_line_bytes"))
     header = data if header_end < 0 else data[:header_end]
     try:
         header_text = header.decode("utf-8").removeprefix("\ufeff").rstrip("\r")
@@ -428,7 +428,7 @@ def _read_csv(data: bytes, name: str, limits: FileLimits) -> tuple[pl.DataFrame,
         raise FileSourceError(f"{name} is not a CSV export: its first line is not a header of column names")
     columns = len(re.sub(_QUOTED_FIELD, "", header_text).split(","))
     if columns > limits.max_columns:
-        raise _too_large(name, f"its header names {columns:,} columns,", limits.max_columns, SourceSettings.variable("file_max_columns"))
+        raise _too_large(name, f"its header names {columns:,} columns, more", limits.max_columns, SourceSettings.variable("file_max_columns"))
     data, long_lines = _cut_long_lines(data, columns, limits.max_line_bytes)
     if long_lines:
         frame, unparsed = _read_csv_around_broken_lines(data, name, header_text, columns)
