@@ -2,7 +2,6 @@
 limit and the setting that raises it; the good lines of a partly bad file are kept. (Peak RSS on
 full-size inputs is measured by benchmarks/bad_input_memory.py.)"""
 
-import gzip
 import zlib
 
 import polars as pl

@@ -1,7 +1,6 @@
 """SIGKILL in the middle of ingestion or of the WMS push, then a re-run: the same tables and the
 same WMS state as a run that was never interrupted, on an identical fresh world."""
 
-import datetime as dt
 import os
 import signal
 import subprocess
@@ -12,7 +11,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from velocity_platform.connectors.state import OperationalStore, wms_outbox
+from velocity_platform.connectors.state import OperationalStore
 from velocity_platform_tests.conftest import PROJECT
 from velocity_platform_tests.warehouse import warehouse_tables as read_tables
 
@@ -71,24 +70,6 @@ def kill_when(process: subprocess.Popen, condition, what: str, deadline_s: float
     process.send_signal(signal.SIGKILL)
     process.wait(30)
     assert process.returncode == -signal.SIGKILL
-
-
-def let_dead_leases_lapse(store_url: str) -> None:
-    """Stand in for the lease time passing: the killed pusher's claims on pending rows run out.
-
-    (A pusher claims outbox rows with a lease; a dead one's rows become claimable when it lapses,
-    minutes later. The test moves their expiry to the past instead of waiting those minutes.)
-    """
-    if "claimed_until" not in wms_outbox.c:
-        return
-    store = OperationalStore(store_url)
-    with store.engine.begin() as conn:
-        conn.execute(
-            wms_outbox.update()
-            .where(wms_outbox.c.status == "pending")
-            .values(claimed_until=dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1))
-        )
-    store.dispose()
 
 
 def rerun(log_path) -> None:

@@ -1,6 +1,8 @@
-"""A re-run after `kill -9` mid-push against a normal run (issue 22, defect 5).
+"""A re-run after `kill -9` mid-push against a normal run (issue 22, defect 5). A measurement, not a
+test (pytest does not collect it); here rather than in benchmarks/ because it drives the
+reliability tests' worlds, which benchmarks/ may not import.
 
-    .venv/bin/python -m benchmarks.rerun_after_kill
+    .venv/bin/python -m velocity_platform_tests.reliability.rerun_after_kill
 
 Two identical fresh worlds (the reliability tests' simulators on loopback). In the first, the
 `velocity-platform run` of the tests' two dates runs uninterrupted: its wall time is the normal
