@@ -181,6 +181,16 @@ class SourceSettings(SettingsGroup):
     default_unit_cube_ft3: float = Field(
         0.1, description="Unit cube given to SKUs whose source has none (flagged `cube_is_default`)"
     )
+    # Bounds on what one export may hold, so a bad file costs a one-line refusal or a dead letter,
+    # not the machine's memory (a file is held whole while it is mapped: about 4x its size in RSS).
+    file_max_bytes: int = Field(
+        256 * 2**20, ge=1, description="Largest export read, in bytes once decompressed (the Online Retail export is 45 MB)"
+    )
+    file_max_line_bytes: int = Field(
+        1 * 2**20, ge=1, description="Longest line of a CSV export, in bytes; a longer one is dead-lettered, the rest read"
+    )
+    file_max_columns: int = Field(1000, ge=1, description="Most columns an export's header may name")
+
     @field_validator("source", mode="before")
     @classmethod
     def _lower(cls, value: Any) -> Any:
@@ -384,7 +394,7 @@ class DeltaServiceSettings(SettingsGroup):
         10.0, gt=0, description="Exception service: seconds of batches summed into one runless event on exception_deltas"
     )
     reference_refresh_s: float = Field(
-        300.0, gt=0, description="Exception service: how often it re-reads locations, assignments and expected rates"
+        300.0, gt=0, description="Exception service: how often it re-reads locations and assignments (expected rates: when the nightly tables change)"
     )
     # The spike rule's defaults are the domain's SpikePolicy (measured on real order history).
     spike_multiple: float = Field(

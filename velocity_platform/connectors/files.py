@@ -13,6 +13,13 @@ file's first business date with its time as found, so validation dead-letters it
 A CSV line that cannot be parsed at all (an unterminated quote, the wrong number of fields, bytes
 that are not UTF-8) is a raw line too, with its text and the reason and no fields, filed on the
 business date of the line before it: validation dead-letters it, and the rest of the file is read.
+
+Memory is bounded on any input (`FileLimits`, the VELOCITY_FILE_MAX_* settings): a file larger
+than the limit once decompressed (a gzip bomb, a line of gigabytes) is refused in one line after
+reading at most the limit; a header of more columns than the limit is refused; a CSV line longer
+than the line limit (a field of 100 MB) is dead-lettered with its first bytes and the rest read;
+a Parquet file is read only in the mapped columns, refused when they hold more than the limit
+uncompressed, and a mapped column of a type that is no value (a list, a struct) is refused by name.
 """
 
 from __future__ import annotations
@@ -27,9 +34,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 import polars as pl
 
 from velocity_platform.domain.contracts import RAW_SITE_SCHEMA, RAW_TRANSACTIONS_SCHEMA, SKU_MASTER_SCHEMA, conform
+from velocity_platform.settings import SourceSettings
 
 FileFormat = Literal["csv", "parquet"]
 # Line number in the file, the header being line 0 (a record spanning lines: its first line).
@@ -173,6 +182,24 @@ class FileSourceError(ValueError):
 
 
 @dataclass(frozen=True)
+class FileLimits:
+    """How much of an export is read at most (settings.py: VELOCITY_FILE_MAX_*)."""
+
+    max_bytes: int = SourceSettings.model_fields["file_max_bytes"].default
+    max_line_bytes: int = SourceSettings.model_fields["file_max_line_bytes"].default
+    max_columns: int = SourceSettings.model_fields["file_max_columns"].default
+
+    @classmethod
+    def from_env(cls) -> FileLimits:
+        source = SourceSettings.from_env(source="erp")  # the limits only: no file path needed
+        return cls(source.file_max_bytes, source.file_max_line_bytes, source.file_max_columns)
+
+
+# Bytes of an over-long line kept in its dead letter: enough to find it in the file.
+_LONG_LINE_KEPT = 200
+
+
+@dataclass(frozen=True)
 class FileExport:
     """A mapped export: every line as a raw line or an excluded one, plus the file's accounting."""
 
@@ -256,10 +283,12 @@ def read_export(
     mapping: FileMapping,
     file_format: FileFormat | None = None,
     warehouse_tz: str | None = None,
+    limits: FileLimits | None = None,
 ) -> FileExport:
     """Read and map an export; cached while the file is unchanged (size and mtime).
 
-    Business dates are days in `warehouse_tz` (default: the mapping's time zone).
+    Business dates are days in `warehouse_tz` (default: the mapping's time zone); `limits` default
+    to the VELOCITY_FILE_MAX_* settings.
     """
     resolved = Path(path).expanduser().resolve()
     try:
@@ -270,7 +299,8 @@ def read_export(
         ) from None
     file_format = file_format or detect_format(resolved)
     zone = warehouse_tz or mapping.time_zone
-    return _read_export(resolved, stat.st_size, stat.st_mtime_ns, mapping, file_format, zone)
+    limits = limits or FileLimits.from_env()
+    return _read_export(resolved, stat.st_size, stat.st_mtime_ns, mapping, file_format, zone, limits)
 
 
 def detect_format(path: Path) -> FileFormat:
@@ -286,10 +316,10 @@ def detect_format(path: Path) -> FileFormat:
 
 @functools.lru_cache(maxsize=2)
 def _read_export(
-    path: Path, size: int, mtime_ns: int, mapping: FileMapping, file_format: FileFormat, warehouse_tz: str
+    path: Path, size: int, mtime_ns: int, mapping: FileMapping, file_format: FileFormat, warehouse_tz: str, limits: FileLimits
 ) -> FileExport:
     del size, mtime_ns  # part of the cache key only: a changed file is read again
-    frame, unparsed = _read_text_frame(path, file_format)
+    frame, unparsed = _read_text_frame(path, file_format, limits, mapping)
     missing = [f"{role}={column!r}" for role, column in mapping.columns.items() if column not in frame.columns]
     if missing:
         raise FileSourceError(
@@ -315,19 +345,17 @@ def _read_export(
 _UNPARSED_SCHEMA = {_FIRST_LINE: pl.Int64, "text": pl.String, "reason": pl.String}
 
 
-def _read_text_frame(path: Path, file_format: FileFormat) -> tuple[pl.DataFrame, pl.DataFrame]:
+def _read_text_frame(
+    path: Path, file_format: FileFormat, limits: FileLimits, mapping: FileMapping
+) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Every column as text (so a drifted type becomes a dead letter rather than a crash), with
     each record's line number; and the lines that could not be parsed (_UNPARSED_SCHEMA)."""
     try:
-        if path.suffix.lower() == ".gz":
-            with gzip.open(path, "rb") as handle:
-                data = handle.read()
-        else:
-            data = path.read_bytes()
+        data = _read_bounded(path, limits)
         if file_format == "csv":
-            return _read_csv(data, path.name)
-        table = pl.read_parquet(io.BytesIO(data))
-        return table.with_columns(pl.all().cast(pl.String)).with_row_index(_FIRST_LINE, offset=1).with_columns(
+            return _read_csv(data, path.name, limits)
+        table = _read_parquet(data, path.name, limits, mapping)
+        return table.with_columns(_as_text(table.schema, mapping)).with_row_index(_FIRST_LINE, offset=1).with_columns(
             pl.col(_FIRST_LINE).cast(pl.Int64)
         ), pl.DataFrame(schema=_UNPARSED_SCHEMA)
     except (OSError, EOFError, pl.exceptions.PolarsError) as exc:
@@ -335,14 +363,78 @@ def _read_text_frame(path: Path, file_format: FileFormat) -> tuple[pl.DataFrame,
         raise FileSourceError(f"{path.name} is not a readable {file_format} export: {message}") from None
 
 
+def _as_text(schema: pl.Schema, mapping: FileMapping) -> list[pl.Expr]:
+    """Parquet columns as text: a typed time as the mapping's time format writes it (a naive one
+    where the format wants an offset, in ISO form with the mapping's zone's reading left to it)."""
+    times = {mapping.business_time, mapping.created_at}
+    has_offset = "%z" in mapping.time_format or "%:z" in mapping.time_format
+    exprs = []
+    for name, dtype in schema.items():
+        column = pl.col(name)
+        if name in times and dtype == pl.Date:
+            column = column.cast(pl.Datetime("us"))
+            dtype = pl.Datetime("us")
+        if name in times and isinstance(dtype, pl.Datetime) and (dtype.time_zone or not has_offset):
+            exprs.append(column.dt.strftime(mapping.time_format).alias(name))
+        else:
+            exprs.append(column.cast(pl.String))
+    return exprs
+
+
+def _too_large(name: str, what: str, limit: int, variable: str) -> FileSourceError:
+    return FileSourceError(f"{name} is refused: {what} than the limit of {limit:,} ({variable}; raise it to read this file)")
+
+
+def _read_bounded(path: Path, limits: FileLimits) -> bytes:
+    """The file's bytes (decompressed), reading one byte past the limit at most: a gzip bomb or a
+    line of gigabytes costs the limit, not the machine."""
+    compressed = path.suffix.lower() == ".gz"
+    with gzip.open(path, "rb") if compressed else open(path, "rb") as handle:
+        data = handle.read(limits.max_bytes + 1)
+    if len(data) > limits.max_bytes:
+        what = "it holds more bytes" + (" once decompressed" if compressed else "")
+        raise _too_large(path.name, what, limits.max_bytes, SourceSettings.variable("file_max_bytes"))
+    return data
+
+
+def _read_parquet(data: bytes, name: str, limits: FileLimits, mapping: FileMapping) -> pl.DataFrame:
+    """The mapped columns only (a wide file costs what it maps), refused when they hold more than
+    the limit uncompressed or a type that is not a single value."""
+    import pyarrow.parquet as pq  # polars' own dependency for Parquet metadata
+
+    source = pq.ParquetFile(io.BytesIO(data))
+    names = source.schema_arrow.names
+    if len(names) > limits.max_columns:
+        raise _too_large(name, f"its schema names {len(names):,} columns, more", limits.max_columns, SourceSettings.variable("file_max_columns"))
+    wanted = [c for c in mapping.columns.values() if c in names]
+    meta = source.metadata
+    unpacked = sum(
+        meta.row_group(g).column(i).total_uncompressed_size
+        for g in range(meta.num_row_groups)
+        for i in range(meta.num_columns)
+        if meta.row_group(g).column(i).path_in_schema.split(".")[0] in wanted
+    )
+    if unpacked > limits.max_bytes:
+        raise _too_large(name, "its mapped columns hold more bytes uncompressed", limits.max_bytes, SourceSettings.variable("file_max_bytes"))
+    table = pl.read_parquet(io.BytesIO(data), columns=wanted)
+    nested = [f"{c!r} is {t}" for c, t in table.schema.items() if t.is_nested() or t == pl.Object]
+    if nested:
+        raise FileSourceError(
+            f"{name} is refused: {', '.join(nested)}, not one value per line; export it as text or a number"
+        )
+    return table
+
+
 # A quoted field as RFC 4180 writes it; what is left of a line without them holds no quote.
 _QUOTED_FIELD = r'"(?:[^"]|"")*"'
 
 
-def _read_csv(data: bytes, name: str) -> tuple[pl.DataFrame, pl.DataFrame]:
+def _read_csv(data: bytes, name: str, limits: FileLimits) -> tuple[pl.DataFrame, pl.DataFrame]:
     """The whole file through polars' reader; the lines are checked for shape in the same pass
     (vectorised), and only a file with a broken line is read again, around the broken lines."""
-    header_end = data.find(b"\n")
+    header_end = data.find(b"\n", 0, limits.max_line_bytes + 1)
+    if header_end < 0 and len(data) > limits.max_line_bytes:
+        raise _too_large(name, "its header line holds more bytes", limits.max_line_bytes, SourceSettings.variable("file_max_line_bytes"))
     header = data if header_end < 0 else data[:header_end]
     try:
         header_text = header.decode("utf-8").removeprefix("\ufeff").rstrip("\r")
@@ -351,6 +443,12 @@ def _read_csv(data: bytes, name: str) -> tuple[pl.DataFrame, pl.DataFrame]:
     if not header_text.strip() or "\x00" in header_text:
         raise FileSourceError(f"{name} is not a CSV export: its first line is not a header of column names")
     columns = len(re.sub(_QUOTED_FIELD, "", header_text).split(","))
+    if columns > limits.max_columns:
+        raise _too_large(name, f"its header names {columns:,} columns, more", limits.max_columns, SourceSettings.variable("file_max_columns"))
+    data, long_lines = _cut_long_lines(data, columns, limits.max_line_bytes)
+    if long_lines:
+        frame, unparsed = _read_csv_around_broken_lines(data, name, header_text, columns)
+        return frame, _with_long_line_reasons(unparsed, long_lines, name, limits.max_line_bytes)
     try:
         frame = pl.read_csv(io.BytesIO(data), infer_schema=False)
     except pl.exceptions.PolarsError:
@@ -360,6 +458,46 @@ def _read_csv(data: bytes, name: str) -> tuple[pl.DataFrame, pl.DataFrame]:
             schema=_UNPARSED_SCHEMA
         )
     return _read_csv_around_broken_lines(data, name, header_text, columns)
+
+
+def _cut_long_lines(data: bytes, columns: int, max_line_bytes: int) -> tuple[bytes, dict[int, tuple[int, bytes]]]:
+    """Each line longer than the limit replaced by a line that cannot be a record (one field too
+    many, no quote), so it is judged broken where it stands and the line numbers hold; returns
+    line number -> (its length, its first bytes). Line ends are found vectorised (numpy)."""
+    ends = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == ord("\n"))
+    starts = np.concatenate(([0], ends + 1))
+    stops = np.concatenate((ends, [len(data)]))
+    long = np.flatnonzero(stops - starts > max_line_bytes)
+    if not long.size:
+        return data, {}
+    pieces, cut, at = [], {}, 0
+    for number in long.tolist():
+        start, stop = int(starts[number]), int(stops[number])
+        pieces += [data[at:start], b"," * columns]
+        cut[number] = (stop - start, data[start : start + _LONG_LINE_KEPT])
+        at = stop
+    pieces.append(data[at:])
+    return b"".join(pieces), cut
+
+
+def _with_long_line_reasons(
+    unparsed: pl.DataFrame, long_lines: dict[int, tuple[int, bytes]], name: str, limit: int
+) -> pl.DataFrame:
+    variable = SourceSettings.variable("file_max_line_bytes")
+    found = pl.DataFrame(
+        [
+            (
+                n,
+                head.decode("utf-8", errors="backslashreplace") + " ...",
+                f"line {n} of {name} (after the header) is {length:,} bytes, over the limit of {limit:,} "
+                f"({variable}); its first {len(head)} bytes are kept",
+            )
+            for n, (length, head) in long_lines.items()
+        ],
+        schema=_UNPARSED_SCHEMA,
+        orient="row",
+    )
+    return unparsed.update(found, on=_FIRST_LINE)
 
 
 def _read_whole(data: bytes, frame: pl.DataFrame, columns: int) -> bool:
@@ -575,6 +713,11 @@ def _map_lines(frame: pl.DataFrame, m: FileMapping, source_name: str, warehouse_
     )
     # Undated lines still need a partition to be dead-lettered on: the file's first date.
     first_date = mapped["business_date"].min()
+    if first_date is None and mapped.height:
+        raise FileSourceError(
+            f"{source_name}: no line has a business time readable as {m.time_format!r} in column {m.business_time!r}; "
+            "choose the preset that matches this export"
+        )
     return mapped.with_columns(
         pl.col("business_date").fill_null(first_date),
         (pl.lit(f"file:{source_name}:line-") + pl.col(_FIRST_LINE).cast(pl.String)).alias("source_batch"),

@@ -6,13 +6,17 @@ attempt that stays pending) in the same transaction as its push-log row. Two run
 same day therefore split the rows between them and each directive is posted by one of them.
 When nothing is left to claim but rows are still held by another pusher, this one waits for
 them to settle (or for that pusher's lease to lapse, then takes the rows over), so a run only
-reports a day delivered when every directive of it is. When the WMS client's circuit breaker is
+reports a day delivered when every directive of it is. Leases are short and renewed by a heartbeat
+while a push runs; a holder on this host whose process is gone (a run killed mid-push) has its
+rows taken over at once, and what is waited for, and until when, is logged. When the WMS client's circuit breaker is
 open the push stops at once: the rest of the batch is released unsent for the next run.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,15 +29,18 @@ from velocity_platform.connectors.state import (
     ACKED,
     DEFAULT_LEASE,
     REJECTED,
+    Holder,
     OperationalStore,
     Outcome,
     OutboxRow,
+    holder_is_gone,
     new_pusher_id,
 )
 from velocity_platform.connectors.wms import PushOutcome
 from velocity_platform.settings import Settings
 
 ACKED_WATERMARK = "wms:last_acked_business_date"
+log = logging.getLogger(__name__)
 
 
 class DirectivePusher(Protocol):
@@ -80,20 +87,69 @@ def push_pending(
     poll_s: float = 0.5,
     wait_for_others: dt.timedelta | None = None,
     clock: Callable[[], float] = time.monotonic,
+    say: Callable[[str], None] = log.info,
 ) -> PushReport:
     """Post every pending directive of `business_date` that this pusher can claim.
 
     A directive whose send fails after the client's retries stays pending (named in
     `failures`) and is not tried again in this call; the next run re-sends it with the same
     Idempotency-Key. Rows held by another pusher are waited for up to `wait_for_others`
-    (by default the lease plus a minute, after which a dead pusher's rows are claimable).
+    (by default the lease plus a minute, after which a dead pusher's rows are claimable); those of
+    a pusher on this host whose process is gone are taken over at once. While it runs, a heartbeat
+    renews this pusher's leases every third of `lease`. `say` gets what is waited for.
     """
     report = PushReport(pusher=pusher or new_pusher_id(), business_date=business_date)
+    with _Heartbeat(store, report.pusher, lease):
+        return _push_pending(store, client, report, batch_size, lease, poll_s, wait_for_others, clock, say)
+
+
+class _Heartbeat:
+    """Renews a pusher's leases from a thread while it pushes, so a short lease outlives a slow
+    request (its retries included) yet lapses soon after the pusher dies."""
+
+    def __init__(self, store: OperationalStore, pusher: str, lease: dt.timedelta) -> None:
+        self._store, self._pusher, self._lease = store, pusher, lease
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name=f"lease heartbeat {pusher}", daemon=True)
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self._lease.total_seconds() / 3):
+            try:
+                self._store.renew(self._pusher, self._lease)
+            except Exception as exc:  # noqa: BLE001  # the store busy or gone: the next beat tries again
+                log.warning("renewing the outbox leases of %s failed (%s); trying again", self._pusher, exc)
+
+    def __enter__(self) -> _Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def _describe(holders: list[Holder]) -> str:
+    return "; ".join(f"{h.directives} held by {h.claimer} until {h.until:%H:%M:%S} UTC" for h in holders)
+
+
+def _push_pending(
+    store: OperationalStore,
+    client: DirectivePusher,
+    report: PushReport,
+    batch_size: int | None,
+    lease: dt.timedelta,
+    poll_s: float,
+    wait_for_others: dt.timedelta | None,
+    clock: Callable[[], float],
+    say: Callable[[str], None],
+) -> PushReport:
+    business_date = report.business_date
     batched = callable(getattr(client, "push_directives", None))
     batch_size = batch_size or (WMS_BATCH_SIZE if batched else SINGLE_CLAIM_SIZE)
     failed: set[str] = set()
     patience = wait_for_others if wait_for_others is not None else lease + dt.timedelta(minutes=1)
     waiting_since: float | None = None
+    waited_for: list[str] = []
     while True:
         batch = store.claim_pending(business_date, batch_size, claimer=report.pusher, lease=lease, exclude=failed)
         if batch and batched:
@@ -137,10 +193,23 @@ def push_pending(
         held = store.pending_count(business_date, exclude=failed)
         if not held:
             return report
+        holders = store.holders(business_date, exclude=failed)
+        gone = [h for h in holders if holder_is_gone(h.claimer)]
+        if gone:
+            taken = store.take_over(business_date, [h.claimer for h in gone])
+            say(f"took over {taken} directives of {business_date} at once: {_describe(gone)}, whose process is gone from this host")
+            continue
         waiting_since = waiting_since if waiting_since is not None else clock()
         if clock() - waiting_since > patience.total_seconds():
             report.held_elsewhere = held
             return report
+        if [h.claimer for h in holders] != waited_for:
+            waited_for = [h.claimer for h in holders]
+            gives_up = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=patience.total_seconds() - (clock() - waiting_since))
+            say(
+                f"waiting for {held} directives of {business_date} held by another pusher ({_describe(holders)}): "
+                f"they are taken over when a lease lapses; giving up at {gives_up:%H:%M:%S} UTC"
+            )
         time.sleep(poll_s)  # another pusher is mid-batch: its rows settle or its lease lapses
 
 

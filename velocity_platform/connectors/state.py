@@ -14,8 +14,9 @@ before it is sent: one conditional `UPDATE ... RETURNING` stamps a lease (`claim
 `claimed_until`) on pending rows whose lease is absent or expired. On PostgreSQL the candidate
 rows are picked `FOR UPDATE SKIP LOCKED`, so a second claimer passes over rows the first is
 taking; on SQLite the statement runs inside BEGIN IMMEDIATE, which admits one writer at a time.
-Either way a row goes to one claimer, and a pusher that dies leaves its rows to the next one
-when the lease runs out.
+Either way a row goes to one claimer. The lease is short and a living pusher renews it (a
+heartbeat), so a pusher that dies leaves its rows to the next one within a lease; a pusher on the
+same host whose process is gone leaves them at once (`holder_is_gone`, `take_over`).
 """
 
 from __future__ import annotations
@@ -219,9 +220,10 @@ MIGRATIONS: list[Migration] = [
 
 PENDING, ACKED, REJECTED = "pending", "acked", "rejected"
 
-# Long enough for a batch of directives through the HTTP client's retries; a pusher re-stamps
-# the lease of each row just before it posts it (`hold`).
-DEFAULT_LEASE = dt.timedelta(minutes=5)
+# Short, since a living pusher renews its leases by heartbeat (connectors/outbox.py) and re-stamps
+# each row's just before it posts it (`hold`): a dead pusher on another host costs a re-run this
+# long at most (on this host none: its process is seen gone). It was 5 minutes, the re-run's wait.
+DEFAULT_LEASE = dt.timedelta(seconds=60)
 
 # Serialises migrators on PostgreSQL (pg_advisory_xact_lock takes any bigint; this one is ours).
 _MIGRATION_LOCK_ID = 7_236_114_002
@@ -234,6 +236,40 @@ def _now() -> dt.datetime:
 def new_pusher_id(label: str = "pusher") -> str:
     """A claimer's name: unique per call, and telling an operator which host and process it was."""
     return f"{label}@{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def holder_is_gone(claimer: str) -> bool:
+    """True when `claimer` (a name from new_pusher_id) ran on this host and its process no longer
+    exists (or is a zombie), so its leases can be taken over without waiting them out. False for
+    another host, a living process or a name not made by new_pusher_id: their leases are waited for."""
+    _, at, place = claimer.rpartition("@")
+    host, _, rest = place.partition(":")
+    pid_text, _, _ = rest.partition(":")
+    if not at or host != socket.gethostname() or not pid_text.isdigit():
+        return False
+    pid = int(pid_text)
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False  # alive, another user's
+    try:  # killed but not yet reaped by its parent: gone all the same
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            return stat.read().rpartition(b")")[2].split()[0] == b"Z"
+    except (OSError, IndexError):
+        return False
+
+
+@dataclass(frozen=True)
+class Holder:
+    """A pusher holding unexpired leases on pending rows of a date."""
+
+    claimer: str
+    until: dt.datetime  # the latest of its leases
+    directives: int
 
 
 def _still_held(directive_ids: Collection[str], claimer: str) -> sa.ColumnElement[bool]:
@@ -507,6 +543,56 @@ class OperationalStore:
                 .returning(wms_outbox.c.directive_id)
             )
             return sorted(r[0] for r in held)
+
+    def renew(self, claimer: str, lease: dt.timedelta = DEFAULT_LEASE) -> int:
+        """The heartbeat: extend every lease `claimer` still holds on a pending row (not the rows
+        it released or settled); returns how many."""
+        with self._write() as conn:
+            return conn.execute(
+                wms_outbox.update()
+                .where(
+                    wms_outbox.c.claimed_by == claimer,
+                    wms_outbox.c.status == PENDING,
+                    wms_outbox.c.claimed_until.is_not(None),
+                )
+                .values(claimed_until=_now() + lease)
+            ).rowcount
+
+    def holders(self, business_date: dt.date, exclude: Collection[str] = ()) -> list[Holder]:
+        """Who holds unexpired leases on pending rows of a date (less `exclude`), and until when."""
+        query = (
+            sa.select(wms_outbox.c.claimed_by, sa.func.max(wms_outbox.c.claimed_until), sa.func.count())
+            .where(
+                wms_outbox.c.business_date == business_date,
+                wms_outbox.c.status == PENDING,
+                wms_outbox.c.claimed_until >= _now(),
+            )
+            .group_by(wms_outbox.c.claimed_by)
+            .order_by(wms_outbox.c.claimed_by)
+        )
+        if exclude:
+            query = query.where(wms_outbox.c.directive_id.not_in(list(exclude)))
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return [
+            Holder(claimer or "", until if until.tzinfo else until.replace(tzinfo=dt.UTC), count) for claimer, until, count in rows
+        ]
+
+    def take_over(self, business_date: dt.date, claimers: Collection[str]) -> int:
+        """End the leases `claimers` hold on pending rows of a date (their pushers are gone), so
+        the next claim takes the rows; returns how many."""
+        if not claimers:
+            return 0
+        with self._write() as conn:
+            return conn.execute(
+                wms_outbox.update()
+                .where(
+                    wms_outbox.c.business_date == business_date,
+                    wms_outbox.c.status == PENDING,
+                    wms_outbox.c.claimed_by.in_(list(claimers)),
+                )
+                .values(claimed_until=None)
+            ).rowcount
 
     def release(self, directive_ids: Collection[str], claimer: str) -> int:
         """Give back rows `claimer` holds but will not send now, so the next pusher need not wait

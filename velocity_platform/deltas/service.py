@@ -25,9 +25,10 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
+import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from zoneinfo import ZoneInfo
 
 import duckdb
@@ -71,9 +72,41 @@ class Reference:
     locations: pl.DataFrame  # the WMS location master
     slotted: pl.Series  # sku_id of every SKU with a location (or a first slot on its way)
     free: pl.DataFrame  # free locations as slotting.first_slot takes them
+    band_locations: int
+
+
+SPIKE_BASELINE_SCHEMA = {"sku_id": pl.String, "peak_day_units": pl.Float64, "days_sold": pl.Int64}
+# The DuckDB file and its write-ahead log, as (size, mtime) of each (None: absent).
+FileStamp = tuple[tuple[int, int] | None, tuple[int, int] | None]
+
+
+def file_stamp(duckdb_path: str) -> FileStamp:
+    """What changes when the nightly run writes the warehouse tables (a stat of two files: cheap
+    enough to look at before every read of the ERP)."""
+
+    def one(path: str) -> tuple[int, int] | None:
+        try:
+            stat = os.stat(path)
+        except OSError:
+            return None
+        return stat.st_size, stat.st_mtime_ns
+
+    return one(duckdb_path), one(duckdb_path + ".wal")
+
+
+@dataclass(frozen=True)
+class Rates:
+    """The nightly tables' expected pick rates and each SKU's range of daily demand, as read at
+    one state of the DuckDB file. Replaced whole (one attribute assignment), never changed, so a
+    judgement in the worker thread sees one version from start to end."""
+
     velocity: pl.DataFrame  # sku_id, expected_pick_lines_per_day (latest sku_velocity; may be empty)
     spike_baseline: pl.DataFrame  # sku_id, peak_day_units, days_sold over the 90 days before (may be empty)
-    band_locations: int
+    read_at: FileStamp | None = None  # None: never read
+
+    @classmethod
+    def none(cls) -> Rates:
+        return cls(pl.DataFrame(schema=exceptions.EXPECTED_RATES_SCHEMA), pl.DataFrame(schema=SPIKE_BASELINE_SCHEMA))
 
 
 @dataclass
@@ -140,6 +173,8 @@ class DeltaService:
         self.window = ReportWindow()
         self.policy = FollowPolicy(self.config.long_poll_s, self.config.min_interval_s, self.config.max_interval_s)
         self.reference: Reference | None = None
+        self.rates = Rates.none()
+        self._rates_said: str | None = None  # the last thing logged about the rates: each said once
         self.read_through: dt.datetime | None = None
         self.units_today = pl.DataFrame(schema={"sku_id": pl.String, "units": pl.Float64})
         self.spike_policy = SpikePolicy(self.config.spike_multiple, self.config.spike_min_units, self.config.spike_min_days_sold)
@@ -183,32 +218,55 @@ class DeltaService:
             locations=locations,
             slotted=assignment["sku_id"].unique(),
             free=free_slots(locations.drop("sku_id"), assignment, config),
-            **self._load_rates(),
             band_locations=band_locations,
         )
 
-    def _load_rates(self) -> dict[str, pl.DataFrame]:
-        """Expected pick rates (the newest sku_velocity date) and each SKU's range of daily demand
-        (the spike baseline: the 90 days up to the newest daily_sku_demand date). Empty before the
-        first nightly run; the previous ones while the file is busy (a nightly run writing it)."""
-        rates = {
-            "velocity": pl.DataFrame(schema=exceptions.EXPECTED_RATES_SCHEMA),
-            "spike_baseline": pl.DataFrame(schema={"sku_id": pl.String, "peak_day_units": pl.Float64, "days_sold": pl.Int64}),
-        }
+    def rates_changed(self) -> bool:
+        """Whether the warehouse tables were written since the rates were read (a nightly
+        materialization, or the first one): only then are they read again."""
+        return file_stamp(self.settings.duckdb_path) != self.rates.read_at
+
+    def refresh_rates(self) -> Rates:
+        """Read the expected pick rates (the newest sku_velocity date) and each SKU's range of daily
+        demand (the spike baseline: the 90 days up to the newest daily_sku_demand date) if the
+        tables changed since the last read, and swap them in. Empty before the first nightly run;
+        the previous ones while the file is busy (a nightly run writing it: read again once it is
+        written). Each state (no tables yet, busy, read) is logged once, not at every look."""
+        stamp = file_stamp(self.settings.duckdb_path)
+        if stamp == self.rates.read_at:
+            return self.rates
+        path = self.settings.duckdb_path
+        if stamp[0] is None:
+            self.rates = replace(Rates.none(), read_at=stamp)
+            self._say_once(f"no warehouse tables at {path} yet: no expected pick rates or demand ranges until the first nightly run")
+            return self.rates
+        fresh = Rates.none()
         try:
-            with WarehouseTables(database=self.settings.duckdb_path).session(read_only=True) as tables:
-                if tables.exists("sku_velocity"):
-                    rates["velocity"] = tables.query("sku_velocity", exceptions.expected_rates_sql)
-                if tables.exists("daily_sku_demand"):
-                    rates["spike_baseline"] = tables.query("daily_sku_demand", spike_baseline_sql)
+            with WarehouseTables(database=path).session(read_only=True) as tables:
+                velocity = tables.query("sku_velocity", exceptions.expected_rates_sql) if tables.exists("sku_velocity") else fresh.velocity
+                baseline = (
+                    tables.query("daily_sku_demand", spike_baseline_sql) if tables.exists("daily_sku_demand") else fresh.spike_baseline
+                )
         except (duckdb.Error, OSError) as exc:
-            if self.reference is not None:
-                rates = {"velocity": self.reference.velocity, "spike_baseline": self.reference.spike_baseline}
-            log.info("expected pick rates and demand ranges not read (%s); %d rates kept", type(exc).__name__, rates["velocity"].height)
-        return rates
+            kept = self.rates.velocity.height
+            self._say_once(f"expected pick rates and demand ranges not read ({type(exc).__name__}: the file is busy?); {kept} rates kept until it is written")
+            return self.rates
+        self.rates = Rates(velocity, baseline, stamp)
+        if velocity.is_empty() and baseline.is_empty():
+            self._say_once(f"{path} has no sku_velocity or daily_sku_demand yet: no expected rates until the first nightly run")
+        else:
+            self._rates_said = None
+            log.info("expected pick rates of %d SKUs and demand ranges of %d read from %s", velocity.height, baseline.height, path)
+        return self.rates
+
+    def _say_once(self, message: str) -> None:
+        if message != self._rates_said:
+            self._rates_said = message
+            log.info(message)
 
     async def refresh_reference(self) -> None:
         self.reference = await asyncio.to_thread(self.load_reference)
+        await asyncio.to_thread(self.refresh_rates)
         self.refresh_due = time.monotonic() + self.config.reference_refresh_s
         self.rejected_since_refresh = 0
 
@@ -240,7 +298,7 @@ class DeltaService:
     def judge(self, raw: pl.DataFrame, capped: bool, new_skus: pl.DataFrame, documents: int) -> Judged | None:
         """Validate, find the exceptions, and build the batch to record. None when the read holds
         nothing with a readable commit time to advance the watermark on."""
-        ref = self.reference
+        ref, rates = self.reference, self.rates  # one version of each for the whole judgement
         assert ref is not None
         now = self.clock()
         today = now.astimezone(self.tz).date()
@@ -268,13 +326,13 @@ class DeltaService:
         eaches = ordered_eaches(valid.filter(pl.col("business_date") == today), master)
         units_today = pl.concat([self.units_today, eaches]).group_by("sku_id").agg(pl.col("units").sum())
         unslotted = picks.filter(~pl.col("sku_id").is_in(ref.slotted.implode()))
-        directives, free_left = exceptions.first_slot_directives(today, unslotted, ref.velocity, ref.free, ref.band_locations)
+        directives, free_left = exceptions.first_slot_directives(today, unslotted, rates.velocity, ref.free, ref.band_locations)
         no_slot = (
             unslotted.join(directives.select("sku_id"), on="sku_id", how="anti")["sku_id"].to_list() if unslotted.height else []
         )
         spiking = (
-            outside_range(units_today.filter(pl.col("sku_id").is_in(eaches["sku_id"].implode())), ref.spike_baseline, self.spike_policy)
-            if ref.spike_baseline.height and eaches.height
+            outside_range(units_today.filter(pl.col("sku_id").is_in(eaches["sku_id"].implode())), rates.spike_baseline, self.spike_policy)
+            if rates.spike_baseline.height and eaches.height
             else pl.DataFrame(schema=SPIKES_SCHEMA)
         )
         late = exceptions.before(raw.filter(pl.col("page_error").is_null() & pl.col("business_date").is_not_null()), today)
@@ -353,6 +411,8 @@ class DeltaService:
                 except Exception as exc:  # noqa: BLE001  # the previous picture stays; tried again next round
                     log.warning("re-reading locations, assignments and rates failed (%s); the previous ones stay", exc)
                     self.refresh_due = time.monotonic() + self.config.min_interval_s * 100
+            if self.rates_changed():  # a stat of the file: the read itself only after a nightly write
+                await asyncio.to_thread(self.refresh_rates)
             try:
                 documents = await self.read_round(erp, self.policy.long_poll_s)
             except UpstreamError as exc:

@@ -2,7 +2,12 @@
 
 import datetime as dt
 import hashlib
+import os
+import socket
+import subprocess
+import sys
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 
@@ -12,7 +17,7 @@ import pytest
 
 from velocity_platform.connectors.http import RetryPolicy, UpstreamLimits, reset_guards
 from velocity_platform.connectors.outbox import ACKED_WATERMARK, push_pending
-from velocity_platform.connectors.state import OperationalStore
+from velocity_platform.connectors.state import OperationalStore, holder_is_gone, new_pusher_id
 from velocity_platform.connectors.wms import WmsClient
 from velocity_platform.simulators.serve import BackgroundServer
 from velocity_platform.simulators.wms import WmsConfig, create_wms_app
@@ -168,6 +173,78 @@ def test_rows_of_a_pusher_that_died_are_taken_over_when_its_lease_lapses(store_u
     assert sorted(took_over.sent) == sorted(m["directive_id"] for m in moves) and took_over.acked == 5
     assert {e.pusher for e in store.push_log_entries()} == {"survivor"}
     assert wms_stats(wms)["received"] == 5
+
+
+def a_dead_process_id() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_a_pusher_gone_from_this_host_has_its_rows_taken_over_without_waiting_its_lease(store_url, wms):
+    # A run killed mid-push (kill -9): its claims carry a long lease that nobody will renew.
+    moves = planned_moves(wms, 5)
+    store = OperationalStore(store_url)
+    store.enqueue(moves)
+    killed = f"run 1234@{socket.gethostname()}:{a_dead_process_id()}:0badf00d"
+    assert holder_is_gone(killed)
+    store.claim_pending(DAY, 3, claimer=killed, lease=dt.timedelta(minutes=5))
+    said: list[str] = []
+    with wms_client(wms) as client:
+        rerun = push_pending(store, client, DAY, pusher="re-run", wait_for_others=dt.timedelta(0), say=said.append)
+    assert rerun.held_elsewhere == 0 and rerun.acked == 5 and wms_stats(wms)["received"] == 5
+    assert any(f"took over 3 directives of {DAY} at once" in line and killed in line for line in said), said
+
+
+def test_a_living_pusher_or_one_elsewhere_is_waited_for_and_the_wait_says_for_whom_and_until_when(store_url, wms):
+    moves = planned_moves(wms, 4)
+    store = OperationalStore(store_url)
+    store.enqueue(moves)
+    alive_here = f"run 1@{socket.gethostname()}:{os.getppid()}:0badf00d"
+    elsewhere = f"run 2@another-host-{socket.gethostname()}:{a_dead_process_id()}:0badf00d"
+    assert not holder_is_gone(alive_here) and not holder_is_gone(elsewhere) and not holder_is_gone("dead-pusher")
+    store.claim_pending(DAY, 2, claimer=alive_here, lease=dt.timedelta(minutes=5))
+    store.claim_pending(DAY, 2, claimer=elsewhere, lease=dt.timedelta(minutes=5))
+    said: list[str] = []
+    with wms_client(wms) as client:
+        waited = push_pending(store, client, DAY, pusher="re-run", wait_for_others=dt.timedelta(seconds=0.2), poll_s=0.05, say=said.append)
+    assert waited.sent == [] and waited.held_elsewhere == 4 and wms_stats(wms)["received"] == 0
+    assert len(said) == 1, said  # said once, not at every poll
+    until = max(h.until for h in store.holders(DAY))
+    assert f"waiting for 4 directives of {DAY}" in said[0] and alive_here in said[0] and elsewhere in said[0]
+    assert f"until {until:%H:%M:%S} UTC" in said[0] and "giving up at" in said[0]
+
+
+class SlowWms:
+    """A WMS whose first answer takes until the pusher's lease would have lapsed twice over; while
+    it waits, another pusher tries to claim the day."""
+
+    def __init__(self, client: WmsClient, store: OperationalStore, lease: dt.timedelta):
+        self._client, self._store, self._lease = client, store, lease
+        self.claimed_by_other: list | None = None
+
+    def push_directives(self, directives: list[dict]):
+        if self.claimed_by_other is None:
+            first = min(h.until for h in self._store.holders(DAY))
+            deadline = time.monotonic() + 30
+            # Polling for a state, not sleeping for it: the heartbeat must move the lease on.
+            while self._store.holders(DAY) and min(h.until for h in self._store.holders(DAY)) < first + 2 * self._lease:
+                assert time.monotonic() < deadline, "the pusher's lease was never renewed while its request ran"
+                time.sleep(0.02)
+            self.claimed_by_other = self._store.claim_pending(DAY, claimer="other")
+        return self._client.push_directives(directives)
+
+
+def test_a_short_lease_is_renewed_by_heartbeat_while_a_slow_request_runs(store_url, wms):
+    moves = planned_moves(wms, 3)
+    store = OperationalStore(store_url)
+    store.enqueue(moves)
+    lease = dt.timedelta(seconds=0.3)
+    with wms_client(wms) as client:
+        slow = SlowWms(client, store, lease)
+        report = push_pending(store, slow, DAY, pusher=new_pusher_id(), lease=lease)
+    assert slow.claimed_by_other == [], "another pusher took rows whose pusher was alive"
+    assert report.acked == 3 and wms_stats(wms)["received"] == 3
 
 
 class OneByOne:

@@ -7,6 +7,7 @@ import dagster as dg
 import polars as pl
 
 from velocity_platform.connectors.outbox import push_pending
+from velocity_platform.connectors.state import new_pusher_id
 from velocity_platform.connectors.wms import directive_body
 from velocity_platform.connectors.wms_pages import locations_from_pages, read_assignment_page, read_location_page
 from velocity_platform.defs.daily import SUM, DailyIn, Day, daily_asset
@@ -89,7 +90,10 @@ def wms_directive_acks(
             before = client.stats.as_metadata()
             # Claimed in leased batches, so two runs pushing the same day split it (connectors/outbox.py);
             # an open WMS circuit stops the push and leaves the rest pending, unsent, for the next run.
-            report = push_pending(store, client, day, pusher=f"run {context.run.run_id}", batch_size=wms.push_batch_size)
+            # A wait for another pusher, or taking over a dead one's claims, shows on the console (WARNING).
+            report = push_pending(
+                store, client, day, pusher=new_pusher_id(f"run {context.run.run_id}"), batch_size=wms.push_batch_size, say=context.log.warning
+            )
             if report.still_pending:
                 attempted = len(report.sent) + len(report.unsent) + report.held_elsewhere
                 raise dg.Failure(

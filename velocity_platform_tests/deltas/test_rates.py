@@ -1,0 +1,71 @@
+"""The exception service's expected pick rates and demand ranges: read once per state of the
+nightly tables (on start, then after a nightly write), kept in memory, swapped whole; quiet while
+no table exists."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+
+import duckdb
+import polars as pl
+import pytest
+
+from velocity_platform.connectors.state import OperationalStore
+from velocity_platform.defs.resources import ErpResource, WmsResource
+from velocity_platform.deltas.service import DeltaService
+from velocity_platform.settings import Settings
+from velocity_platform_tests.deltas.helpers import service_settings
+
+
+@pytest.fixture
+def service(tmp_path) -> DeltaService:
+    settings = Settings(state_dir=tmp_path)
+    # Never reached: the rates come from the DuckDB file only.
+    erp = ErpResource(base_url="http://127.0.0.1:9", token="unused")
+    wms = WmsResource(base_url="http://127.0.0.1:9", token="unused")
+    return DeltaService(settings, service_settings(), erp, wms, OperationalStore(settings.store_url))
+
+
+def nightly_writes(path: str, rate: float) -> None:
+    """What a nightly materialization of sku_velocity and daily_sku_demand leaves in the file."""
+    velocity = pl.DataFrame({"business_date": [dt.date(2026, 2, 9)] * 3, "sku_id": ["A", "B", "C"], "expected_pick_lines_per_day": [rate] * 3})
+    demand = pl.DataFrame({"business_date": [dt.date(2026, 2, 1) + dt.timedelta(days=d) for d in range(6)], "sku_id": ["A"] * 6, "units": [4.0] * 6})
+    with duckdb.connect(path) as con:
+        con.execute("CREATE SCHEMA IF NOT EXISTS warehouse")
+        con.register("velocity", velocity.to_arrow())
+        con.execute("CREATE OR REPLACE TABLE warehouse.sku_velocity AS SELECT * FROM velocity")
+        con.register("demand", demand.to_arrow())
+        con.execute("CREATE OR REPLACE TABLE warehouse.daily_sku_demand AS SELECT * FROM demand")
+
+
+def test_rates_are_read_once_per_state_of_the_nightly_tables_and_swapped_whole(service, monkeypatch):
+    path = service.settings.duckdb_path
+    nightly_writes(path, 2.0)
+    first = service.refresh_rates()
+    assert first.velocity["expected_pick_lines_per_day"].to_list() == [2.0] * 3 and first.spike_baseline.height == 1
+    # Commit after commit, nothing written: the same rates, and no DuckDB opened to find that out.
+    monkeypatch.setattr(duckdb, "connect", lambda *a, **k: pytest.fail("the rates were read again"))
+    for _ in range(50):
+        assert not service.rates_changed()
+        assert service.refresh_rates() is first
+    monkeypatch.undo()
+    # The next nightly run writes new rates: read once, swapped in as a new object; the old one is intact.
+    nightly_writes(path, 7.0)
+    assert service.rates_changed()
+    second = service.refresh_rates()
+    assert second is not first and service.rates is second
+    assert second.velocity["expected_pick_lines_per_day"].to_list() == [7.0] * 3
+    assert first.velocity["expected_pick_lines_per_day"].to_list() == [2.0] * 3
+    assert service.refresh_rates() is second
+
+
+def test_before_the_first_nightly_run_the_service_says_once_that_there_are_no_rates(service, caplog):
+    caplog.set_level(logging.DEBUG, logger="velocity_platform.deltas")
+    for _ in range(20):
+        rates = service.refresh_rates()
+    assert rates.velocity.is_empty() and rates.spike_baseline.is_empty()
+    lines = [r for r in caplog.records if r.name == "velocity_platform.deltas"]
+    assert len(lines) == 1 and "no warehouse tables" in lines[0].getMessage(), [r.getMessage() for r in lines]
+    nightly_writes(service.settings.duckdb_path, 3.0)
+    assert service.refresh_rates().velocity.height == 3
