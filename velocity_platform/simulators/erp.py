@@ -199,6 +199,7 @@ class ErpSimulator:
         self.load = _http.LoadMeter()
         self._data_faults: dict[str, Any] = {}
         self._corrupt_served: dict[str, dict[str, list[int]]] = {}
+        self._corrupt_documents: dict[str, tuple[str, int]] = {}  # document -> (business date, lines)
         # How far created_at can trail the business date (bounds the days a created_at query scans).
         late = LATE_MAX_DAYS * 86_400 if config.late_arrival_rate > 0 else 0
         self._max_lag_s = MAX_COMMIT_DELAY_S + late + 86_400
@@ -388,9 +389,13 @@ class ErpSimulator:
             next_cursor = _http.encode_cursor([query_tag, seq[last][0], seq[last][1]])
         page = {"records": records, "next_cursor": next_cursor}
         if seq and cfg.fault_rate_corrupt_page > 0:
-            # Stable data fault keyed by the page's first record: every fetch of it is broken alike.
+            # Stable data fault keyed by the page's first record: every fetch of a page that starts
+            # there is broken alike, with the stray byte in that first document (a page that starts
+            # further on reads it intact), so a client can narrow the loss down to that document.
             if _http.stable_uniform(cfg.seed, "corrupt", query_tag, seq[0][0], seq[0][1]) < cfg.fault_rate_corrupt_page:
-                page[_CORRUPT] = (orjson.dumps([query_tag, seq[0][0], seq[0][1]]).decode(), served)
+                first = self.day(seq[0][2]).batch.business_date.isoformat()
+                broken = (orjson.dumps([query_tag, seq[0][0], seq[0][1]]).decode(), first, len(records[0].get("lines") or []))
+                page[_CORRUPT] = (orjson.dumps([query_tag, seq[0][0], seq[0][1], limit]).decode(), served, broken)
                 served = {}
         return page, served
 
@@ -539,13 +544,19 @@ class ErpSimulator:
                     row["pages"] += 1
                     row["documents"] += docs
                     row["lines"] += lines
+            broken: dict[str, dict[str, int]] = {}
+            for bd, lines in self._corrupt_documents.values():
+                row = broken.setdefault(bd, {"documents": 0, "lines": 0})
+                row["documents"] += 1
+                row["lines"] += lines
         now = self.now()
         return {
             "served": snap.get("served", {}),
             "requests": snap.get("requests", {}),
             "faults": snap.get("faults", {}),
             "load": self.load.snapshot(),  # peak requests in flight and per second: what client limits must bound
-            "corrupt_pages": corrupt,  # distinct pages served broken: pages, documents, lines per business date
+            "corrupt_pages": corrupt,  # distinct pages (first record, limit) served broken: pages, documents, lines per business date
+            "corrupt_documents": broken,  # the documents that held the stray byte: documents, lines per business date
             "data_faults": data_faults,
             "clock": {"now": _iso(now), "simulated": self._now_override is not None},
             "history": {"start": self.catalog.start.isoformat(), "end": self.catalog.end.isoformat()},
@@ -591,16 +602,15 @@ class ErpSimulator:
         corrupt = payload.pop(_CORRUPT, None) if isinstance(payload, dict) else None
         body = orjson.dumps(payload)
         if corrupt is not None:
-            records = orjson.dumps(payload["records"])
-            # A stray byte in the middle of the records; the envelope around them stays valid.
-            body = (
-                b'{"records":' + records[: len(records) // 2] + b"\x00" + records[len(records) // 2 :]
-                + b',"next_cursor":' + orjson.dumps(payload["next_cursor"]) + b"}"
-            )
+            first, rest = orjson.dumps(payload["records"][0]), orjson.dumps(payload["records"][1:])
+            # A stray byte in the middle of the first document; the envelope around it stays valid.
+            records = b"[" + first[: len(first) // 2] + b"\x00" + first[len(first) // 2 :] + (b"," + rest[1:] if rest != b"[]" else b"]")
+            body = b'{"records":' + records + b',"next_cursor":' + orjson.dumps(payload["next_cursor"]) + b"}"
             self.counters.add("faults", "corrupt_page")
-            page_key, corrupt_served = corrupt
+            page_key, corrupt_served, (document_key, document_date, document_lines) = corrupt
             with self._cache_lock:
                 self._corrupt_served[page_key] = corrupt_served
+                self._corrupt_documents[document_key] = (document_date, document_lines)
         self.counters.add("requests", endpoint, "200")
         if fault == "drop":
             return _http.DropResponse(body)

@@ -86,7 +86,7 @@ def pull_from_erp(
         try:
             erp_lines = client.count_lines(day)
             pages = [
-                ReceivedPage(page.source_batch, page.body, page.parsed, page.error, page.fetches)
+                ReceivedPage(page.source_batch, page.body, page.parsed, page.error, page.fetches, page.cursor, page.limit)
                 for page in client.transaction_pages(day, timezone, reader=read_erp_page)
             ]
         except UpstreamError as exc:
