@@ -8,6 +8,7 @@ import pytest
 from velocity_platform.connectors.erp import ErpClient
 from velocity_platform.connectors.erp_pages import ReceivedPage, raw_lines_from_received, read_erp_page
 from velocity_platform.connectors.http import RetryPolicy, UpstreamLimits, reset_guards
+from velocity_platform.simulators.erp import ErpConfig
 from velocity_platform_tests.simulators.conftest import erp_client
 
 DAYS = [dt.date(2026, 1, 7), dt.date(2026, 1, 8)]
@@ -40,3 +41,15 @@ def test_a_broken_page_is_narrowed_down_to_the_documents_the_erp_broke():
             assert dead["page_error"].str.contains("one document at cursor").all()
             assert dead["raw_payload"].str.contains(r"\\x00").all(), "the raw bytes, stray byte escaped"
             assert ingested.lines.filter(pl.col("page_error").is_null())["txn_id"].n_unique() == ingested.documents
+
+
+def test_the_default_page_limit_splits_a_day_into_several_pages():
+    """A page-level fault should cost a fraction of a day, not the day: the ERP's default day
+    (the simulator's default volume) comes in at least four pages at the default limit."""
+    from velocity_platform.settings import HttpSettings
+
+    with erp_client(lines_per_day=ErpConfig().lines_per_day) as raw:
+        client = ErpClient(str(raw.base_url), raw.app.state.simulator.config.token, page_limit=HttpSettings().page_limit)
+        pages = list(client.transaction_pages(DAYS[0], "Europe/London", reader=read_erp_page))
+        documents = sum(p.parsed.documents.height for p in pages)
+        assert len(pages) >= 4 and max(p.parsed.documents.height for p in pages) <= documents / 4
