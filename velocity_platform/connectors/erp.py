@@ -172,11 +172,13 @@ class ErpClient(UpstreamApiClient):
         if limit <= 1:
             return [broken]
         half = (limit + 1) // 2
+        # The two halves cover the page exactly; only a paging that replays documents needs more.
+        sizes = [half, limit - half, *[half] * 2]
         pages: list[ErpPage] = []
         cursor = broken.cursor
-        for part in range(1, 2 * -(-limit // half) + 1):
-            page, next_page = self._fetch_page(path, params, cursor, half, f"{broken.source_batch}.{part}", reader)
-            pages.extend([page] if page.error is None else self._narrowed(path, params, page, half, next_page, reader))
+        for part, size in enumerate(sizes, start=1):
+            page, next_page = self._fetch_page(path, params, cursor, size, f"{broken.source_batch}.{part}", reader)
+            pages.extend([page] if page.error is None else self._narrowed(path, params, page, size, next_page, reader))
             cursor = next_page
             if cursor is None or cursor == end:
                 break
