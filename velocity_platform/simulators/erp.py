@@ -81,8 +81,9 @@ class ErpConfig:
     fault_rate_bad_json: float = 0.0
     # Data faults, stable per seed.
     fault_rate_duplicate: float = 0.0  # share of page boundaries that repeat 1-3 documents
-    # Share of pages served with invalid JSON inside the records on every fetch (the envelope and
-    # its next_cursor stay intact): an export that is broken, not a flaky connection.
+    # Share of pages of default_limit documents served with invalid JSON inside one document on
+    # every fetch (the envelope and its next_cursor stay intact): an export that is broken, not a
+    # flaky connection. The broken documents are stable; any page holding one is served broken.
     fault_rate_corrupt_page: float = 0.0
     late_arrival_rate: float = 0.0  # share of documents committed 1-3 days after their date
     fault_rate_drift: float = 0.0  # share of documents with schema drift
@@ -389,13 +390,19 @@ class ErpSimulator:
             next_cursor = _http.encode_cursor([query_tag, seq[last][0], seq[last][1]])
         page = {"records": records, "next_cursor": next_cursor}
         if seq and cfg.fault_rate_corrupt_page > 0:
-            # Stable data fault keyed by the page's first record: every fetch of a page that starts
-            # there is broken alike, with the stray byte in that first document (a page that starts
-            # further on reads it intact), so a client can narrow the loss down to that document.
-            if _http.stable_uniform(cfg.seed, "corrupt", query_tag, seq[0][0], seq[0][1]) < cfg.fault_rate_corrupt_page:
-                first = self.day(seq[0][2]).batch.business_date.isoformat()
-                broken = (orjson.dumps([query_tag, seq[0][0], seq[0][1]]).decode(), first, len(records[0].get("lines") or []))
-                page[_CORRUPT] = (orjson.dumps([query_tag, seq[0][0], seq[0][1], limit]).decode(), served, broken)
+            # Stable data fault of single documents, whatever page they are served on: a document
+            # is broken with the rate spread over a page of the ERP's default size, so about that
+            # share of such pages hold one. A page is served with a stray byte in its first broken
+            # document on every fetch; a page without one reads intact, so a client can narrow down.
+            per_document = cfg.fault_rate_corrupt_page / cfg.default_limit
+            at = next(
+                (j for j, (t, k, _) in enumerate(seq) if _http.stable_uniform(cfg.seed, "corrupt", query_tag, t, k) < per_document),
+                None,
+            )
+            if at is not None:
+                t, k, ordinal = seq[at]
+                document = (orjson.dumps([query_tag, t, k]).decode(), self.day(ordinal).batch.business_date.isoformat(), len(records[at].get("lines") or []))
+                page[_CORRUPT] = (orjson.dumps([query_tag, seq[0][0], seq[0][1], limit]).decode(), served, document, at)
                 served = {}
         return page, served
 
@@ -602,12 +609,14 @@ class ErpSimulator:
         corrupt = payload.pop(_CORRUPT, None) if isinstance(payload, dict) else None
         body = orjson.dumps(payload)
         if corrupt is not None:
-            first, rest = orjson.dumps(payload["records"][0]), orjson.dumps(payload["records"][1:])
-            # A stray byte in the middle of the first document; the envelope around it stays valid.
-            records = b"[" + first[: len(first) // 2] + b"\x00" + first[len(first) // 2 :] + (b"," + rest[1:] if rest != b"[]" else b"]")
-            body = b'{"records":' + records + b',"next_cursor":' + orjson.dumps(payload["next_cursor"]) + b"}"
+            page_key, corrupt_served, (document_key, document_date, document_lines), at = corrupt
+            docs = payload["records"]
+            broken = orjson.dumps(docs[at])
+            # A stray byte in the middle of the broken document; the envelope around it stays valid.
+            parts = [orjson.dumps(d) for d in docs[:at]] + [broken[: len(broken) // 2] + b"\x00" + broken[len(broken) // 2 :]]
+            parts += [orjson.dumps(d) for d in docs[at + 1 :]]
+            body = b'{"records":[' + b",".join(parts) + b'],"next_cursor":' + orjson.dumps(payload["next_cursor"]) + b"}"
             self.counters.add("faults", "corrupt_page")
-            page_key, corrupt_served, (document_key, document_date, document_lines) = corrupt
             with self._cache_lock:
                 self._corrupt_served[page_key] = corrupt_served
                 self._corrupt_documents[document_key] = (document_date, document_lines)

@@ -23,7 +23,7 @@ def fresh_guards():
 
 
 def test_a_broken_page_is_narrowed_down_to_the_documents_the_erp_broke():
-    with erp_client(fault_rate_corrupt_page=0.3, lines_per_day=600) as raw:
+    with erp_client(fault_rate_corrupt_page=0.5, default_limit=20, lines_per_day=600) as raw:
         simulator = raw.app.state.simulator
         client = ErpClient(str(raw.base_url), simulator.config.token, retry=FAST, limits=UpstreamLimits(requests_per_second=0), page_limit=16)
         for day in DAYS:
