@@ -220,7 +220,7 @@ def reconciliation(
     if unreadable_lines:
         missing.append(
             f"{unreadable_lines:,} ERP lines in {unreadable_rows:,} unreadable page(s)/document(s), "
-            "dead-lettered as such (dead_letter_transactions, fields = ['page'])"
+            "dead-lettered as such (dead_letter_transactions, fields = ['document'] or ['page'])"
         )
     if not_received - unreadable_lines:
         gap = not_received - unreadable_lines

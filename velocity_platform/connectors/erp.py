@@ -17,7 +17,7 @@ import datetime as dt
 import re
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 from zoneinfo import ZoneInfo
 
@@ -169,8 +169,8 @@ class ErpClient(UpstreamApiClient):
         land on it (a page boundary that replays documents), at most twice the page's documents
         are read: what overlaps the next page is a repeat, dropped as any served twice.
         """
-        if limit <= 1:
-            return [broken]
+        if limit <= 1:  # one document unreadable alone: named so, it is not a page lost whole
+            return [replace(broken, source_batch=f"{broken.source_batch}:document")]
         half = (limit + 1) // 2
         # The two halves cover the page exactly; only a paging that replays documents needs more.
         sizes = [half, limit - half, *[half] * 2]

@@ -39,6 +39,7 @@ def test_a_broken_page_is_narrowed_down_to_the_documents_the_erp_broke():
             assert len(ingested.dead_lettered_pages) == broken["documents"]
             dead = ingested.lines.filter(pl.col("page_error").is_not_null())
             assert dead["page_error"].str.contains("one document at cursor").all()
+            assert dead["source_batch"].str.ends_with(":document").all(), "named as documents, not pages lost whole"
             assert dead["raw_payload"].str.contains(r"\\x00").all(), "the raw bytes, stray byte escaped"
             assert ingested.lines.filter(pl.col("page_error").is_null())["txn_id"].n_unique() == ingested.documents
 

@@ -30,7 +30,7 @@ def test_lines_in_unreadable_pages_are_not_reconciled_but_said_where_they_are():
     assert (s["reconciled"], s["unreadable_lines"], s["raw_lines_received"]) == (False, 4_579, 12_094)
     text = format_summary(s)
     assert "NOT RECONCILED" in text
-    assert "4,579 ERP lines in 2 unreadable page(s)/document(s)" in text
+    assert "4,579 ERP lines in 2 unreadable page(s)/document(s), dead-lettered" in text
 
 
 def test_a_gap_without_unreadable_pages_is_counted_nowhere():
