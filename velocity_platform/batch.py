@@ -240,6 +240,7 @@ def _site_summary(dates: list[dt.date], outcomes: list[DayOutcome], erp_lines: i
             return {UNCLASSIFIED if k is None else k: v for k, v in rows.iter_rows()}
 
         raw, valid, dead = count("raw_transactions"), count("validated_transactions"), count("dead_letter_transactions")
+        unreadable = _unreadable_rows(tables, first, last)
         acked = tables.count("wms_directive_acks", first, last, equal={"status": "acked"})
         abc = classes("abc_class")
         return {
@@ -250,6 +251,7 @@ def _site_summary(dates: list[dt.date], outcomes: list[DayOutcome], erp_lines: i
             "validated_lines": valid,
             "dead_letter_lines": dead,
             "dlq_rate": round(dead / raw, 6) if raw else 0.0,
+            **reconciliation(erp_lines, raw, valid, dead, unreadable),
             "skus_classified": sum(abc.values()),
             "abc_counts": abc,
             "xyz_counts": classes("xyz_class"),
@@ -260,6 +262,7 @@ def _site_summary(dates: list[dt.date], outcomes: list[DayOutcome], erp_lines: i
             "failed_checks": sorted({c for o in outcomes for c in o.checks_failed}),
             "wall_seconds": round(sum(o.seconds for o in outcomes), 2),
             "site_days": len(dates),
+            "warehouse_id": site,
         }
 
 
@@ -267,6 +270,7 @@ def _site_summary(dates: list[dt.date], outcomes: list[DayOutcome], erp_lines: i
 SUMMED = (
     "partitions_succeeded", "erp_lines", "raw_lines", "validated_lines", "dead_letter_lines", "skus_classified",
     "directives", "directives_acked", "checks_passed", "checks_failed", "wall_seconds", "site_days",
+    "raw_lines_received", "unreadable_lines",
 )
 
 
@@ -283,7 +287,54 @@ def _network_totals(sites: list[dict]) -> dict:
                 merged[name] = merged.get(name, 0) + n
         totals[key] = dict(sorted(merged.items()))
     totals["failed_checks"] = sorted({c for site in sites for c in site["failed_checks"]})
+    # The network reconciles when every site does (a surplus at one never hides a loss at another).
+    totals["reconciled"] = all(site["reconciled"] for site in sites)
+    totals["not_reconciled"] = [f"{site['warehouse_id']}: {why}" for site in sites for why in site["not_reconciled"]]
     return totals
+
+
+def _unreadable_rows(tables, first: dt.date, last: dt.date) -> int:
+    """Raw rows standing for an unreadable ERP page or document (no lines of their own); a file's
+    unreadable line (source batch '...:line-N') is a line and not counted here."""
+    if not tables.exists("raw_transactions"):
+        return 0
+    where, params = tables._where(first, last, None)
+    sql = (
+        f"SELECT count(*) FROM {tables.source('raw_transactions')}{where or ' WHERE true'} "
+        "AND page_error IS NOT NULL AND NOT regexp_matches(coalesce(source_batch, ''), ':line-[0-9]+$')"
+    )
+    return tables.connection.execute(sql, params).fetchone()[0]
+
+
+def reconciliation(
+    erp_lines: int, raw_rows: int, validated_lines: int, dead_letter_rows: int, unreadable_rows: int, excluded_lines: int = 0
+) -> dict:
+    """Whether a range's counts reconcile, and where what is missing is counted.
+
+    Reconciled means ERP lines = raw lines (+ excluded) = validated + dead-lettered. A raw row
+    standing for an unreadable page or document holds none of the ERP's lines: the lines the ERP
+    counts and did not send readable are `unreadable_lines`, dead-lettered as that row. Anything
+    else missing is counted nowhere, and said so.
+    """
+    raw_lines = raw_rows - unreadable_rows
+    not_received = erp_lines - excluded_lines - raw_lines
+    unreadable_lines = max(0, not_received) if unreadable_rows else 0
+    missing: list[str] = []
+    if unreadable_lines:
+        missing.append(
+            f"{unreadable_lines:,} ERP lines in {unreadable_rows:,} unreadable page(s)/document(s), "
+            "dead-lettered as such (dead_letter_transactions, fields = ['document'] or ['page'])"
+        )
+    if not_received - unreadable_lines:
+        gap = not_received - unreadable_lines
+        missing.append(
+            f"{gap:,} ERP lines not received and counted nowhere" if gap > 0 else f"{-gap:,} raw lines more than the ERP counts"
+        )
+    if raw_rows != validated_lines + dead_letter_rows:
+        missing.append(
+            f"{raw_rows - validated_lines - dead_letter_rows:,} raw rows neither validated nor dead-lettered"
+        )
+    return {"raw_lines_received": raw_lines, "unreadable_lines": unreadable_lines, "reconciled": not missing, "not_reconciled": missing}
 
 
 # The class columns of sku_velocity the summary counts.
@@ -319,7 +370,7 @@ def format_summary(summary: dict) -> str:
 
 
 def _summary_lines(summary: dict, title: str | None) -> list[str]:
-    reconciled = summary["raw_lines"] == summary["validated_lines"] + summary["dead_letter_lines"]
+    reconciled = summary["reconciled"]
     header = f"{title:<19} " if title else "Business dates      "
     succeeded = f"{summary['partitions_succeeded']}/{summary['site_days']} " + ("site-days" if title == "network" else "succeeded")
     return [
@@ -329,6 +380,7 @@ def _summary_lines(summary: dict, title: str | None) -> list[str]:
         f"  validated         {summary['validated_lines']:>12,}",
         f"  dead-lettered     {summary['dead_letter_lines']:>12,}   DLQ rate {summary['dlq_rate']:.4%}"
         f"   {'reconciled' if reconciled else 'NOT RECONCILED'}",
+        *(f"  not reconciled:   {why}" for why in summary["not_reconciled"]),
         f"SKUs classified     {summary['skus_classified']:>12,}   ABC {summary['abc_counts']}  XYZ {summary['xyz_counts']}",
         f"Directives          {summary['directives']:>12,}   acknowledged by the WMS: {summary['directives_acked']:,}",
         f"Checks              {summary['checks_passed']:>12,} passed, {summary['checks_failed']} failed"

@@ -248,7 +248,9 @@ class HttpSettings(SettingsGroup):
     breaker_fail_max: int = Field(8, description="HTTP: consecutive failed requests that open the circuit breaker")
     breaker_reset_s: float = Field(30.0, description="HTTP: cool-down before the breaker lets a trial request through")
     max_response_bytes: int = Field(64 * 1024 * 1024, description="HTTP: cap on one response body, in bytes")
-    page_limit: int = Field(5000, description="HTTP: records asked for per page")
+    page_limit: int = Field(
+        250, description="HTTP: records asked for per page (a day is ~1,500 ERP documents: a sixth of a day per page; docs/reliability.md)"
+    )
 
 
 class Settings(SettingsGroup):

@@ -4,10 +4,11 @@ Pages come back with their place in the pull (the "source batch") and, when the 
 reader, already read by it: parsing happens once, vectorised, in the domain layer, inside the
 retry loop, so a page that arrives truncated is fetched again like any other transient fault.
 
-A page that stays unreadable after the retry budget is handed back with its error instead of
-its contents, so it can be dead-lettered whole while the rest of the day still lands. That is
-only possible when its cursor can still be read (the corruption is inside the records); a page
-cut short before its cursor gives no way to go on, and the pull fails loudly instead.
+A page that stays unreadable after the retry budget is read again from its cursor in smaller
+pages, down to one document (ErpClient._narrowed); what stays unreadable is handed back with its
+error instead of its contents, so it can be dead-lettered while the rest of the day still lands.
+That is only possible when its cursor can still be read (the corruption is inside the records);
+a page cut short before its cursor gives no way to go on, and the pull fails loudly instead.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import datetime as dt
 import re
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 from zoneinfo import ZoneInfo
 
@@ -41,6 +42,8 @@ class ErpPage:
     parsed: Any = None  # what the caller's reader made of the body (None without a reader)
     error: str | None = None  # set when the page stayed unreadable; `parsed` is then None
     fetches: int = 1
+    cursor: str | None = None  # the cursor the page was asked for from (None: the listing's first page)
+    limit: int | None = None  # the documents asked for: 1 when a broken page was narrowed down to one document
 
 
 def business_day_bounds(business_date: dt.date, timezone: str) -> tuple[dt.datetime, dt.datetime]:
@@ -81,53 +84,105 @@ class ErpClient(UpstreamApiClient):
         prefetch = ThreadPoolExecutor(max_workers=2, thread_name_prefix="erp-page")
         jobs: dict[int, Future] = {}
 
-        def fetch(page_no: int, cursor: str | None) -> ErpPage:
-            query = {**params, "limit": self.page_limit}
-            if cursor:
-                query["cursor"] = cursor
+        def fetch(page_no: int, cursor: str | None) -> list[ErpPage]:
+            def go_on(next_page: str | None) -> None:
+                if next_page and page_no + 1 not in jobs:
+                    jobs[page_no + 1] = prefetch.submit(fetch, page_no + 1, next_page)
+
             source_batch = f"{batch_prefix}:page-{page_no:04d}"
-            reads = 0
-            with_cursor: tuple[bytes, str | None] | None = None  # a fetch of this page whose cursor was readable
-
-            def read(answer: HttpAnswer) -> tuple[Any, str | None]:
-                nonlocal reads, with_cursor
-                reads += 1
-                next_page = cursor_of(answer.content)
-                with_cursor = (answer.content, next_page)
-                if next_page and page_no + 1 not in jobs:
-                    jobs[page_no + 1] = prefetch.submit(fetch, page_no + 1, next_page)
-                return (None if reader is None else read_page(answer.content, reader)), next_page
-
-            try:
-                answer, (parsed, _) = self._get(path, query, read)
-            except BodyStillInvalid as exc:
-                body = exc.answer.content
-                found, next_page = next_cursor(body)
-                if not found and with_cursor is not None:
-                    # The last fetch came cut short, an earlier one had the cursor: go on from it.
-                    (body, next_page), found = with_cursor, True
-                if not found:
-                    raise UpstreamError(
-                        SYSTEM,
-                        f"{source_batch} stayed unreadable after {exc.attempts} fetches ({exc.reason}) and carries no "
-                        "cursor to continue from, so the rest of the pull cannot be fetched. Nothing was stored; "
-                        "re-run the partition when the ERP serves complete pages.",
-                    ) from None
-                if next_page and page_no + 1 not in jobs:
-                    jobs[page_no + 1] = prefetch.submit(fetch, page_no + 1, next_page)
-                return ErpPage(source_batch, body, None, exc.reason, exc.attempts)
-            return ErpPage(source_batch, answer.content, parsed, None, max(1, reads))
+            page, next_page = self._fetch_page(path, params, cursor, self.page_limit, source_batch, reader, go_on)
+            if page.error is None:
+                return [page]
+            return self._narrowed(path, params, page, self.page_limit, next_page, reader)
 
         try:
             jobs[1] = prefetch.submit(fetch, 1, None)
             page_no = 1
             while page_no in jobs:
-                yield jobs.pop(page_no).result()
+                yield from jobs.pop(page_no).result()
                 page_no += 1
         finally:
             for job in jobs.values():
                 job.cancel()
             prefetch.shutdown(wait=True)
+
+    def _fetch_page(
+        self,
+        path: str,
+        params: dict[str, str | int],
+        cursor: str | None,
+        limit: int,
+        source_batch: str,
+        reader: Callable[[bytes], Any] | None,
+        go_on: Callable[[str | None], None] = lambda _: None,
+    ) -> tuple[ErpPage, str | None]:
+        """One page from `cursor` (read by `reader` in the retry loop) and its next cursor;
+        `go_on(next cursor)` is called as soon as a fetch's cursor is read. A page that stays
+        unreadable comes back with `error` set; one without a cursor to go on from raises."""
+        query = {**params, "limit": limit}
+        if cursor:
+            query["cursor"] = cursor
+        reads = 0
+        with_cursor: tuple[bytes, str | None] | None = None  # a fetch of this page whose cursor was readable
+
+        def read(answer: HttpAnswer) -> tuple[Any, str | None]:
+            nonlocal reads, with_cursor
+            reads += 1
+            next_page = cursor_of(answer.content)
+            with_cursor = (answer.content, next_page)
+            go_on(next_page)
+            return (None if reader is None else read_page(answer.content, reader)), next_page
+
+        try:
+            answer, (parsed, next_page) = self._get(path, query, read)
+        except BodyStillInvalid as exc:
+            body = exc.answer.content
+            found, next_page = next_cursor(body)
+            if not found and with_cursor is not None:
+                # The last fetch came cut short, an earlier one had the cursor: go on from it.
+                (body, next_page), found = with_cursor, True
+            if not found:
+                raise UpstreamError(
+                    SYSTEM,
+                    f"{source_batch} stayed unreadable after {exc.attempts} fetches ({exc.reason}) and carries no "
+                    "cursor to continue from, so the rest of the pull cannot be fetched. Nothing was stored; "
+                    "re-run the partition when the ERP serves complete pages.",
+                ) from None
+            go_on(next_page)
+            return ErpPage(source_batch, body, None, exc.reason, exc.attempts, cursor, limit), next_page
+        return ErpPage(source_batch, answer.content, parsed, None, max(1, reads), cursor, limit), next_page
+
+    def _narrowed(
+        self,
+        path: str,
+        params: dict[str, str | int],
+        broken: ErpPage,
+        limit: int,
+        end: str | None,
+        reader: Callable[[bytes], Any] | None,
+    ) -> list[ErpPage]:
+        """The documents of a page that stayed unreadable, read again from its cursor in pages of
+        half its size, each broken half halved again: only documents unreadable on their own (a
+        page of one) stay unreadable, so one stray byte costs one document instead of the page.
+
+        The halves end at the broken page's own next cursor (`end`). Should the ERP's paging not
+        land on it (a page boundary that replays documents), at most twice the page's documents
+        are read: what overlaps the next page is a repeat, dropped as any served twice.
+        """
+        if limit <= 1:  # one document unreadable alone: named so, it is not a page lost whole
+            return [replace(broken, source_batch=f"{broken.source_batch}:document")]
+        half = (limit + 1) // 2
+        # The two halves cover the page exactly; only a paging that replays documents needs more.
+        sizes = [half, limit - half, *[half] * 2]
+        pages: list[ErpPage] = []
+        cursor = broken.cursor
+        for part, size in enumerate(sizes, start=1):
+            page, next_page = self._fetch_page(path, params, cursor, size, f"{broken.source_batch}.{part}", reader)
+            pages.extend([page] if page.error is None else self._narrowed(path, params, page, size, next_page, reader))
+            cursor = next_page
+            if cursor is None or cursor == end:
+                break
+        return pages
 
     # --- the API -------------------------------------------------------------------------------
 

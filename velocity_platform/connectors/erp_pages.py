@@ -68,6 +68,8 @@ class ReceivedPage:
     parsed: ParsedPage | None
     error: str | None = None
     fetches: int = 1
+    cursor: str | None = None  # the cursor it was asked for from (None: the day's first page)
+    limit: int | None = None  # documents asked for: 1 for a document a broken page was narrowed down to
 
 
 _RAW_PAYLOADS_SCHEMA = {_DOC: pl.UInt32, _LINE: pl.Int64, "raw_payload": pl.String}
@@ -317,22 +319,36 @@ def raw_lines_from_received(pages: list[ReceivedPage], business_date: dt.date) -
 
 
 def dead_lettered_pages(pages: list[ReceivedPage], business_date: dt.date) -> pl.DataFrame:
-    """One raw row per unreadable page: no line fields, the reason and the start of the body."""
+    """One raw row per unreadable page or document: no line fields, the reason, the cursor it was
+    asked for from, and its raw bytes (a whole page: its start)."""
     rows = [
         {
             "business_date": business_date,
             "source_batch": p.source_batch,
-            "raw_payload": p.body[:PAGE_EXCERPT_CHARS].decode("utf-8", errors="replace"),
+            "raw_payload": _raw_text(p.body if p.limit == 1 else p.body[:PAGE_EXCERPT_CHARS]),
             "page_error": (
-                f"page {p.source_batch} stayed unreadable after {p.fetches} fetch{'es' if p.fetches != 1 else ''} "
-                f"({p.error}); none of its "
-                "documents are in this partition. Re-materialize the partition once the ERP serves the page "
-                "intact (if it never does, the export itself is broken: raise it with the ERP team)."
-            ),
+                (
+                    f"document {p.source_batch} (the one document at cursor {p.cursor or '(first page)'}, "
+                    f"asked for alone) stayed unreadable after {p.fetches} fetch{'es' if p.fetches != 1 else ''} "
+                    f"({p.error}); its lines are not in this partition, the rest of its page is. "
+                )
+                if p.limit == 1
+                else (
+                    f"page {p.source_batch} stayed unreadable after {p.fetches} fetch{'es' if p.fetches != 1 else ''} "
+                    f"({p.error}); none of its documents are in this partition. "
+                )
+            )
+            + "Re-materialize the partition once the ERP serves it intact (if it never does, the export "
+            "itself is broken: raise it with the ERP team).",
         }
         for p in pages
     ]
     return pl.DataFrame(rows, schema=RAW_TABLE_SCHEMA)
+
+
+def _raw_text(body: bytes) -> str:
+    """Bytes as text a table can hold: invalid UTF-8 and NUL bytes escaped, nothing dropped."""
+    return body.decode("utf-8", errors="backslashreplace").replace("\x00", "\\x00")
 
 
 def _empty_documents(with_batch: bool) -> pl.DataFrame:

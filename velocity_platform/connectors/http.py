@@ -468,7 +468,7 @@ class UpstreamApiClient:
     token: str | None
     _: KW_ONLY
     timeout_s: float = 30.0
-    page_limit: int = 5000
+    page_limit: int = 250  # as Settings.page_limit, for clients built without settings
     max_response_bytes: int = 64 * 1024 * 1024
     verify_tls: bool = True
     allow_plain_http: bool = False

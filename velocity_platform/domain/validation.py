@@ -271,10 +271,15 @@ def validate_lines(
         .alias("reasons"),
         pl.when(is_page)
         # A row standing for one line of a file that could not be parsed (its source batch names
-        # the line) is one broken line, counted like any dead letter; 'page' is a page lost whole.
+        # the line) is one broken line, counted like any dead letter; 'document' is one ERP document
+        # unreadable alone (a broken page narrowed down), counted like one too; 'page' is a page lost whole.
         .then(
             pl.concat_list(
-                pl.when(pl.col("source_batch").str.contains(r":line-\d+$")).then(pl.lit("line")).otherwise(pl.lit("page"))
+                pl.when(pl.col("source_batch").str.contains(r":line-\d+$"))
+                .then(pl.lit("line"))
+                .when(pl.col("source_batch").str.ends_with(":document"))
+                .then(pl.lit("document"))
+                .otherwise(pl.lit("page"))
             )
         )
         .otherwise(

@@ -119,8 +119,9 @@ class ErpConfig:
     fault_rate_bad_json: float = 0.0
     # Data faults, stable per seed.
     fault_rate_duplicate: float = 0.0  # share of page boundaries that repeat 1-3 documents
-    # Share of pages served with invalid JSON inside the records on every fetch (the envelope and
-    # its next_cursor stay intact): an export that is broken, not a flaky connection.
+    # Share of pages of default_limit documents served with invalid JSON inside one document on
+    # every fetch (the envelope and its next_cursor stay intact): an export that is broken, not a
+    # flaky connection. The broken documents are stable; any page holding one is served broken.
     fault_rate_corrupt_page: float = 0.0
     late_arrival_rate: float = 0.0  # share of documents committed 1-3 days after their date
     fault_rate_drift: float = 0.0  # share of documents with schema drift
@@ -257,6 +258,7 @@ class ErpSimulator:
         self._data_faults: dict[str, Any] = {}
         self._corrupt_served: dict[str, dict[str, list[int]]] = {}
         self._site_faults: dict[str, dict[str, Any]] = {}  # warehouse -> business date -> data faults
+        self._corrupt_documents: dict[str, tuple[str, int]] = {}  # document -> (business date, lines)
         # How far created_at can trail the business date (bounds the days a created_at query scans).
         late = LATE_MAX_DAYS * 86_400 if config.late_arrival_rate > 0 else 0
         self._max_lag_s = MAX_COMMIT_DELAY_S + late + 86_400
@@ -521,9 +523,19 @@ class ErpSimulator:
             next_cursor = _http.encode_cursor([query_tag, seq[last][0], seq[last][1]])
         page = {"records": records, "next_cursor": next_cursor, _SITE_SERVED: site_served}
         if seq and cfg.fault_rate_corrupt_page > 0:
-            # Stable data fault keyed by the page's first record: every fetch of it is broken alike.
-            if _http.stable_uniform(cfg.seed, "corrupt", query_tag, seq[0][0], seq[0][1]) < cfg.fault_rate_corrupt_page:
-                page[_CORRUPT] = (orjson.dumps([query_tag, seq[0][0], seq[0][1]]).decode(), served)
+            # Stable data fault of single documents, whatever page they are served on: a document
+            # is broken with the rate spread over a page of the ERP's default size, so about that
+            # share of such pages hold one. A page is served with a stray byte in its first broken
+            # document on every fetch; a page without one reads intact, so a client can narrow down.
+            per_document = cfg.fault_rate_corrupt_page / cfg.default_limit
+            at = next(
+                (j for j, (t, k, _) in enumerate(seq) if _http.stable_uniform(cfg.seed, "corrupt", query_tag, t, k) < per_document),
+                None,
+            )
+            if at is not None:
+                t, k, ordinal = seq[at]
+                document = (orjson.dumps([query_tag, t, k]).decode(), self.day(ordinal).batch.business_date.isoformat(), len(records[at].get("lines") or []))
+                page[_CORRUPT] = (orjson.dumps([query_tag, seq[0][0], seq[0][1], limit]).decode(), served, document, at)
                 served = {}
         return page, served
 
@@ -691,13 +703,19 @@ class ErpSimulator:
                     row["pages"] += 1
                     row["documents"] += docs
                     row["lines"] += lines
+            broken: dict[str, dict[str, int]] = {}
+            for bd, lines in self._corrupt_documents.values():
+                row = broken.setdefault(bd, {"documents": 0, "lines": 0})
+                row["documents"] += 1
+                row["lines"] += lines
         now = self.now()
         return {
             "served": snap.get("served", {}),
             "requests": snap.get("requests", {}),
             "faults": snap.get("faults", {}),
             "load": self.load.snapshot(),  # peak requests in flight and per second: what client limits must bound
-            "corrupt_pages": corrupt,  # distinct pages served broken: pages, documents, lines per business date
+            "corrupt_pages": corrupt,  # distinct pages (first record, limit) served broken: pages, documents, lines per business date
+            "corrupt_documents": broken,  # the documents that held the stray byte: documents, lines per business date
             "data_faults": data_faults,
             "clock": {"now": _iso(now), "simulated": self._now_override is not None},
             "history": {"start": self.catalog.start.isoformat(), "end": self.catalog.end.isoformat()},
@@ -764,16 +782,17 @@ class ErpSimulator:
         site_served = payload.pop(_SITE_SERVED, {}) if isinstance(payload, dict) else {}
         body = orjson.dumps(payload)
         if corrupt is not None:
-            records = orjson.dumps(payload["records"])
-            # A stray byte in the middle of the records; the envelope around them stays valid.
-            body = (
-                b'{"records":' + records[: len(records) // 2] + b"\x00" + records[len(records) // 2 :]
-                + b',"next_cursor":' + orjson.dumps(payload["next_cursor"]) + b"}"
-            )
+            page_key, corrupt_served, (document_key, document_date, document_lines), at = corrupt
+            docs = payload["records"]
+            broken = orjson.dumps(docs[at])
+            # A stray byte in the middle of the broken document; the envelope around it stays valid.
+            parts = [orjson.dumps(d) for d in docs[:at]] + [broken[: len(broken) // 2] + b"\x00" + broken[len(broken) // 2 :]]
+            parts += [orjson.dumps(d) for d in docs[at + 1 :]]
+            body = b'{"records":[' + b",".join(parts) + b'],"next_cursor":' + orjson.dumps(payload["next_cursor"]) + b"}"
             self.counters.add("faults", "corrupt_page")
-            page_key, corrupt_served = corrupt
             with self._cache_lock:
                 self._corrupt_served[page_key] = corrupt_served
+                self._corrupt_documents[document_key] = (document_date, document_lines)
         self.counters.add("requests", endpoint, "200")
         if fault == "drop":
             return _http.DropResponse(body)
