@@ -555,7 +555,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             start_assignment=args.start_assignment,
             seed=args.seed,
             history_from=args.history_from,
-            labor=LaborModel(args.walk_speed, args.move_minutes, args.payback_days),
+            labor=LaborModel(
+                args.walk_speed, args.move_minutes, args.payback_days, args.replenish_minutes, settings.slotting.level_handling_s
+            ),
         )
         print(
             f"Replaying {args.date_from} .. {args.date_to} from {export.path.name} "
@@ -631,6 +633,13 @@ def _add_labor_options(parser: argparse.ArgumentParser) -> None:
         type=_positive(float),
         default=labor.payback_horizon_days,
         help=f"days of saving a relocation may count on (default {labor.payback_horizon_days:g}; VELOCITY_PAYBACK_HORIZON_DAYS)",
+    )
+    group.add_argument(
+        "--replenish-minutes",
+        type=_positive(float),
+        default=labor.replenish_minutes,
+        help=f"labor of one replenishment trip, minutes (default {labor.replenish_minutes:g}; VELOCITY_REPLENISH_MINUTES); "
+        "handling seconds by level come from VELOCITY_LEVEL_HANDLING_S",
     )
 
 

@@ -238,10 +238,17 @@ class SlottingResource(dg.ConfigurableResource):
     walk_speed_m_s: float = resource_field(SlottingSettings, "walk_speed_m_s")
     move_minutes: float = resource_field(SlottingSettings, "move_minutes")
     payback_horizon_days: float = resource_field(SlottingSettings, "payback_horizon_days")
+    replenish_minutes: float = resource_field(SlottingSettings, "replenish_minutes")
+    level_handling_s: list[float] = Field(
+        default=list(SlottingSettings.model_fields["level_handling_s"].default),
+        description=SlottingSettings.model_fields["level_handling_s"].description,
+    )
 
     @property
     def labor(self) -> LaborModel:
-        return LaborModel(self.walk_speed_m_s, self.move_minutes, self.payback_horizon_days)
+        return LaborModel(
+            self.walk_speed_m_s, self.move_minutes, self.payback_horizon_days, self.replenish_minutes, tuple(self.level_handling_s)
+        )
 
 
 def source_resources(settings: Settings) -> dict[str, object]:

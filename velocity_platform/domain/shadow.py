@@ -161,3 +161,59 @@ def compare(
         pl.col("after_m").fill_null(pl.col("before_m"))
     )
     return Comparison(per_order)
+
+
+def walked_savings(
+    lines: pl.DataFrame,
+    assignment: pl.DataFrame,
+    moves: pl.DataFrame,
+    locations: pl.DataFrame,
+    layout: Layout,
+    routing: Routing,
+) -> pl.DataFrame:
+    """business_date, saved_m: what each day's relocations save on the orders of `lines`.
+
+    `lines` (order_id, sku_id) are one day's orders; `assignment` the slotting they are walked on
+    (every SKU of `lines` placed); `moves` earlier relocations (business_date, sku_id, from_location,
+    to_location); `locations` has location_id, aisle, bay and handling_m (a pick line's handling on
+    its level, in metres of walking). A day's saving is how much longer its orders would be walked
+    and handled had its relocated SKUs stayed where they were, everything else as it is now: the
+    walking a move realises under the warehouse's routing. A SKU no longer where that move put it
+    (it moved again) counts for its latest move only.
+    """
+    empty = pl.DataFrame(schema={"business_date": pl.Date, "saved_m": pl.Float64})
+    where = assignment.select("sku_id", "location_id")
+    active = (
+        moves.join(where, on="sku_id", how="inner")
+        .filter(pl.col("location_id") == pl.col("to_location"))
+        .select("business_date", "sku_id", "from_location")
+    )
+    if active.is_empty() or lines.is_empty():
+        return empty
+    lines = lines.select("order_id", "sku_id")
+    touched = lines.join(active.select("business_date", "sku_id"), on="sku_id", how="inner").select("business_date", "order_id").unique()
+    if touched.is_empty():
+        return empty
+    walked = touched.join(lines, on="order_id", how="inner").join(where, on="sku_id", how="left")
+    undone = walked.join(active, on=["business_date", "sku_id"], how="left").with_columns(
+        pl.coalesce("from_location", "location_id").alias("location_id")
+    )
+    located = locations.select("location_id", "aisle", "bay", "handling_m")
+    key = pl.concat_str(pl.col("business_date").cast(pl.String), pl.lit("|"), pl.col("order_id")).alias("order_id")
+
+    def cost(frame: pl.DataFrame, name: str) -> pl.DataFrame:
+        picks = frame.join(located, on="location_id", how="inner").with_columns(key)
+        travel = order_travel(picks.select("order_id", "aisle", "bay"), layout, routing)
+        groups = picks.group_by("order_id").agg(pl.col("business_date").first(), pl.col("handling_m").sum())
+        return (
+            travel.join(groups, on="order_id")
+            .group_by("business_date")
+            .agg((pl.col("travel_m") + pl.col("handling_m")).sum().alias(name))
+        )
+
+    return (
+        cost(walked, "now_m")
+        .join(cost(undone, "undone_m"), on="business_date")
+        .select("business_date", (pl.col("undone_m") - pl.col("now_m")).alias("saved_m"))
+        .sort("business_date")
+    )

@@ -128,8 +128,19 @@ def rewind_assignment(current: pl.DataFrame, applied_since: pl.DataFrame) -> pl.
 
 
 def ranked_locations(locations: pl.DataFrame, config: SlottingConfig) -> pl.DataFrame:
-    """location_id, zone, capacity_ft3, cost_m, cost_rank (1 = cheapest) and band (0 = best)."""
+    """location_id, zone, capacity_ft3, cost_m, cost_rank (1 = cheapest), band (0 = best) and
+    handling_m (a pick line's extra handling on the location's level, in metres of walking)."""
     ranked = rank_locations(locations, config.routing)
+    levels = int(ranked["level"].max())
+    ranked = ranked.with_columns(config.labor.handling_m_expr(pl.col("level"), levels).alias("handling_m"))
+    if levels > 1:
+        # A pick off the floor or the top level costs its handling too: the golden levels of an
+        # aisle rank first, and a location's cost is its walk plus its handling.
+        ranked = (
+            ranked.with_columns(pl.col("cost_m") + pl.col("handling_m"))
+            .sort("cost_m", "cost_rank")
+            .with_columns(pl.int_range(1, pl.len() + 1, dtype=pl.Int64).alias("cost_rank"))
+        )
     per_band = config.band_locations or _default_band(ranked)
     return ranked.select(
         "location_id",
@@ -138,6 +149,7 @@ def ranked_locations(locations: pl.DataFrame, config: SlottingConfig) -> pl.Data
         "cost_m",
         "cost_rank",
         ((pl.col("cost_rank") - 1) // per_band).cast(pl.Int64).alias("band"),
+        "handling_m",
     )
 
 
@@ -307,7 +319,7 @@ def plan_directives(
     ranked_locs = ranked_locations(locations, config)
     if walk_costs is not None:
         ranked_locs = ranked_locs.join(walk_costs.select("location_id", "marginal_m"), on="location_id", how="left").with_columns(
-            pl.coalesce("marginal_m", "cost_m").alias("cost_m")
+            pl.coalesce(pl.col("marginal_m") + pl.col("handling_m"), "cost_m").alias("cost_m")
         ).drop("marginal_m")
     per_band = config.band_locations or _default_band(locations)
     slotted = assignment.select("sku_id", "location_id").join(
@@ -428,7 +440,29 @@ def plan_directives(
     )
     demotions = demotions.filter(labor.net_value_m(pl.col("saving") + pl.col("enables"), pl.col("relocations")) > 0)
 
-    moves = pl.concat([new_moves, promotions, demotions], how="diagonal_relaxed")
+    # 4. To the golden levels: a SKU in its band but on the floor or the top level takes a free
+    #    location of its band or better on a golden level when the handling (and walk) it saves
+    #    repays the move. Only a multi-level layout has such locations.
+    off_level = ranked_locs.filter(pl.col("handling_m") > 0).select(pl.col("location_id").alias("from_location"))
+    if off_level.height:
+        handled = movable.filter(~pl.col("_up") & ~pl.col("_down") & pl.col("confirmable").fill_null(False))
+        handled = handled.join(off_level, on="from_location", how="semi").join(
+            pl.concat([promotions.select("sku_id"), demotions.select("sku_id")]), on="sku_id", how="anti"
+        )
+        golden_free = free.join(
+            ranked_locs.filter(pl.col("handling_m") == 0).select(pl.col("location_id").alias("to_location")), on="to_location", how="semi"
+        )
+        leveled = _fit_within(handled.sort(by_rank), golden_free, None).filter(pl.col("to_band") <= pl.col("from_band")).with_columns(
+            (pl.col("rate_up") * (pl.col("from_cost_m") - pl.col("to_cost_m"))).alias("saving"),
+            pl.lit(0.0).alias("enables"),
+            pl.lit(1, pl.Int32).alias("relocations"),
+            pl.lit("level").alias("kind"),
+        )
+        levelings = leveled.filter(labor.net_value_m(pl.col("saving"), pl.col("relocations")) > 0)
+    else:
+        levelings = None
+
+    moves = pl.concat([new_moves, promotions, demotions, *([levelings] if levelings is not None else [])], how="diagonal_relaxed")
     if moves.is_empty():
         return empty_frame(SLOTTING_DIRECTIVES_SCHEMA)
     pair_saving = pl.col("saving") + pl.col("enables")
@@ -522,6 +556,8 @@ def _reason() -> pl.Expr:
     return (
         pl.when(pl.col("kind") == "new")
         .then(pl.lit("new SKU slotted (putaway, no relocation): ") + rate + pl.lit(", ") + band + pl.lit(" -> slot in band ") + pl.col("to_band").cast(pl.String))
+        .when(pl.col("kind") == "level")
+        .then(rate + pl.lit(", to a golden level of band ") + pl.col("to_band").cast(pl.String) + pl.lit(" (less handling per pick)") + payback)
         .when(pl.col("kind") == "promotion")
         .then(rate + pl.lit(", belongs in ") + band + pl.lit(" on both confirmation windows") + moved + payback)
         .otherwise(rate + pl.lit(", belongs in ") + band + moved + pl.lit(" to make room for ") + pl.col("makes_room_for") + payback)
