@@ -555,6 +555,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             start_assignment=args.start_assignment,
             seed=args.seed,
             history_from=args.history_from,
+            price_on=args.price_on or settings.slotting.price_on,
             labor=LaborModel(
                 args.walk_speed, args.move_minutes, args.payback_days, args.replenish_minutes, settings.slotting.level_handling_s
             ),
@@ -705,6 +706,12 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--bays", type=int, default=50, help="bays per side of an aisle (default 50)")
     evaluate.add_argument("--levels", type=int, default=1)
     evaluate.add_argument("--routing", choices=["s-shape", "return", "largest-gap"], default="s-shape")
+    evaluate.add_argument(
+        "--price-on",
+        choices=["target", "reachable"],
+        default=None,
+        help="what a move's walking saving is measured on (default VELOCITY_PRICE_ON, else target; docs/slotting.md)",
+    )
     evaluate.add_argument("--moves-per-day", type=_budget, default=200, help="move budget, or 'unlimited' (default 200)")
     evaluate.add_argument(
         "--start-assignment",

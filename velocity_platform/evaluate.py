@@ -71,6 +71,7 @@ class EvaluationSettings:
     history_from: dt.date | None = None  # default: the file's first date
     capacity_ft3: float = 40.0
     labor: LaborModel = field(default_factory=LaborModel)
+    price_on: str = "target"  # SlottingConfig.price_on
 
     def __post_init__(self) -> None:
         if self.last < self.first:
@@ -83,6 +84,7 @@ class Evaluation:
     days: pl.DataFrame  # business_date, orders, pick_lines, baseline_m, platform_m, moves, new_skus_slotted, relocations
     directives: pl.DataFrame  # every directive applied (SLOTTING_DIRECTIVES_SCHEMA)
     locations: pl.DataFrame  # the layout's location master
+    savings: pl.DataFrame | None = None  # per day of relocations: priced and realised saving (m)
 
 
 def load_assignment(path: str | Path, locations: pl.DataFrame) -> pl.DataFrame:
@@ -160,7 +162,7 @@ def evaluate(
     )
     orders_by_day = {key[0]: frame for key, frame in order_lines.partition_by("business_date", as_dict=True).items()}
     lookback = TaxonomyConfig().lookback_days
-    config = SlottingConfig(move_budget=s.move_budget, routing=s.routing, labor=s.labor)
+    config = SlottingConfig(move_budget=s.move_budget, routing=s.routing, labor=s.labor, price_on=s.price_on)
 
     a_class: dict[dt.date, pl.DataFrame] = {}
 
@@ -191,6 +193,7 @@ def evaluate(
     )
     golden = pl.col("handling_m") == 0.0
     relocated = pl.DataFrame(schema=MOVE_SCHEMA)
+    realised: list[pl.DataFrame] = []  # business_date of the moves, saved_m on a later day's orders
     days = [s.first + dt.timedelta(days=n) for n in range((s.last - s.first).days + 1)]
     # Walking costs measured weekly: they move slowly, and six months stay under half a minute.
     plans = plan_day_after_day(days, velocity_on, locations, start, master, None, recent_orders_on, config, walk_costs_every_days=7)
@@ -226,8 +229,9 @@ def evaluate(
                     "replenishments": float(replenishment_trips(units, faces(assignment, placed, master))["trips"].sum()),
                 }
             # What the relocations of the horizon before realise on today's orders.
-            realised_m = walked_savings(lines, sides["platform"], relocated, placed, s.layout, s.routing)
-            realised_m = float(realised_m["saved_m"].sum()) if realised_m.height else 0.0
+            by_move_day = walked_savings(lines, sides["platform"], relocated, placed, s.layout, s.routing)
+            realised.append(by_move_day)
+            realised_m = float(by_move_day["saved_m"].sum()) if by_move_day.height else 0.0
         else:
             orders = pick_lines = unslotted_picks = 0
             baseline_m = platform_m = realised_m = 0.0
@@ -271,7 +275,25 @@ def evaluate(
     summary["skus_face_below_a_day"] = short.height
     summary["skus_face_below_a_day_default_cube"] = int(short["cube_is_default"].sum())
     summary["seconds"] = round(time.perf_counter() - started, 1)
-    return Evaluation(summary, days_frame, directives, locations)
+    savings = _savings_by_move_day(days_frame, realised, s)
+    return Evaluation(summary, days_frame, directives, locations, savings)
+
+
+def _savings_by_move_day(days: pl.DataFrame, realised: list[pl.DataFrame], s: EvaluationSettings) -> pl.DataFrame:
+    """business_date, relocations, priced_saving_m, realised_saving_m: each day's relocations,
+    priced over the horizon (cut at the replay's end) and realised on the orders of those days."""
+    horizon = int(round(s.labor.payback_horizon_days))
+    walked = (
+        pl.concat(realised).group_by("business_date").agg(pl.col("saved_m").sum().alias("realised_saving_m"))
+        if realised
+        else pl.DataFrame(schema={"business_date": pl.Date, "realised_saving_m": pl.Float64})
+    )
+    remaining = pl.min_horizontal(pl.lit(horizon), (pl.lit(s.last) - pl.col("business_date")).dt.total_days())
+    return (
+        days.select("business_date", "relocations", (pl.col("priced_saving_m_per_day") * remaining).alias("priced_saving_m"))
+        .join(walked, on="business_date", how="left")
+        .with_columns(pl.col("realised_saving_m").fill_null(0.0))
+    )
 
 
 def write_directives(evaluation: Evaluation, path: Path) -> int:
@@ -394,6 +416,7 @@ def _summary(
         "new_skus_slotted": new_slots,
         "saving_m_per_relocation": round((baseline_m - platform_m) / relocations, 2) if relocations else None,
         "routing": s.routing,
+        "price_on": s.price_on,
         "layout": {
             "aisles": s.layout.aisles,
             "bays_per_side": s.layout.bays_per_side,

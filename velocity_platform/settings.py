@@ -197,8 +197,16 @@ class SlottingSettings(SettingsGroup):
     """How slotting prices a location (the pick routing) and a move (the labor model; its defaults are the
     domain's LaborModel's)."""
 
+    shown_defaults: ClassVar[dict[str, str]] = {"level_handling_s": "2.2,0,0,1.5"}
+
     routing: Literal["s-shape", "return", "largest-gap"] = Field(
         "s-shape", description="Pick routing slotting prices locations under: `s-shape`, `return` or `largest-gap`"
+    )
+
+    price_on: Literal["target", "reachable"] = Field(
+        "target",
+        description="What a move's walking saving is measured on: the `target` slotting, or the `reachable` one the "
+        "moves that pay lead to (docs/slotting.md, priced against realised)",
     )
 
     walk_speed_m_s: float = Field(

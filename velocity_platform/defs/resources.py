@@ -234,6 +234,7 @@ class SlottingResource(dg.ConfigurableResource):
     """How slotting prices locations (the pick routing) and moves (the labor model)."""
 
     routing: str = resource_field(SlottingSettings, "routing")
+    price_on: str = resource_field(SlottingSettings, "price_on")
     band_locations: int | None = Field(default=None, description="Locations per band; default a third of the pick face (fast, medium, slow zones)")
     walk_speed_m_s: float = resource_field(SlottingSettings, "walk_speed_m_s")
     move_minutes: float = resource_field(SlottingSettings, "move_minutes")
