@@ -120,3 +120,31 @@ def test_each_days_relocations_are_credited_what_they_add_on_later_orders_and_th
     assert saved[d1] > 0 and saved[d2] > 0
     # A day's moves on the floor plan only: no relocations, nothing credited.
     assert walked_savings(lines, now, moves.clear(), locations, layout, "s-shape").is_empty()
+
+
+def test_reachable_pricing_keeps_the_slow_movers_that_never_pay_to_move_where_they_are():
+    from velocity_platform.domain.slotting import walk_costs_towards
+
+    locations = layout_locations(Layout(aisles=4, bays_per_side=2))
+    at = locations.select("location_id", "aisle", "bay", "side")
+    back = at.filter(pl.col("aisle") >= 2).sort("aisle", "bay", "side")["location_id"].to_list()
+    slow = [f"S{i}" for i in range(6)]
+    assignment = pl.DataFrame({"sku_id": ["FAST", *slow], "location_id": back[:7]})
+    velocity = pl.DataFrame({"sku_id": ["FAST", *slow], "expected_pick_lines_per_day": [5.0] + [0.01] * 6})
+    orders = pl.DataFrame({"order_id": [f"o{i}" for i in range(6) for _ in (0, 1)], "sku_id": [s for i in range(6) for s in ("FAST", slow[i])]})
+    costs = {
+        price_on: walk_costs_towards(orders, velocity, locations, SlottingConfig(routing="s-shape", price_on=price_on), assignment)
+        .join(at, on="location_id")
+        .group_by("aisle")
+        .agg(pl.col("marginal_m").mean())
+        .sort("aisle")["marginal_m"]
+        .to_list()
+        for price_on in ("target", "reachable")
+    }
+    # On the target every SKU sits in aisles 0-1 and a pick in aisle 3 adds its walk; in reach,
+    # the slow movers (0.01 lines a day never repay a move) keep aisles 2-3 walked, so the back
+    # costs less and the front saves less.
+    assert costs["reachable"][3] < costs["target"][3]
+    assert costs["reachable"][3] - costs["reachable"][0] < costs["target"][3] - costs["target"][0]
+    with pytest.raises(ValueError, match="price_on"):
+        SlottingConfig(price_on="tomorrow")
