@@ -557,7 +557,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             start_assignment=args.start_assignment,
             seed=args.seed,
             history_from=args.history_from,
-            labor=LaborModel(args.walk_speed, args.move_minutes, args.payback_days),
+            price_on=args.price_on or settings.slotting.price_on,
+            labor=LaborModel(
+                args.walk_speed, args.move_minutes, args.payback_days, args.replenish_minutes, settings.slotting.level_handling_s
+            ),
         )
         print(
             f"Replaying {args.date_from} .. {args.date_to} from {export.path.name} "
@@ -581,6 +584,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         f"{s['baseline_travel_hours']:,.1f} walking hours\n"
         f"  walking saved {s['travel_saved_hours']:,.1f} h at {s['walk_speed_m_s']} m/s, relocations "
         f"{s['relocation_hours']:,.1f} h ({s['relocations']:,} x {s['move_minutes']:g} min)\n"
+        f"  handling {s['handling_hours']:,.1f} h (baseline {s['baseline_handling_hours']:,.1f} h), replenishment "
+        f"{s['replenishment_hours']:,.1f} h ({s['replenishments']:,} trips; baseline {s['baseline_replenishment_hours']:,.1f} h), "
+        f"golden-zone pick share {s['golden_zone_pick_share']}, A-class {s['golden_zone_a_pick_share']}\n"
+        f"  relocations priced at {s['priced_saving_hours']:,.1f} h, realised {s['realised_saving_hours']:,.1f} h "
+        f"(pricing on the {s['price_on']} slotting)\n"
         f"Travel per order: baseline {s['baseline_m_per_order']:,.1f} m, platform {s['platform_m_per_order']:,.1f} m "
         f"-> {s['travel_reduction_pct']:.2f}% less ({s['routing']})\n"
         f"Moves {s['moves']:,} ({s['new_skus_slotted']:,} new SKUs slotted, {s['relocations']:,} relocations, "
@@ -633,6 +641,13 @@ def _add_labor_options(parser: argparse.ArgumentParser) -> None:
         type=_positive(float),
         default=labor.payback_horizon_days,
         help=f"days of saving a relocation may count on (default {labor.payback_horizon_days:g}; VELOCITY_PAYBACK_HORIZON_DAYS)",
+    )
+    group.add_argument(
+        "--replenish-minutes",
+        type=_positive(float),
+        default=labor.replenish_minutes,
+        help=f"labor of one replenishment trip, minutes (default {labor.replenish_minutes:g}; VELOCITY_REPLENISH_MINUTES); "
+        "handling seconds by level come from VELOCITY_LEVEL_HANDLING_S",
     )
 
 
@@ -704,6 +719,12 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--bays", type=int, default=50, help="bays per side of an aisle (default 50)")
     evaluate.add_argument("--levels", type=int, default=1)
     evaluate.add_argument("--routing", choices=["s-shape", "return", "largest-gap"], default="s-shape")
+    evaluate.add_argument(
+        "--price-on",
+        choices=["target", "reachable"],
+        default=None,
+        help="what a move's walking saving is measured on (default VELOCITY_PRICE_ON, else target; docs/slotting.md)",
+    )
     evaluate.add_argument("--moves-per-day", type=_budget, default=200, help="move budget, or 'unlimited' (default 200)")
     evaluate.add_argument(
         "--start-assignment",

@@ -32,14 +32,17 @@ import numpy as np
 import polars as pl
 
 from velocity_platform.connectors.files import FileExport
+from velocity_platform.domain.faces import faces, faces_short_of_a_day, replenishment_trips
 from velocity_platform.domain.history import daily_demand, to_sales_history
 from velocity_platform.domain.labor import LaborModel
 from velocity_platform.domain.pick_rate import with_pick_rates
 from velocity_platform.domain.shadow import (
     ASSIGNMENT_SCHEMA,
+    apply_directives,
     picks_on,
     putaway,
     random_assignment,
+    walked_savings,
 )
 from velocity_platform.domain.slotting import (
     MOVE_SCHEMA,
@@ -68,6 +71,7 @@ class EvaluationSettings:
     history_from: dt.date | None = None  # default: the file's first date
     capacity_ft3: float = 40.0
     labor: LaborModel = field(default_factory=LaborModel)
+    price_on: str = "target"  # SlottingConfig.price_on
 
     def __post_init__(self) -> None:
         if self.last < self.first:
@@ -80,6 +84,7 @@ class Evaluation:
     days: pl.DataFrame  # business_date, orders, pick_lines, baseline_m, platform_m, moves, new_skus_slotted, relocations
     directives: pl.DataFrame  # every directive applied (SLOTTING_DIRECTIVES_SCHEMA)
     locations: pl.DataFrame  # the layout's location master
+    savings: pl.DataFrame | None = None  # per day of relocations: priced and realised saving (m)
 
 
 def load_assignment(path: str | Path, locations: pl.DataFrame) -> pl.DataFrame:
@@ -153,15 +158,18 @@ def evaluate(
     sales = to_sales_history(checked.valid, master)
     demand = daily_demand(sales).sort("business_date")
     order_lines = sales.filter(pl.col("txn_type") == "ORDER").select(
-        "business_date", pl.col("txn_id").alias("order_id"), "sku_id"
+        "business_date", pl.col("txn_id").alias("order_id"), "sku_id", pl.col("quantity_eaches").alias("units")
     )
     orders_by_day = {key[0]: frame for key, frame in order_lines.partition_by("business_date", as_dict=True).items()}
     lookback = TaxonomyConfig().lookback_days
-    config = SlottingConfig(move_budget=s.move_budget, routing=s.routing, labor=s.labor)
+    config = SlottingConfig(move_budget=s.move_budget, routing=s.routing, labor=s.labor, price_on=s.price_on)
+
+    a_class: dict[dt.date, pl.DataFrame] = {}
 
     def velocity_on(day: dt.date) -> pl.DataFrame:
         window = demand.filter(pl.col("business_date").is_between(day - dt.timedelta(days=lookback - 1), day))
         velocity = classify_skus(window, master.filter(pl.col("introduced_on") <= day), day, history_start=history_from)
+        a_class[day] = velocity.filter(pl.col("abc_class") == "A").select("sku_id")
         return with_pick_rates(velocity, window, day, config.pick_rate)
 
     def recent_orders_on(day: dt.date) -> pl.DataFrame:
@@ -178,6 +186,14 @@ def evaluate(
         start = load_assignment(s.start_assignment, locations)
     rng = np.random.default_rng([s.seed, 1])
     baseline = start
+    horizon = int(round(s.labor.payback_horizon_days))
+    # Each location's level, and the handling a pick line there takes, in metres of walking.
+    placed = ranked_locations(locations, config).select("location_id", "handling_m").join(
+        locations.select("location_id", "aisle", "bay", "level", "capacity_ft3"), on="location_id"
+    )
+    golden = pl.col("handling_m") == 0.0
+    relocated = pl.DataFrame(schema=MOVE_SCHEMA)
+    realised: list[pl.DataFrame] = []  # business_date of the moves, saved_m on a later day's orders
     days = [s.first + dt.timedelta(days=n) for n in range((s.last - s.first).days + 1)]
     # Walking costs measured weekly: they move slowly, and six months stay under half a minute.
     plans = plan_day_after_day(days, velocity_on, locations, start, master, None, recent_orders_on, config, walk_costs_every_days=7)
@@ -190,17 +206,42 @@ def evaluate(
             arrivals = lines.join(baseline, on="sku_id", how="anti")["sku_id"]
             baseline = pl.concat([baseline, putaway(arrivals, baseline, locations, rng)])
             staged = baseline.join(platform, on="sku_id", how="anti")
+            sides = {"baseline": baseline, "platform": pl.concat([platform, staged])}
             walked = {
                 name: order_travel(picks_on(lines, assignment, locations), s.layout, s.routing)
-                for name, assignment in (("baseline", baseline), ("platform", pl.concat([platform, staged])))
+                for name, assignment in sides.items()
             }
             orders, pick_lines = walked["baseline"].height, int(walked["baseline"]["pick_lines"].sum())
             baseline_m = float(walked["baseline"]["travel_m"].sum())
             platform_m = float(walked["platform"]["travel_m"].sum())
             unslotted_picks = lines.join(staged, on="sku_id", how="semi").height
+            units = lines.group_by("sku_id").agg(pl.col("units").sum())
+            a_skus = a_class.get(day, pl.DataFrame(schema={"sku_id": pl.String}))
+            labor_of = {}
+            for name, assignment in sides.items():
+                at = lines.join(assignment, on="sku_id").join(placed, on="location_id")
+                is_a = pl.col("sku_id").is_in(a_skus["sku_id"].implode())
+                labor_of[name] = {
+                    "handling_m": float(at["handling_m"].sum()),
+                    "golden_lines": int(at.select(golden.sum()).item()),
+                    "a_lines": int(at.select(is_a.sum()).item()),
+                    "a_golden_lines": int(at.select((is_a & golden).sum()).item()),
+                    "replenishments": float(replenishment_trips(units, faces(assignment, placed, master))["trips"].sum()),
+                }
+            # What the relocations of the horizon before realise on today's orders.
+            by_move_day = walked_savings(lines, sides["platform"], relocated, placed, s.layout, s.routing)
+            realised.append(by_move_day)
+            realised_m = float(by_move_day["saved_m"].sum()) if by_move_day.height else 0.0
         else:
             orders = pick_lines = unslotted_picks = 0
-            baseline_m = platform_m = 0.0
+            baseline_m = platform_m = realised_m = 0.0
+            labor_of = {name: dict.fromkeys(("handling_m", "golden_lines", "a_lines", "a_golden_lines", "replenishments"), 0) for name in ("baseline", "platform")}
+        relocated = pl.concat(
+            [
+                relocated.filter(pl.col("business_date") > day - dt.timedelta(days=horizon)),
+                directives.filter(pl.col("from_location").is_not_null()).select(list(MOVE_SCHEMA)),
+            ]
+        )
         applied.append(directives)
         row = {
             "business_date": day,
@@ -214,6 +255,10 @@ def evaluate(
             "unslotted_picks": unslotted_picks,
             "expected_saving_m_per_day": float(directives["expected_saving_m_per_day"].sum()),
             "expected_net_saving_h": float(directives["net_saving_h"].sum()),
+            # The walking (and handling) the day's relocations are priced at, per day.
+            "priced_saving_m_per_day": float(directives.filter(pl.col("relocations") > 0)["expected_saving_m_per_day"].sum()),
+            "realised_saving_m": realised_m,
+            **{f"{name}_{key}": value for name, figures in labor_of.items() for key, value in figures.items()},
         }
         rows.append(row)
         if progress:
@@ -223,8 +268,32 @@ def evaluate(
     directives = pl.concat(applied)
     reversed_moves = reversed_relocations(directives.select(list(MOVE_SCHEMA)), locations, s.routing, REVERSAL_WINDOW_DAYS)
     summary = _summary(days_frame, s, export, checked.valid.height, checked.rejects.height, history_from, reversed_moves.height)
+    # Faces that cannot hold a day of demand, on the slotting the replay ends with.
+    last_month = order_lines.filter(pl.col("business_date") > s.last - dt.timedelta(days=30))
+    daily_units = last_month.group_by("sku_id").agg((pl.col("units").sum() / 30.0).alias("units_per_day"))
+    short = faces_short_of_a_day(daily_units, faces(apply_directives(plan.assignment, plan.directives), placed, master))
+    summary["skus_face_below_a_day"] = short.height
+    summary["skus_face_below_a_day_default_cube"] = int(short["cube_is_default"].sum())
     summary["seconds"] = round(time.perf_counter() - started, 1)
-    return Evaluation(summary, days_frame, directives, locations)
+    savings = _savings_by_move_day(days_frame, realised, s)
+    return Evaluation(summary, days_frame, directives, locations, savings)
+
+
+def _savings_by_move_day(days: pl.DataFrame, realised: list[pl.DataFrame], s: EvaluationSettings) -> pl.DataFrame:
+    """business_date, relocations, priced_saving_m, realised_saving_m: each day's relocations,
+    priced over the horizon (cut at the replay's end) and realised on the orders of those days."""
+    horizon = int(round(s.labor.payback_horizon_days))
+    walked = (
+        pl.concat(realised).group_by("business_date").agg(pl.col("saved_m").sum().alias("realised_saving_m"))
+        if realised
+        else pl.DataFrame(schema={"business_date": pl.Date, "realised_saving_m": pl.Float64})
+    )
+    remaining = pl.min_horizontal(pl.lit(horizon), (pl.lit(s.last) - pl.col("business_date")).dt.total_days())
+    return (
+        days.select("business_date", "relocations", (pl.col("priced_saving_m_per_day") * remaining).alias("priced_saving_m"))
+        .join(walked, on="business_date", how="left")
+        .with_columns(pl.col("realised_saving_m").fill_null(0.0))
+    )
 
 
 def write_directives(evaluation: Evaluation, path: Path) -> int:
@@ -262,6 +331,11 @@ def write_directives(evaluation: Evaluation, path: Path) -> int:
     return table.height
 
 
+def _share(total: dict, part: str, days: pl.DataFrame, whole: str) -> float | None:
+    lines = float(days[whole].sum())
+    return round(total[part] / lines, 4) if lines else None
+
+
 def _summary(
     days: pl.DataFrame,
     s: EvaluationSettings,
@@ -280,14 +354,50 @@ def _summary(
     baseline_h = labor.walk_hours(baseline_m)
     saved_h = labor.walk_hours(baseline_m - platform_m)
     relocation_h = labor.relocation_hours(relocations)
+    total = {column: float(days[column].sum()) for column in days.columns if column.startswith(("baseline_", "platform_"))}
+    handling_h = {side: labor.walk_hours(total[f"{side}_handling_m"]) for side in ("baseline", "platform")}
+    replenish_h = {side: labor.replenish_hours(total[f"{side}_replenishments"]) for side in ("baseline", "platform")}
+    net_h = saved_h + (handling_h["baseline"] - handling_h["platform"]) + (replenish_h["baseline"] - replenish_h["platform"]) - relocation_h
+    # A day's relocations are priced at their saving per day over the horizon (cut at the replay's
+    # end), and realised by what they saved on the orders of the same days.
+    horizon = int(round(labor.payback_horizon_days))
+    priced_m = days.select(
+        (
+            pl.col("priced_saving_m_per_day")
+            * pl.min_horizontal(pl.lit(horizon), (pl.lit(s.last) - pl.col("business_date")).dt.total_days())
+        ).sum()
+    ).item()
+    priced_h, realised_h = labor.walk_hours(float(priced_m or 0.0)), labor.walk_hours(float(days["realised_saving_m"].sum()))
+
+    def share(part: str, whole: str, side: str = "platform") -> float | None:
+        return round(total[f"{side}_{part}"] / total[f"{side}_{whole}"], 4) if total[f"{side}_{whole}"] else None
+
     excluded = export.excluded.filter(
         pl.col("business_date").is_between(history_from, s.last)
     )["lines"].sum()
     return {
-        "net_labor_saving_hours": round(saved_h - relocation_h, 1),
-        "net_labor_saving_pct": round(100.0 * (saved_h - relocation_h) / baseline_h, 2) if baseline_h else 0.0,
+        # Net labor: walking, handling and replenishment saved against the baseline, less the
+        # relocations' labor; as a share of the baseline's walking hours.
+        "net_labor_saving_hours": round(net_h, 1),
+        "net_labor_saving_pct": round(100.0 * net_h / baseline_h, 2) if baseline_h else 0.0,
         "travel_saved_hours": round(saved_h, 1),
         "relocation_hours": round(relocation_h, 1),
+        "handling_hours": round(handling_h["platform"], 1),
+        "baseline_handling_hours": round(handling_h["baseline"], 1),
+        "replenishments": round(total["platform_replenishments"]),
+        "replenishment_hours": round(replenish_h["platform"], 1),
+        "baseline_replenishments": round(total["baseline_replenishments"]),
+        "baseline_replenishment_hours": round(replenish_h["baseline"], 1),
+        "replenish_minutes": labor.replenish_minutes,
+        "level_handling_s": list(labor.level_handling_s),
+        "golden_levels": labor.golden_levels(s.layout.levels),
+        "golden_zone_pick_share": _share(total, "platform_golden_lines", days, "pick_lines"),
+        "golden_zone_a_pick_share": share("a_golden_lines", "a_lines"),
+        "baseline_golden_zone_pick_share": _share(total, "baseline_golden_lines", days, "pick_lines"),
+        "baseline_golden_zone_a_pick_share": share("a_golden_lines", "a_lines", "baseline"),
+        "priced_saving_hours": round(priced_h, 1),
+        "realised_saving_hours": round(realised_h, 1),
+        "realised_to_priced": round(realised_h / priced_h, 3) if priced_h else None,
         "baseline_travel_hours": round(baseline_h, 1),
         "relocations": relocations,
         "relocations_reversed_30d": relocations_reversed,
@@ -306,6 +416,7 @@ def _summary(
         "new_skus_slotted": new_slots,
         "saving_m_per_relocation": round((baseline_m - platform_m) / relocations, 2) if relocations else None,
         "routing": s.routing,
+        "price_on": s.price_on,
         "layout": {
             "aisles": s.layout.aisles,
             "bays_per_side": s.layout.bays_per_side,

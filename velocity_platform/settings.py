@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import AliasChoices, Field, PrivateAttr, ValidationError, field_validator, model_validator
 from pydantic.fields import FieldInfo
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from velocity_platform.domain.labor import LaborModel
 from velocity_platform.domain.policies import HYSTERESIS_DAYS, SpikePolicy
@@ -207,8 +207,16 @@ class SlottingSettings(SettingsGroup):
     """How slotting prices a location (the pick routing) and a move (the labor model; its defaults are the
     domain's LaborModel's)."""
 
+    shown_defaults: ClassVar[dict[str, str]] = {"level_handling_s": "2.2,0,0,1.5"}
+
     routing: Literal["s-shape", "return", "largest-gap"] = Field(
         "s-shape", description="Pick routing slotting prices locations under: `s-shape`, `return` or `largest-gap`"
+    )
+
+    price_on: Literal["target", "reachable"] = Field(
+        "target",
+        description="What a move's walking saving is measured on: the `target` slotting, or the `reachable` one the "
+        "moves that pay lead to (docs/slotting.md, priced against realised)",
     )
 
     walk_speed_m_s: float = Field(
@@ -222,10 +230,34 @@ class SlottingSettings(SettingsGroup):
         gt=0,
         description="Days of expected saving a relocation may count on to repay its labor",
     )
+    replenish_minutes: float = Field(
+        LaborModel.replenish_minutes,
+        ge=0,
+        description="Labor of one replenishment trip (reserve to pick face), in minutes; counted for baseline and platform alike",
+    )
+    level_handling_s: Annotated[tuple[float, ...], NoDecode] = Field(
+        LaborModel.level_handling_s,
+        description="Extra seconds a pick line takes on each level, floor first, comma-separated (golden zone 0; "
+        "floor: MTM-1 bend and arise; top: an assumed reach; docs/slotting.md)",
+    )
+
+    @field_validator("level_handling_s", mode="before")
+    @classmethod
+    def _seconds_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            try:
+                value = tuple(float(v) for v in value.split(",") if v.strip())
+            except ValueError:
+                raise ValueError("give seconds per level, floor first, comma-separated (e.g. 2.2,0,0,1.5)") from None
+        if isinstance(value, (tuple, list)) and (not value or min(value) < 0):
+            raise ValueError("give one or more seconds >= 0")
+        return value
 
     @property
     def labor(self) -> LaborModel:
-        return LaborModel(self.walk_speed_m_s, self.move_minutes, self.payback_horizon_days)
+        return LaborModel(
+            self.walk_speed_m_s, self.move_minutes, self.payback_horizon_days, self.replenish_minutes, self.level_handling_s
+        )
 
 
 class HttpSettings(SettingsGroup):

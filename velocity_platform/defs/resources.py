@@ -277,14 +277,22 @@ class SlottingResource(dg.ConfigurableResource):
 
     routing: str = resource_field(SlottingSettings, "routing")
     store_url: str | None = Field(default=None, description="The operational store holding the registry of sites")
+    price_on: str = resource_field(SlottingSettings, "price_on")
     band_locations: int | None = Field(default=None, description="Locations per band; default a third of the pick face (fast, medium, slow zones)")
     walk_speed_m_s: float = resource_field(SlottingSettings, "walk_speed_m_s")
     move_minutes: float = resource_field(SlottingSettings, "move_minutes")
     payback_horizon_days: float = resource_field(SlottingSettings, "payback_horizon_days")
+    replenish_minutes: float = resource_field(SlottingSettings, "replenish_minutes")
+    level_handling_s: list[float] = Field(
+        default=list(SlottingSettings.model_fields["level_handling_s"].default),
+        description=SlottingSettings.model_fields["level_handling_s"].description,
+    )
 
     @property
     def labor(self) -> LaborModel:
-        return LaborModel(self.walk_speed_m_s, self.move_minutes, self.payback_horizon_days)
+        return LaborModel(
+            self.walk_speed_m_s, self.move_minutes, self.payback_horizon_days, self.replenish_minutes, tuple(self.level_handling_s)
+        )
 
     def for_site(self, warehouse_id: str) -> "SlottingResource":
         registered = {site.warehouse_id: site for site in registered_sites(self.store_url)}

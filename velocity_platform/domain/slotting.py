@@ -63,6 +63,10 @@ DEFAULT_BANDS = 3
 # recent ones).
 WALK_COST_ORDERS = 200
 PROBE_BAYS = 5  # depths per aisle the extra line is walked at; the rest interpolated
+# Rounds of "which moves pay" the reachable slotting is projected by (docs/slotting.md): on the
+# replay one round still priced largest-gap moves at twice what they realised, two at 1.06x.
+REACHABLE_ROUNDS = 2
+PRICINGS = ("target", "reachable")
 WALK_COST_MAX_LINES = 2_000_000  # lines walked to measure them, at most (about a second)
 # Thrash is a relocation undone (the SKU moved back the other way) within this many days.
 REVERSAL_GUARD_DAYS = 30
@@ -77,8 +81,13 @@ class SlottingConfig:
     labor: LaborModel = LaborModel()
     reversal_guard_days: int = REVERSAL_GUARD_DAYS  # a relocation is never undone inside this many days
     pick_rate: PickRateConfig = PickRateConfig()
+    # What a location's walking cost is measured on: the target slotting, or the one the moves
+    # that pay reach ("reachable"; see walk_costs_towards).
+    price_on: str = "target"
 
     def __post_init__(self) -> None:
+        if self.price_on not in PRICINGS:
+            raise ValueError(f"price_on must be one of {PRICINGS}, got {self.price_on!r}")
         if self.routing not in ROUTINGS:
             raise ValueError(f"routing must be one of {ROUTINGS}, got {self.routing!r}")
         if self.move_budget is not None and self.move_budget < 0:
@@ -128,8 +137,19 @@ def rewind_assignment(current: pl.DataFrame, applied_since: pl.DataFrame) -> pl.
 
 
 def ranked_locations(locations: pl.DataFrame, config: SlottingConfig) -> pl.DataFrame:
-    """location_id, zone, capacity_ft3, cost_m, cost_rank (1 = cheapest) and band (0 = best)."""
+    """location_id, zone, capacity_ft3, cost_m, cost_rank (1 = cheapest), band (0 = best) and
+    handling_m (a pick line's extra handling on the location's level, in metres of walking)."""
     ranked = rank_locations(locations, config.routing)
+    levels = int(ranked["level"].max())
+    ranked = ranked.with_columns(config.labor.handling_m_expr(pl.col("level"), levels).alias("handling_m"))
+    if levels > 1:
+        # A pick off the floor or the top level costs its handling too: the golden levels of an
+        # aisle rank first, and a location's cost is its walk plus its handling.
+        ranked = (
+            ranked.with_columns(pl.col("cost_m") + pl.col("handling_m"))
+            .sort("cost_m", "cost_rank")
+            .with_columns(pl.int_range(1, pl.len() + 1, dtype=pl.Int64).alias("cost_rank"))
+        )
     per_band = config.band_locations or _default_band(ranked)
     return ranked.select(
         "location_id",
@@ -138,6 +158,7 @@ def ranked_locations(locations: pl.DataFrame, config: SlottingConfig) -> pl.Data
         "cost_m",
         "cost_rank",
         ((pl.col("cost_rank") - 1) // per_band).cast(pl.Int64).alias("band"),
+        "handling_m",
     )
 
 
@@ -307,7 +328,7 @@ def plan_directives(
     ranked_locs = ranked_locations(locations, config)
     if walk_costs is not None:
         ranked_locs = ranked_locs.join(walk_costs.select("location_id", "marginal_m"), on="location_id", how="left").with_columns(
-            pl.coalesce("marginal_m", "cost_m").alias("cost_m")
+            pl.coalesce(pl.col("marginal_m") + pl.col("handling_m"), "cost_m").alias("cost_m")
         ).drop("marginal_m")
     per_band = config.band_locations or _default_band(locations)
     slotted = assignment.select("sku_id", "location_id").join(
@@ -428,7 +449,29 @@ def plan_directives(
     )
     demotions = demotions.filter(labor.net_value_m(pl.col("saving") + pl.col("enables"), pl.col("relocations")) > 0)
 
-    moves = pl.concat([new_moves, promotions, demotions], how="diagonal_relaxed")
+    # 4. To the golden levels: a SKU in its band but on the floor or the top level takes a free
+    #    location of its band or better on a golden level when the handling (and walk) it saves
+    #    repays the move. Only a multi-level layout has such locations.
+    off_level = ranked_locs.filter(pl.col("handling_m") > 0).select(pl.col("location_id").alias("from_location"))
+    if off_level.height:
+        handled = movable.filter(~pl.col("_up") & ~pl.col("_down") & pl.col("confirmable").fill_null(False))
+        handled = handled.join(off_level, on="from_location", how="semi").join(
+            pl.concat([promotions.select("sku_id"), demotions.select("sku_id")]), on="sku_id", how="anti"
+        )
+        golden_free = free.join(
+            ranked_locs.filter(pl.col("handling_m") == 0).select(pl.col("location_id").alias("to_location")), on="to_location", how="semi"
+        )
+        leveled = _fit_within(handled.sort(by_rank), golden_free, None).filter(pl.col("to_band") <= pl.col("from_band")).with_columns(
+            (pl.col("rate_up") * (pl.col("from_cost_m") - pl.col("to_cost_m"))).alias("saving"),
+            pl.lit(0.0).alias("enables"),
+            pl.lit(1, pl.Int32).alias("relocations"),
+            pl.lit("level").alias("kind"),
+        )
+        levelings = leveled.filter(labor.net_value_m(pl.col("saving"), pl.col("relocations")) > 0)
+    else:
+        levelings = None
+
+    moves = pl.concat([new_moves, promotions, demotions, *([levelings] if levelings is not None else [])], how="diagonal_relaxed")
     if moves.is_empty():
         return empty_frame(SLOTTING_DIRECTIVES_SCHEMA)
     pair_saving = pl.col("saving") + pl.col("enables")
@@ -522,6 +565,8 @@ def _reason() -> pl.Expr:
     return (
         pl.when(pl.col("kind") == "new")
         .then(pl.lit("new SKU slotted (putaway, no relocation): ") + rate + pl.lit(", ") + band + pl.lit(" -> slot in band ") + pl.col("to_band").cast(pl.String))
+        .when(pl.col("kind") == "level")
+        .then(rate + pl.lit(", to a golden level of band ") + pl.col("to_band").cast(pl.String) + pl.lit(" (less handling per pick)") + payback)
         .when(pl.col("kind") == "promotion")
         .then(rate + pl.lit(", belongs in ") + band + pl.lit(" on both confirmation windows") + moved + payback)
         .otherwise(rate + pl.lit(", belongs in ") + band + moved + pl.lit(" to make room for ") + pl.col("makes_room_for") + payback)
@@ -534,7 +579,11 @@ MOVE_SCHEMA = {"business_date": pl.Date, "sku_id": pl.String, "from_location": p
 
 
 def walk_costs_towards(
-    recent_orders: pl.DataFrame, velocity: pl.DataFrame, locations: pl.DataFrame, config: SlottingConfig
+    recent_orders: pl.DataFrame,
+    velocity: pl.DataFrame,
+    locations: pl.DataFrame,
+    config: SlottingConfig,
+    assignment: pl.DataFrame | None = None,
 ) -> pl.DataFrame:
     """location_id, marginal_m: what one pick line in each location adds to a tour, measured on
     a sample of `recent_orders` (order_id, sku_id) walked on the slotting the plan is heading to
@@ -544,22 +593,92 @@ def walk_costs_towards(
     saves once the fast movers are together: from a random start every aisle is visited by most
     orders, so no single move looks worth anything until the rest are made. (The mean of today's
     and the target's cost priced moves no better on the replay: docs/slotting.md.)
+
+    With ``price_on="reachable"`` (and today's `assignment`) the slotting measured on is the one
+    the moves that pay lead to instead: a SKU in its band stays where it is, a SKU whose move pays
+    at the costs of the round before takes its band's cheapest free location, the rest stay
+    (``REACHABLE_ROUNDS`` rounds from the all-in-band projection). The full target overstates a
+    move: slow movers that never pay to move keep the back aisles visited. The
+    replay measures what each pricing realises (docs/slotting.md, "Priced against realised").
     """
     ranked = ranked_locations(locations, config).sort("cost_rank")
     located = locations.select("location_id", pl.col("aisle").cast(pl.Int32), pl.col("bay").cast(pl.Int32))
+    per_band = config.band_locations or _default_band(ranked)
+    layout = Layout.from_locations(locations)
+    reachable = assignment is not None and config.price_on == "reachable"
+    heading_to = _projected_by_band(velocity, ranked, assignment, per_band) if reachable else _zip_by_rank(velocity, ranked)
+    costs = _walk_costs_on(recent_orders, heading_to, located, layout, config)
+    for _ in range(REACHABLE_ROUNDS if reachable else 0):
+        # Only the SKUs whose move pays at these costs get to their band; the costs are
+        # measured again on that slotting.
+        band_cost = (
+            located.join(costs, on=["aisle", "bay"])
+            .join(ranked.select("location_id", "band"), on="location_id")
+            .group_by("band")
+            .agg(pl.col("marginal_m").mean().alias("_cost"))
+        )
+
+        def stays(candidates: pl.DataFrame, band_cost: pl.DataFrame = band_cost) -> pl.DataFrame:
+            priced = candidates.join(band_cost, on="band").join(
+                band_cost.rename({"band": "target_band", "_cost": "_target_cost"}), on="target_band"
+            )
+            gain = pl.col("expected_pick_lines_per_day") * (pl.col("_cost") - pl.col("_target_cost")).abs()
+            return priced.filter(gain * config.labor.payback_horizon_days <= config.labor.move_cost_m)
+
+        heading_to = _projected_by_band(velocity, ranked, assignment, per_band, stays)
+        costs = _walk_costs_on(recent_orders, heading_to, located, layout, config)
+    return located.join(costs, on=["aisle", "bay"], how="left").select("location_id", "marginal_m")
+
+
+def _walk_costs_on(
+    recent_orders: pl.DataFrame, heading_to: pl.DataFrame, located: pl.DataFrame, layout: Layout, config: SlottingConfig
+) -> pl.DataFrame:
     picks = (
         sample_orders(recent_orders.select("order_id", "sku_id"), WALK_COST_ORDERS)
-        .join(_zip_by_rank(velocity, ranked), on="sku_id", how="inner")
+        .join(heading_to, on="sku_id", how="inner")
         .join(located, on="location_id", how="inner")
     )
-    layout = Layout.from_locations(locations)
     # Every sampled line is walked once per probe: on a very large block, fewer orders.
     walked_lines = picks.height * layout.aisles * PROBE_BAYS
     if walked_lines > WALK_COST_MAX_LINES:
         orders = picks["order_id"].n_unique()
         picks = sample_orders(picks, max(20, int(orders * WALK_COST_MAX_LINES / walked_lines)), orders)
-    costs = marginal_location_costs(picks, layout, config.routing, PROBE_BAYS)
-    return located.join(costs, on=["aisle", "bay"], how="left").select("location_id", "marginal_m")
+    return marginal_location_costs(picks, layout, config.routing, PROBE_BAYS)
+
+
+def _projected_by_band(
+    velocity: pl.DataFrame,
+    ranked_locs: pl.DataFrame,
+    assignment: pl.DataFrame,
+    per_band: int,
+    worth_moving: Callable[[pl.DataFrame], pl.DataFrame] | None = None,
+) -> pl.DataFrame:
+    """sku_id, location_id: the slotting the bands head to from `assignment`. A SKU already in
+    the band its expected rate gives it stays where it is; the others take, busiest first, the
+    cheapest location of their band or beyond not held by a SKU that stays -- as the promotions
+    and demotions place them. Within a band the SKUs sit where they happen to be, as they will."""
+    busiest = (
+        velocity.filter(pl.col("expected_pick_lines_per_day") > 0)
+        .sort(["expected_pick_lines_per_day", "sku_id"], descending=[True, False])
+        .head(ranked_locs.height)
+        .select("sku_id")
+        .with_columns(((pl.int_range(pl.len(), dtype=pl.Int64)) // per_band).alias("target_band"))
+    )
+    here = assignment.select("sku_id", "location_id").join(ranked_locs.select("location_id", "band"), on="location_id")
+    placed = busiest.join(here, on="sku_id", how="left")
+    stay = placed.filter(pl.col("band") == pl.col("target_band")).select("sku_id", "location_id")
+    if worth_moving is not None:
+        # Only the SKUs whose move would pay head to their band; the others stay where they are.
+        placed = placed.join(velocity.select("sku_id", "expected_pick_lines_per_day"), on="sku_id", how="left")
+        keep = worth_moving(placed.filter(pl.col("band").is_not_null() & (pl.col("band") != pl.col("target_band"))))
+        stay = pl.concat([stay, keep.select("sku_id", "location_id")])
+    movers = placed.join(stay, on="sku_id", how="anti").select(
+        "sku_id", (pl.col("target_band") * per_band + 1).alias("min_rank")
+    )
+    slots = ranked_locs.join(stay, on="location_id", how="anti").sort("cost_rank")
+    fitted = first_fit(movers, slots).filter(pl.col("slot_index").is_not_null())
+    moved = fitted.select("sku_id", slots["location_id"].gather(fitted["slot_index"]).alias("location_id"))
+    return pl.concat([stay, moved])
 
 
 def _zip_by_rank(velocity: pl.DataFrame, ranked_locs: pl.DataFrame) -> pl.DataFrame:
@@ -609,7 +728,7 @@ def plan_day_after_day(
         if recent_orders_on is not None and (measured_on is None or (day - measured_on).days >= walk_costs_every_days):
             orders = recent_orders_on(day)
             if orders.height:
-                walk_costs, measured_on = walk_costs_towards(orders, velocity, locations, config), day
+                walk_costs, measured_on = walk_costs_towards(orders, velocity, locations, config, assignment), day
         known = sku_master.filter(pl.col("introduced_on").is_null() | (pl.col("introduced_on") <= day))
         guard_from = day - dt.timedelta(days=config.reversal_guard_days)
         directives = plan_directives(

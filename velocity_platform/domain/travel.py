@@ -434,8 +434,9 @@ def layout_locations(layout: Layout, capacity_ft3: float = 40.0) -> pl.DataFrame
 
 
 def marginal_location_costs(order_lines: pl.DataFrame, layout: Layout, routing: Routing, probe_bays: int = 5) -> pl.DataFrame:
-    """aisle, bay, marginal_m: how much longer, on average, the tours of `order_lines`' orders
-    (order_id, aisle, bay) become when one more pick line is added at that grid position.
+    """aisle, bay, marginal_m: how much longer, on average over their pick lines, the tours of
+    `order_lines`' orders (order_id, aisle, bay) become when one more pick line is added at that
+    grid position (each order weighted by its lines: that is where a SKU's lines land).
 
     This is what a pick line in a location really costs once the other lines of an order are
     walked anyway (``location_costs`` prices a one-line order): under S-shape routing a line in
@@ -470,7 +471,11 @@ def marginal_location_costs(order_lines: pl.DataFrame, layout: Layout, routing: 
             orders.join(probes, how="cross").select("order_id", "aisle", "bay", "probe"),
         ]
     ).select((pl.col("order_id") * n_probes + pl.col("probe")).alias("order_id"), "aisle", "bay")
-    as_is = order_travel(lines, layout, routing).select("order_id", pl.col("travel_m").alias("as_is_m"))
+    # Weighted by the order's lines: a pick line lands in a large order more often than in a
+    # small one, and in a large order most aisles are walked anyway.
+    as_is = order_travel(lines, layout, routing).select(
+        "order_id", pl.col("travel_m").alias("as_is_m"), pl.col("pick_lines").cast(pl.Float64).alias("_w")
+    )
     extra = (
         order_travel(with_probe, layout, routing)
         .select(
@@ -480,7 +485,7 @@ def marginal_location_costs(order_lines: pl.DataFrame, layout: Layout, routing: 
         )
         .join(as_is.rename({"order_id": "base"}), on="base")
         .group_by("probe")
-        .agg((pl.col("travel_m") - pl.col("as_is_m")).mean().alias("marginal_m"))
+        .agg((((pl.col("travel_m") - pl.col("as_is_m")) * pl.col("_w")).sum() / pl.col("_w").sum()).alias("marginal_m"))
     )
     measured = probes.join(extra, on="probe").select("aisle", "bay", "marginal_m")
     return (

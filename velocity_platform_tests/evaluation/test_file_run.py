@@ -85,7 +85,13 @@ def test_the_shadow_report_carries_its_figures_and_plots(file_run):
     for key in ("orders", "pick_lines", "travel_current_m", "travel_after_m", "travel_reduction_pct", "moves", "saving_m_per_day_per_move"):
         assert key in metadata, key
     assert metadata["travel_after_m"].value <= metadata["travel_current_m"].value
-    for key in ("abc_pareto", "location_heat_map"):
+    # A slotting report: net labor leads (hours, % of walking, cumulative, its plot), then the rack's labor.
+    figures = [key for key in metadata if not key.startswith("dagster/")]
+    assert figures[:4] == ["net_labor_h", "net_labor_pct_of_walking", "net_labor_cumulative_h", "net_labor_plot"]
+    assert figures.index("replenishment_h_per_day") < figures.index("golden_zone_pick_share") < figures.index("orders")
+    assert metadata["replenishment_h_per_day"].value > 0  # 0.1 ft3 default cubes in 40 ft3 faces still empty
+    assert metadata["golden_zone_pick_share"].value == 1.0  # the one-level layout: a shelf at waist height
+    for key in ("net_labor_plot", "abc_pareto", "location_heat_map"):
         markdown = metadata[key]
         assert isinstance(markdown, dg.MarkdownMetadataValue)
         image = re.fullmatch(r"!\[[^\]]+\]\(data:image/png;base64,([A-Za-z0-9+/=]+)\)", markdown.value)

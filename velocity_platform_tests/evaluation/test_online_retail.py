@@ -78,6 +78,35 @@ def test_no_day_is_planned_with_anything_it_could_not_have_known(online_retail):
     # Knowing two more weeks of orders changes nothing about the first two weeks.
     assert longer.days.head(short.days.height).equals(short.days)
     assert short.days["moves"].sum() > 0 and short.days["orders"].sum() > 0
+    # One level is a shelf at waist height: every pick golden, no handling beyond the walk.
+    assert short.summary["golden_zone_pick_share"] == 1.0 and short.summary["handling_hours"] == 0.0
+
+
+def test_a_four_level_rack_counts_handling_and_replenishment_and_prices_what_the_moves_realise(online_retail):
+    result = evaluate(
+        online_retail, EvaluationSettings(dt.date(2011, 6, 1), dt.date(2011, 6, 14), Layout(aisles=40, bays_per_side=50, levels=4), seed=1)
+    )
+    s = result.summary
+    # Random over four levels, about half the picks are from the golden two; the platform sends
+    # its fast movers there.
+    assert 0.4 < s["baseline_golden_zone_a_pick_share"] < 0.6
+    assert s["golden_zone_a_pick_share"] > s["baseline_golden_zone_a_pick_share"] + 0.1
+    assert s["handling_hours"] < s["baseline_handling_hours"]
+    assert s["golden_levels"] == [2, 3] and s["level_handling_s"] == [2.2, 0.0, 0.0, 1.5]
+    # Every face is 40 ft3 of a default 0.1 ft3 cube: the same trips either way, all flagged.
+    assert s["replenishments"] == s["baseline_replenishments"] > 0
+    assert s["replenishment_hours"] == pytest.approx(s["replenishments"] * 5 / 60, abs=0.1)
+    assert s["skus_face_below_a_day"] == s["skus_face_below_a_day_default_cube"]
+    # Net labor: walking, handling and replenishment saved, less the relocations.
+    parts = s["travel_saved_hours"] + s["baseline_handling_hours"] - s["handling_hours"] - s["relocation_hours"]
+    parts += s["baseline_replenishment_hours"] - s["replenishment_hours"]
+    assert s["net_labor_saving_hours"] == pytest.approx(parts, abs=0.3)
+    # Priced and realised are the per-day figures of the relocations, in hours at the walk speed.
+    savings = result.savings
+    assert savings["relocations"].sum() == s["relocations"] > 0
+    assert s["priced_saving_hours"] == pytest.approx(savings["priced_saving_m"].sum() / 3600, abs=0.05)
+    assert s["realised_saving_hours"] == pytest.approx(savings["realised_saving_m"].sum() / 3600, abs=0.05)
+    assert s["realised_saving_hours"] > 0
 
 
 def test_the_moves_pay_for_their_labor_on_the_goal_setting(online_retail):

@@ -24,12 +24,21 @@ from velocity_platform.defs.resources import (
 )
 from velocity_platform.defs.wms.assets import latest_snapshot
 from velocity_platform.defs.slotting.plots import abc_pareto, cumulative_net_labor, heat_maps, markdown_image
-from velocity_platform.domain.shadow import Comparison, apply_directives, compare, sample_orders, with_order_hash
+from velocity_platform.domain.faces import faces, faces_short_of_a_day, replenishment_trips
+from velocity_platform.domain.shadow import (
+    Comparison,
+    apply_directives,
+    compare,
+    sample_orders,
+    walked_savings,
+    with_order_hash,
+)
 from velocity_platform.domain.slotting import (
     MOVE_SCHEMA,
     SlottingConfig,
     capacity_violations,
     plan_day_after_day,
+    ranked_locations,
     rewind_assignment,
 )
 from velocity_platform.domain.network import with_site_directive_ids
@@ -117,6 +126,7 @@ def slotting_directives(
         routing=slotting.routing,
         band_locations=slotting.band_locations,
         labor=slotting.labor,
+        price_on=slotting.price_on,
     )
     velocity_of, orders_of = DailyIn(), DailyIn(WALK_COST_DAYS - 1)
     orders = sales_history.filter(pl.col("txn_type") == "ORDER").select(
@@ -186,11 +196,16 @@ SHADOW_REPORT_SCHEMA = {
     ranged=True,  # each date is walked on the slotting the previous date's moves leave
     ins={
         # the orders a walk needs, of the 30 days up to the date
-        "sales_history": DailyIn(SHADOW_DAYS - 1, ["business_date", "txn_id", "txn_type", "sku_id"]),
+        "sales_history": DailyIn(SHADOW_DAYS - 1, ["business_date", "txn_id", "txn_type", "sku_id", "quantity_eaches"]),
         "sku_velocity": DailyIn(),
+        # the day's moves, and those of the 30 days before for what they realised since
+        "slotting_directives": DailyIn(SHADOW_DAYS - 1),
     },
-    description="Shadow mode: the last 30 days of real orders walked on the current slotting and on the slotting "
-    "after the day's directives; travel per order, % reduction, saving per move, with the ABC Pareto and heat maps.",
+    description="Slotting report: net labor of the day's directives (walking and handling saved over the payback "
+    "horizon, less relocation time; hours and % of walking, cumulative over the dates built, plotted), then "
+    "replenishment hours, the golden-zone pick share and the saving the last 30 days' moves were priced at against "
+    "what they realised on the orders since. The table: the last 30 days of orders walked on the current slotting "
+    "and after the day's directives.",
 )
 def slotting_shadow_report(
     context: dg.AssetExecutionContext,
@@ -202,6 +217,7 @@ def slotting_shadow_report(
     sku_velocity: pl.DataFrame,
     slotting_directives: pl.DataFrame,
     wms_locations: pl.DataFrame,
+    sku_master: pl.DataFrame,
     warehouse_id: str,
 ):
     wms_locations = latest_snapshot(wms_locations)
@@ -219,7 +235,7 @@ def slotting_shadow_report(
     # the range's lines, then each day filters a small frame.
     all_orders, orders = orders, sample_orders(orders, SHADOW_MAX_ORDERS, min(in_window.values()))
     current, _ = assignment_at_start_of(days[0], wms, state_store)
-    reports, replay = [], None
+    reports, replay, start_of_last = [], None, current
     for day in days:  # a backfill's range: each day on the slotting the previous day's moves left
         moves = slotting_directives.filter(pl.col("business_date") == day)
         orders_in_window = in_window[day]
@@ -235,7 +251,7 @@ def slotting_shadow_report(
             count_unslotted_in=all_orders if day == days[-1] else None,
         )
         reports.append(replay.report)
-        current = replay.proposed
+        start_of_last, current = current, replay.proposed
     last = days[-1]
     moves = slotting_directives.filter(pl.col("business_date") == last)
     result = replay.comparison
@@ -246,10 +262,33 @@ def slotting_shadow_report(
     relocations = int(moves["relocations"].sum())
     saved_h_per_day = labor.walk_hours(saved_per_day)
     relocation_h = labor.relocation_hours(relocations)
-    net_labor_h = saved_h_per_day * labor.payback_horizon_days - relocation_h
+    rack = rack_figures(
+        last, replay, start_of_last, orders, all_orders, sales_history, sku_velocity, slotting_directives, wms_locations,
+        sku_master, layout, SlottingConfig(routing=slotting.routing, labor=labor), scale,
+    )
+    net_labor_h = (saved_h_per_day + rack["handling_saved_h_per_day"]) * labor.payback_horizon_days - relocation_h
+    walking_h = labor.walk_hours(result.before_m * scale / SHADOW_DAYS) * labor.payback_horizon_days
     history = _net_labor_by_date(context, warehouse_id, {last: net_labor_h})
-    # The figures and pictures are the last date's: a range shows one set of them.
+    # The figures and pictures are the last date's: a range shows one set of them. Net labor
+    # leads (it is what the directives are for), then the rack's labor, then the walk itself.
     figures = {
+        "net_labor_h": round(net_labor_h, 2),
+        "net_labor_pct_of_walking": round(100.0 * net_labor_h / walking_h, 3) if walking_h else 0.0,
+        "net_labor_cumulative_h": round(sum(history.values()), 2),
+        "net_labor_plot": dg.MetadataValue.md(markdown_image(cumulative_net_labor(history), "cumulative net labor hours")),
+        "replenishment_h_per_day": rack["replenishment_h_per_day"],
+        "replenishments_per_day": rack["replenishments_per_day"],
+        "skus_face_below_a_day": rack["skus_face_below_a_day"],
+        "golden_zone_pick_share": rack["golden_zone_pick_share"],
+        "golden_zone_a_pick_share": rack["golden_zone_a_pick_share"],
+        "priced_saving_h_30d": rack["priced_saving_h_30d"],
+        "realised_saving_h_30d": rack["realised_saving_h_30d"],
+        "relocations": relocations,
+        "relocation_hours": round(relocation_h, 2),
+        "travel_saved_h_per_day": round(saved_h_per_day, 3),
+        "handling_saved_h_per_day": round(rack["handling_saved_h_per_day"], 3),
+        "payback_days": round(relocation_h / saved_h_per_day, 1) if relocations and saved_h_per_day > 0 else None,
+        "payback_horizon_days": labor.payback_horizon_days,
         **({"figures_for": str(last)} if len(days) > 1 else {}),
         "orders": result.orders,
         "orders_in_window": replay.orders_in_window,
@@ -264,16 +303,7 @@ def slotting_shadow_report(
         "moves": moves.height,
         "saving_m_per_day": round(saved_per_day, 2),
         "saving_m_per_day_per_move": round(saved_per_day / moves.height, 3) if moves.height else 0.0,
-        # Net labor leads: walking saved less the relocations' time, over the payback horizon.
         "travel_saved_m_per_day": round(saved_per_day, 1),
-        "travel_saved_h_per_day": round(saved_h_per_day, 3),
-        "relocations": relocations,
-        "relocation_hours": round(relocation_h, 2),
-        "net_labor_h": round(net_labor_h, 2),
-        "payback_days": round(relocation_h / saved_h_per_day, 1) if relocations and saved_h_per_day > 0 else None,
-        "payback_horizon_days": labor.payback_horizon_days,
-        "net_labor_cumulative_h": round(sum(history.values()), 2),
-        "net_labor_plot": dg.MetadataValue.md(markdown_image(cumulative_net_labor(history), "cumulative net labor hours")),
         "expected_saving_m_per_day": round(float(moves["expected_saving_m_per_day"].sum()), 2),
         # Pictures of the last date only: a backfill's range shares one set of metadata.
         "abc_pareto": dg.MetadataValue.md(
@@ -288,6 +318,70 @@ def slotting_shadow_report(
     }
     for day, day_report in zip(days, reports, strict=True):
         yield day, Day(day_report, figures if day == last else {})
+
+
+def rack_figures(
+    day: dt.date,
+    replay: "DayReplay",
+    start_of_day: pl.DataFrame,
+    sampled: pl.DataFrame,
+    all_orders: pl.DataFrame,
+    sales_history: pl.DataFrame,
+    sku_velocity: pl.DataFrame,
+    directives: pl.DataFrame,
+    locations: pl.DataFrame,
+    sku_master: pl.DataFrame,
+    layout: Layout,
+    config: SlottingConfig,
+    scale: float,
+) -> dict:
+    """The rack's labor on `day`: handling by level saved per day, replenishment after the
+    day's directives, the golden-zone pick shares, and the saving the relocations of the 30
+    days before were priced at against what they realised on the orders since."""
+    labor = config.labor
+    placed = ranked_locations(locations, config).select("location_id", "handling_m").join(
+        locations.select("location_id", "aisle", "bay", "capacity_ft3"), on="location_id"
+    )
+    handled = {name: picks.join(placed.select("location_id", "handling_m"), on="location_id") for name, picks in replay.picks.items()}
+    handling_saved_m = float(handled["current"]["handling_m"].sum() - handled["after"]["handling_m"].sum()) * scale / SHADOW_DAYS
+    after = handled["after"]
+    a_skus = sku_velocity.filter((pl.col("business_date") == day) & (pl.col("abc_class") == "A")).select("sku_id")
+    a_lines = after.join(a_skus, on="sku_id", how="semi")
+    golden = pl.col("handling_m") == 0.0
+    in_window = pl.col("business_date").is_between(day - dt.timedelta(days=SHADOW_DAYS - 1), day)
+    units = (
+        sales_history.filter((pl.col("txn_type") == "ORDER") & in_window)
+        .group_by("sku_id")
+        .agg((pl.col("quantity_eaches").sum() / SHADOW_DAYS).alias("units_per_day"))
+    )
+    faces_after = faces(replay.proposed, placed, sku_master)
+    trips = float(replenishment_trips(units.rename({"units_per_day": "units"}), faces_after)["trips"].sum())
+    # The relocations of the 30 days before `day`, each day's orders walked on the slotting of
+    # that day (today's start, the later moves taken back).
+    relocated = directives.filter(pl.col("from_location").is_not_null() & (pl.col("business_date") < day))
+    priced_m = realised_m = 0.0
+    lines = sampled.filter(in_window & (pl.col("business_date") < day))
+    for order_day in sorted(set(relocated["business_date"].to_list())):
+        priced_m += float(relocated.filter(pl.col("business_date") == order_day)["expected_saving_m_per_day"].sum()) * (day - order_day).days
+    for (order_day,), today in lines.partition_by("business_date", as_dict=True).items():
+        earlier = relocated.filter(pl.col("business_date").is_between(order_day - dt.timedelta(days=SHADOW_DAYS), order_day - dt.timedelta(days=1)))
+        if earlier.is_empty():
+            continue
+        slotting_then = rewind_assignment(start_of_day, relocated.filter(pl.col("business_date") >= order_day).select(list(MOVE_SCHEMA)))
+        walkable = today.join(slotting_then, on="sku_id", how="semi")
+        saved = walked_savings(walkable, slotting_then, earlier.select(list(MOVE_SCHEMA)), placed, layout, config.routing)
+        realised_m += float(saved["saved_m"].sum()) if saved.height else 0.0
+    return {
+        "handling_saved_h_per_day": labor.walk_hours(handling_saved_m),
+        "replenishments_per_day": round(trips, 1),
+        "replenishment_h_per_day": round(labor.replenish_hours(trips), 2),
+        "skus_face_below_a_day": faces_short_of_a_day(units, faces_after).height,
+        "golden_zone_pick_share": round(after.select(golden.mean()).item(), 4) if after.height else None,
+        "golden_zone_a_pick_share": round(a_lines.select(golden.mean()).item(), 4) if a_lines.height else None,
+        "priced_saving_h_30d": round(labor.walk_hours(priced_m), 2),
+        # the sample scaled to every order of those days
+        "realised_saving_h_30d": round(labor.walk_hours(realised_m * scale), 2),
+    }
 
 
 def _net_labor_by_date(context: dg.AssetExecutionContext, warehouse_id: str, today: dict[dt.date, float]) -> dict[dt.date, float]:
