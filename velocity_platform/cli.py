@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import importlib.metadata
 import json
@@ -321,16 +322,19 @@ def _check_port_free(host: str, port: int) -> None:
         ) from None
 
 
-def _erp_lines_for(dates: list[dt.date], settings) -> int:
+def _erp_lines_for(dates: list[dt.date], settings, sites: list[str]) -> dict[str, int]:
+    """The ERP's count of lines of the dates, per site."""
     from velocity_platform.connectors.erp import ErpClient
     from velocity_platform.settings import ERP_TOKEN_ENV
 
     with ErpClient(settings.erp_url, settings.token(ERP_TOKEN_ENV) or os.environ.get(ERP_TOKEN_ENV)) as client:
-        return sum(client.count_lines(day) for day in dates)
+        return {site: sum(client.count_lines(day, warehouse_id=site) for day in dates) for site in sites}
 
 
-def _run_and_report(dates: list[dt.date], summary_path: Path | None, settings, source_lines: int | None = None) -> dict:
-    from velocity_platform.batch import ensure_dagster_home, format_summary, print_progress, run_range, summarize
+def _run_and_report(
+    dates: list[dt.date], summary_path: Path | None, settings, source_lines: int | None = None, warehouses: list[str] | None = None
+) -> dict:
+    from velocity_platform.batch import ensure_dagster_home, format_summary, network_sites, print_progress, run_range, summarize
 
     home = ensure_dagster_home(settings, _dagster_yaml_template())
     Path(settings.duckdb_path).parent.mkdir(parents=True, exist_ok=True)
@@ -338,8 +342,10 @@ def _run_and_report(dates: list[dt.date], summary_path: Path | None, settings, s
         f"Materializing {len(dates)} business date(s) {dates[0]} .. {dates[-1]} on the instance at {home}",
         file=sys.stderr,
     )
-    outcomes = run_range(dates, progress=print_progress, settings=settings)
-    summary = summarize(dates, outcomes, _erp_lines_for(dates, settings) if source_lines is None else source_lines, settings)
+    sites = network_sites(settings, warehouses)
+    outcomes = run_range(dates, progress=print_progress, settings=settings, warehouses=sites)
+    lines = _erp_lines_for(dates, settings, sites) if source_lines is None else source_lines
+    summary = summarize(dates, outcomes, lines, settings)
     print(format_summary(summary))
     if summary_path:
         summary_path.parent.mkdir(parents=True, exist_ok=True)
@@ -363,7 +369,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     _check_tokens(["ERP", "WMS"])
     _check_reachable("ERP", settings.erp_url, args.date_from)
     _check_reachable("WMS", settings.wms_url, args.date_from)
-    summary = _run_and_report(business_dates(args.date_from, args.date_to), args.summary, settings)
+    summary = _run_and_report(business_dates(args.date_from, args.date_to), args.summary, settings, warehouses=args.warehouse)
     return 0 if all_succeeded(summary) else 1
 
 
@@ -391,24 +397,60 @@ def cmd_demo(args: argparse.Namespace) -> int:
     # The history a velocity window reads (90 days), built before the nights are run one by one.
     history = business_dates(nights[0] - dt.timedelta(days=args.history_days), nights[0] - dt.timedelta(days=1)) if args.history_days else []
     args.start, args.days = None, max(120, len(nights) + len(history) + 1)
-    with BackgroundServer(create_erp_app(_erp_config(args, settings))) as erp, BackgroundServer(
-        create_wms_app(_wms_config(args))
-    ) as wms:
+    sites = demo_sites(args.network_size, settings.timezone)
+    if len(sites) > 1:
+        _register_demo_sites(sites, settings)
+    erp_config, wms_config = _erp_config(args, settings), _wms_config(args)
+    if len(sites) > 1:  # one ERP and one WMS serving every site, each its own mix and layout
+        erp_config = dataclasses.replace(erp_config, warehouses=",".join(f"{s.warehouse_id}@{s.timezone}" for s in sites))
+        wms_config = dataclasses.replace(
+            wms_config, warehouses=",".join(f"{s.warehouse_id}@{s.aisles}x{s.bays}x{s.levels}" for s in sites)
+        )
+    with BackgroundServer(create_erp_app(erp_config)) as erp, BackgroundServer(create_wms_app(wms_config)) as wms:
         settings = _changed(settings, erp_url=erp.url, wms_url=wms.url)
-        print(f"ERP simulator at {erp.url}, WMS simulator at {wms.url}", file=sys.stderr)
-        history_ok = _build_history(history, settings) if history else True
-        summary = _run_and_report(nights, args.summary, settings)
+        print(f"ERP simulator at {erp.url}, WMS simulator at {wms.url}, {len(sites)} warehouse(s)", file=sys.stderr)
+        ids = [site.warehouse_id for site in sites]
+        history_ok = all([_build_history(history, settings, site) for site in ids]) if history else True
+        summary = _run_and_report(nights, args.summary, settings, warehouses=ids)
     print(
         f"\nDemo finished in {time.perf_counter() - started:.0f}s. To explore the same data in the Dagster UI:\n"
         "  make dev     # then open http://127.0.0.1:3000 (Assets, partitions, checks, backfills)",
     )
-    ok = history_ok and all_succeeded(summary) and summary["raw_lines"] == (
-        summary["validated_lines"] + summary["dead_letter_lines"]
-    )
+    ok = history_ok and all_succeeded(summary) and summary["reconciled"]
     return 0 if ok else 1
 
 
-def _build_history(dates: list[dt.date], settings) -> bool:
+# The demo's network: a site per zone and layout, the first on the settings' zone.
+DEMO_ZONES = ("America/Chicago", "Europe/Berlin", "America/New_York", "Europe/Madrid", "America/Denver",
+              "Europe/Warsaw", "America/Toronto", "Europe/Dublin", "America/Mexico_City")
+DEMO_LAYOUTS = ((40, 50, 1, "s-shape"), (30, 40, 2, "return"), (50, 40, 1, "largest-gap"), (36, 45, 2, "s-shape"))
+
+
+def demo_sites(n: int, timezone: str) -> list:
+    from velocity_platform.domain.network import Warehouse
+
+    if not 1 <= n <= len(DEMO_ZONES) + 1:
+        raise ConfigurationError(f"--warehouses must be between 1 and {len(DEMO_ZONES) + 1} (got {n})")
+    zones = [timezone, *DEMO_ZONES]
+    return [
+        Warehouse(
+            warehouse_id=f"WH-{i + 1:02d}", timezone=zones[i], aisles=DEMO_LAYOUTS[i % 4][0], bays=DEMO_LAYOUTS[i % 4][1],
+            levels=DEMO_LAYOUTS[i % 4][2], routing=DEMO_LAYOUTS[i % 4][3],
+        )
+        for i in range(n)
+    ]
+
+
+def _register_demo_sites(sites: list, settings) -> None:
+    from velocity_platform.connectors.state import OperationalStore
+
+    store = OperationalStore(settings.store_url)
+    for site in sites:
+        store.register_warehouse(site)
+    store.dispose()
+
+
+def _build_history(dates: list[dt.date], settings, warehouse_id: str | None = None) -> bool:
     """The days before the nights, in one run over the range (as a UI backfill runs a range), up
     to daily_sku_demand: what the nights' 30/60/90-day windows and 12 XYZ weeks read. One run,
     not one per day; the nights then classify and slot on full windows."""
@@ -421,9 +463,9 @@ def _build_history(dates: list[dt.date], settings) -> bool:
         file=sys.stderr,
         flush=True,
     )
-    outcome = run_together(dates, assets=DEMAND_ASSETS, settings=settings)
+    outcome = run_together(dates, assets=DEMAND_ASSETS, settings=settings, warehouse_id=warehouse_id)
     mark = "ok " if outcome.success and not outcome.checks_failed else "FAIL"
-    line = f"[history] {dates[0]} .. {dates[-1]}  {mark}  {outcome.seconds:5.1f}s  checks {outcome.checks_passed} passed"
+    line = f"[history] {outcome.warehouse_id} {dates[0]} .. {dates[-1]}  {mark}  {outcome.seconds:5.1f}s  checks {outcome.checks_passed} passed"
     if outcome.checks_failed:
         line += f", failed: {', '.join(sorted(set(outcome.checks_failed)))}"
     if outcome.error:
@@ -683,6 +725,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--erp-url", default=None)
     run.add_argument("--wms-url", default=None)
     run.add_argument("--summary", type=Path, default=None, help="write the KPI summary as JSON here")
+    run.add_argument("--warehouse", action="append", default=None, metavar="ID", help="a site to run (repeatable; default: every registered one)")
     file_source = run.add_argument_group("file-drop source (--source file)")
     file_source.add_argument("--source", choices=["erp", "file"], default="erp", help="erp (HTTP API, default) or file")
     file_source.add_argument("--path", type=Path, default=_default_data_file(), help="the export (CSV/Parquet, .gz)")
@@ -701,6 +744,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--history-days", type=int, default=90, help="days built before them in one run (default 90; 0: none)"
     )
     demo.add_argument("--seed", type=int, default=7)
+    demo.add_argument("--warehouses", dest="network_size", type=int, default=1, metavar="N", help="simulated sites, each its own layout and time zone (default 1)")
     demo.add_argument("--skus", type=int, default=2000)
     demo.add_argument("--lines-per-day", type=int, default=4000)
     demo.add_argument("--summary", type=Path, default=None)

@@ -75,7 +75,12 @@ class SourcePull:
 
 
 def pull_from_erp(
-    context: dg.AssetExecutionContext, day: dt.date, erp: ErpResource, timezone: str, operations: OperationsResource
+    context: dg.AssetExecutionContext,
+    day: dt.date,
+    erp: ErpResource,
+    timezone: str,
+    operations: OperationsResource,
+    warehouse_id: str | None = None,
 ) -> SourcePull:
     """Count the ERP's lines for the day, then page through its documents.
 
@@ -84,10 +89,10 @@ def pull_from_erp(
     """
     with erp.client() as client:
         try:
-            erp_lines = client.count_lines(day)
+            erp_lines = client.count_lines(day, warehouse_id=warehouse_id)
             pages = [
                 ReceivedPage(page.source_batch, page.body, page.parsed, page.error, page.fetches, page.cursor, page.limit)
-                for page in client.transaction_pages(day, timezone, reader=read_erp_page)
+                for page in client.transaction_pages(day, timezone, reader=read_erp_page, warehouse_id=warehouse_id)
             ]
         except UpstreamError as exc:
             # Nothing is stored: the partition keeps its previous rows (if any) until a run succeeds.
@@ -162,7 +167,7 @@ def raw_transactions(
     if transaction_source.is_file:  # a file-drop export instead of the ERP: see the end of this module
         pull = pull_from_file(day, transaction_source, warehouse.timezone)
     else:
-        pull = pull_from_erp(context, day, erp, warehouse.timezone, operations)
+        pull = pull_from_erp(context, day, erp, warehouse.timezone, operations, warehouse.warehouse_id)
     ingested = pull.ingested
     figures = {
         "erp_lines": pull.source_lines,

@@ -55,7 +55,7 @@ WALK_COST_DAYS = 3
 def assignment_at_start_of(day: dt.date, wms: WmsResource, state_store: OperationalStoreResource) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(assignment at the start of `day`, moves applied since day - hysteresis window)."""
     with wms.client() as client:
-        current = pl.concat(client.assignments(reader=read_assignment_page))
+        current = pl.concat(client.assignments(reader=read_assignment_page, warehouse_id=wms.warehouse_id))
     applied = pl.DataFrame(
         [
             {"business_date": m.business_date, "sku_id": m.sku_id, "from_location": m.from_location, "to_location": m.to_location}

@@ -29,7 +29,8 @@ ACK_CHECK = "every_directive_acknowledged"
 def wms_locations(context: dg.AssetExecutionContext, days: list[dt.date], wms: WmsResource):
     with wms.client() as client:
         locations = locations_from_pages(
-            client.locations(reader=read_location_page), client.assignments(reader=read_assignment_page)
+            client.locations(reader=read_location_page, warehouse_id=wms.warehouse_id),
+            client.assignments(reader=read_assignment_page, warehouse_id=wms.warehouse_id),
         )
     figures = {
         "locations": locations.height,
@@ -84,7 +85,8 @@ def wms_directive_acks(
 ):
     store = state_store.store()
     directives = slotting_directives.to_dicts()
-    newly_enqueued = store.enqueue({**d, "payload": directive_body(d)} for d in directives)
+    site = {"warehouse_id": wms.warehouse_id} if wms.warehouse_id else {}
+    newly_enqueued = store.enqueue({**d, **site, "payload": directive_body({**d, **site})} for d in directives)
     with wms.client() as client:
         for day in days:
             before = client.stats.as_metadata()
