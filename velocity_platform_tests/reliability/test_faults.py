@@ -204,7 +204,8 @@ def test_every_fault_at_ten_percent_together(tmp_path, proof):
             if o in clean_days:
                 assert o.success and not o.checks_failed, (o.error, o.checks_failed)
             else:
-                assert "validated_transactions.dlq_rate_within_limit" in o.checks_failed
+                # The broken documents' lines are missing: the ingestion gate (99.95%) stops the day.
+                assert "validated_transactions.ingestion_success_rate" in o.checks_failed
         result = proof(
             check_exactly_once(platform, dates, lines_in_dead_pages=in_dead_pages),
             "all of the above together (ERP and WMS)",
