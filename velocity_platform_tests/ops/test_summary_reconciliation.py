@@ -7,6 +7,7 @@ def summary(erp_lines: int, raw_rows: int, validated: int, dead: int, unreadable
     return {
         "partitions": ["2026-12-02", "2026-12-05"],
         "partitions_succeeded": 4,
+        "site_days": 4,
         "erp_lines": erp_lines,
         "raw_lines": raw_rows,
         "validated_lines": validated,
