@@ -20,7 +20,10 @@ from velocity_platform_tests.deltas.helpers import service_settings
 
 @pytest.fixture
 def service(tmp_path) -> DeltaService:
-    settings = Settings(state_dir=tmp_path)
+    # Every path named: a VELOCITY_* variable another test's environment left set must not win.
+    settings = Settings(
+        state_dir=tmp_path, duckdb_path=str(tmp_path / "velocity.duckdb"), store_url=f"sqlite:///{tmp_path / 'operational.sqlite'}"
+    )
     # Never reached: the rates come from the DuckDB file only.
     erp = ErpResource(base_url="http://127.0.0.1:9", token="unused")
     wms = WmsResource(base_url="http://127.0.0.1:9", token="unused")

@@ -77,7 +77,8 @@ def world(tmp_path_factory):
 
 def tick(instance: dg.DagsterInstance, cursor: str | None, receiver: Receiver) -> dg.SensorResult:
     resources = {"alert_webhook": AlertWebhookResource(url=receiver.url), "operations": OperationsResource(ui_base_url=UI)}
-    return failure_alert_sensor(dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources))
+    with dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources) as context:
+        return failure_alert_sensor(context)
 
 
 def run_id_of(instance: dg.DagsterInstance, day: dt.date) -> str:

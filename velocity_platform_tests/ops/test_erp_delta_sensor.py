@@ -43,7 +43,8 @@ def tick(instance: dg.DagsterInstance, cursor: str | None, **operations) -> dg.S
     """One evaluation after the service caught up, with the code location's resources (as the daemon would give them)."""
     catch_up(FOLLOWER["service"])
     resources = {**build_resources(Settings.from_env()), "operations": OperationsResource(**operations)}
-    return erp_delta_sensor(dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources))
+    with dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources) as context:
+        return erp_delta_sensor(context)
 
 
 def late_requests(result: dg.SensorResult) -> dict[str, str]:

@@ -40,7 +40,8 @@ FOLLOWER = {}  # the exception service following the ERP (the sensor reads what 
 def tick(instance: dg.DagsterInstance, cursor: str | None) -> dg.SensorResult:
     catch_up(FOLLOWER["service"])
     resources = {**build_resources(Settings.from_env()), "operations": OperationsResource()}
-    return erp_delta_sensor(dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources))
+    with dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources) as context:
+        return erp_delta_sensor(context)
 
 
 def refreshes(result: dg.SensorResult) -> list[dg.RunRequest]:

@@ -72,16 +72,17 @@ def launch_night(deployment: LocalDeployment, day: dt.date, scheduled_at: dt.dat
     definitions = defs()
     schedule = definitions.resolve_schedule_def("nightly_slotting_schedule")
     tick = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(2), tzinfo=LONDON)
-    # The schedule reads only the sites it may ask for from the instance: an ephemeral one that holds them.
-    sites = dg.DagsterInstance.ephemeral()
-    sites.add_dynamic_partitions("warehouses", ["WH-01"])
-    context = dg.build_schedule_context(
-        instance=sites,
-        scheduled_execution_time=tick,
-        resources={"warehouse": definitions.resources["warehouse"]},
-        repository_def=definitions.get_repository_def(),
-    )
-    [request] = schedule.evaluate_tick(context).run_requests
+    # The schedule reads only the sites it may ask for from the instance: a test one that holds them
+    # (an ephemeral instance has no reference for the context to hand out).
+    with dg.instance_for_test(set_dagster_home=False) as sites:
+        sites.add_dynamic_partitions("warehouses", ["WH-01"])
+        with dg.build_schedule_context(
+            instance=sites,
+            scheduled_execution_time=tick,
+            resources={"warehouse": definitions.resources["warehouse"]},
+            repository_def=definitions.get_repository_def(),
+        ) as context:
+            [request] = schedule.evaluate_tick(context).run_requests
     assert request.partition_key == day_key(day)
     tags = {
         **request.tags,

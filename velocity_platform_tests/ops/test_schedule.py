@@ -90,13 +90,14 @@ def test_the_schedule_asks_for_each_registered_site_at_its_two_oclock(definition
         instance.add_dynamic_partitions(WAREHOUSES_PARTITIONS, ["CHI", "BER"])
 
         def tick(at: dt.datetime) -> list[dg.RunRequest]:
-            context = dg.build_schedule_context(
+            # Entered and left: a context left open keeps its instance as the process's current one.
+            with dg.build_schedule_context(
                 instance=instance,
                 scheduled_execution_time=at,
                 resources={"warehouse": WarehouseResource(store_url=store_url)},
                 repository_def=definitions.get_repository_def(),
-            )
-            return list(schedule.evaluate_tick(context).run_requests or [])
+            ) as context:
+                return list(schedule.evaluate_tick(context).run_requests or [])
 
         [berlin] = tick(dt.datetime(2026, 1, 15, 1, 0, tzinfo=dt.UTC))  # 02:00 in Berlin
         assert berlin.partition_key == SiteDay("BER", dt.date(2026, 1, 14)).key

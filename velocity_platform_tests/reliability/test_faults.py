@@ -181,7 +181,10 @@ ALL_AT_10 = {
     "fault_rate_drop": 0.1,
     "fault_rate_bad_json": 0.1,
     "fault_rate_duplicate": 0.1,
+    # A document in 1,000 broken on every fetch (a tenth of 100-document pages): the nights hold a
+    # few, so some days lose them and some are clean.
     "fault_rate_corrupt_page": 0.1,
+    "default_limit": 100,
     "late_arrival_rate": 0.1,
     "fault_rate_drift": 0.1,
 }
