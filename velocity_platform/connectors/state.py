@@ -547,16 +547,17 @@ class OperationalStore:
     def renew(self, claimer: str, lease: dt.timedelta = DEFAULT_LEASE) -> int:
         """The heartbeat: extend every lease `claimer` still holds on a pending row (not the rows
         it released or settled); returns how many."""
+        return self._lease_until(
+            _now() + lease,
+            wms_outbox.c.claimed_by == claimer,
+            wms_outbox.c.status == PENDING,
+            wms_outbox.c.claimed_until.is_not(None),
+        )
+
+    def _lease_until(self, until: dt.datetime | None, *where: sa.ColumnElement[bool]) -> int:
+        """Set the lease end (None: released) of the rows `where` selects; returns how many."""
         with self._write() as conn:
-            return conn.execute(
-                wms_outbox.update()
-                .where(
-                    wms_outbox.c.claimed_by == claimer,
-                    wms_outbox.c.status == PENDING,
-                    wms_outbox.c.claimed_until.is_not(None),
-                )
-                .values(claimed_until=_now() + lease)
-            ).rowcount
+            return conn.execute(wms_outbox.update().where(*where).values(claimed_until=until)).rowcount
 
     def holders(self, business_date: dt.date, exclude: Collection[str] = ()) -> list[Holder]:
         """Who holds unexpired leases on pending rows of a date (less `exclude`), and until when."""
@@ -566,6 +567,7 @@ class OperationalStore:
                 wms_outbox.c.business_date == business_date,
                 wms_outbox.c.status == PENDING,
                 wms_outbox.c.claimed_until >= _now(),
+                self._of_site(),
             )
             .group_by(wms_outbox.c.claimed_by)
             .order_by(wms_outbox.c.claimed_by)
@@ -583,29 +585,20 @@ class OperationalStore:
         the next claim takes the rows; returns how many."""
         if not claimers:
             return 0
-        with self._write() as conn:
-            return conn.execute(
-                wms_outbox.update()
-                .where(
-                    wms_outbox.c.business_date == business_date,
-                    wms_outbox.c.status == PENDING,
-                    wms_outbox.c.claimed_by.in_(list(claimers)),
-                )
-                .values(claimed_until=None)
-            ).rowcount
+        return self._lease_until(
+            None,
+            wms_outbox.c.business_date == business_date,
+            wms_outbox.c.status == PENDING,
+            wms_outbox.c.claimed_by.in_(list(claimers)),
+            self._of_site(),
+        )
 
     def release(self, directive_ids: Collection[str], claimer: str) -> int:
         """Give back rows `claimer` holds but will not send now, so the next pusher need not wait
         for the lease to lapse; returns how many were released."""
         if not directive_ids:
             return 0
-        with self._write() as conn:
-            result = conn.execute(
-                wms_outbox.update()
-                .where(_still_held(directive_ids, claimer))
-                .values(claimed_until=None)
-            )
-            return result.rowcount
+        return self._lease_until(None, _still_held(directive_ids, claimer))
 
     def pending_count(self, business_date: dt.date, exclude: Collection[str] = ()) -> int:
         """Pending directives of a date, claimed or not (less `exclude`)."""

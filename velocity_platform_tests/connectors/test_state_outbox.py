@@ -196,6 +196,22 @@ def test_a_pusher_gone_from_this_host_has_its_rows_taken_over_without_waiting_it
     assert any(f"took over 3 directives of {DAY} at once" in line and killed in line for line in said), said
 
 
+def test_one_sites_leases_are_neither_waited_for_nor_taken_over_by_another_site(store_url, wms):
+    # Two sites' nights of the same date in one store: each sees and ends only its own claims.
+    store = OperationalStore(store_url)
+    chicago, berlin = store.for_site("CHI"), store.for_site("BER")
+    moves = planned_moves(wms, 4)
+    chicago.enqueue(moves[:2])
+    berlin.enqueue(moves[2:])
+    chicago.claim_pending(DAY, 2, claimer="chi-pusher", lease=dt.timedelta(minutes=5))
+    berlin.claim_pending(DAY, 2, claimer="ber-pusher", lease=dt.timedelta(minutes=5))
+    assert [h.claimer for h in chicago.holders(DAY)] == ["chi-pusher"]
+    assert [h.claimer for h in berlin.holders(DAY)] == ["ber-pusher"]
+    assert berlin.take_over(DAY, ["chi-pusher", "ber-pusher"]) == 2
+    assert [h.claimer for h in chicago.holders(DAY)] == ["chi-pusher"] and berlin.holders(DAY) == []
+    store.dispose()
+
+
 def test_a_living_pusher_or_one_elsewhere_is_waited_for_and_the_wait_says_for_whom_and_until_when(store_url, wms):
     moves = planned_moves(wms, 4)
     store = OperationalStore(store_url)
