@@ -10,7 +10,8 @@ import datetime as dt
 import dagster as dg
 import polars as pl
 
-from velocity_platform.defs.partitions import DUCKDB_POOL, EVERY_SITE_OF_THE_DATE, network_days, site_day_of
+from velocity_platform.defs.partitions import DUCKDB_POOL, EVERY_SITE_OF_THE_DATE, network_days
+from velocity_platform.defs.slotting.assets import recorded_net_labor
 from velocity_platform.defs.slotting.plots import markdown_image, net_labor_by_site
 from velocity_platform.defs.tables import WarehouseTables
 
@@ -38,15 +39,7 @@ def _lines_by_site(tables, table: str, day: dt.date, where: str = "") -> pl.Data
 
 def net_labor_of_date(instance: dg.DagsterInstance, day: dt.date) -> pl.DataFrame:
     """Each site's net labor hours of the date, from its shadow report's latest materialization."""
-    records = instance.fetch_materializations(dg.AssetKey("slotting_shadow_report"), limit=5000).records
-    by_site: dict[str, float] = {}
-    for record in reversed(records):  # oldest first: the latest of a site-day wins
-        event = record.asset_materialization
-        value = event.metadata.get("net_labor_h") if event else None
-        if event and event.partition and value is not None:
-            site_day = site_day_of(event.partition)
-            if site_day.business_date == day:
-                by_site[site_day.warehouse_id] = float(value.value)
+    by_site = {sd.warehouse_id: h for sd, h in recorded_net_labor(instance).items() if sd.business_date == day}
     return pl.DataFrame({"warehouse_id": list(by_site), "net_labor_h": list(by_site.values())}, schema={"warehouse_id": pl.String, "net_labor_h": pl.Float64})
 
 

@@ -15,7 +15,7 @@ import polars as pl
 from velocity_platform.connectors.state import moves_sent_from
 from velocity_platform.connectors.wms_pages import read_assignment_page
 from velocity_platform.defs.daily import FIRST, SUM, DailyIn, Day, daily_asset
-from velocity_platform.defs.partitions import DateVerdict, site_day_of
+from velocity_platform.defs.partitions import DateVerdict, SiteDay, site_day_of
 from velocity_platform.defs.resources import (
     OperationalStoreResource,
     SlottingResource,
@@ -384,19 +384,23 @@ def rack_figures(
     }
 
 
-def _net_labor_by_date(context: dg.AssetExecutionContext, warehouse_id: str, today: dict[dt.date, float]) -> dict[dt.date, float]:
-    """The site's net labor hours of every date built so far (from this asset's earlier
-    materializations, the latest per date), with `today`'s figures in place of earlier ones."""
-    records = context.instance.fetch_materializations(dg.AssetKey("slotting_shadow_report"), limit=2000).records
-    by_date: dict[dt.date, float] = {}
-    for record in reversed(records):  # oldest first, so the latest of a date wins
+def recorded_net_labor(instance: dg.DagsterInstance) -> dict[SiteDay, float]:
+    """The net labor hours every shadow report recorded, by site-day: the latest of each (the
+    report's metadata is where the figure lives; the network roll-up reads it too)."""
+    records = instance.fetch_materializations(dg.AssetKey("slotting_shadow_report"), limit=5000).records
+    by_site_day: dict[SiteDay, float] = {}
+    for record in reversed(records):  # oldest first, so the latest of a site-day wins
         event = record.asset_materialization
         value = event.metadata.get("net_labor_h") if event else None
         if event and event.partition and value is not None:
-            site_day = site_day_of(event.partition)
-            if site_day.warehouse_id == warehouse_id:
-                by_date[site_day.business_date] = float(value.value)
-    return {**by_date, **today}
+            by_site_day[site_day_of(event.partition)] = float(value.value)
+    return by_site_day
+
+
+def _net_labor_by_date(context: dg.AssetExecutionContext, warehouse_id: str, today: dict[dt.date, float]) -> dict[dt.date, float]:
+    """The site's net labor hours of every date built so far, with `today`'s figures in place of earlier ones."""
+    recorded = recorded_net_labor(context.instance)
+    return {**{sd.business_date: h for sd, h in recorded.items() if sd.warehouse_id == warehouse_id}, **today}
 
 
 # Orders replayed per day, about, at most: a deterministic sample (by order id) above this keeps
