@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime as dt
+import functools
 import importlib.metadata
 import json
 import os
@@ -465,7 +466,7 @@ def _build_history(dates: list[dt.date], settings, warehouse_id: str | None = No
     )
     outcome = run_together(dates, assets=DEMAND_ASSETS, settings=settings, warehouse_id=warehouse_id)
     mark = "ok " if outcome.success and not outcome.checks_failed else "FAIL"
-    line = f"[history] {outcome.warehouse_id} {dates[0]} .. {dates[-1]}  {mark}  {outcome.seconds:5.1f}s  checks {outcome.checks_passed} passed"
+    line = f"[history] {dates[0]} .. {dates[-1]} {outcome.warehouse_id}  {mark}  {outcome.seconds:5.1f}s  checks {outcome.checks_passed} passed"
     if outcome.checks_failed:
         line += f", failed: {', '.join(sorted(set(outcome.checks_failed)))}"
     if outcome.error:
@@ -580,9 +581,7 @@ def _budget(value: str) -> int | None:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from velocity_platform.connectors.files import FileSourceError, preset, read_export
-    from velocity_platform.domain.labor import LaborModel
-    from velocity_platform.domain.travel import Layout
-    from velocity_platform.evaluate import EvaluationSettings, evaluate, write_directives
+    from velocity_platform.evaluate import evaluate, network_summary, write_directives
 
     try:  # --source file is the only source evaluate replays: history comes from an export
         mapping = preset(args.preset, args.default_cube)
@@ -590,32 +589,98 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         # The warehouse's zone when one is configured, else the export's own (the preset's).
         zone = settings.timezone if "timezone" in settings.model_fields_set else None
         export = read_export(args.path, mapping, warehouse_tz=zone)
-        replay = EvaluationSettings(
-            first=args.date_from,
-            last=args.date_to,
-            layout=Layout(args.aisles, args.bays, args.levels),
-            routing=args.routing,
-            move_budget=args.moves_per_day,
-            start_assignment=args.start_assignment,
-            seed=args.seed,
-            history_from=args.history_from,
-            price_on=args.price_on or settings.slotting.price_on,
-            labor=LaborModel(
-                args.walk_speed, args.move_minutes, args.payback_days, args.replenish_minutes, settings.slotting.level_handling_s
-            ),
-        )
-        print(
-            f"Replaying {args.date_from} .. {args.date_to} from {export.path.name} "
-            f"({export.total_lines:,} lines, {export.first_date} .. {export.last_date}) on "
-            f"{args.aisles} aisles x {args.bays} bays x {args.levels} levels, {args.routing}, "
-            f"moves/day {'unlimited' if args.moves_per_day is None else args.moves_per_day}",
-            file=sys.stderr,
-        )
-        result = evaluate(export, replay)
+        sites = _evaluated_sites(export, args.warehouse, args.preset)
+        results = {}
+        for site in sites:
+            replay = _replay_settings(args, settings, site)
+            print(
+                f"Replaying {args.date_from} .. {args.date_to} from {export.path.name} "
+                f"({export.total_lines:,} lines, {export.first_date} .. {export.last_date})"
+                f"{f' for {site}' if site else ''} on "
+                f"{replay.layout.aisles} aisles x {replay.layout.bays_per_side} bays x {replay.layout.levels} levels, {replay.routing}, "
+                f"moves/day {'unlimited' if args.moves_per_day is None else args.moves_per_day}",
+                file=sys.stderr,
+            )
+            results[site] = evaluate(export.of_site(site), replay)
     except (FileSourceError, ValueError) as exc:
         print(f"velocity-platform evaluate: {exc}", file=sys.stderr)
         return 2
-    s = result.summary
+    if sites == [None]:
+        summary = results[None].summary
+    else:
+        for site, result in results.items():
+            print(f"--- {site}")
+            _print_evaluation(result.summary)
+        summary = network_summary({site: result.summary for site, result in results.items()})
+        print(f"--- network ({len(sites)} sites: {', '.join(sites)})")
+    _print_evaluation(summary)
+    if args.directives:
+        for site, result in results.items():
+            path = args.directives if site is None else args.directives.with_name(f"{args.directives.stem}.{site}{args.directives.suffix}")
+            written = write_directives(result, path)
+            print(f"{written:,} directives written to {path}", file=sys.stderr)
+    if args.summary:
+        args.summary.parent.mkdir(parents=True, exist_ok=True)
+        args.summary.write_text(json.dumps(summary, indent=2) + "\n")
+        print(f"Summary written to {args.summary}", file=sys.stderr)
+    return 0
+
+
+def _evaluated_sites(export, asked: list[str] | None, preset_name: str) -> list[str | None]:
+    """The sites a replay covers: one (None) for a one-warehouse export, else those asked for
+    (each must be one of the export's) or every site the export's lines belong to."""
+    found = export.warehouses
+    if not found:
+        if asked:
+            raise ValueError(f"--warehouse: the {preset_name} preset maps the export to one warehouse; drop --warehouse or use a network preset")
+        return [None]
+    unknown = [site for site in asked or [] if site not in found]
+    if unknown:
+        raise ValueError(f"--warehouse {', '.join(unknown)}: the export's lines belong to {', '.join(found)}")
+    return list(dict.fromkeys(asked)) if asked else found
+
+
+def _replay_settings(args: argparse.Namespace, settings, site: str | None):
+    """The replay of one site: its registered layout and routing when it is registered, else the
+    command's flags."""
+    from velocity_platform.domain.labor import LaborModel
+    from velocity_platform.domain.travel import Layout
+    from velocity_platform.evaluate import EvaluationSettings
+
+    facts = _registered_sites(settings.store_url).get(site) if site else None
+    layout = Layout(facts.aisles, facts.bays, facts.levels) if facts else Layout(args.aisles, args.bays, args.levels)
+    return EvaluationSettings(
+        first=args.date_from,
+        last=args.date_to,
+        layout=layout,
+        routing=facts.routing if facts else args.routing,
+        move_budget=args.moves_per_day,
+        start_assignment=args.start_assignment,
+        seed=args.seed,
+        history_from=args.history_from,
+        price_on=args.price_on or settings.slotting.price_on,
+        labor=LaborModel(
+            args.walk_speed, args.move_minutes, args.payback_days, args.replenish_minutes, settings.slotting.level_handling_s
+        ),
+    )
+
+
+@functools.cache
+def _registered_sites(store_url: str) -> dict:
+    """The registry's warehouses by id; none where no store exists yet (a replay creates no state)."""
+    from velocity_platform.connectors.state import OperationalStore
+
+    sqlite_file = _sqlite_file(store_url)
+    if sqlite_file is not None and not sqlite_file.exists():
+        return {}
+    store = OperationalStore(store_url)
+    try:
+        return {w.warehouse_id: w for w in store.registered_warehouses()}
+    finally:
+        store.dispose()
+
+
+def _print_evaluation(s: dict) -> None:
     lines = s["file_lines"]
     print(
         f"File lines {s['history_from']} .. {s['evaluated_to']}: {sum(lines.values()):,} = "
@@ -637,14 +702,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         f"{s['relocations_reversed_30d']:,} = {s['relocations_reversed_30d_pct']:.2f}% undone within 30 days) "
         f"in {s['seconds']}s"
     )
-    if args.directives:
-        written = write_directives(result, args.directives)
-        print(f"{written:,} directives written to {args.directives}", file=sys.stderr)
-    if args.summary:
-        args.summary.parent.mkdir(parents=True, exist_ok=True)
-        args.summary.write_text(json.dumps(s, indent=2) + "\n")
-        print(f"Summary written to {args.summary}", file=sys.stderr)
-    return 0
 
 
 def _sqlite_file(url: str) -> Path | None:
@@ -778,6 +835,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("--seed", type=int, default=7, help="seed of the random start and putaway (default 7)")
     evaluate.add_argument("--default-cube", type=float, default=None, help="unit cube (ft3) for SKUs without one")
+    evaluate.add_argument(
+        "--warehouse", action="append", default=None, metavar="ID",
+        help="a site of a network preset's export to replay (repeatable; default: every site its lines belong to)",
+    )
     evaluate.add_argument("--summary", type=Path, default=None, help="write the summary as JSON here")
     evaluate.add_argument("--directives", type=Path, default=None, help="write every directive applied here (.csv or .parquet)")
     _add_labor_options(evaluate)

@@ -393,6 +393,7 @@ def _summary(
         "golden_levels": labor.golden_levels(s.layout.levels),
         "golden_zone_pick_share": _share(total, "platform_golden_lines", days, "pick_lines"),
         "golden_zone_a_pick_share": share("a_golden_lines", "a_lines"),
+        "a_pick_lines": round(total["platform_a_lines"]),
         "baseline_golden_zone_pick_share": _share(total, "baseline_golden_lines", days, "pick_lines"),
         "baseline_golden_zone_a_pick_share": share("a_golden_lines", "a_lines", "baseline"),
         "priced_saving_hours": round(priced_h, 1),
@@ -438,4 +439,59 @@ def _summary(
             "excluded_non_inventory": int(excluded or 0),
             "dead_lettered": dead_lettered,
         },
+    }
+
+
+# The figures of a site's summary that add up over the network (hours, counts, metres).
+_ADDITIVE = (
+    "net_labor_saving_hours", "travel_saved_hours", "relocation_hours", "handling_hours", "baseline_handling_hours",
+    "replenishments", "replenishment_hours", "baseline_replenishments", "baseline_replenishment_hours",
+    "priced_saving_hours", "realised_saving_hours", "baseline_travel_hours", "relocations", "relocations_reversed_30d",
+    "orders", "pick_lines", "a_pick_lines", "baseline_m", "platform_m", "moves", "new_skus_slotted",
+)
+# Settings every site shares (the command's), kept at the network's level as they are.
+_SHARED = (
+    "replenish_minutes", "level_handling_s", "price_on", "move_minutes", "walk_speed_m_s", "payback_horizon_days",
+    "move_budget", "start_assignment", "seed", "evaluated_from", "evaluated_to", "days", "file",
+)
+
+
+def network_summary(sites: dict[str, dict]) -> dict:
+    """The network's summary from its sites': today's fields, hours and counts summed, shares and
+    per-order figures recomputed from the sums (not averaged), and each site's own under `warehouses`."""
+    first = next(iter(sites.values()))
+    total = {k: sum(site[k] for site in sites.values()) for k in _ADDITIVE}
+    for k in ("net_labor_saving_hours", "travel_saved_hours", "relocation_hours", "handling_hours", "baseline_handling_hours",
+              "replenishment_hours", "baseline_replenishment_hours", "priced_saving_hours", "realised_saving_hours",
+              "baseline_travel_hours", "baseline_m", "platform_m"):
+        total[k] = round(total[k], 1)
+
+    def weighted(share: str, weight: str) -> float | None:
+        known = [(site[share], site[weight]) for site in sites.values() if site[share] is not None and site[weight]]
+        whole = sum(w for _, w in known)
+        return round(sum(v * w for v, w in known) / whole, 4) if whole else None
+
+    orders, relocations = total["orders"], total["relocations"]
+    baseline_m, platform_m = total["baseline_m"], total["platform_m"]
+    return {
+        **total,
+        **{k: first[k] for k in _SHARED},
+        "net_labor_saving_pct": round(100.0 * total["net_labor_saving_hours"] / total["baseline_travel_hours"], 2) if total["baseline_travel_hours"] else 0.0,
+        "golden_zone_pick_share": weighted("golden_zone_pick_share", "pick_lines"),
+        "golden_zone_a_pick_share": weighted("golden_zone_a_pick_share", "a_pick_lines"),
+        "baseline_golden_zone_pick_share": weighted("baseline_golden_zone_pick_share", "pick_lines"),
+        "baseline_golden_zone_a_pick_share": weighted("baseline_golden_zone_a_pick_share", "a_pick_lines"),
+        "realised_to_priced": round(total["realised_saving_hours"] / total["priced_saving_hours"], 3) if total["priced_saving_hours"] else None,
+        "relocations_reversed_30d_pct": round(100.0 * total["relocations_reversed_30d"] / relocations, 2) if relocations else 0.0,
+        "baseline_m_per_order": round(baseline_m / orders, 2) if orders else 0.0,
+        "platform_m_per_order": round(platform_m / orders, 2) if orders else 0.0,
+        "travel_reduction_pct": round(100.0 * (1.0 - platform_m / baseline_m), 2) if baseline_m else 0.0,
+        "saving_m_per_relocation": round((baseline_m - platform_m) / relocations, 2) if relocations else None,
+        "routing": ", ".join(sorted({site["routing"] for site in sites.values()})),
+        "golden_levels": sorted({level for site in sites.values() for level in site["golden_levels"]}),
+        "layout": {"locations": sum(site["layout"]["locations"] for site in sites.values())},
+        "history_from": min(site["history_from"] for site in sites.values()),
+        "seconds": round(sum(site.get("seconds", 0.0) for site in sites.values()), 1),
+        "file_lines": {k: sum(site["file_lines"][k] for site in sites.values()) for k in first["file_lines"]},
+        "warehouses": sites,
     }

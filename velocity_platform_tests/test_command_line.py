@@ -136,7 +136,7 @@ def test_demo_builds_history_in_one_run_then_the_nights_one_by_one(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
     history_first = YESTERDAY - dt.timedelta(days=15)
-    assert f"[history] {history_first} .. {YESTERDAY - dt.timedelta(days=2)}  ok" in result.stderr
+    assert f"[history] {history_first} .. {YESTERDAY - dt.timedelta(days=2)} WH-01  ok" in result.stderr
     assert f"[  1/2] {YESTERDAY - dt.timedelta(days=1)}" in result.stderr and f"[  2/2] {YESTERDAY}" in result.stderr
     assert "SKUs classified" in result.stdout and "XYZ {" in result.stdout
     with duckdb.connect(str(tmp_path / ".velocity" / "velocity.duckdb"), read_only=True) as con:

@@ -210,6 +210,24 @@ class FileExport:
     mapping: FileMapping = field(repr=False)
 
     @property
+    def warehouses(self) -> list[str]:
+        """The sites the export's lines belong to (empty: one warehouse's export)."""
+        if self.mapping.warehouse is None:
+            return []
+        found = set(self.lines["warehouse_id"].drop_nulls()) | set(self.excluded["warehouse_id"].drop_nulls())
+        return sorted(found | ({self.mapping.other_warehouse} if self.mapping.other_warehouse else set()))
+
+    def of_site(self, warehouse_id: str | None) -> FileExport:
+        """The lines of one site (the whole export when it is one warehouse's). A line whose site
+        column could not be read (an unparsed line) is the catch-all site's, as a blank value is:
+        every line belongs to exactly one site."""
+        if self.mapping.warehouse is None or warehouse_id is None:
+            return self
+        site = pl.col("warehouse_id").fill_null(pl.lit(self.mapping.other_warehouse, pl.String)) == warehouse_id
+        lines, excluded = self.lines.filter(site), self.excluded.filter(site)
+        return FileExport(self.path, lines, excluded, lines.height + int(excluded["lines"].sum() or 0), self.mapping)
+
+    @property
     def first_date(self) -> dt.date | None:
         dates = [d for d in (self.lines["business_date"].min(), self.excluded["business_date"].min()) if d]
         return min(dates) if dates else None
@@ -332,9 +350,9 @@ def _read_export(
     inventory = ~pl.col("_non_inventory")
     excluded = (
         mapped.filter(~inventory)
-        .group_by("business_date", pl.col("_raw_sku").alias("sku_code"))
+        .group_by("business_date", "warehouse_id", pl.col("_raw_sku").alias("sku_code"))
         .agg(pl.len().cast(pl.Int64).alias("lines"))
-        .sort("business_date", "sku_code")
+        .sort("business_date", "warehouse_id", "sku_code", nulls_last=True)
     )
     lines = mapped.filter(inventory).select(*FILE_LINE_SCHEMA, "description").sort(
         "business_date", maintain_order=True
