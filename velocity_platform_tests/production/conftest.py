@@ -36,8 +36,6 @@ WORLD = {"seed": 11, "skus": 300, "start": dt.date(2026, 1, 1), "days": 40}
 
 BACKFILL_DATES = [dt.date(2026, 2, 5), dt.date(2026, 2, 6), dt.date(2026, 2, 7)]
 TICK_AT = dt.datetime(2026, 2, 9, 2, 0, tzinfo=dt.UTC)  # 02:00 in London: builds 2026-02-08
-# The backfill policy runs consecutive dates together (up to 30 a run): the three dates are one run.
-BACKFILL_RUNS = 1
 TICK_DATE = dt.date(2026, 2, 8)
 GOOD_DATES = [*BACKFILL_DATES, TICK_DATE]
 FAILING_DATE = dt.date(2026, 2, 9)
@@ -213,7 +211,8 @@ def wait_for_runs(stack: Stack, run_ids: list[str], deadline: float) -> dict[str
 
 
 def dates_of(tags: dict[str, str]) -> list[dt.date]:
-    """The business dates a run built: its partition, or every date of its range (a backfill run)."""
+    """The business dates a run built: its partition, every date of its range (a backfill run), or
+    none (the backfill's run of the unpartitioned SKU master)."""
     def date(key: str) -> dt.date:  # "2026-02-05|WH-01"
         return dt.date.fromisoformat(key.split("|")[0])
 
@@ -221,15 +220,17 @@ def dates_of(tags: dict[str, str]) -> list[dt.date]:
         first = date(tags["dagster/asset_partition_range_start"])
         last = date(tags["dagster/asset_partition_range_end"])
         return [first + dt.timedelta(days=n) for n in range((last - first).days + 1)]
-    return [date(tags["dagster/partition"])]
+    return [date(tags["dagster/partition"])] if "dagster/partition" in tags else []
 
 
-def wait_for_backfill(stack: Stack, backfill_id: str, partitions: int, deadline: float) -> dict:
+def wait_for_backfill(stack: Stack, backfill_id: str, deadline: float) -> dict:
+    """The backfill once the daemon has requested all it will and every run of it has finished. An
+    asset backfill launches its runs stage by stage (the SKU master, then each range's assets as
+    their parents land), so how many there are is known only at the end."""
     while True:
         backfill = stack.graphql(BACKFILL_STATUS, {"id": backfill_id})["partitionBackfillOrError"]
         runs = backfill.get("runs") or []
-        done = backfill.get("status") not in ("REQUESTED", "CANCELING") and len(runs) == partitions
-        if done and all(r["status"] in TERMINAL_RUN for r in runs):
+        if backfill.get("status") not in ("REQUESTED", "CANCELING") and all(r["status"] in TERMINAL_RUN for r in runs):
             return backfill
         if time.monotonic() > deadline:
             raise AssertionError(f"backfill {backfill_id} not finished in time: {backfill}\n{stack.log_tail()}")
@@ -242,7 +243,7 @@ class NightlyHistory:
     backfill_id: str
     backfill: dict
     runs: dict[str, dict]  # run id -> status, times, tags (tick, backfill and failing runs)
-    run_of_date: dict[dt.date, str]
+    runs_of_date: dict[dt.date, set[str]]  # the runs that built each good date (a backfill's are several)
     failing_run_id: str
 
 
@@ -252,25 +253,26 @@ def nightly_history(production_stack: Stack) -> NightlyHistory:
     deadline = time.monotonic() + DEADLINE_S
     backfill_out = stack.cli("backfill", "--from", BACKFILL_DATES[0].isoformat(), "--to", BACKFILL_DATES[-1].isoformat())
     backfill_id = re.search(r"^Backfill (\w+):", backfill_out, re.MULTILINE).group(1)
-    # Queued runs start one at a time (the duckdb pool) in the order they were queued: the tick's
-    # day goes in once the daemon has queued the backfill's days, so every day reads the ones before.
-    while len(stack.graphql(BACKFILL_STATUS, {"id": backfill_id})["partitionBackfillOrError"].get("runs") or []) < BACKFILL_RUNS:
-        assert time.monotonic() < deadline, f"backfill {backfill_id} queued no runs in time\n{stack.log_tail()}"
-        time.sleep(1)
+    # The tick's day reads the velocity of the days before it: it goes in once the backfill is done.
+    backfill = wait_for_backfill(stack, backfill_id, deadline)
     [tick_line] = [line for line in stack.cli("tick", "--at", TICK_AT.isoformat()).splitlines() if line.startswith("Run ")]
     tick_run_id = tick_line.split()[1]
     # And last night: the same job against an ERP that serves 2% malformed lines.
+    failing = FAILING_DATE.isoformat()
     failing_run_id = stack.prod.launch_run(
         stack.ui,
-        {"dagster/partition": FAILING_DATE.isoformat(), "velocity/trigger": "test-malformed-feed"},
+        {
+            "dagster/partition": f"{failing}|WH-01",
+            "dagster/partition/date": failing,
+            "dagster/partition/warehouse": "WH-01",
+            "velocity/trigger": "test-malformed-feed",
+        },
         {"resources": {"erp": {"config": {"base_url": stack.malformed_erp_url, "token": {"env": "VELOCITY_ERP_TOKEN"}}}}},
     )
-    backfill = wait_for_backfill(stack, backfill_id, BACKFILL_RUNS, deadline)
     runs = wait_for_runs(stack, [*(r["runId"] for r in backfill["runs"]), tick_run_id, failing_run_id], deadline)
-    run_of_date = {
-        day: rid
-        for rid, run in runs.items()
-        if rid != failing_run_id
-        for day in dates_of({t["key"]: t["value"] for t in run["tags"]})
-    }
-    return NightlyHistory(tick_run_id, backfill_id, backfill, runs, run_of_date, failing_run_id)
+    runs_of_date: dict[dt.date, set[str]] = {}
+    for rid, run in runs.items():
+        if rid != failing_run_id:
+            for day in dates_of({t["key"]: t["value"] for t in run["tags"]}):
+                runs_of_date.setdefault(day, set()).add(rid)
+    return NightlyHistory(tick_run_id, backfill_id, backfill, runs, runs_of_date, failing_run_id)

@@ -32,6 +32,11 @@ CHROMIUM_ARGS = [
 SCREENSHOTS = PROJECT / "artifacts" / "ui"
 UI_TIMEOUT_MS = 30_000
 
+MATERIALIZATIONS = """
+query($key: AssetKeyInput!) {
+  assetOrError(assetKey: $key) { ... on Asset { assetMaterializations(limit: 200) { partition runId } } }
+}"""
+
 CHECK_EXECUTIONS = """
 query($key: AssetKeyInput!, $check: String!) {
   assetCheckExecutions(assetKey: $key, checkName: $check, limit: 20) { runId evaluation { description } }
@@ -108,11 +113,17 @@ def test_the_partitions_of_sku_velocity_show_the_materialized_days(page, product
     expect(page.get_by_text(f"Materialized ({len(GOOD_DATES)})")).to_be_visible()
     expect(page.get_by_text("Failed (1)")).to_be_visible()
     day = BACKFILL_DATES[1]
-    # The list holds every business day since the first partition: filter it, as a user would.
-    page.get_by_placeholder("Filter by name").fill(day.isoformat())
+    # The grid is dates x warehouses: filter the dates (every business day since the first
+    # partition) as a user would, pick the day, then its warehouse.
+    page.get_by_placeholder("Filter by date").fill(day.isoformat())
     page.get_by_text(day.isoformat(), exact=True).first.click()
-    # The partition's panel names the run that built it and the figures it recorded.
-    expect(page.get_by_text(nightly_history.run_of_date[day][:8], exact=True)).to_be_visible()
+    page.get_by_text("WH-01", exact=True).first.click()
+    expect(page.get_by_text(f"{day.isoformat()}|WH-01", exact=True).first).to_be_visible()
+    # The partition's panel names the run that built it (one of the backfill's) and the figures it recorded.
+    materializations = production_stack.graphql(MATERIALIZATIONS, {"key": {"path": ["sku_velocity"]}})["assetOrError"]["assetMaterializations"]
+    [built_by] = [m["runId"] for m in materializations if m["partition"] == f"{day.isoformat()}|WH-01"]
+    assert built_by in nightly_history.runs_of_date[day]
+    expect(page.get_by_text(built_by[:8], exact=True)).to_be_visible()
     expect(page.get_by_text("Materialized", exact=True).first).to_be_visible()
     expect(page.get_by_text("skus_classified", exact=True)).to_be_visible()
     screenshot(page, "sku_velocity_partitions.png")
