@@ -522,10 +522,20 @@ def _run_file_source(args: argparse.Namespace) -> int:
     if not os.environ.get(ERP_TOKEN_ENV, "").strip():
         settings = settings.with_stand_in_tokens(**{ERP_TOKEN_ENV: "unused-with-a-file-source"})
     dates = business_dates(args.date_from, args.date_to)
-    raw_lines = sum(export.line_counts(day)["raw_lines"] for day in dates)
+    # A network preset maps each line to its site: every site the export holds (or those asked
+    # for) is run, each from its own lines; a one-warehouse export is the default site's.
+    try:
+        sites = _evaluated_sites(export, args.warehouse, args.preset)
+    except ValueError as exc:
+        print(f"velocity-platform run: {exc}", file=sys.stderr)
+        return 2
+    warehouses = None if sites == [None] else sites
+    raw_lines: int | dict[str, int] = sum(export.line_counts(day)["raw_lines"] for day in dates)
+    if warehouses:
+        raw_lines = {site: sum(export.of_site(site).line_counts(day)["raw_lines"] for day in dates) for site in warehouses}
 
     def run(settings) -> dict:
-        summary = _run_and_report(dates, args.summary, settings, source_lines=raw_lines)
+        summary = _run_and_report(dates, args.summary, settings, source_lines=raw_lines, warehouses=warehouses)
         file_lines = sum(export.line_counts(day)["file_lines"] for day in dates)
         excluded = {}
         for day in dates:
@@ -556,8 +566,16 @@ def _run_file_source(args: argparse.Namespace) -> int:
             state_path=str(Path(settings.duckdb_path).parent / "wms_file_state.jsonl"),
             sku_catalog=catalog,
         )
+        if warehouses:
+            catalogs = {}
+            for site in warehouses:
+                site_master = export.of_site(site).sku_master()
+                catalogs[site] = list(zip(site_master["sku_id"].to_list(), [d.isoformat() for d in site_master["introduced_on"]], strict=True))
+            wms = dataclasses.replace(
+                wms, warehouses=",".join(f"{site}@{args.aisles}x{args.bays}x{args.levels}" for site in warehouses), site_catalogs=catalogs
+            )
         with BackgroundServer(create_wms_app(wms)) as server:
-            print(f"WMS simulator for {len(catalog):,} SKUs at {server.url}", file=sys.stderr)
+            print(f"WMS simulator for {len(catalog):,} SKUs at {server.url}{f' ({len(warehouses)} sites)' if warehouses else ''}", file=sys.stderr)
             summary = run(_changed(settings, wms_url=server.url))
     return 0 if all_succeeded(summary) else 1
 

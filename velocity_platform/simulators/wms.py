@@ -87,6 +87,9 @@ class WmsConfig:
     # (sku_id, introduced_on ISO date) pairs; None: the synthetic catalogue of `seed` and `skus`.
     # SKUs introduced by `start` sit in a random legacy slot, later ones wait for a first slot.
     sku_catalog: list[tuple[str, str]] | None = None
+    # A network's catalogues site by site (warehouse id -> pairs as sku_catalog): a file-drop
+    # export mapped to several sites stocks each with what it sells. None: sku_catalog at each.
+    site_catalogs: dict[str, list[tuple[str, str]]] | None = None
     # The warehouses held: "ID[@AxBxL],..." (layout: aisles x bays per side x levels; default the
     # fields above). One site, WH-01, is today's WMS; with several, each site has its own layout
     # and location ids prefixed with the site ("WH-02/AA-001-1"), and stocks the ERP simulator's
@@ -170,7 +173,9 @@ class WmsSimulator:
         cfg = self.config
         ids = tuple(w for w, _ in cfg.sites)
         catalogs: list[list[tuple[str, str]] | None] = [cfg.sku_catalog] * len(ids)
-        if cfg.sku_catalog is None:
+        if cfg.site_catalogs is not None:
+            catalogs = [cfg.site_catalogs.get(w, []) for w in ids]
+        if cfg.sku_catalog is None and cfg.site_catalogs is None:
             # The ERP simulator's network catalogue: every site stocks the shared SKUs and its own.
             site_only = cfg.skus // 10 if cfg.site_only_skus is None else cfg.site_only_skus
             codes = [re.sub(r"[^A-Z0-9-]", "-", w.upper())[:12] for w in ids]

@@ -165,7 +165,7 @@ def raw_transactions(
     operations: OperationsResource,
 ) -> Day:
     if transaction_source.is_file:  # a file-drop export instead of the ERP: see the end of this module
-        pull = pull_from_file(day, transaction_source, warehouse.timezone)
+        pull = pull_from_file(day, transaction_source, warehouse.timezone, warehouse.warehouse_id)
     else:
         pull = pull_from_erp(context, day, erp, warehouse.timezone, operations, warehouse.warehouse_id)
     ingested = pull.ingested
@@ -245,10 +245,17 @@ def reconciles(day: dt.date, pull: SourcePull) -> DateVerdict:
 # --- the file-drop source (VELOCITY_SOURCE=file): the same assets, read from an ERP export ------
 
 
-def pull_from_file(day: dt.date, source: TransactionSourceResource, timezone: str) -> SourcePull:
-    """The export's lines for the day. Non-inventory lines (postage, fees, manual lines) are
-    counted here and go no further; every other line is a raw line for validation to judge."""
-    export = source.export(timezone)
+def pull_from_file(day: dt.date, source: TransactionSourceResource, timezone: str, warehouse_id: str) -> SourcePull:
+    """The export's lines for the day and site (a network preset maps each line to its site; a
+    one-warehouse export is the site's whole). Non-inventory lines (postage, fees, manual lines)
+    are counted here and go no further; every other line is a raw line for validation to judge."""
+    whole = source.export(timezone)
+    if whole.warehouses and warehouse_id not in whole.warehouses:
+        raise dg.Failure(
+            f"{warehouse_id}: the {source.file_preset} preset maps {whole.path.name}'s lines to {', '.join(whole.warehouses)}, "
+            f"none to {warehouse_id}; run those sites (run --warehouse ID, or register them with `velocity-platform warehouses add`)"
+        )
+    export = whole.of_site(warehouse_id)
     lines = export.raw_lines(day)
     counts = export.line_counts(day)
     excluded = export.excluded_counts(day)
