@@ -101,6 +101,9 @@ class ErpConfig:
     timezone: str = "Europe/London"  # warehouse time zone: maps event_ts to business dates
     token: str = "erp-dev-token"
     malformed_rate: float = 0.0005
+    # One site's own share of malformed lines ("WH-02=0.02,..."; the others keep malformed_rate):
+    # a data fault in one warehouse's feed.
+    malformed_rate_by_site: str | dict | None = None
     default_limit: int = 1000
     max_limit: int = 10000
     cache_days: int = 8  # LRU of generated business dates
@@ -134,7 +137,18 @@ class ErpConfig:
     # SKUs sold at one site only, per site, when there are several (None: a tenth of `skus`).
     site_only_skus: int | None = None
 
+    def site_malformed_rate(self, warehouse_id: str) -> float:
+        return float((self.malformed_rate_by_site or {}).get(warehouse_id, self.malformed_rate))
+
     def __post_init__(self) -> None:
+        if isinstance(self.malformed_rate_by_site, str):
+            pairs = [part.split("=", 1) for part in self.malformed_rate_by_site.split(",") if part.strip()]
+            if any(len(p) != 2 for p in pairs):
+                raise ValueError(f"malformed_rate_by_site {self.malformed_rate_by_site!r}: write ID=RATE,...")
+            self.malformed_rate_by_site = {k.strip(): float(v) for k, v in pairs}
+        for site, rate in (self.malformed_rate_by_site or {}).items():
+            if not 0.0 <= rate <= 1.0:
+                raise ValueError(f"malformed_rate_by_site: {site}'s rate {rate} is not between 0 and 1")
         # Accept CLI-style strings for the typed fields.
         if isinstance(self.start, str):
             self.start = date.fromisoformat(self.start)
@@ -323,7 +337,7 @@ class ErpSimulator:
                 d,
                 cfg.lines_per_day,
                 site.timezone,
-                malformed_rate=cfg.malformed_rate,
+                malformed_rate=cfg.site_malformed_rate(site.warehouse_id),
                 late_arrival_rate=cfg.late_arrival_rate,
                 drift_rate=cfg.fault_rate_drift,
                 warehouse_id=site.warehouse_id,
