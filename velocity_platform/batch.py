@@ -67,9 +67,17 @@ class DayOutcome:
     success: bool
     seconds: float
     checks_passed: int
-    checks_failed: list[str] = field(default_factory=list)
+    checks_failed: list[str] = field(default_factory=list)  # every check that did not pass, gates and signals
     error: str | None = None
     warehouse_id: str = DEFAULT_WAREHOUSE_ID
+    checks_warned: list[str] = field(default_factory=list)  # those of checks_failed that are WARN signals
+
+    @property
+    def mark(self) -> str:
+        """ok, warn (a signal raised, nothing stopped) or FAIL (the run failed or a gate did)."""
+        if not self.success or set(self.checks_failed) - set(self.checks_warned):
+            return "FAIL"
+        return "warn" if self.checks_failed else "ok "
 
 
 def network_sites(settings: Settings | None, warehouses: list[str] | None = None) -> list[str]:
@@ -172,14 +180,20 @@ def run_together(
 
 
 def _outcome(day: dt.date, result, seconds: float, warehouse_id: str = DEFAULT_WAREHOUSE_ID) -> DayOutcome:
-    """What a finished in-process run says: success, checks passed and failed, the first error."""
+    """What a finished in-process run says: success, checks passed and failed (and which of those
+    are WARN signals), the first error."""
+    from dagster import AssetCheckSeverity
+
     evaluations = result.get_asset_check_evaluations()
     failed = [f"{e.asset_key.to_user_string()}.{e.check_name}" for e in evaluations if not e.passed]
+    warned = [
+        f"{e.asset_key.to_user_string()}.{e.check_name}" for e in evaluations if not e.passed and e.severity == AssetCheckSeverity.WARN
+    ]
     error = None
     if not result.success:
         failure = next((e for e in result.all_events if e.is_step_failure), None)
         error = failure.step_failure_data.error.message.strip() if failure and failure.step_failure_data.error else "run failed"
-    return DayOutcome(day, result.success, seconds, len(evaluations) - len(failed), failed, error, warehouse_id)
+    return DayOutcome(day, result.success, seconds, len(evaluations) - len(failed), failed, error, warehouse_id, warned)
 
 
 # What a velocity window reads (daily_sku_demand) and everything it is built from, with their
@@ -260,6 +274,7 @@ def _site_summary(dates: list[dt.date], outcomes: list[DayOutcome], erp_lines: i
             "checks_passed": sum(o.checks_passed for o in outcomes),
             "checks_failed": sum(len(o.checks_failed) for o in outcomes),
             "failed_checks": sorted({c for o in outcomes for c in o.checks_failed}),
+            "warned_checks": sorted({c for o in outcomes for c in o.checks_warned}),
             "wall_seconds": round(sum(o.seconds for o in outcomes), 2),
             "site_days": len(dates),
             "warehouse_id": site,
@@ -287,6 +302,7 @@ def _network_totals(sites: list[dict]) -> dict:
                 merged[name] = merged.get(name, 0) + n
         totals[key] = dict(sorted(merged.items()))
     totals["failed_checks"] = sorted({c for site in sites for c in site["failed_checks"]})
+    totals["warned_checks"] = sorted({c for site in sites for c in site.get("warned_checks", [])})
     # The network reconciles when every site does (a surplus at one never hides a loss at another).
     totals["reconciled"] = all(site["reconciled"] for site in sites)
     totals["not_reconciled"] = [f"{site['warehouse_id']}: {why}" for site in sites for why in site["not_reconciled"]]
@@ -341,14 +357,18 @@ def reconciliation(
 CLASS_COLUMNS = frozenset({"abc_class", "xyz_class"})
 
 
+def failed_and_warned(failed: list[str], warned: list[str]) -> str:
+    gates = [c for c in failed if c not in warned]
+    signals = [c for c in failed if c in warned]
+    return (f", failed: {', '.join(gates)}" if gates else "") + (f", signal: {', '.join(signals)}" if signals else "")
+
+
 def print_progress(outcome: DayOutcome, index: int, total: int) -> None:
-    mark = "ok " if outcome.success and not outcome.checks_failed else "FAIL"
     line = (
-        f"[{index:>3}/{total}] {outcome.business_date} {outcome.warehouse_id:<6} {mark}  {outcome.seconds:5.1f}s  "
+        f"[{index:>3}/{total}] {outcome.business_date} {outcome.warehouse_id:<6} {outcome.mark}  {outcome.seconds:5.1f}s  "
         f"checks {outcome.checks_passed} passed"
     )
-    if outcome.checks_failed:
-        line += f", failed: {', '.join(outcome.checks_failed)}"
+    line += failed_and_warned(outcome.checks_failed, outcome.checks_warned)
     if outcome.error:
         line += f"\n           {outcome.error.splitlines()[0][:200]}"
     print(line, file=sys.stderr, flush=True)
@@ -384,5 +404,5 @@ def _summary_lines(summary: dict, title: str | None) -> list[str]:
         f"SKUs classified     {summary['skus_classified']:>12,}   ABC {summary['abc_counts']}  XYZ {summary['xyz_counts']}",
         f"Directives          {summary['directives']:>12,}   acknowledged by the WMS: {summary['directives_acked']:,}",
         f"Checks              {summary['checks_passed']:>12,} passed, {summary['checks_failed']} failed"
-        + (f" ({', '.join(summary['failed_checks'])})" if summary["failed_checks"] else ""),
+        + (f" ({failed_and_warned(summary['failed_checks'], summary.get('warned_checks', []))[2:]})" if summary["failed_checks"] else ""),
     ]

@@ -455,7 +455,7 @@ def _build_history(dates: list[dt.date], settings, warehouse_id: str | None = No
     """The days before the nights, in one run over the range (as a UI backfill runs a range), up
     to daily_sku_demand: what the nights' 30/60/90-day windows and 12 XYZ weeks read. One run,
     not one per day; the nights then classify and slot on full windows."""
-    from velocity_platform.batch import DEMAND_ASSETS, ensure_dagster_home, run_together
+    from velocity_platform.batch import DEMAND_ASSETS, ensure_dagster_home, failed_and_warned, run_together
 
     home = ensure_dagster_home(settings, _dagster_yaml_template())
     print(
@@ -465,10 +465,8 @@ def _build_history(dates: list[dt.date], settings, warehouse_id: str | None = No
         flush=True,
     )
     outcome = run_together(dates, assets=DEMAND_ASSETS, settings=settings, warehouse_id=warehouse_id)
-    mark = "ok " if outcome.success and not outcome.checks_failed else "FAIL"
-    line = f"[history] {dates[0]} .. {dates[-1]} {outcome.warehouse_id}  {mark}  {outcome.seconds:5.1f}s  checks {outcome.checks_passed} passed"
-    if outcome.checks_failed:
-        line += f", failed: {', '.join(sorted(set(outcome.checks_failed)))}"
+    line = f"[history] {dates[0]} .. {dates[-1]} {outcome.warehouse_id}  {outcome.mark}  {outcome.seconds:5.1f}s  checks {outcome.checks_passed} passed"
+    line += failed_and_warned(sorted(set(outcome.checks_failed)), outcome.checks_warned)
     if outcome.error:
         line += f"\n           {outcome.error.splitlines()[0][:200]}"
     print(line, file=sys.stderr, flush=True)
