@@ -59,7 +59,7 @@ dev: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p $(UI_PORT)
 
 test: $(STAMP)
-	$(BIN)/pytest -q -n 2 --dist loadgroup
+	$(BIN)/pytest -q -n 2 --dist loadgroup --durations=15
 
 # One business day of each scenario through Dagster, against the per-record way, the engine
 # floor and the parse ceiling (docs/performance.md).

@@ -91,9 +91,13 @@ def _free_port() -> int:
 
 
 @contextmanager
-def simulators(scenario: Scenario):
+def simulators(scenario: Scenario, warehouses: list[str] | None = None):
+    """The ERP and WMS simulators as processes; with `warehouses`, one network of those sites
+    (same time zone, each its own demand and layout)."""
     start = BUSINESS_DATE - dt.timedelta(days=HISTORY_DAYS + 10)
     common = ["--seed", str(SEED), "--skus", str(scenario.skus), "--start", start.isoformat(), "--days", "101"]
+    if warehouses:
+        common += ["--warehouses", ",".join(warehouses)]
     exe = str(Path(sys.executable).with_name("velocity-platform"))
     env = {**os.environ, "VELOCITY_ERP_TOKEN": ERP_TOKEN, "VELOCITY_WMS_TOKEN": WMS_TOKEN}
     erp_port, wms_port = _free_port(), _free_port()
@@ -133,10 +137,18 @@ def _wait_healthy(url: str, procs: list[subprocess.Popen], deadline_s: float = 6
 # --- history preparation (not timed) -----------------------------------------------------------
 
 
-def prepare_history(scenario: Scenario, erp_url: str, work: Path, warehouse_id: str = "WH-01") -> pl.DataFrame:
-    """Write D-89..D-1 daily demand and D-1 velocity as the I/O manager would; report them."""
-    from dagster import AssetKey, AssetMaterialization, DagsterInstance
+@dataclass(frozen=True)
+class History:
+    """D-89..D-1 daily demand and D-1 velocity of one site, ready to be written for any site."""
 
+    days: list[dt.date]
+    demand: pl.DataFrame
+    velocity: pl.DataFrame
+    master: pl.DataFrame
+
+
+def build_history(scenario: Scenario, erp_url: str) -> History:
+    from velocity_platform.connectors.erp import ErpClient
     from velocity_platform.simulators.catalog import UOMS, build_catalog, generate_day
 
     start = BUSINESS_DATE - dt.timedelta(days=HISTORY_DAYS + 10)
@@ -149,32 +161,40 @@ def prepare_history(scenario: Scenario, erp_url: str, work: Path, warehouse_id: 
         if index % 15 == 0 or index == len(days):
             log(f"  history: {index}/{len(days)} days prepared")
     history = pl.concat(frames)
-    from velocity_platform.connectors.erp import ErpClient
-
     with ErpClient(erp_url, ERP_TOKEN, timeout_s=60, page_limit=10_000) as client:
         master = sku_master_from_pages(client.skus(reader=read_sku_page))
-    yesterday = days[-1]
-    velocity = classify_skus(history, master, yesterday, history_start=days[0])
+    velocity = classify_skus(history, master, days[-1], history_start=days[0])
+    return History(days, history, velocity, master)
 
-    from velocity_platform.defs.tables import WarehouseTables
+
+def write_history(history: History, work: Path, warehouse_id: str = "WH-01") -> None:
+    """Write the history as the I/O manager would, as `warehouse_id`'s, and report it."""
+    from dagster import AssetKey, AssetMaterialization, DagsterInstance
 
     from velocity_platform.batch import ensure_warehouse_partitions
     from velocity_platform.defs.partitions import SiteDay
+    from velocity_platform.defs.tables import WarehouseTables
 
     site = pl.lit(warehouse_id).alias("warehouse_id")
     with WarehouseTables(database=str(work / "velocity.duckdb")).session() as tables:
-        for table, frame in (("daily_sku_demand", history), ("sku_velocity", velocity)):
+        for table, frame in (("daily_sku_demand", history.demand), ("sku_velocity", history.velocity)):
             tables.replace(table, frame.with_columns(site), {warehouse_id: sorted(set(frame["business_date"].to_list()))})
     with DagsterInstance.get() as instance:
         ensure_warehouse_partitions(instance, [warehouse_id])
-        for day in days:
+        for day in history.days:
             instance.report_runless_asset_event(
                 AssetMaterialization(AssetKey("daily_sku_demand"), partition=str(SiteDay(warehouse_id, day).key))
             )
         instance.report_runless_asset_event(
-            AssetMaterialization(AssetKey("sku_velocity"), partition=str(SiteDay(warehouse_id, yesterday).key))
+            AssetMaterialization(AssetKey("sku_velocity"), partition=str(SiteDay(warehouse_id, history.days[-1]).key))
         )
-    return master
+
+
+def prepare_history(scenario: Scenario, erp_url: str, work: Path, warehouse_id: str = "WH-01") -> pl.DataFrame:
+    """Write D-89..D-1 daily demand and D-1 velocity as the I/O manager would; report them."""
+    history = build_history(scenario, erp_url)
+    write_history(history, work, warehouse_id)
+    return history.master
 
 
 def _daily_demand_from_batch(batch, catalog, uoms) -> pl.DataFrame:
@@ -204,9 +224,9 @@ def _daily_demand_from_batch(batch, catalog, uoms) -> pl.DataFrame:
 # --- the timed run, in its own process ------------------------------------------------------------
 
 
-def materialize_in_subprocess(env: dict[str, str]) -> dict:
+def materialize_in_subprocess(env: dict[str, str], warehouse_id: str = "WH-01") -> dict:
     result = subprocess.run(
-        [sys.executable, "-m", "benchmarks.run_partition", BUSINESS_DATE.isoformat()],
+        [sys.executable, "-m", "benchmarks.run_partition", BUSINESS_DATE.isoformat(), warehouse_id],
         env=env,
         capture_output=True,
         text=True,
