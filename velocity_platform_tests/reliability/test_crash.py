@@ -1,6 +1,7 @@
 """SIGKILL in the middle of ingestion or of the WMS push, then a re-run: the same tables and the
 same WMS state as a run that was never interrupted, on an identical fresh world."""
 
+import datetime as dt
 import os
 import signal
 import subprocess
@@ -131,10 +132,15 @@ def test_sigkill_mid_push_then_rerun_resends_only_pending(tmp_path, uninterrupte
         assert acked <= applied_at_kill and applied_at_kill - acked <= pending, "acknowledged only what was applied"
         simulator.config.fault_rate_commit_then_drop = 0.0  # the network heals
         received_before = platform.wms_stats()["received"]
+        leases_end = max((h.until for d in DATES for h in store.holders(d)), default=None)
         # No waiting out the killed pusher's lease: it ran on this host and its process is gone, so
-        # the re-run takes its claims at once (and says so).
+        # the re-run takes its claims at once (and says so) -- unless the re-run reached the push
+        # after the lease had lapsed anyway (a slow machine), when they are simply claimed.
         rerun(log)
-        assert "whose process is gone from this host" in log.read_text()
+        text = log.read_text()
+        assert "held by another pusher" not in text  # never waited for the dead one
+        if leases_end is not None and dt.datetime.now(dt.UTC) < leases_end:
+            assert "whose process is gone from this host" in text
         # The re-run sent the pending directives (same keys: the applied one is answered as a replay),
         # those of a date not yet planned at the kill once each, and nothing for acknowledged ones.
         planned_after_kill = {r.directive_id for r in store.outbox()} - {r.directive_id for r in outbox}
