@@ -8,7 +8,11 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import os
+import signal
+import subprocess
+import sys
 import threading
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import duckdb
@@ -26,13 +30,14 @@ from velocity_platform.simulators.erp import ErpConfig
 from velocity_platform.simulators.serve import free_port
 from velocity_platform.simulators.wms import WmsConfig
 from velocity_platform_tests.conftest import ERP_TOKEN, WMS_TOKEN, WORLD, platform_environment
-from velocity_platform_tests.deltas.helpers import FAST_HTTP, Upstreams, service_settings, wait_until
+from velocity_platform_tests.deltas.helpers import FAST_HTTP, FAST_HTTP_ENV, service_settings, wait_until
 
 pytestmark = pytest.mark.integration
 
 ZONES = {"WH-01": "Europe/London", "WH-02": "America/Chicago"}
 LAYOUTS = {"WH-01": (10, 20, 1), "WH-02": (8, 15, 2)}
 NEW_PER_SITE = 3
+COMMAND = [str(Path(sys.executable).parent / "velocity-platform"), "deltas"]
 
 
 class NetworkThread:
@@ -96,6 +101,49 @@ def _rates_of_each_site(root) -> pl.DataFrame:
     return velocity
 
 
+def _order_new_skus(erp: httpx.Client, wms: httpx.Client, wid: str, skus: list[str]) -> dict:
+    """New products in the ERP's master, stocked at `wid`'s WMS only, and one order for them
+    committed at `wid`; returns the committed document (with its created_at)."""
+    for sku in skus:
+        erp.post("/v1/skus", json={"sku_id": sku}).raise_for_status()
+        wms.post("/v1/items", params={"warehouse_id": wid}, json={"sku_id": sku}).raise_for_status()
+    answer = erp.post(
+        "/v1/transactions",
+        json={
+            "txn_id": f"SO-NET-{wid}-{skus[0]}",
+            "txn_type": "ORDER",
+            "customer_id": "C-0001",
+            "warehouse_id": wid,
+            "event_ts": dt.datetime.now(dt.UTC).isoformat(),
+            "lines": [{"line_no": n, "sku_id": sku, "quantity": 1, "uom": "EA"} for n, sku in enumerate(skus, start=1)],
+        },
+    )
+    answer.raise_for_status()
+    return answer.json()
+
+
+def _slotted_at_own_site(wms: httpx.Client, new: dict[str, list[str]]) -> bool:
+    """Every SKU of `new` has a location at its own site and at no other."""
+    for wid, skus in new.items():
+        for sku in skus:
+            records = wms.get("/v1/slotting/assignments", params={"sku_id": sku}).json()["records"]
+            if [r["warehouse_id"] for r in records] != [wid]:
+                return False
+    return True
+
+
+def _network_configs() -> tuple[ErpConfig, WmsConfig]:
+    erp = ErpConfig(**WORLD, warehouses=",".join(f"{w}@{z}" for w, z in ZONES.items()), token=ERP_TOKEN)
+    wms = WmsConfig(**WORLD, warehouses=",".join(f"{w}@{'x'.join(map(str, d))}" for w, d in LAYOUTS.items()), token=WMS_TOKEN)
+    return erp, wms
+
+
+def _register_sites(store: OperationalStore) -> None:
+    for wid, zone in ZONES.items():
+        aisles, bays, levels = LAYOUTS[wid]
+        store.register_warehouse(Warehouse(warehouse_id=wid, timezone=zone, aisles=aisles, bays=bays, levels=levels))
+
+
 def _utc(moment: dt.datetime) -> dt.datetime:
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=dt.UTC)  # SQLite hands back naive UTC
 
@@ -113,14 +161,10 @@ def _sample(text: str, name: str, **labels: str) -> float | None:
 
 
 def test_one_process_follows_every_site_and_each_directive_reaches_its_own_site_once(tmp_path):
-    erp_config = ErpConfig(**WORLD, warehouses=",".join(f"{w}@{z}" for w, z in ZONES.items()), token=ERP_TOKEN)
-    wms_config = WmsConfig(**WORLD, warehouses=",".join(f"{w}@{'x'.join(map(str, d))}" for w, d in LAYOUTS.items()), token=WMS_TOKEN)
-    with platform_environment(tmp_path, erp_config, wms_config) as platform:
+    with platform_environment(tmp_path, *_network_configs()) as platform:
         settings = Settings.from_env()
         store = OperationalStore(settings.store_url)
-        for wid, zone in ZONES.items():
-            aisles, bays, levels = LAYOUTS[wid]
-            store.register_warehouse(Warehouse(warehouse_id=wid, timezone=zone, aisles=aisles, bays=bays, levels=levels))
+        _register_sites(store)
         velocity = _rates_of_each_site(tmp_path)
         port = free_port()
         services = network_services(
@@ -131,7 +175,6 @@ def test_one_process_follows_every_site_and_each_directive_reaches_its_own_site_
             store,
         )
         by_site = {s.warehouse_id: s for s in services}
-        upstreams = Upstreams(platform.erp_url, platform.wms_url, ERP_TOKEN, WMS_TOKEN)
         wms = httpx.Client(base_url=platform.wms_url, headers={"Authorization": f"Bearer {WMS_TOKEN}"}, timeout=10)
         erp = httpx.Client(base_url=platform.erp_url, headers={"Authorization": f"Bearer {ERP_TOKEN}"}, timeout=10)
         try:
@@ -147,35 +190,8 @@ def test_one_process_follows_every_site_and_each_directive_reaches_its_own_site_
 
                 started = {wid: delta_store.read_watermark(s.store) for wid, s in by_site.items()}
                 new = {wid: [f"NEW-{wid}-{n}" for n in range(NEW_PER_SITE)] for wid in ZONES}
-                committed: dict[str, list[dict]] = {}
-                for wid, skus in new.items():
-                    for sku in skus:
-                        erp.post("/v1/skus", json={"sku_id": sku}).raise_for_status()
-                        # The product is stocked at its own site only.
-                        wms.post("/v1/items", params={"warehouse_id": wid}, json={"sku_id": sku}).raise_for_status()
-                    answer = erp.post(
-                        "/v1/transactions",
-                        json={
-                            "txn_id": f"SO-NET-{wid}",
-                            "txn_type": "ORDER",
-                            "customer_id": "C-0001",
-                            "warehouse_id": wid,
-                            "event_ts": dt.datetime.now(dt.UTC).isoformat(),
-                            "lines": [{"line_no": n, "sku_id": sku, "quantity": 1, "uom": "EA"} for n, sku in enumerate(skus, start=1)],
-                        },
-                    )
-                    answer.raise_for_status()
-                    committed[wid] = [answer.json()]
-
-                def slotted_everywhere() -> bool:
-                    for wid, skus in new.items():
-                        for sku in skus:
-                            records = wms.get("/v1/slotting/assignments", params={"sku_id": sku}).json()["records"]
-                            if [r["warehouse_id"] for r in records] != [wid]:
-                                return False
-                    return True
-
-                wait_until(slotted_everywhere, "every new SKU slotted at its own site")
+                committed = {wid: [_order_new_skus(erp, wms, wid, skus)] for wid, skus in new.items()}
+                wait_until(lambda: _slotted_at_own_site(wms, new), "every new SKU slotted at its own site")
                 wait_until(lambda: delta_store.pending_count(store) == 0, "the outbox to settle")
 
                 stats = wms.get("/v1/stats").json()
@@ -231,7 +247,50 @@ def test_one_process_follows_every_site_and_each_directive_reaches_its_own_site_
                     assert _sample(text, "delta_exceptions_total", kind="first_slot", warehouse=wid) == len(skus)
                     assert _sample(text, "delta_documents_total", warehouse=wid) >= 1
         finally:
-            upstreams.close()
             wms.close()
             erp.close()
             store.dispose()
+
+
+def test_the_command_follows_every_registered_site_and_stops_cleanly(tmp_path):
+    """`velocity-platform deltas` itself (serve_forever): the registry read at start, one process
+    for both sites, its ready and stopped lines naming them."""
+    with platform_environment(tmp_path, *_network_configs()) as platform:
+        store = OperationalStore(Settings.from_env().store_url)
+        _register_sites(store)
+        env = {
+            **os.environ,
+            **FAST_HTTP_ENV,
+            "VELOCITY_DELTAS_METRICS_PORT": "0",
+            "VELOCITY_DELTAS_LONG_POLL_S": "1",
+            "VELOCITY_DELTAS_REPORT_INTERVAL_S": "3600",
+        }
+        env.pop("DAGSTER_HOME")  # no runless events: the reporting is tested elsewhere
+        lines: list[str] = []
+        process = subprocess.Popen(COMMAND, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        reader = threading.Thread(target=lambda: lines.extend(process.stdout), daemon=True)
+        reader.start()
+        wms = httpx.Client(base_url=platform.wms_url, headers={"Authorization": f"Bearer {WMS_TOKEN}"}, timeout=10)
+        erp = httpx.Client(base_url=platform.erp_url, headers={"Authorization": f"Bearer {ERP_TOKEN}"}, timeout=10)
+        try:
+            ready = wait_until(lambda: [x for x in lines if "deltas: ready" in x] or process.poll() is not None, "the ready line")
+            assert process.poll() is None, f"velocity-platform deltas exited with {process.returncode}"
+            assert "following 2 warehouse(s): WH-01, WH-02" in ready[0]
+            new = {wid: [f"NEW-CMD-{wid}"] for wid in ZONES}
+            for wid, skus in new.items():
+                _order_new_skus(erp, wms, wid, skus)
+            wait_until(lambda: _slotted_at_own_site(wms, new), "each site's new SKU slotted at its own site")
+            wait_until(lambda: delta_store.pending_count(store) == 0, "the outbox to settle")
+        finally:
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(30) == 0  # a clean stop
+            reader.join(10)
+            wms.close()
+            erp.close()
+        stats = httpx.get(f"{platform.wms_url}/v1/stats", headers={"Authorization": f"Bearer {WMS_TOKEN}"}).json()
+        assert stats["rejected"] == 0 and set(stats["applied_per_key"].values()) == {1}
+        stopped = [x for x in lines if "deltas: stopped" in x]
+        assert stopped and "WH-01 read through" in stopped[0] and "WH-02 read through" in stopped[0]
+        for wid in ZONES:
+            assert delta_store.read_watermark(store.for_site(wid)) is not None
+        store.dispose()
