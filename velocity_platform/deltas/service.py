@@ -57,7 +57,7 @@ from velocity_platform.connectors.state import ACKED, REJECTED, OperationalStore
 from velocity_platform.connectors.wms import AsyncWmsClient, directive_body
 from velocity_platform.connectors.wms_pages import locations_from_pages, read_assignment_page, read_location_page
 from velocity_platform.defs.resources import ErpResource, WmsResource
-from velocity_platform.defs.tables import TableSession, WarehouseTables
+from velocity_platform.defs.tables import WAREHOUSE_COLUMN, TableSession, WarehouseTables
 from velocity_platform.deltas.metrics import DeltaMetrics, SiteMetrics
 from velocity_platform.deltas.report import DagsterReporter, ReportWindow
 from velocity_platform.domain import exceptions
@@ -122,8 +122,8 @@ class RatesReader:
     """The expected rates of every site of the process from one read of the DuckDB file per state
     of it (the nightly run writes every site's rows; the sites look at the file's stamp each
     before its reads, so the second one finds the first's read). Each site's rates come from its
-    own rows only (a session scoped to the site); a table without the site column (written before
-    the network) reads whole, as a one-site table."""
+    own rows only (a session scoped to the site). A table without the site column was written
+    before the network, by the one default site: it is that site's, and no other site's."""
 
     def __init__(self, duckdb_path: str, sites: list[str]) -> None:
         self.path, self.sites = duckdb_path, list(sites)
@@ -144,13 +144,14 @@ class RatesReader:
                 with WarehouseTables(database=self.path).session(read_only=True) as whole:
                     for site in self.sites:
                         tables = TableSession(whole.connection, whole.schema, site)
-                        velocity = (
-                            tables.query("sku_velocity", exceptions.expected_rates_sql) if tables.exists("sku_velocity") else fresh.velocity
-                        )
+
+                        def of_site(table: str) -> bool:
+                            columns = tables.columns(table)
+                            return bool(columns) and (WAREHOUSE_COLUMN in columns or site == DEFAULT_WAREHOUSE_ID)
+
+                        velocity = tables.query("sku_velocity", exceptions.expected_rates_sql) if of_site("sku_velocity") else fresh.velocity
                         baseline = (
-                            tables.query("daily_sku_demand", spike_baseline_sql)
-                            if tables.exists("daily_sku_demand")
-                            else fresh.spike_baseline
+                            tables.query("daily_sku_demand", spike_baseline_sql) if of_site("daily_sku_demand") else fresh.spike_baseline
                         )
                         read[site] = Rates(velocity, baseline, stamp)
             except (duckdb.Error, OSError) as exc:
