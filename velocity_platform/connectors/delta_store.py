@@ -15,6 +15,13 @@ The service's directives are ordinary outbox rows (`origin = 'deltas'`), deliver
 with their idempotency key like the nightly run's; they are enqueued already claimed by the
 service (one transaction before the POST instead of three). One service per store: on start it
 takes over what an earlier instance of it held (that instance is gone).
+
+A network: the service follows every registered site, and each site's records are its own. A
+site's view of the store (`OperationalStore.for_site`) sees that site's outbox rows only, and its
+watermarks are named after it (`watermark_names`): the default site (`DEFAULT_WAREHOUSE_ID`, and
+an unscoped store) keeps the names above, so a deployment that grew from one warehouse reads on
+from where it was; another site's are `deltas:erp_read_through:WH-02` and
+`deltas:erp_settled_through:WH-02`.
 """
 
 from __future__ import annotations
@@ -38,6 +45,7 @@ from velocity_platform.connectors.state import (
     delta_observations,
     wms_outbox,
 )
+from velocity_platform.domain.network import DEFAULT_WAREHOUSE_ID
 
 ORIGIN = "deltas"
 READ_WATERMARK = "deltas:erp_read_through"
@@ -68,21 +76,35 @@ class Recorded:
     observations: list[dict]  # the observations new to the store (a spike is recorded once a day)
 
 
+def watermark_names(warehouse_id: str | None) -> tuple[str, str]:
+    """A site's (read, settled) watermark names: the default site's (or an unscoped store's) are
+    the names of the one-warehouse service, so its watermarks carry on; another site's end in
+    its id."""
+    if warehouse_id is None or warehouse_id == DEFAULT_WAREHOUSE_ID:
+        return READ_WATERMARK, SETTLED_WATERMARK
+    return f"{READ_WATERMARK}:{warehouse_id}", f"{SETTLED_WATERMARK}:{warehouse_id}"
+
+
 def read_watermark(store: OperationalStore) -> dt.datetime | None:
-    raw = store.get_watermark(READ_WATERMARK)
+    raw = store.get_watermark(watermark_names(store.warehouse_id)[0])
     return dt.datetime.fromisoformat(raw) if raw else None
 
 
 def settled_watermark(store: OperationalStore) -> dt.datetime | None:
-    raw = store.get_watermark(SETTLED_WATERMARK)
+    raw = store.get_watermark(watermark_names(store.warehouse_id)[1])
     return dt.datetime.fromisoformat(raw) if raw else None
 
 
-def _pending_deltas(conn: sa.Connection) -> dt.datetime | None:
-    """The commit time of the oldest exception not yet acknowledged (None when none waits)."""
+def set_read_watermark(store: OperationalStore, value: dt.datetime) -> None:
+    store.set_watermark(watermark_names(store.warehouse_id)[0], value.isoformat())
+
+
+def _pending_deltas(store: OperationalStore, conn: sa.Connection) -> dt.datetime | None:
+    """The commit time of the site's oldest exception not yet acknowledged (None when none waits):
+    another site's outage does not hold this site's settled watermark back."""
     oldest = conn.execute(
         sa.select(sa.func.min(wms_outbox.c.source_committed_at)).where(
-            wms_outbox.c.origin == ORIGIN, wms_outbox.c.status == PENDING
+            wms_outbox.c.origin == ORIGIN, wms_outbox.c.status == PENDING, store._of_site()
         )
     ).scalar()
     if isinstance(oldest, str):  # SQLite hands back text for an aggregate
@@ -93,14 +115,15 @@ def _pending_deltas(conn: sa.Connection) -> dt.datetime | None:
 
 
 def _advance_settled(store: OperationalStore, conn: sa.Connection, read_through: dt.datetime | None) -> None:
+    read_name, settled_name = watermark_names(store.warehouse_id)
     if read_through is None:
-        raw = conn.execute(sa.text("SELECT value FROM watermarks WHERE name = :n"), {"n": READ_WATERMARK}).scalar()
+        raw = conn.execute(sa.text("SELECT value FROM watermarks WHERE name = :n"), {"n": read_name}).scalar()
         if raw is None:
             return
         read_through = dt.datetime.fromisoformat(raw)
-    oldest = _pending_deltas(conn)
+    oldest = _pending_deltas(store, conn)
     settled = read_through if oldest is None else min(read_through, oldest - ONE_MICROSECOND)
-    store._set_watermark(conn, SETTLED_WATERMARK, settled.isoformat())
+    store._set_watermark(conn, settled_name, settled.isoformat())
 
 
 def record_batch(store: OperationalStore, batch: DeltaBatch, claimer: str, lease: dt.timedelta) -> Recorded:
@@ -117,7 +140,8 @@ def record_batch(store: OperationalStore, batch: DeltaBatch, claimer: str, lease
             stmt = store._insert_ignore(wms_outbox, ["directive_id"]).returning(*wms_outbox.c)
             rows = [
                 {
-                    **pending_outbox_row(d, now),
+                    # A site's view records its own site on the row (the outbox is shared).
+                    **pending_outbox_row({"warehouse_id": store.warehouse_id, **d}, now),
                     "claimed_by": claimer,
                     "claimed_until": now + lease,
                     "origin": ORIGIN,
@@ -143,7 +167,7 @@ def record_batch(store: OperationalStore, batch: DeltaBatch, claimer: str, lease
             rows = [{**o, "detail": orjson.dumps(o["detail"]).decode(), "observed_at": now} for o in batch.observations]
             new = {(r.kind, r.sku_id, r.business_date) for r in conn.execute(stmt, rows)}
             observed = [o for o in batch.observations if (o["kind"], o["sku_id"], o["business_date"]) in new]
-        store._set_watermark(conn, READ_WATERMARK, batch.read_through.isoformat())
+        store._set_watermark(conn, watermark_names(store.warehouse_id)[0], batch.read_through.isoformat())
         _advance_settled(store, conn, batch.read_through)
     return Recorded(sorted(inserted, key=lambda r: r.directive_id), observed)
 
@@ -159,7 +183,9 @@ def settle(store: OperationalStore, outcomes: Sequence[Outcome], pusher: str) ->
 
 def take_over_from_earlier_instances(store: OperationalStore, me: str) -> int:
     """Release the rows an earlier instance of the service held when it stopped (it is gone: one
-    service per store), so they are claimed and re-sent now rather than after their lease."""
+    service per store), so they are claimed and re-sent now rather than after their lease. A
+    site's view releases its own site's rows only: the other sites' pushers of this process hold
+    theirs."""
     with store._write() as conn:
         result = conn.execute(
             wms_outbox.update()
@@ -168,6 +194,7 @@ def take_over_from_earlier_instances(store: OperationalStore, me: str) -> int:
                 wms_outbox.c.status == PENDING,
                 wms_outbox.c.claimed_by.like(f"{PUSHER_PREFIX}%"),
                 wms_outbox.c.claimed_by != me,
+                store._of_site(),
             )
             .values(claimed_until=None)
         )
@@ -182,6 +209,7 @@ def claim_pending(store: OperationalStore, limit: int, claimer: str, lease: dt.t
         return sa.and_(
             table.c.origin == ORIGIN,
             table.c.status == PENDING,
+            store._of_site(table),
             sa.or_(table.c.claimed_until.is_(None), table.c.claimed_until < now),
         )
 
@@ -192,7 +220,9 @@ def claim_pending(store: OperationalStore, limit: int, claimer: str, lease: dt.t
 def pending_count(store: OperationalStore) -> int:
     with store.engine.connect() as conn:
         return conn.execute(
-            sa.select(sa.func.count()).select_from(wms_outbox).where(wms_outbox.c.origin == ORIGIN, wms_outbox.c.status == PENDING)
+            sa.select(sa.func.count())
+            .select_from(wms_outbox)
+            .where(wms_outbox.c.origin == ORIGIN, wms_outbox.c.status == PENDING, store._of_site())
         ).scalar_one()
 
 

@@ -39,6 +39,7 @@ class ReportWindow:
     spikes: list[dict] = field(default_factory=list)
     read_through: dt.datetime | None = None
     settled_pending: int = 0
+    warehouse_id: str | None = None  # the site the window is of (a network reports one window per site)
 
     def empty(self) -> bool:
         return not (self.batches or self.acked or self.rejected or self.spikes)
@@ -55,6 +56,7 @@ class ReportWindow:
     def metadata(self) -> dict:
         lat = np.array(self.latencies_ms) if self.latencies_ms else None
         figures: dict = {
+            **({"warehouse": self.warehouse_id} if self.warehouse_id else {}),
             "window_start": self.started_at.isoformat(timespec="seconds"),
             "window_end": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "batches": self.batches,
@@ -112,7 +114,10 @@ class DagsterReporter:
             instance.report_runless_asset_event(
                 dg.AssetMaterialization(
                     asset_key=ASSET_KEY,
-                    description=f"{window.first_slots} exception(s) slotted, {window.dead_lettered} line(s) dead-lettered",
+                    description=(
+                        f"{window.warehouse_id + ': ' if window.warehouse_id else ''}{window.first_slots} exception(s) slotted, "
+                        f"{window.dead_lettered} line(s) dead-lettered"
+                    ),
                     metadata=window.metadata(),
                 )
             )
@@ -125,7 +130,10 @@ class DagsterReporter:
                             f"{spike['multiple_of_peak_day'] or 0:,.0f}x its largest day of the 90 before "
                             f"({spike['peak_day_units']:,.0f}); recorded only, nothing moves"
                         ),
-                        metadata={k: v for k, v in spike.items() if v is not None},
+                        metadata={
+                            **({"warehouse": window.warehouse_id} if window.warehouse_id else {}),
+                            **{k: v for k, v in spike.items() if v is not None},
+                        },
                     )
                 )
             return True

@@ -15,6 +15,13 @@ One asyncio loop, three kinds of task:
   open, or a previous instance died mid-push), with a growing pause while the WMS keeps failing.
 
 Plus the reporter (runless events on `exception_deltas`) and the metrics server (loopback).
+
+A network (docs/deltas.md, "Many warehouses"): one process and one loop follow every registered
+site, each with a `DeltaService` of its own -- its reference picture, expected rates, time zone,
+watermarks, units of the day, outbox view and pushers, its ERP filter and its WMS -- so a slow or
+failing site never holds another back. The sites share the metrics registry (labelled by
+`warehouse`), the /metrics endpoint, the reporter and the store's engine. With no site registered
+there is one, the deployment's default site, run exactly as the one-warehouse service was.
 The domain work (polars on a few hundred lines) and the store transactions run in a worker
 thread, so the loop keeps serving the WMS requests in flight meanwhile.
 """
@@ -26,6 +33,7 @@ import contextlib
 import datetime as dt
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -49,11 +57,12 @@ from velocity_platform.connectors.state import ACKED, REJECTED, OperationalStore
 from velocity_platform.connectors.wms import AsyncWmsClient, directive_body
 from velocity_platform.connectors.wms_pages import locations_from_pages, read_assignment_page, read_location_page
 from velocity_platform.defs.resources import ErpResource, WmsResource
-from velocity_platform.defs.tables import WarehouseTables
-from velocity_platform.deltas.metrics import DeltaMetrics
+from velocity_platform.defs.tables import WAREHOUSE_COLUMN, TableSession, WarehouseTables
+from velocity_platform.deltas.metrics import DeltaMetrics, SiteMetrics
 from velocity_platform.deltas.report import DagsterReporter, ReportWindow
 from velocity_platform.domain import exceptions
 from velocity_platform.domain.contracts import SKU_ID_PATTERN
+from velocity_platform.domain.network import DEFAULT_WAREHOUSE_ID, Warehouse, with_site_directive_ids
 from velocity_platform.domain.deltas import SPIKES_SCHEMA, SpikePolicy, ordered_eaches, outside_range, spike_baseline_sql
 from velocity_platform.domain.slotting import DEFAULT_BANDS, SlottingConfig, free_slots
 from velocity_platform.domain.validation import parse_quantity, parse_utc_timestamp, validate_lines
@@ -107,6 +116,48 @@ class Rates:
     @classmethod
     def none(cls) -> Rates:
         return cls(pl.DataFrame(schema=exceptions.EXPECTED_RATES_SCHEMA), pl.DataFrame(schema=SPIKE_BASELINE_SCHEMA))
+
+
+class RatesReader:
+    """The expected rates of every site of the process from one read of the DuckDB file per state
+    of it (the nightly run writes every site's rows; the sites look at the file's stamp each
+    before its reads, so the second one finds the first's read). Each site's rates come from its
+    own rows only (a session scoped to the site). A table without the site column was written
+    before the network, by the one default site: it is that site's, and no other site's."""
+
+    def __init__(self, duckdb_path: str, sites: list[str]) -> None:
+        self.path, self.sites = duckdb_path, list(sites)
+        self._lock = threading.Lock()  # the sites' reads run in worker threads
+        self._last: tuple[FileStamp, dict[str, Rates]] | None = None
+
+    def read(self, stamp: FileStamp) -> dict[str, Rates] | Exception | None:
+        """Each site's rates at `stamp`; None: no file yet; the error when the file is busy (not
+        kept: the next look reads again)."""
+        if stamp[0] is None:
+            return None
+        with self._lock:
+            if self._last is not None and self._last[0] == stamp:
+                return self._last[1]
+            fresh = Rates.none()
+            read: dict[str, Rates] = {}
+            try:
+                with WarehouseTables(database=self.path).session(read_only=True) as whole:
+                    for site in self.sites:
+                        tables = TableSession(whole.connection, whole.schema, site)
+
+                        def of_site(table: str) -> bool:
+                            columns = tables.columns(table)
+                            return bool(columns) and (WAREHOUSE_COLUMN in columns or site == DEFAULT_WAREHOUSE_ID)
+
+                        velocity = tables.query("sku_velocity", exceptions.expected_rates_sql) if of_site("sku_velocity") else fresh.velocity
+                        baseline = (
+                            tables.query("daily_sku_demand", spike_baseline_sql) if of_site("daily_sku_demand") else fresh.spike_baseline
+                        )
+                        read[site] = Rates(velocity, baseline, stamp)
+            except (duckdb.Error, OSError) as exc:
+                return exc
+            self._last = (stamp, read)
+            return read
 
 
 @dataclass
@@ -165,12 +216,33 @@ class DeltaService:
     metrics: DeltaMetrics = field(default_factory=DeltaMetrics)
     reporter: DagsterReporter = field(default_factory=DagsterReporter)
     clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)
+    # The registered site this part of the service follows; None: the deployment's one default
+    # site, on the settings' time zone and routing, asking the ERP and the WMS for no site (as
+    # the one-warehouse service did).
+    site: Warehouse | None = None
+    # Shared by the sites of a process: one read of the tables per nightly write for all of them.
+    rates_reader: RatesReader | None = None
 
     def __post_init__(self) -> None:
-        self.tz = ZoneInfo(self.settings.timezone)
+        self.warehouse_id = self.site.warehouse_id if self.site else DEFAULT_WAREHOUSE_ID
+        # What the ERP and the WMS are asked for: a registered site's own documents and locations.
+        self.site_filter = self.site.warehouse_id if self.site else None
+        self.timezone = self.site.timezone if self.site else self.settings.timezone
+        self.routing = self.site.routing if self.site else self.settings.slotting.routing
+        if self.site is not None:
+            self.store = self.store.for_site(self.warehouse_id)
+            # What `WmsResource.for_site` gives, from the registered facts in hand (whatever store
+            # the resource was told of): the site's WMS URL, else the deployment's; its site filter.
+            self.wms = self.wms.model_copy(
+                update={"warehouse_id": self.warehouse_id, "base_url": self.site.wms_url or self.wms.base_url}
+            )
+        self.m: SiteMetrics = self.metrics.site(self.warehouse_id)  # this site's figures, labelled once
+        self.tz = ZoneInfo(self.timezone)
+        if self.rates_reader is None:
+            self.rates_reader = RatesReader(self.settings.duckdb_path, [self.warehouse_id])
         self.pusher = new_pusher_id("deltas")
         self.queue: asyncio.Queue[list[OutboxRow]] = asyncio.Queue(maxsize=self.config.queue_batches)
-        self.window = ReportWindow()
+        self.window = ReportWindow(warehouse_id=self.warehouse_id)
         self.policy = FollowPolicy(self.config.long_poll_s, self.config.min_interval_s, self.config.max_interval_s)
         self.reference: Reference | None = None
         self.rates = Rates.none()
@@ -198,7 +270,10 @@ class DeltaService:
         with self.erp.client() as erp:
             master = sku_master_from_pages(erp.skus(reader=read_sku_page))
         with self.wms.client() as wms:
-            locations = locations_from_pages(wms.locations(read_location_page), wms.assignments(read_assignment_page))
+            locations = locations_from_pages(
+                wms.locations(read_location_page, warehouse_id=self.site_filter),
+                wms.assignments(read_assignment_page, warehouse_id=self.site_filter),
+            )
         assignment = locations.filter(pl.col("sku_id").is_not_null()).select("sku_id", "location_id")
         # A pending move may be applied already, or will be: its SKU is slotted and its target taken.
         pending = [r for r in self.store.outbox() if r.status == "pending"]
@@ -211,7 +286,7 @@ class DeltaService:
             assignment = pl.concat(
                 [assignment.filter(~pl.col("sku_id").is_in(moves["sku_id"].implode()) & ~pl.col("location_id").is_in(list(left))), moves]
             )
-        config = SlottingConfig(routing=self.settings.slotting.routing)
+        config = SlottingConfig(routing=self.routing)
         band_locations = max(1, -(-locations.height // DEFAULT_BANDS))
         return Reference(
             sku_master=master,
@@ -235,28 +310,30 @@ class DeltaService:
         stamp = file_stamp(self.settings.duckdb_path)
         if stamp == self.rates.read_at:
             return self.rates
+        return self.take_rates(stamp, self.rates_reader.read(stamp))
+
+    def take_rates(self, stamp: FileStamp, read: dict[str, Rates] | Exception | None) -> Rates:
+        """Swap in this site's part of one read of the tables (`RatesReader.read`) and say what it was."""
         path = self.settings.duckdb_path
-        if stamp[0] is None:
+        site = self.warehouse_id
+        if read is None:
             self.rates = replace(Rates.none(), read_at=stamp)
-            self._say_once(f"no warehouse tables at {path} yet: no expected pick rates or demand ranges until the first nightly run")
+            self._say_once(f"{site}: no warehouse tables at {path} yet: no expected pick rates or demand ranges until the first nightly run")
             return self.rates
-        fresh = Rates.none()
-        try:
-            with WarehouseTables(database=path).session(read_only=True) as tables:
-                velocity = tables.query("sku_velocity", exceptions.expected_rates_sql) if tables.exists("sku_velocity") else fresh.velocity
-                baseline = (
-                    tables.query("daily_sku_demand", spike_baseline_sql) if tables.exists("daily_sku_demand") else fresh.spike_baseline
-                )
-        except (duckdb.Error, OSError) as exc:
+        if isinstance(read, Exception):
             kept = self.rates.velocity.height
-            self._say_once(f"expected pick rates and demand ranges not read ({type(exc).__name__}: the file is busy?); {kept} rates kept until it is written")
+            self._say_once(
+                f"{site}: expected pick rates and demand ranges not read ({type(read).__name__}: the file is busy?); "
+                f"{kept} rates kept until it is written"
+            )
             return self.rates
-        self.rates = Rates(velocity, baseline, stamp)
+        self.rates = read.get(site) or replace(Rates.none(), read_at=stamp)
+        velocity, baseline = self.rates.velocity, self.rates.spike_baseline
         if velocity.is_empty() and baseline.is_empty():
-            self._say_once(f"{path} has no sku_velocity or daily_sku_demand yet: no expected rates until the first nightly run")
+            self._say_once(f"{site}: {path} has no sku_velocity or daily_sku_demand of the site yet: no expected rates until its first nightly run")
         else:
             self._rates_said = None
-            log.info("expected pick rates of %d SKUs and demand ranges of %d read from %s", velocity.height, baseline.height, path)
+            log.info("%s: expected pick rates of %d SKUs and demand ranges of %d read from %s", site, velocity.height, baseline.height, path)
         return self.rates
 
     def _say_once(self, message: str) -> None:
@@ -279,7 +356,7 @@ class DeltaService:
         # Each line's business date is its event time's date in the warehouse (null if unreadable).
         return raw.with_columns(
             pl.coalesce(
-                parse_utc_timestamp("event_ts").dt.convert_time_zone(self.settings.timezone).dt.date(),
+                parse_utc_timestamp("event_ts").dt.convert_time_zone(self.timezone).dt.date(),
                 pl.when(pl.col("page_error").is_not_null()).then(pl.lit(today)),
             ).alias("business_date")
         )
@@ -327,6 +404,8 @@ class DeltaService:
         units_today = pl.concat([self.units_today, eaches]).group_by("sku_id").agg(pl.col("units").sum())
         unslotted = picks.filter(~pl.col("sku_id").is_in(ref.slotted.implode()))
         directives, free_left = exceptions.first_slot_directives(today, unslotted, rates.velocity, ref.free, ref.band_locations)
+        # Ids unique across the network (the default site's as they always were): the outbox is shared.
+        directives = with_site_directive_ids(directives, self.warehouse_id)
         no_slot = (
             unslotted.join(directives.select("sku_id"), on="sku_id", how="anti")["sku_id"].to_list() if unslotted.height else []
         )
@@ -342,12 +421,15 @@ class DeltaService:
             {
                 "directive_id": d["directive_id"],
                 "business_date": d["business_date"],
+                "warehouse_id": self.warehouse_id,
                 "sku_id": d["sku_id"],
                 "from_location": None,
                 "to_location": d["to_location"],
                 "source_committed_at": d["first_committed_at"],
+                # A registered site's directive names it: a network WMS routes by it (and refuses
+                # one naming none); the default site's payload stays as the one-site WMS took it.
                 "payload": directive_body(
-                    {**d, "from_location": None, "expected_saving_m_per_day": 0.0},
+                    {**d, "warehouse_id": self.site_filter, "from_location": None, "expected_saving_m_per_day": 0.0},
                     priority=0,
                     expected_pick_lines_per_day=d["expected_pick_lines_per_day"],
                     origin=delta_store.ORIGIN,
@@ -409,20 +491,22 @@ class DeltaService:
                 try:
                     await self.refresh_reference()
                 except Exception as exc:  # noqa: BLE001  # the previous picture stays; tried again next round
-                    log.warning("re-reading locations, assignments and rates failed (%s); the previous ones stay", exc)
+                    log.warning("%s: re-reading locations, assignments and rates failed (%s); the previous ones stay", self.warehouse_id, exc)
                     self.refresh_due = time.monotonic() + self.config.min_interval_s * 100
             if self.rates_changed():  # a stat of the file: the read itself only after a nightly write
                 await asyncio.to_thread(self.refresh_rates)
             try:
                 documents = await self.read_round(erp, self.policy.long_poll_s)
             except UpstreamError as exc:
-                self.metrics.read_errors.inc()
+                self.m.read_errors.inc()
                 pause = self.policy.after_error()
-                log.warning("reading the ERP failed (%s); reading again in %.1f s from the same watermark", exc, pause)
+                log.warning(
+                    "%s: reading the ERP failed (%s); reading again in %.1f s from the same watermark", self.warehouse_id, exc, pause
+                )
                 await asyncio.sleep(pause)
                 continue
             except Exception:  # a bug or the store gone: logged, and read again from the same watermark
-                log.exception("a read of the ERP could not be judged or recorded; reading it again")
+                log.exception("%s: a read of the ERP could not be judged or recorded; reading it again", self.warehouse_id)
                 await asyncio.sleep(self.policy.after_error())
                 continue
             pause = self.policy.after_read(documents)
@@ -435,26 +519,32 @@ class DeltaService:
         assert self.read_through is not None and self.reference is not None
         asked_at = self.clock()
         pages = await erp.committed_since(
-            self.read_through + ONE_MICROSECOND, read_erp_page, wait_s=wait_s, max_pages=self.config.max_pages
+            self.read_through + ONE_MICROSECOND,
+            read_erp_page,
+            wait_s=wait_s,
+            max_pages=self.config.max_pages,
+            warehouse_id=self.site_filter,
         )
         received_at = self.clock()
         documents = sum(p.parsed.documents.height for p in pages if p.parsed is not None)
         if not documents and not any(p.error is not None for p in pages):
-            self.metrics.erp_lag.set(0)
+            self.m.erp_lag.set(0)
             return 0
         started = time.perf_counter()
         # One hop to a worker thread for the whole read: parsing, the SKU lookup, judging, recording.
         outcome = await asyncio.to_thread(self.process, pages, documents)
         if outcome is None:
-            log.error("%d document(s) read and none has a readable created_at: the watermark cannot advance", documents)
+            log.error(
+                "%s: %d document(s) read and none has a readable created_at: the watermark cannot advance", self.warehouse_id, documents
+            )
             await asyncio.sleep(self.config.max_interval_s)
             return 0
         judged, recorded = outcome
-        self.metrics.batch_duration.observe(time.perf_counter() - started)
+        self.m.batch_duration.observe(time.perf_counter() - started)
         self._count(judged, recorded)
         self._stages_read_and_recorded(recorded.directives, asked_at, received_at, self.clock())
         if recorded.directives:
-            self.metrics.queue_batches.set(self.queue.qsize() + 1)
+            self.m.queue_batches.set(self.queue.qsize() + 1)
             await self.queue.put(recorded.directives)  # waits while the WMS is behind: backpressure
         return max(documents, 1)
 
@@ -464,7 +554,7 @@ class DeltaService:
         """The first stages of each exception of a read: `read` (committed before the service asked:
         waiting for the read in progress to end), `erp` (the ERP's answer, from the later of the
         request and the commit) and `record`; `queue` and `wms` follow in `push`."""
-        stages = self.metrics.exception_stages
+        stages = self.m.exception_stages
         for row in rows:
             if row.source_committed_at is not None:
                 committed = _utc(row.source_committed_at)
@@ -488,7 +578,7 @@ class DeltaService:
                 new_skus = sku_master_from_pages([self._lookup.skus_by_id(unknown, read_sku_page)])
             except UpstreamError as exc:
                 # Their lines are dead-lettered as unknown SKUs, with the reason; the read goes on.
-                log.warning("looking up %d new SKU(s) in the ERP failed (%s)", len(unknown), exc)
+                log.warning("%s: looking up %d new SKU(s) in the ERP failed (%s)", self.warehouse_id, len(unknown), exc)
         judged = self.judge(raw, len(pages) >= self.config.max_pages, new_skus, documents)
         if judged is None:
             return None
@@ -516,7 +606,7 @@ class DeltaService:
             self._close_lookup()
 
     def _count(self, judged: Judged, recorded: delta_store.Recorded) -> None:
-        m, w = self.metrics, self.window
+        m, w = self.m, self.window
         m.documents.inc(judged.documents)
         m.lines.inc(judged.lines)
         m.dead_lettered.inc(judged.dead_lettered)
@@ -537,23 +627,26 @@ class DeltaService:
         w.spikes.extend(s for s in judged.spikes if ("spike", s["sku_id"]) in new_obs)
         w.read_through = judged.batch.read_through
         if judged.no_free_location:
-            log.warning("no free location left for %d new SKU(s), e.g. %s", len(judged.no_free_location), judged.no_free_location[0])
+            log.warning(
+                "%s: no free location left for %d new SKU(s), e.g. %s",
+                self.warehouse_id, len(judged.no_free_location), judged.no_free_location[0],
+            )
 
     async def pusher_task(self, wms: AsyncWmsClient) -> None:
         while True:
             rows = await self.queue.get()
             while len(rows) < self.settings.wms_push_batch_size and not self.queue.empty():
                 rows += self.queue.get_nowait()  # what waits goes in the same request
-            self.metrics.queue_batches.set(self.queue.qsize())
+            self.m.queue_batches.set(self.queue.qsize())
             await self.push(wms, rows)
 
     async def push(self, wms: AsyncWmsClient, rows: list[OutboxRow]) -> bool:
         """Post rows in one request and settle the answers; False when the WMS gave no answer
         (the rows stay pending, released for the drainer)."""
         self.in_flight += 1
-        self.metrics.concurrency_utilization.set(self.in_flight / self.config.push_concurrency)
+        self.m.concurrency_utilization.set(self.in_flight / self.config.push_concurrency)
         sent_at = self.clock()
-        stages = self.metrics.exception_stages
+        stages = self.m.exception_stages
         for row in rows:
             queued_at = self.recorded_at.pop(row.directive_id, None)
             if queued_at is not None:  # a re-send of the drainer has no queue stage of its own
@@ -564,11 +657,11 @@ class DeltaService:
             ids = [r.directive_id for r in rows]
             await asyncio.to_thread(self.store.record_failed_attempts, ids, str(exc), self.pusher)
             self.wms_failing.set()
-            log.warning("%d directive(s) wait in the outbox: %s", len(ids), exc)
+            log.warning("%s: %d directive(s) wait in the outbox: %s", self.warehouse_id, len(ids), exc)
             return False
         finally:
             self.in_flight -= 1
-            self.metrics.concurrency_utilization.set(self.in_flight / self.config.push_concurrency)
+            self.m.concurrency_utilization.set(self.in_flight / self.config.push_concurrency)
         answered = self.clock()
         for _ in rows:
             stages.labels("wms").observe((answered - sent_at).total_seconds())
@@ -580,21 +673,21 @@ class DeltaService:
         committed = {r.directive_id: r.source_committed_at for r in rows}
         acked = 0
         for outcome in settled:
-            self.metrics.acks.labels(outcome.status).inc()
+            self.m.acks.labels(outcome.status).inc()
             if outcome.status == ACKED:
                 acked += 1
                 source = committed.get(outcome.directive_id)
                 if source is not None:
                     latency = (answered - _utc(source)).total_seconds()
-                    self.metrics.sync_latency.observe(latency)
+                    self.m.sync_latency.observe(latency)
                     self.window.latencies_ms.append(latency * 1000)
             else:
-                log.warning("the WMS refused first slot %s: %s", outcome.directive_id, outcome.detail)
+                log.warning("%s: the WMS refused first slot %s: %s", self.warehouse_id, outcome.directive_id, outcome.detail)
         self.window.acked += acked
         self.window.rejected += len(settled) - acked
         if len(settled) > acked:
             self.rejected_since_refresh += len(settled) - acked  # the picture of the WMS is stale: re-read it
-        self.metrics.chunk_success_rate.set(acked / len(settled) if settled else 1.0)
+        self.m.chunk_success_rate.set(acked / len(settled) if settled else 1.0)
         return True
 
     async def drainer(self, wms: AsyncWmsClient) -> None:
@@ -606,7 +699,7 @@ class DeltaService:
             self.wms_failing.clear()
             rows = await asyncio.to_thread(delta_store.claim_pending, self.store, self.settings.wms_push_batch_size, self.pusher, LEASE)
             pending = await asyncio.to_thread(delta_store.pending_count, self.store)
-            self.metrics.outbox_pending.set(pending)
+            self.m.outbox_pending.set(pending)
             self.window.settled_pending = pending
             if not rows:
                 pause = 5.0
@@ -617,13 +710,8 @@ class DeltaService:
             if not delivered:
                 self.wms_failing.clear()
 
-    async def reporting(self) -> None:
-        while True:
-            await asyncio.sleep(self.config.report_interval_s)
-            await self.flush_report()
-
     async def flush_report(self) -> None:
-        window, self.window = self.window, ReportWindow()
+        window, self.window = self.window, ReportWindow(warehouse_id=self.warehouse_id)
         if window.empty():
             return
         if not await asyncio.to_thread(self.reporter.report, window):
@@ -639,48 +727,87 @@ class DeltaService:
         watermark = await asyncio.to_thread(delta_store.read_watermark, self.store)
         if watermark is None:
             watermark = self.config.start or self.clock()
-            await asyncio.to_thread(self.store.set_watermark, delta_store.READ_WATERMARK, watermark.isoformat())
+            await asyncio.to_thread(delta_store.set_read_watermark, self.store, watermark)
         self.read_through = watermark
 
+    def launch(self, erp: AsyncErpClient, wms: AsyncWmsClient) -> tuple[list[asyncio.Task], list[asyncio.Task]]:
+        """The site's tasks on the running loop: (intake and drainer, pushers)."""
+        site = self.warehouse_id
+        tasks = [
+            asyncio.create_task(self.intake(erp), name=f"{site}:intake"),
+            asyncio.create_task(self.drainer(wms), name=f"{site}:drainer"),
+        ]
+        pushers = [asyncio.create_task(self.pusher_task(wms), name=f"{site}:pusher-{i}") for i in range(self.config.push_concurrency)]
+        return tasks, pushers
+
     async def run(self, stop: asyncio.Event, ready: Callable[[str], None] = lambda _: None) -> None:
-        """Serve until `stop` is set; then stop reading, let the requests in flight finish (a few
-        seconds at most), flush the report and close. What is still queued stays pending in the
-        outbox and goes with the next start."""
-        await self.start()
-        server = self.metrics.serve(self.config.metrics_port)
-        erp, wms = self.erp.async_client(), self.wms.async_client()
-        tasks = [asyncio.create_task(self.intake(erp), name="intake")]
-        pushers = [asyncio.create_task(self.pusher_task(wms), name=f"pusher-{i}") for i in range(self.config.push_concurrency)]
-        others = [asyncio.create_task(self.drainer(wms), name="drainer"), asyncio.create_task(self.reporting(), name="report")]
-        port = f"http://127.0.0.1:{self.config.metrics_port}/metrics" if server else "off"
-        ready(
-            f"velocity-platform deltas: ready, following the ERP at {self.settings.erp_url} from "
-            f"{self.read_through.isoformat()} (metrics: {port})"
-        )
+        """Serve this one site until `stop` is set (`run_sites` with one site)."""
+        await run_sites([self], stop, ready)
+
+
+async def run_sites(sites: list[DeltaService], stop: asyncio.Event, ready: Callable[[str], None] = lambda _: None) -> None:
+    """Serve every site on this loop until `stop` is set; then stop reading, let the requests in
+    flight finish (a few seconds at most), flush the reports and close. What is still queued stays
+    pending in the outbox and goes with the next start. The sites share the first one's metrics
+    registry and endpoint, the reporter and the report interval."""
+    first = sites[0]
+    # Started one after the other: a site that cannot start (its WMS unreachable) stops the
+    # command before it says it is ready, naming the site, rather than a network half served.
+    for site in sites:
         try:
-            stopping = asyncio.create_task(stop.wait(), name="stop")
-            done, _ = await asyncio.wait([stopping, *tasks, *pushers, *others], return_when=asyncio.FIRST_COMPLETED)
-            for task in done:
-                if task.exception() is not None and task.get_name() != "stop":
-                    raise task.exception()
-        finally:
-            for task in tasks + others:
-                task.cancel()
-            # Pushers mid-request finish it (their answers are settled); idle ones are cancelled.
-            deadline = time.monotonic() + 5
-            while self.in_flight and time.monotonic() < deadline:
-                await asyncio.sleep(0.01)
-            for task in pushers:
-                task.cancel()
-            await asyncio.gather(*tasks, *pushers, *others, return_exceptions=True)
-            await self.flush_report()
+            await site.start()
+        except Exception as exc:
+            log.error("%s: the exception service could not start (%s)", site.warehouse_id, type(exc).__name__)
+            raise
+    server = first.metrics.serve(first.config.metrics_port)
+    clients = [(site.erp.async_client(), site.wms.async_client()) for site in sites]
+    tasks: list[asyncio.Task] = []
+    pushers: list[asyncio.Task] = []
+    for site, (erp, wms) in zip(sites, clients, strict=True):
+        site_tasks, site_pushers = site.launch(erp, wms)
+        tasks += site_tasks
+        pushers += site_pushers
+
+    async def reporting() -> None:
+        # One reporter for the process: each site's window in turn (the instance is not shared across threads at once).
+        while True:
+            await asyncio.sleep(first.config.report_interval_s)
+            for site in sites:
+                await site.flush_report()
+
+    tasks.append(asyncio.create_task(reporting(), name="report"))
+    port = f"http://127.0.0.1:{first.config.metrics_port}/metrics" if server else "off"
+    following = ", ".join(f"{site.warehouse_id} from {site.read_through.isoformat()}" for site in sites)
+    ready(
+        f"velocity-platform deltas: ready, following {len(sites)} warehouse(s): {', '.join(s.warehouse_id for s in sites)} "
+        f"at the ERP {first.settings.erp_url} ({following}; metrics: {port})"
+    )
+    try:
+        stopping = asyncio.create_task(stop.wait(), name="stop")
+        done, _ = await asyncio.wait([stopping, *tasks, *pushers], return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            if task.exception() is not None and task.get_name() != "stop":
+                raise task.exception()
+    finally:
+        for task in tasks:
+            task.cancel()
+        # Pushers mid-request finish it (their answers are settled); idle ones are cancelled.
+        deadline = time.monotonic() + 5
+        while any(site.in_flight for site in sites) and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        for task in pushers:
+            task.cancel()
+        await asyncio.gather(*tasks, *pushers, return_exceptions=True)
+        for site, (erp, wms) in zip(sites, clients, strict=True):
+            await site.flush_report()
             await erp.aclose()
             await wms.aclose()
-            self._close_lookup()
-            self.reporter.close()
-            if server is not None:
-                server[0].shutdown()
-                server[0].server_close()
+            site._close_lookup()
+        for reporter in {id(site.reporter): site.reporter for site in sites}.values():
+            reporter.close()
+        if server is not None:
+            server[0].shutdown()
+            server[0].server_close()
 
 
 def _utc(moment: dt.datetime) -> dt.datetime:
@@ -688,7 +815,7 @@ def _utc(moment: dt.datetime) -> dt.datetime:
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=dt.UTC)
 
 
-__all__ = ["DeltaService", "FollowPolicy", "serve_forever"]
+__all__ = ["DeltaService", "FollowPolicy", "RatesReader", "network_services", "run_sites", "serve_forever"]
 
 
 def upstreams(settings: Settings, config: DeltaServiceSettings, erp_token: str, wms_token: str) -> tuple[ErpResource, WmsResource]:
@@ -696,8 +823,30 @@ def upstreams(settings: Settings, config: DeltaServiceSettings, erp_token: str, 
     http = {**settings.http.model_dump(), "requests_per_second": config.requests_per_second}
     return (
         ErpResource(base_url=settings.erp_url, token=erp_token, **http),
-        WmsResource(base_url=settings.wms_url, token=wms_token, **http),
+        # The store's registry gives a registered site its own WMS URL (`WmsResource.for_site`).
+        WmsResource(base_url=settings.wms_url, token=wms_token, store_url=settings.store_url, **http),
     )
+
+
+def network_services(
+    settings: Settings,
+    config: DeltaServiceSettings,
+    erp: ErpResource,
+    wms: WmsResource,
+    store: OperationalStore,
+    metrics: DeltaMetrics | None = None,
+    reporter: DagsterReporter | None = None,
+) -> list[DeltaService]:
+    """One DeltaService per registered site, sharing the metrics, the reporter and one reader of
+    the rates; none registered: the one default site, exactly as the one-warehouse service."""
+    metrics, reporter = metrics or DeltaMetrics(), reporter or DagsterReporter()
+    registered: list[Warehouse | None] = list(store.registered_warehouses()) or [None]
+    ids = [site.warehouse_id if site else DEFAULT_WAREHOUSE_ID for site in registered]
+    rates = RatesReader(settings.duckdb_path, ids)
+    return [
+        DeltaService(settings, config, erp, wms, store, metrics=metrics, reporter=reporter, site=site, rates_reader=rates)
+        for site in registered
+    ]
 
 
 def serve_forever(ready: Callable[[str], None] = lambda line: print(line, flush=True)) -> int:
@@ -711,20 +860,22 @@ def serve_forever(ready: Callable[[str], None] = lambda line: print(line, flush=
     settings, config = Settings.from_env(), DeltaServiceSettings.from_env()
     erp, wms = upstreams(settings, config, os.environ["VELOCITY_ERP_TOKEN"].strip(), os.environ["VELOCITY_WMS_TOKEN"].strip())
     store = OperationalStore(settings.store_url)
-    service = DeltaService(settings, config, erp, wms, store)
+    sites = network_services(settings, config, erp, wms, store)
 
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
-        await service.run(stop, ready)
+        await run_sites(sites, stop, ready)
 
     try:
         asyncio.run(main())
     finally:
         pending = delta_store.pending_count(store)
         store.dispose()
-    read_through = service.read_through.isoformat() if service.read_through else "-"
-    ready(f"velocity-platform deltas: stopped (read through {read_through}; {pending} first slot(s) pending in the outbox)")
+    read_through = "; ".join(
+        f"{site.warehouse_id} read through {site.read_through.isoformat() if site.read_through else '-'}" for site in sites
+    )
+    ready(f"velocity-platform deltas: stopped ({read_through}; {pending} first slot(s) pending in the outbox)")
     return 0

@@ -27,9 +27,10 @@ def committed_at(document: dict) -> dt.datetime:
     return dt.datetime.fromisoformat(document["created_at"].replace("Z", "+00:00"))
 
 
-def gauge(port: int, name: str) -> float:
+def gauge(port: int, name: str, warehouse: str = "WH-01") -> float:
     text = httpx.get(f"http://127.0.0.1:{port}/metrics").text
-    return next(float(line.split()[1]) for line in text.splitlines() if line.startswith(name + " "))
+    sample = f'{name}{{warehouse="{warehouse}"}} '  # every metric is labelled by site
+    return next(float(line.split()[1]) for line in text.splitlines() if line.startswith(sample))
 
 
 def test_a_wms_that_stops_answering_stops_the_reading_and_nothing_is_lost(tmp_path):

@@ -72,3 +72,49 @@ def test_before_the_first_nightly_run_the_service_says_once_that_there_are_no_ra
     assert len(lines) == 1 and "no warehouse tables" in lines[0].getMessage(), [r.getMessage() for r in lines]
     nightly_writes(service.settings.duckdb_path, 3.0)
     assert service.refresh_rates().velocity.height == 3
+
+
+def test_each_site_reads_its_own_rows_and_the_file_is_opened_once_for_all_sites(tmp_path, monkeypatch):
+    """A network: one sku_velocity for every site (its `warehouse_id` column); each site's rates are
+    its own rows, from one open of the file per nightly state for the whole process."""
+    from velocity_platform.deltas.service import RatesReader
+    from velocity_platform.domain.network import Warehouse
+
+    settings = Settings(
+        state_dir=tmp_path, duckdb_path=str(tmp_path / "velocity.duckdb"), store_url=f"sqlite:///{tmp_path / 'operational.sqlite'}"
+    )
+    erp = ErpResource(base_url="http://127.0.0.1:9", token="unused")
+    wms = WmsResource(base_url="http://127.0.0.1:9", token="unused")
+    store = OperationalStore(settings.store_url)
+    zones = {"WH-01": "Europe/London", "WH-02": "America/Chicago"}
+    reader = RatesReader(settings.duckdb_path, list(zones))
+    sites = {
+        wid: DeltaService(settings, service_settings(), erp, wms, store, site=Warehouse(warehouse_id=wid, timezone=zone), rates_reader=reader)
+        for wid, zone in zones.items()
+    }
+    velocity = pl.DataFrame(
+        {
+            "business_date": [dt.date(2026, 2, 9)] * 4,
+            "warehouse_id": ["WH-01", "WH-01", "WH-02", "WH-02"],
+            "sku_id": ["A", "B", "A", "C"],
+            "expected_pick_lines_per_day": [1.0, 2.0, 30.0, 40.0],
+        }
+    )
+    with duckdb.connect(settings.duckdb_path) as con:
+        con.execute("CREATE SCHEMA warehouse")
+        con.register("velocity", velocity.to_arrow())
+        con.execute("CREATE TABLE warehouse.sku_velocity AS SELECT * FROM velocity")
+    opened = []
+    connect = duckdb.connect
+    monkeypatch.setattr(duckdb, "connect", lambda *a, **k: opened.append(a) or connect(*a, **k))
+    for wid, service in sites.items():
+        own = velocity.filter(pl.col("warehouse_id") == wid).select("sku_id", "expected_pick_lines_per_day")
+        assert service.refresh_rates().velocity.sort("sku_id").equals(own.sort("sku_id"))
+    assert len(opened) == 1  # the second site found the first one's read
+    monkeypatch.undo()
+
+    # A table written before the network (no site column) is the default site's, never another's.
+    nightly_writes(settings.duckdb_path, 5.0)
+    assert sites["WH-01"].refresh_rates().velocity["expected_pick_lines_per_day"].to_list() == [5.0] * 3
+    assert sites["WH-02"].refresh_rates().velocity.is_empty()
+    store.dispose()

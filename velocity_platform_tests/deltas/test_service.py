@@ -229,8 +229,9 @@ def test_metrics_on_loopback_and_runless_events_on_exception_deltas(running):
 
     text = wait_until(scraped, "acknowledgements in the latency histogram")
     for name in (
-        'delta_exception_stage_seconds_bucket{le="0.005",stage="read"}',
-        'delta_exception_stage_seconds_count{stage="wms"}',
+        # Labelled by site: the one default site of a deployment that registered none.
+        'delta_exception_stage_seconds_bucket{le="0.005",stage="read",warehouse="WH-01"}',
+        'delta_exception_stage_seconds_count{stage="wms",warehouse="WH-01"}',
         "batch_processing_duration_seconds_bucket",
         "chunk_success_rate",
         "concurrency_utilization",
