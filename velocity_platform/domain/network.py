@@ -146,3 +146,17 @@ def nightly_runs_due(
                 due.append(NightlyRun(warehouse_id=site.warehouse_id, business_date=day - dt.timedelta(days=1), starts_at=starts))
             day += dt.timedelta(days=1)
     return sorted(due, key=lambda run: (run.starts_at, run.warehouse_id))
+
+
+def night_due_by(site: Warehouse, now: dt.datetime, start_hour: int, window_hours: float) -> tuple[dt.date, dt.datetime]:
+    """The latest business date whose night should have landed at the site by `now`, and that
+    night's deadline: the night of date D starts at `start_hour` local on D+1 (DST included, see
+    local_start) and ends `window_hours` later. The window is under a day, so two days back it
+    has always passed."""
+    local_today = now.astimezone(zoneinfo.ZoneInfo(site.timezone)).date()
+    for back in (0, 1, 2):
+        night_of = local_today - dt.timedelta(days=back)
+        deadline = local_start(night_of, start_hour, site.timezone) + dt.timedelta(hours=window_hours)
+        if deadline <= now or back == 2:
+            return night_of - dt.timedelta(days=1), deadline
+    raise AssertionError("unreachable")

@@ -131,5 +131,6 @@ def test_the_schedule_and_sensors_run_by_default_and_freshness_is_live(backfille
         "failure_alert_sensor": "RUNNING",
         "warehouse_registry_sensor": "RUNNING",
         "network_rollup_automation": "RUNNING",
+        "site_freshness_sensor": "RUNNING",
     }
     assert {k.to_user_string() for k in freshness} == set(NIGHTLY_OUTPUTS)
