@@ -149,6 +149,30 @@ def test_demo_builds_history_in_one_run_then_the_nights_one_by_one(tmp_path):
     assert (demand_days, velocity_days, before_history) == (16, 2, 0)
 
 
+def test_a_demo_of_three_warehouses_reconciles_each_site_and_their_mixes_differ(tmp_path):
+    summary_path = tmp_path / "summary.json"
+    args = ["demo", "--warehouses", "3", "--days", "1", "--history-days", "7", "--skus", "150", "--lines-per-day", "2500"]
+    result = cli([*args, "--summary", str(summary_path)], tmp_path, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr and "3 warehouse(s)" in result.stderr
+    summary = json.loads(summary_path.read_text())
+    sites = summary["warehouses"]
+    assert sorted(sites) == ["WH-01", "WH-02", "WH-03"]
+    for site, figures in sites.items():
+        # ERP = raw = validated + dead-lettered, per warehouse; every directive acknowledged, by its site.
+        assert figures["reconciled"], (site, figures["not_reconciled"])
+        assert figures["erp_lines"] == figures["raw_lines"] == figures["validated_lines"] + figures["dead_letter_lines"] > 0
+        assert figures["directives"] == figures["directives_acked"], site
+    assert summary["raw_lines"] == sum(f["raw_lines"] for f in sites.values())
+    assert len({json.dumps(f["abc_counts"], sort_keys=True) for f in sites.values()}) == 3  # each site its own demand
+    with duckdb.connect(str(tmp_path / ".velocity" / "velocity.duckdb"), read_only=True) as con:
+        foreign = con.execute(
+            "SELECT count(*) FROM warehouse.wms_directive_acks a JOIN warehouse.slotting_directives d USING (directive_id) "
+            "WHERE a.warehouse_id <> d.warehouse_id"
+        ).fetchone()[0]
+    assert foreign == 0
+
+
 # --- velocity-platform simulate erp|wms -------------------------------------------------------------
 
 
