@@ -89,10 +89,15 @@ def small_platform(tmp_path_factory) -> Iterator[Platform]:
         yield platform
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
     """Under pytest-xdist (`make test` runs `-n 2 --dist loadgroup`) a test module stays on one
     worker, so its module-scoped simulators and Dagster homes are built once; the production
-    tests share one stack (webserver, daemon, code server), so they stay together too."""
+    tests share one stack (webserver, daemon, code server), so they stay together too.
+
+    First among the hooks: xdist turns the marks into groups in its own hook of the same name,
+    and without `tryfirst` it ran before these marks existed (each test its own group, and a
+    module's two-minute deployment built once on each worker)."""
     for item in items:
         module = item.nodeid.split("::")[0]
         group = "production-stack" if "/production/" in module else module

@@ -142,6 +142,12 @@ def alert_ticks(instance: dg.DagsterInstance) -> int:
     return len(instance.get_ticks(state.instigator_origin_id, state.selector_id, limit=1000)) if state else 0
 
 
+def failure_pages(receiver: Receiver) -> list[dict]:
+    """The failure alert sensor's pages. The site freshness sensor also pages here, once, that the
+    real calendar's last night never landed in this deployment; that page has its own tests."""
+    return [m for m in receiver.messages if m["kind"] != "night_late"]
+
+
 @pytest.fixture(scope="module")
 def nights(tmp_path_factory):
     root = tmp_path_factory.mktemp("retries")
@@ -214,7 +220,7 @@ def nights(tmp_path_factory):
                     started_at = dt.datetime.now(dt.UTC) - dt.timedelta(hours=WINDOW_HOURS) + dt.timedelta(seconds=45)
                     missed = launch_night(deployment, MISSED, started_at)
                     missed_run = wait_until("the second night to fail", lambda: finished(instance, missed), deadline_s=240)
-                    wait_until("the alert for the missed window", lambda: receiver.messages, deadline_s=120)
+                    wait_until("the alert for the missed window", lambda: failure_pages(receiver), deadline_s=120)
                     # The sensor keeps ticking over the failed night: two more ticks, and no second message.
                     ticks = alert_ticks(instance)
                     wait_until("two more ticks of the alert sensor", lambda: alert_ticks(instance) >= ticks + 2, deadline_s=150)
@@ -226,7 +232,7 @@ def nights(tmp_path_factory):
                         "healed": healed_run,
                         "missed": missed_run,
                         "crashed": sorted(group, key=lambda r: r.run_id != crashed),
-                        "messages": list(receiver.messages),
+                        "messages": failure_pages(receiver),
                         "outage_s": outage_s,
                         "healed_after_s": healed_after_s,
                         "started_at": started_at,
