@@ -33,6 +33,7 @@ import httpx
 import polars as pl
 
 from benchmarks.deployment import PROJECT, LocalDeployment, wait_until
+from benchmarks.harness import table_paths, tables_in
 from velocity_platform.simulators.serve import free_port
 from velocity_platform.settings import Settings
 
@@ -86,17 +87,15 @@ def platform_env(work: Path, urls: dict[str, str]) -> dict[str, str]:
         **TOKENS,
         **urls,
         "DAGSTER_HOME": str(home),
-        "VELOCITY_DUCKDB_PATH": str(work / "velocity.duckdb"),
+        **table_paths(work),
         "VELOCITY_STORE_URL": f"sqlite:///{work / 'operational.sqlite'}",
     }
 
 
-def velocity_reads_its_window(duckdb_path: str, day: dt.date) -> dict:
+def velocity_reads_its_window(work: Path, day: dt.date) -> dict:
     """The last day's units_90d against the daily demand of D-89..D, SKU by SKU."""
-    from velocity_platform.defs.tables import WarehouseTables
-
     first = day - dt.timedelta(days=89)
-    with WarehouseTables(database=duckdb_path).session(read_only=True) as tables:
+    with tables_in(work).session(read_only=True) as tables:
         window_sum = tables.read("daily_sku_demand", first, day, columns=["sku_id", "units"]).group_by("sku_id").agg(pl.col("units").sum())
         velocity = tables.read("sku_velocity", day, columns=["sku_id", "units_90d"])
         days = tables.dates_held("daily_sku_demand", first, day)
@@ -146,7 +145,7 @@ def through_the_ui(dates: list[dt.date], work: Path, urls: dict[str, str]) -> di
                 "run_seconds_median": round(statistics.median(executions), 2),
                 "between_runs_seconds_median": round(statistics.median(gaps), 2) if gaps else 0.0,
                 "first_run_started_after_seconds": round(runs[0].start_time - launched_at, 1),
-                "velocity_window": velocity_reads_its_window(env["VELOCITY_DUCKDB_PATH"], dates[-1]),
+                "velocity_window": velocity_reads_its_window(work, dates[-1]),
             }
 
 
@@ -176,7 +175,7 @@ def through_the_cli(dates: list[dt.date], work: Path, urls: dict[str, str]) -> d
         "wall_seconds": round(time.perf_counter() - started, 1),
         "exit_code": done.returncode,
         "succeeded": summary["partitions_succeeded"],
-        "velocity_window": velocity_reads_its_window(env["VELOCITY_DUCKDB_PATH"], dates[-1]),
+        "velocity_window": velocity_reads_its_window(work, dates[-1]),
     }
 
 

@@ -41,6 +41,7 @@ import httpx
 import numpy as np
 from prometheus_client.parser import text_string_to_metric_families
 
+from benchmarks.harness import table_paths
 from velocity_platform.simulators.serve import free_port
 
 ERP_TOKEN, WMS_TOKEN = "bench-erp-token", "bench-wms-token"
@@ -194,7 +195,7 @@ class Stack:
             "VELOCITY_ERP_TOKEN": ERP_TOKEN,
             "VELOCITY_WMS_TOKEN": WMS_TOKEN,
             "VELOCITY_STORE_URL": f"sqlite:///{self.root / 'operational.sqlite'}",
-            "VELOCITY_DUCKDB_PATH": str(self.root / "velocity.duckdb"),
+            **table_paths(self.root),
             "VELOCITY_STATE_DIR": str(self.root),
             "DAGSTER_HOME": str(home),
             "VELOCITY_DELTAS_METRICS_PORT": str(self.metrics_port),

@@ -77,6 +77,21 @@ STAGES = {
 COMPUTE_STAGES = ("validate_feed", "sales_history", "daily_sku_demand", "sku_velocity", "slotting_directives")
 
 
+def table_paths(work: Path) -> dict[str, str]:
+    """Where a measured deployment keeps its tables: both stores under its folder, the one used
+    chosen by VELOCITY_TABLE_STORE as everywhere (the lake unless told)."""
+    return {"VELOCITY_LAKE_PATH": str(work / "lake"), "VELOCITY_DUCKDB_PATH": str(work / "velocity.duckdb")}
+
+
+def tables_in(work: Path, warehouse_id: str | None = None):
+    """The warehouse tables of a measured deployment (see table_paths)."""
+    from velocity_platform.defs.tables import WarehouseTables
+
+    lake = os.environ.get("VELOCITY_TABLE_STORE", "lake") == "lake"
+    paths = table_paths(work)
+    return WarehouseTables(database=paths["VELOCITY_DUCKDB_PATH"], lake_path=paths["VELOCITY_LAKE_PATH"] if lake else None, warehouse_id=warehouse_id)
+
+
 def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
@@ -173,10 +188,9 @@ def write_history(history: History, work: Path, warehouse_id: str = "WH-01") -> 
 
     from velocity_platform.batch import ensure_warehouse_partitions
     from velocity_platform.defs.partitions import SiteDay
-    from velocity_platform.defs.tables import WarehouseTables
 
     site = pl.lit(warehouse_id).alias("warehouse_id")
-    with WarehouseTables(database=str(work / "velocity.duckdb")).session() as tables:
+    with tables_in(work).session() as tables:
         for table, frame in (("daily_sku_demand", history.demand), ("sku_velocity", history.velocity)):
             tables.replace(table, frame.with_columns(site), {warehouse_id: sorted(set(frame["business_date"].to_list()))})
     with DagsterInstance.get() as instance:
@@ -298,11 +312,10 @@ def engine_floor(pages: list[tuple[str, bytes]], master: pl.DataFrame, work: Pat
     import duckdb
 
     raw = raw_lines_from_pages(pages, BUSINESS_DATE).lines
-    from velocity_platform.defs.tables import WarehouseTables
 
     from velocity_platform.defs.wms.assets import latest_snapshot
 
-    with WarehouseTables(database=str(work / "velocity.duckdb")).session(read_only=True, warehouse_id="WH-01") as tables:
+    with tables_in(work).session(read_only=True, warehouse_id="WH-01") as tables:
         history = tables.read("daily_sku_demand", dt.date.min, BUSINESS_DATE - dt.timedelta(days=1))
         locations = latest_snapshot(tables.read("wms_locations"))
     seen = dt.datetime.now(dt.UTC)
@@ -341,7 +354,7 @@ def run_benchmark(name: str, json_path: Path | None = None, compare: bool = True
         env = {
             **os.environ,
             "DAGSTER_HOME": str(home),
-            "VELOCITY_DUCKDB_PATH": str(work / "velocity.duckdb"),
+            **table_paths(work),
             "VELOCITY_STORE_URL": f"sqlite:///{work / 'operational.sqlite'}",
             "VELOCITY_ERP_URL": erp,
             "VELOCITY_WMS_URL": wms,

@@ -33,6 +33,7 @@ from benchmarks.harness import (
     log,
     materialize_in_subprocess,
     simulators,
+    table_paths,
     write_history,
 )
 
@@ -52,7 +53,7 @@ def night_of(history, sizes: list[int], erp: str, wms: str) -> list[dict]:
             env = {
                 **os.environ,
                 "DAGSTER_HOME": str(home),
-                "VELOCITY_DUCKDB_PATH": str(work / "velocity.duckdb"),
+                **table_paths(work),
                 "VELOCITY_STORE_URL": f"sqlite:///{work / 'operational.sqlite'}",
                 "VELOCITY_ERP_URL": erp,
                 "VELOCITY_WMS_URL": wms,

@@ -101,11 +101,11 @@ def main(business_date: str, warehouse_id: str = "WH-01") -> int:
             for e in result.get_asset_materialization_events()
             if e.asset_key.to_user_string() == "raw_transactions"
         )
-        # The DuckDB write alone, as the I/O manager timed it (the rest of "store" is Dagster's events).
-        duckdb_writes = {
-            e.asset_key.to_user_string(): e.event_specific_data.materialization.metadata["duckdb_write_s"].value
+        # The table write alone, as the I/O manager timed it (the rest of "store" is Dagster's events).
+        table_writes = {
+            e.asset_key.to_user_string(): e.event_specific_data.materialization.metadata["table_write_s"].value
             for e in result.get_asset_materialization_events()
-            if "duckdb_write_s" in e.event_specific_data.materialization.metadata
+            if "table_write_s" in e.event_specific_data.materialization.metadata
         }
     ours = sum(s["load_s"] + s["compute_s"] + s["store_s"] for s in stages.values())
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -119,7 +119,7 @@ def main(business_date: str, warehouse_id: str = "WH-01") -> int:
                 "rows_per_second": round(raw_lines / total, 1),
                 "peak_rss_mb": round(peak_kb / 1024, 1),
                 "rss_before_run_mb": round(rss_before_run, 1),
-                "duckdb_write_s": duckdb_writes,
+                "table_write_s": table_writes,
                 "checks_failed": [
                     f"{e.asset_key.to_user_string()}.{e.check_name}"
                     for e in result.get_asset_check_evaluations()

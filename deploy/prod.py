@@ -195,8 +195,12 @@ def prepare_dagster_home(args: argparse.Namespace, dagster_url: str) -> tuple[Pa
     shutil.copyfile(DEPLOY / "dagster.yaml", home / "dagster.yaml")
     duckdb_path = Path(args.duckdb_path).resolve()
     duckdb_path.parent.mkdir(parents=True, exist_ok=True)
+    Path(args.lake_path).resolve().mkdir(parents=True, exist_ok=True)
     say(f"DAGSTER_HOME       {home} (deploy/dagster.yaml)")
-    say(f"DuckDB             {duckdb_path}")
+    if os.environ.get("VELOCITY_TABLE_STORE", "lake") == "lake":
+        say(f"Tables             the lake at {Path(args.lake_path).resolve()}")
+    else:
+        say(f"Tables             the DuckDB file {duckdb_path}")
     os.environ["DAGSTER_PG_URL"] = dagster_url  # for the instance opened here; children get it in env
     say(f"Dagster storage    {prepare_instance(home)}")
     return home, duckdb_path
@@ -305,6 +309,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         "DAGSTER_PG_URL": dagster_url,
         "VELOCITY_STORE_URL": store_url,
         "VELOCITY_DUCKDB_PATH": str(duckdb_path),
+        "VELOCITY_LAKE_PATH": str(Path(args.lake_path).resolve()),
         "VELOCITY_CODE_SERVER_HOST": args.code_server_host,
         "VELOCITY_CODE_SERVER_PORT": str(args.code_server_port),
     }
@@ -393,7 +398,8 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--dagster-db", default="velocity_dagster")
     up.add_argument("--store-db", default="velocity_ops")
     up.add_argument("--home", default=".velocity/prod/dagster_home", help="DAGSTER_HOME to create")
-    up.add_argument("--duckdb-path", default=".velocity/prod/velocity.duckdb")
+    up.add_argument("--lake-path", default=".velocity/prod/lake", help="The lake: a folder every worker reaches (env VELOCITY_LAKE_PATH in the children)")
+    up.add_argument("--duckdb-path", default=".velocity/prod/velocity.duckdb", help="The tables' file with VELOCITY_TABLE_STORE=duckdb-file")
     up.add_argument("--code-server-host", default="127.0.0.1")
     up.add_argument("--code-server-port", type=int, default=4266)
     up.add_argument("--ui-host", default="127.0.0.1")

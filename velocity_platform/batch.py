@@ -239,7 +239,7 @@ def _site_summary(dates: list[dt.date], outcomes: list[DayOutcome], erp_lines: i
     from velocity_platform.defs.tables import WarehouseTables
 
     first, last = dates[0], dates[-1]
-    with WarehouseTables(database=settings.duckdb_path).session(read_only=True, warehouse_id=site) as tables:
+    with WarehouseTables.of_settings(settings).session(read_only=True, warehouse_id=site) as tables:
 
         def count(table: str) -> int:
             return tables.count(table, first, last)

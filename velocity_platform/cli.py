@@ -9,6 +9,7 @@ import functools
 import importlib.metadata
 import json
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -172,10 +173,11 @@ def _check_dates(first: dt.date, last: dt.date, settings, *, partitioned_from_se
 
 
 def _check_state_writable(settings) -> None:
-    """Dagster's home, the DuckDB file's and the store's directories exist and take a file."""
+    """Dagster's home, the tables' and the store's directories exist and take a file."""
     import tempfile
 
-    directories = {settings.dagster_home: "DAGSTER_HOME", Path(settings.duckdb_path).parent: "VELOCITY_DUCKDB_PATH"}
+    tables = (Path(settings.lake_path), "VELOCITY_LAKE_PATH") if settings.table_store == "lake" else (Path(settings.duckdb_path).parent, "VELOCITY_DUCKDB_PATH")
+    directories = {settings.dagster_home: "DAGSTER_HOME", tables[0]: tables[1]}
     store = _sqlite_file(settings.store_url)
     if store:
         directories.setdefault(store.parent, "VELOCITY_STORE_URL")
@@ -392,6 +394,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     for leftover in (Path(settings.duckdb_path), Path(args.wms_state), _sqlite_file(settings.store_url)):
         if leftover and leftover.exists():
             leftover.unlink()
+    # Only the lake's tables (folders with a Delta log), never whatever else the folder holds.
+    for table in Path(settings.lake_path).glob("*/_delta_log"):
+        shutil.rmtree(table.parent)
     started = time.perf_counter()
     last = _yesterday()
     nights = business_dates(last - dt.timedelta(days=args.days - 1), last)

@@ -296,7 +296,16 @@ class Settings(SettingsGroup):
     )
     erp_url: str = Field("http://127.0.0.1:8710", description="Base URL of the ERP API")
     wms_url: str = Field("http://127.0.0.1:8720", description="Base URL of the WMS API")
-    duckdb_path: str | None = Field(None, description="DuckDB file holding the asset tables (schema `warehouse`)")
+    table_store: Literal["lake", "duckdb-file"] = Field(
+        "lake",
+        description="Where the asset tables live: `lake` (Delta tables at VELOCITY_LAKE_PATH, many writers) "
+        "or `duckdb-file` (one DuckDB file at VELOCITY_DUCKDB_PATH, one writer at a time)",
+    )
+    lake_path: str | None = Field(
+        None,
+        description="The lake: a folder holding one Delta table per asset; a shared directory every worker mounts in production",
+    )
+    duckdb_path: str | None = Field(None, description="DuckDB file holding the asset tables when VELOCITY_TABLE_STORE=duckdb-file")
     store_url: str | None = Field(
         None,
         description="SQLAlchemy URL of the operational store (watermarks, WMS outbox, push log); "
@@ -341,6 +350,7 @@ class Settings(SettingsGroup):
 
     shown_defaults: ClassVar[dict[str, str]] = {
         "dagster_home": ".velocity/dagster_home",
+        "lake_path": ".velocity/lake",
         "duckdb_path": ".velocity/velocity.duckdb",
         "store_url": "sqlite:///.velocity/operational.sqlite",
     }
@@ -371,6 +381,13 @@ class Settings(SettingsGroup):
         object.__setattr__(self, "dagster_home", (self.dagster_home or state / "dagster_home").resolve())
         if self.duckdb_path is None:
             object.__setattr__(self, "duckdb_path", str(state / "velocity.duckdb"))
+        if self.lake_path is None:
+            object.__setattr__(self, "lake_path", str(state / "lake"))
+        elif "://" in self.lake_path and not self.lake_path.startswith("file://"):
+            raise ValueError(
+                f"VELOCITY_LAKE_PATH={self.lake_path.split('://')[0]}://...: only a folder (local or a shared mount) "
+                "is supported; an object store is not yet"
+            )
         if self.store_url is None:
             object.__setattr__(self, "store_url", f"sqlite:///{state / 'operational.sqlite'}")
         return self

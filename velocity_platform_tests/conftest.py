@@ -57,6 +57,7 @@ def platform_environment(root: Path, erp: ErpConfig, wms: WmsConfig) -> Iterator
             {
                 "DAGSTER_HOME": str(home),
                 "VELOCITY_DUCKDB_PATH": str(root / "velocity.duckdb"),
+                "VELOCITY_LAKE_PATH": str(root / "lake"),
                 "VELOCITY_STORE_URL": f"sqlite:///{root / 'operational.sqlite'}",
                 "VELOCITY_ERP_URL": erp_server.url,
                 "VELOCITY_WMS_URL": wms_server.url,

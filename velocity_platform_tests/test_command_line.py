@@ -12,7 +12,6 @@ import sys
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-import duckdb
 import httpx
 import pytest
 
@@ -20,6 +19,7 @@ from velocity_platform.simulators.erp import ErpConfig, create_erp_app
 from velocity_platform.simulators.serve import BackgroundServer, free_port
 from velocity_platform.simulators.wms import WmsConfig, create_wms_app
 from benchmarks.deployment import wait_until
+from velocity_platform_tests.warehouse import open_tables
 
 pytestmark = pytest.mark.integration
 
@@ -78,7 +78,7 @@ def test_run_against_an_upstream_that_does_not_answer_names_the_url_and_what_was
     assert f"GET {dead}/v1/" in line and "failed 3 times" in line
     assert f"VELOCITY_{down}_URL / --{down.lower()}-url" in line
     # nothing was built
-    assert not (tmp_path / ".velocity" / "velocity.duckdb").exists()
+    assert not list((tmp_path / ".velocity").glob("lake/*/_delta_log"))
 
 
 def test_run_with_a_token_the_upstream_refuses_says_which(tmp_path, simulators):
@@ -125,7 +125,7 @@ def test_run_builds_the_range_when_everything_is_set(tmp_path, simulators):
     assert figures["partitions_succeeded"] == 2
     assert figures["raw_lines"] == figures["erp_lines"] == figures["validated_lines"] + figures["dead_letter_lines"]
     # the state lives beside where the user stands, not in the checkout
-    assert (tmp_path / ".velocity" / "velocity.duckdb").exists()
+    assert (tmp_path / ".velocity" / "lake" / "raw_transactions" / "_delta_log").is_dir()
 
 
 # --- velocity-platform demo -------------------------------------------------------------------------
@@ -139,7 +139,7 @@ def test_demo_builds_history_in_one_run_then_the_nights_one_by_one(tmp_path):
     assert f"[history] {history_first} .. {YESTERDAY - dt.timedelta(days=2)} WH-01  ok" in result.stderr
     assert f"[  1/2] {YESTERDAY - dt.timedelta(days=1)}" in result.stderr and f"[  2/2] {YESTERDAY}" in result.stderr
     assert "SKUs classified" in result.stdout and "XYZ {" in result.stdout
-    with duckdb.connect(str(tmp_path / ".velocity" / "velocity.duckdb"), read_only=True) as con:
+    with open_tables(state_dir=tmp_path / ".velocity") as con:
         demand_days = con.execute("SELECT count(DISTINCT business_date) FROM warehouse.daily_sku_demand").fetchone()[0]
         velocity_days = con.execute("SELECT count(DISTINCT business_date) FROM warehouse.sku_velocity").fetchone()[0]
         before_history = con.execute(
@@ -165,7 +165,7 @@ def test_a_demo_of_three_warehouses_reconciles_each_site_and_their_mixes_differ(
         assert figures["directives"] == figures["directives_acked"], site
     assert summary["raw_lines"] == sum(f["raw_lines"] for f in sites.values())
     assert len({json.dumps(f["abc_counts"], sort_keys=True) for f in sites.values()}) == 3  # each site its own demand
-    with duckdb.connect(str(tmp_path / ".velocity" / "velocity.duckdb"), read_only=True) as con:
+    with open_tables(state_dir=tmp_path / ".velocity") as con:
         foreign = con.execute(
             "SELECT count(*) FROM warehouse.wms_directive_acks a JOIN warehouse.slotting_directives d USING (directive_id) "
             "WHERE a.warehouse_id <> d.warehouse_id"
@@ -258,7 +258,7 @@ def test_run_from_a_file_accounts_for_every_line_and_dead_letters_the_broken_one
     total, validated, excluded, dead = numbers
     assert total == lines_in_file == validated + excluded + dead
     assert (excluded, dead) == (1, 1)
-    with duckdb.connect(str(tmp_path / ".velocity" / "velocity.duckdb"), read_only=True) as con:
+    with open_tables(state_dir=tmp_path / ".velocity") as con:
         business_date, payload, reasons = con.execute(
             "SELECT business_date, raw_payload, reasons FROM warehouse.dead_letter_transactions"
         ).fetchone()

@@ -1,10 +1,24 @@
 """Reading the warehouse tables back for comparisons between two ways of building the same dates."""
 
-import duckdb
+from pathlib import Path
+
 import polars as pl
 
+from velocity_platform.defs.tables import WarehouseTables
 
-def warehouse_tables(duckdb_path: str, ignore: set[str]) -> dict[str, pl.DataFrame]:
+
+def tables_at(state_dir: Path) -> WarehouseTables:
+    """The warehouse tables a command keeps under its state directory by default (the lake)."""
+    return WarehouseTables(database=str(state_dir / "velocity.duckdb"), lake_path=str(state_dir / "lake"))
+
+
+def open_tables(settings=None, *, state_dir: Path | None = None):
+    """A read-only DuckDB connection on every warehouse table (schema `warehouse`), wherever the
+    settings keep them, or where a command left them under its state directory."""
+    return (WarehouseTables.of_settings(settings) if settings is not None else tables_at(state_dir)).every_table()
+
+
+def warehouse_tables(settings, ignore: set[str]) -> dict[str, pl.DataFrame]:
     """Every warehouse table, rows sorted on all columns, without the columns in `ignore`.
 
     Two columns say how a run went rather than what it built: the raw lines' arrival_seq is
@@ -12,7 +26,7 @@ def warehouse_tables(duckdb_path: str, ignore: set[str]) -> dict[str, pl.DataFra
     wms_locations' occupant is read live at the start of each run (so it is dropped; compare the
     WMS's own slotting instead).
     """
-    with duckdb.connect(duckdb_path, read_only=True) as con:
+    with open_tables(settings) as con:
         names = [r[0] for r in con.execute(
             "SELECT table_name FROM information_schema.tables WHERE table_schema = 'warehouse' ORDER BY 1"
         ).fetchall()]

@@ -178,10 +178,11 @@ def build_resources(settings: Settings) -> dict[str, object]:
     Path(settings.duckdb_path).parent.mkdir(parents=True, exist_ok=True)
     RUN_OUTPUTS.budget_bytes = settings.run_memo_mb * 1e6
     http = settings.http.model_dump()
+    # The same tables for reads outside an input: windows summed in DuckDB, the dead-letter history, sensors.
+    tables = WarehouseTables.of_settings(settings)
     return {
-        "io_manager": WarehouseTablesIOManager(database=settings.duckdb_path, schema="warehouse"),
-        # The same tables for reads outside an input: windows summed in DuckDB, the dead-letter history, sensors.
-        "warehouse_tables": WarehouseTables(database=settings.duckdb_path),
+        "io_manager": WarehouseTablesIOManager(database=tables.database, lake_path=tables.lake_path, schema="warehouse"),
+        "warehouse_tables": tables,
         "erp": ErpResource(base_url=settings.erp_url, token=_token(settings, ERP_TOKEN_ENV), **http),
         "wms": WmsResource(
             base_url=settings.wms_url,

@@ -1,8 +1,15 @@
 """The one owner of the warehouse tables: where they live, how they are read and written.
 
-The layout: one DuckDB file, schema `warehouse`, one table per asset (named after the asset),
-every partitioned table carrying its business date in the DATE column `business_date` and its
-site in `warehouse_id` (one table holds every site: a network's velocity is one query). A session
+Two stores, one layout. The lake (the default): one Delta Lake table per asset under
+`VELOCITY_LAKE_PATH`, written by delta-rs, partitioned by site and business date, so many
+processes and machines write at once (each replace of a (date, site) partition is one commit by
+predicate; disjoint partitions never conflict, an overlap is retried) and DuckDB reads them through
+its delta extension, each table a view of schema `warehouse` on an in-memory connection. The
+DuckDB file (`VELOCITY_TABLE_STORE=duckdb-file`): schema `warehouse` of one file, one writer at a
+time, kept for comparison and for deployments not yet moved. Either way one table per asset
+(named after the asset), every partitioned table carrying its business date in the DATE column
+`business_date` and its site in `warehouse_id` (one table holds every site: a network's velocity
+is one query). A session
 scoped to a site (`session(warehouse_id=...)`) reads that site's rows only, without the column,
 so a stage's code and the domain's SQL builders see one warehouse as they always did. The I/O
 manager, velocity's window, the signals, the sensors, the dead-letter history and the run
@@ -13,16 +20,22 @@ summary all read through `WarehouseTables`; no other module writes SQL that name
 from __future__ import annotations
 
 import datetime as dt
+import os
 import re
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import cache
+from pathlib import Path
 
 import dagster as dg
 import duckdb
 import polars as pl
 from dagster_duckdb import DuckDBResource
+from deltalake import DeltaTable
+from deltalake.exceptions import CommitFailedError
 from pydantic import Field
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
 from velocity_platform.domain.network import DEFAULT_WAREHOUSE_ID, check_warehouse_id
 
@@ -67,6 +80,10 @@ class TableSession:
         self.connection = connection
         self.schema = schema
         self.warehouse_id = check_warehouse_id(warehouse_id) if warehouse_id is not None else None
+
+    def scoped(self, warehouse_id: str | None) -> "TableSession":
+        """The same connection as one site sees it."""
+        return TableSession(self.connection, self.schema, warehouse_id)
 
     def name(self, table: str) -> str:
         """The table's qualified name (every site's rows)."""
@@ -164,8 +181,9 @@ class TableSession:
         where, params = _site_clause(site_days)
         return pl.DataFrame(self.connection.execute(f"SELECT {selected} FROM {self.name(table)} WHERE {where}", params).arrow())
 
-    def replace(self, table: str, frame: pl.DataFrame, site_days: dict[str, list[dt.date]] | None) -> None:
-        """Store `frame` as the table's rows of these sites' dates (the whole table without them).
+    def replace(self, table: str, frame: pl.DataFrame, site_days: dict[str, list[dt.date]] | None) -> int:
+        """Store `frame` as the table's rows of these sites' dates (the whole table without them);
+        the commit retries it took (always 0 here: the file has one writer).
 
         - Exactly those (site, date) pairs are replaced: a run over some sites' dates never
           touches another site's rows, nor dates it was not given.
@@ -185,7 +203,7 @@ class TableSession:
         columns = self.columns(table)
         if not columns:
             con.execute(f"CREATE TABLE {name} AS SELECT * FROM arrow")
-            return
+            return 0
         for column, column_type, *_ in con.execute("DESCRIBE SELECT * FROM arrow").fetchall():
             if column not in columns:
                 con.execute(f'ALTER TABLE {name} ADD COLUMN "{column}" {column_type}')
@@ -198,23 +216,238 @@ class TableSession:
             con.execute(f"DELETE FROM {name} WHERE {where}", params)
         if not frame.is_empty():
             con.execute(f"INSERT INTO {name} BY NAME SELECT * FROM arrow")
+        return 0
+
+
+# --- the lake: Delta tables written by delta-rs, read by DuckDB -----------------------------------
+
+# A replace whose commit lost a race with another writer of the same partition is tried again:
+# the conflict is real (both wrote those rows) and the later writer wins, as on the file.
+LAKE_COMMIT_ATTEMPTS = 8
+
+
+def _lake_predicate(site_days: dict[str | None, list[dt.date]]) -> str:
+    """The Delta predicate selecting exactly these sites' dates (delta-rs takes SQL text, not
+    parameters: ids are checked against the id pattern and dates are ISO dates, so both are safe as
+    literals)."""
+    clauses = []
+    for site, days in sorted(site_days.items(), key=lambda kv: kv[0] or ""):
+        days = sorted(set(days))
+        of_site = f"{WAREHOUSE_COLUMN} = '{check_warehouse_id(site)}' AND " if site is not None else ""
+        if (days[-1] - days[0]).days == len(days) - 1:
+            clauses.append(f"({of_site}{PARTITION_COLUMN} BETWEEN '{days[0].isoformat()}' AND '{days[-1].isoformat()}')")
+        else:
+            listed = ", ".join(f"'{d.isoformat()}'" for d in days)
+            clauses.append(f"({of_site}{PARTITION_COLUMN} IN ({listed}))")
+    return " OR ".join(clauses)
+
+
+@cache
+def delta_extension() -> str:
+    """The delta extension's binary shipped by the `duckdb-extension-delta` wheel (an extension
+    download at run time fails offline, and would fetch whatever version the server has)."""
+    import duckdb_extension_delta
+
+    folder = Path(duckdb_extension_delta.__file__).parent / "extensions" / f"v{duckdb.__version__}"
+    binary = folder / "delta.duckdb_extension"
+    if not binary.exists():
+        raise RuntimeError(
+            f"duckdb {duckdb.__version__} has no delta extension in {folder.parent}: install the "
+            f"duckdb-extension-delta release matching duckdb (pyproject.toml pins both)"
+        )
+    return str(binary)
+
+
+def lake_connection() -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB that reads Delta tables: nothing on disk is locked, so any number of
+    processes read and write the lake at once."""
+    con = duckdb.connect(":memory:", config={"autoinstall_known_extensions": "false", "autoload_known_extensions": "false"})
+    con.execute(f"LOAD '{delta_extension()}'")
+    return con
+
+
+def _is_remote(uri: str) -> bool:
+    return "://" in uri and not uri.startswith("file://")
+
+
+class LakeSession(TableSession):
+    """Reads as on the file (each table a view over `delta_scan`), writes by delta-rs.
+
+    A view is made the first time a table is named in the session and made again after the
+    session writes it; `delta_scan` reads the table's latest version at each query, so a session
+    sees what other processes committed meanwhile.
+    """
+
+    def __init__(
+        self,
+        connection: duckdb.DuckDBPyConnection,
+        schema: str,
+        root: str,
+        warehouse_id: str | None = None,
+        storage_options: dict[str, str] | None = None,
+        views: dict[str, bool] | None = None,
+    ) -> None:
+        super().__init__(connection, schema, warehouse_id)
+        self.root = root.rstrip("/")
+        self.storage_options = storage_options or None
+        self._views = views if views is not None else {}  # table -> whether it exists (shared by scoped copies)
+        connection.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+
+    def scoped(self, warehouse_id: str | None) -> "LakeSession":
+        return LakeSession(self.connection, self.schema, self.root, warehouse_id, self.storage_options, self._views)
+
+    def uri(self, table: str) -> str:
+        return f"{self.root}/{_checked(table)}"
+
+    def _delta_table(self, table: str) -> DeltaTable | None:
+        uri = self.uri(table)
+        if not _is_remote(uri) and not os.path.isdir(os.path.join(uri, "_delta_log")):
+            return None  # cheaper than asking delta-rs, and what most first looks find
+        if not DeltaTable.is_deltatable(uri, storage_options=self.storage_options):
+            return None
+        return DeltaTable(uri, storage_options=self.storage_options)
+
+    def _view(self, table: str) -> bool:
+        """Make the table's view if the table exists; whether it does."""
+        if table in self._views:
+            return self._views[table]
+        delta = self._delta_table(table)
+        if delta is not None:
+            # The columns in the order they were written (DuckDB would put the partition columns last).
+            listed = ", ".join(f'"{f.name}"' for f in delta.schema().fields)
+            uri = self.uri(table).replace("'", "''")
+            self.connection.execute(f"CREATE OR REPLACE VIEW {TableSession.name(self, table)} AS SELECT {listed} FROM delta_scan('{uri}')")
+        self._views[table] = delta is not None
+        return delta is not None
+
+    def name(self, table: str) -> str:
+        self._view(_checked(table))
+        return super().name(table)
+
+    def columns(self, table: str) -> set[str]:
+        return super().columns(table) if self._view(_checked(table)) else set()
+
+    def version(self, table: str) -> int | None:
+        """The table's latest version (None: no table yet)."""
+        delta = self._delta_table(table)
+        return None if delta is None else delta.version()
+
+    def replace(self, table: str, frame: pl.DataFrame, site_days: dict[str | None, list[dt.date]] | None) -> int:
+        """Store `frame` as the table's rows of these sites' dates, in one commit (the whole table
+        when `site_days` is None), and return the retries the commit took.
+
+        - One commit by predicate: readers see the partition's old rows or its new ones, never
+          none, and a crash leaves the old ones (DuckDB's DELETE then INSERT is two commits).
+        - Disjoint partitions never conflict; a writer that lost a race on the same rows commits
+          again after a random, growing pause (tenacity), up to LAKE_COMMIT_ATTEMPTS times.
+        - A new column (a newer version of an asset) is merged into the table's schema, null in
+          the rows already there; an unpartitioned table is replaced whole, schema and all.
+        """
+        uri = self.uri(table)
+        partitioned = site_days is not None
+        # An empty list, not None: None keeps the partitioning the table had.
+        options: dict = {"partition_by": [c for c in (WAREHOUSE_COLUMN, PARTITION_COLUMN) if partitioned and c in frame.columns]}
+        if not partitioned:
+            options["schema_mode"] = "overwrite"
+        elif site_days:
+            # Always by predicate, even for a table not there yet: were it created by another writer
+            # meanwhile, a plain overwrite would drop that writer's sites. delta-rs also refuses a
+            # row outside the predicate, so a frame can only ever replace the partitions it names.
+            options |= {"predicate": _lake_predicate(site_days), "schema_mode": "merge"}
+        elif not frame.is_empty():
+            raise ValueError(f"{table}: {frame.height} rows for no partition (a run of no dates writes none)")
+        elif self._delta_table(table) is not None:
+            return 0  # no partitions and the table is there: nothing to replace
+        frame = self._without_null_columns(table, frame)
+        attempts = 0
+        for attempt in Retrying(
+            retry=retry_if_exception_type(CommitFailedError),
+            stop=stop_after_attempt(LAKE_COMMIT_ATTEMPTS),
+            wait=wait_random_exponential(multiplier=0.05, max=2.0),
+            reraise=True,
+        ):
+            with attempt:
+                attempts += 1
+                frame.write_delta(uri, mode="overwrite", storage_options=self.storage_options, delta_write_options=options)
+        self._views.pop(table, None)
+        return attempts - 1
+
+    def _without_null_columns(self, table: str, frame: pl.DataFrame) -> pl.DataFrame:
+        """Delta has no type for a column of nothing but nulls (an empty day's optional field):
+        it takes the table's type for that column, or text when the table has none yet."""
+        nulls = [name for name, dtype in frame.schema.items() if dtype == pl.Null]
+        if not nulls:
+            return frame
+        known = {}
+        if self._view(table):
+            described = self.connection.execute(f"DESCRIBE {TableSession.name(self, table)}").fetchall()
+            known = {column: column_type for column, column_type, *_ in described}
+        typed = self.connection.execute(
+            "SELECT " + ", ".join(f'CAST(NULL AS {known.get(n, "VARCHAR")}) AS "{n}"' for n in nulls)
+        ).pl().schema
+        return frame.with_columns(pl.col(n).cast(typed[n]) for n in nulls)
+
+    def maintain(self, table: str, retain_hours: float) -> dict:
+        """Compact the table's small files and vacuum what no version within `retain_hours` reads."""
+        delta = self._delta_table(table)
+        if delta is None:
+            return {"table": table, "exists": False}
+        compacted = delta.optimize.compact()
+        removed = delta.vacuum(retention_hours=int(retain_hours), dry_run=False, enforce_retention_duration=False)
+        return {
+            "table": table,
+            "exists": True,
+            "version": delta.version(),
+            "files_added": compacted.get("numFilesAdded", 0),
+            "files_removed": compacted.get("numFilesRemoved", 0),
+            "files_vacuumed": len(removed),
+        }
+
+    def view_every_table(self) -> None:
+        for table in self.tables():
+            self._view(table)
+
+    def tables(self) -> list[str]:
+        """The lake's tables (a folder per table on a local path)."""
+        if _is_remote(self.root):
+            return sorted(t for t, exists in self._views.items() if exists)
+        root = Path(self.root)
+        return sorted(p.name for p in root.iterdir() if (p / "_delta_log").is_dir()) if root.is_dir() else []
 
 
 class WarehouseTables(dg.ConfigurableResource):
-    """The asset tables in the DuckDB file: read a table (some columns) for some dates, ask
-    whether it exists, run a domain aggregation on it. One writer at a time: see the duckdb pool."""
+    """The asset tables: read a table (some columns) for some dates, ask whether it exists, run a
+    domain aggregation on it. In the lake when `lake_path` is set (any number of writers), else in
+    the DuckDB file (one writer at a time: see the duckdb pool)."""
 
-    database: str = Field(description="The DuckDB file (VELOCITY_DUCKDB_PATH)")
+    database: str = Field(description="The DuckDB file (VELOCITY_DUCKDB_PATH), when the tables are not in the lake")
+    lake_path: str | None = Field(default=None, description="The lake's folder (VELOCITY_LAKE_PATH); None: the DuckDB file")
     schema_: str = Field(default=SCHEMA, alias="schema", description="The schema holding one table per asset")
     warehouse_id: str | None = Field(default=None, description="Read one site's rows only (None: every site's)")
 
+    @classmethod
+    def of_settings(cls, settings, warehouse_id: str | None = None) -> "WarehouseTables":
+        """The tables where the settings keep them (VELOCITY_TABLE_STORE)."""
+        lake = settings.lake_path if settings.table_store == "lake" else None
+        return cls(database=settings.duckdb_path, lake_path=lake, warehouse_id=warehouse_id)
+
     def for_site(self, warehouse_id: str) -> "WarehouseTables":
         """The same tables as one site sees them (what a stage's body is handed)."""
-        return WarehouseTables(database=self.database, schema=self.schema_, warehouse_id=warehouse_id)
+        return self.model_copy(update={"warehouse_id": warehouse_id})
+
+    @property
+    def location(self) -> str:
+        """Where the tables are, for messages."""
+        return f"the lake at {self.lake_path}" if self.lake_path else f"the DuckDB file {self.database}"
 
     @contextmanager
     def session(self, read_only: bool = False, warehouse_id: str | None = None) -> Iterator[TableSession]:
         site = warehouse_id or self.warehouse_id
+        if self.lake_path:
+            Path(self.lake_path).mkdir(parents=True, exist_ok=True)
+            with lake_connection() as con:
+                yield LakeSession(con, self.schema_, self.lake_path, site)
+            return
         if read_only:
             with duckdb.connect(self.database, read_only=True) as con:
                 yield TableSession(con, self.schema_, site)
@@ -223,6 +456,31 @@ class WarehouseTables(dg.ConfigurableResource):
         with DuckDBResource(database=self.database).get_connection() as con:
             yield TableSession(con, self.schema_, site)
 
+    def stamp(self, tables: list[str]) -> tuple:
+        """What changes when any of `tables` is written, cheap enough to look at before every read
+        of the ERP (the exception service reads its rates again only then); all None: no tables
+        yet. The lake: each table's log folder (a commit adds a file to it); the file: it and its WAL."""
+
+        def stat(path: str) -> tuple[int, int] | None:
+            try:
+                found = os.stat(path)
+            except OSError:
+                return None
+            return found.st_size, found.st_mtime_ns
+
+        if self.lake_path:
+            return tuple(stat(os.path.join(self.lake_path, _checked(t), "_delta_log")) for t in tables)
+        return stat(self.database), stat(self.database + ".wal")
+
+    @contextmanager
+    def every_table(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A read-only connection whose schema `warehouse` holds every table, for looking around
+        (a DuckDB shell, the tests, the benchmarks): the lake's as views, or the file itself."""
+        with self.session(read_only=True) as session:
+            if isinstance(session, LakeSession):
+                session.view_every_table()
+            yield session.connection
+
     def exists(self, table: str) -> bool:
         with self.session() as tables:
             return tables.exists(table)
@@ -230,6 +488,14 @@ class WarehouseTables(dg.ConfigurableResource):
     def read(self, table: str, first: dt.date | None = None, last: dt.date | None = None, **kwargs) -> pl.DataFrame:
         with self.session() as tables:
             return tables.read(table, first, last, **kwargs)
+
+    def versions(self, tables: list[str]) -> dict[str, int | None]:
+        """Each table's latest version in the lake (what a batch of directives was planned on);
+        empty for the DuckDB file, which keeps none."""
+        if not self.lake_path:
+            return {}
+        with self.session() as session:
+            return {table: session.version(table) for table in tables}
 
 
 # --- the I/O manager: every asset's output stored, every input loaded, through the owner above ---
@@ -310,24 +576,26 @@ class WarehouseTablesIOManager(dg.ConfigurableIOManager):
     trip (`RUN_OUTPUTS`).
     """
 
-    database: str = Field(description="The DuckDB file (VELOCITY_DUCKDB_PATH)")
+    database: str = Field(description="The DuckDB file (VELOCITY_DUCKDB_PATH), when the tables are not in the lake")
+    lake_path: str | None = Field(default=None, description="The lake's folder (VELOCITY_LAKE_PATH); None: the DuckDB file")
     schema_: str = Field(default=SCHEMA, alias="schema", description="The schema holding one table per asset")
 
     @property
     def tables(self) -> WarehouseTables:
-        return WarehouseTables(database=self.database, schema=self.schema_)
+        return WarehouseTables(database=self.database, lake_path=self.lake_path, schema=self.schema_)
 
     def handle_output(self, context: dg.OutputContext, obj: pl.DataFrame) -> None:
         table = context.asset_key.path[-1]
         site_days = _site_days(context)
         started = time.perf_counter()
         with self.tables.session() as tables:
-            tables.replace(table, obj, site_days)
+            retries = tables.replace(table, obj, site_days)
             name = tables.name(table)
         context.add_output_metadata(
             {
                 "row_count": obj.height,
-                "duckdb_write_s": round(time.perf_counter() - started, 3),
+                "table_write_s": round(time.perf_counter() - started, 3),
+                "lake_commit_retries": retries,
                 "dataframe_columns": dg.MetadataValue.table_schema(
                     dg.TableSchema(columns=[dg.TableColumn(name=n, type=str(t)) for n, t in obj.schema.items()])
                 ),

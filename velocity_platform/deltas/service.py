@@ -42,6 +42,7 @@ from zoneinfo import ZoneInfo
 import duckdb
 import orjson
 import polars as pl
+from deltalake.exceptions import DeltaError
 
 from velocity_platform.connectors import delta_store
 from velocity_platform.connectors.erp import AsyncErpClient
@@ -57,7 +58,7 @@ from velocity_platform.connectors.state import ACKED, REJECTED, OperationalStore
 from velocity_platform.connectors.wms import AsyncWmsClient, directive_body
 from velocity_platform.connectors.wms_pages import locations_from_pages, read_assignment_page, read_location_page
 from velocity_platform.defs.resources import ErpResource, WmsResource
-from velocity_platform.defs.tables import WAREHOUSE_COLUMN, TableSession, WarehouseTables
+from velocity_platform.defs.tables import WAREHOUSE_COLUMN, WarehouseTables
 from velocity_platform.deltas.metrics import DeltaMetrics, SiteMetrics
 from velocity_platform.deltas.report import DagsterReporter, ReportWindow
 from velocity_platform.domain import exceptions
@@ -85,28 +86,16 @@ class Reference:
 
 
 SPIKE_BASELINE_SCHEMA = {"sku_id": pl.String, "peak_day_units": pl.Float64, "days_sold": pl.Int64}
-# The DuckDB file and its write-ahead log, as (size, mtime) of each (None: absent).
-FileStamp = tuple[tuple[int, int] | None, tuple[int, int] | None]
-
-
-def file_stamp(duckdb_path: str) -> FileStamp:
-    """What changes when the nightly run writes the warehouse tables (a stat of two files: cheap
-    enough to look at before every read of the ERP)."""
-
-    def one(path: str) -> tuple[int, int] | None:
-        try:
-            stat = os.stat(path)
-        except OSError:
-            return None
-        return stat.st_size, stat.st_mtime_ns
-
-    return one(duckdb_path), one(duckdb_path + ".wal")
+# The tables the rates are read from: a write of either is a nightly materialization.
+RATE_TABLES = ["sku_velocity", "daily_sku_demand"]
+# What changes when they are written (WarehouseTables.stamp: their Delta logs, or the DuckDB file).
+FileStamp = tuple
 
 
 @dataclass(frozen=True)
 class Rates:
     """The nightly tables' expected pick rates and each SKU's range of daily demand, as read at
-    one state of the DuckDB file. Replaced whole (one attribute assignment), never changed, so a
+    one state of the tables. Replaced whole (one attribute assignment), never changed, so a
     judgement in the worker thread sees one version from start to end."""
 
     velocity: pl.DataFrame  # sku_id, expected_pick_lines_per_day (latest sku_velocity; may be empty)
@@ -125,15 +114,15 @@ class RatesReader:
     own rows only (a session scoped to the site). A table without the site column was written
     before the network, by the one default site: it is that site's, and no other site's."""
 
-    def __init__(self, duckdb_path: str, sites: list[str]) -> None:
-        self.path, self.sites = duckdb_path, list(sites)
+    def __init__(self, tables: WarehouseTables, sites: list[str]) -> None:
+        self.tables, self.sites = tables, list(sites)
         self._lock = threading.Lock()  # the sites' reads run in worker threads
         self._last: tuple[FileStamp, dict[str, Rates]] | None = None
 
     def read(self, stamp: FileStamp) -> dict[str, Rates] | Exception | None:
         """Each site's rates at `stamp`; None: no file yet; the error when the file is busy (not
         kept: the next look reads again)."""
-        if stamp[0] is None:
+        if all(part is None for part in stamp):
             return None
         with self._lock:
             if self._last is not None and self._last[0] == stamp:
@@ -141,9 +130,9 @@ class RatesReader:
             fresh = Rates.none()
             read: dict[str, Rates] = {}
             try:
-                with WarehouseTables(database=self.path).session(read_only=True) as whole:
+                with self.tables.session(read_only=True) as whole:
                     for site in self.sites:
-                        tables = TableSession(whole.connection, whole.schema, site)
+                        tables = whole.scoped(site)
 
                         def of_site(table: str) -> bool:
                             columns = tables.columns(table)
@@ -154,7 +143,7 @@ class RatesReader:
                             tables.query("daily_sku_demand", spike_baseline_sql) if of_site("daily_sku_demand") else fresh.spike_baseline
                         )
                         read[site] = Rates(velocity, baseline, stamp)
-            except (duckdb.Error, OSError) as exc:
+            except (duckdb.Error, OSError, DeltaError) as exc:
                 return exc
             self._last = (stamp, read)
             return read
@@ -239,7 +228,7 @@ class DeltaService:
         self.m: SiteMetrics = self.metrics.site(self.warehouse_id)  # this site's figures, labelled once
         self.tz = ZoneInfo(self.timezone)
         if self.rates_reader is None:
-            self.rates_reader = RatesReader(self.settings.duckdb_path, [self.warehouse_id])
+            self.rates_reader = RatesReader(WarehouseTables.of_settings(self.settings), [self.warehouse_id])
         self.pusher = new_pusher_id("deltas")
         self.queue: asyncio.Queue[list[OutboxRow]] = asyncio.Queue(maxsize=self.config.queue_batches)
         self.window = ReportWindow(warehouse_id=self.warehouse_id)
@@ -299,7 +288,7 @@ class DeltaService:
     def rates_changed(self) -> bool:
         """Whether the warehouse tables were written since the rates were read (a nightly
         materialization, or the first one): only then are they read again."""
-        return file_stamp(self.settings.duckdb_path) != self.rates.read_at
+        return self.rates_reader.tables.stamp(RATE_TABLES) != self.rates.read_at
 
     def refresh_rates(self) -> Rates:
         """Read the expected pick rates (the newest sku_velocity date) and each SKU's range of daily
@@ -307,23 +296,23 @@ class DeltaService:
         tables changed since the last read, and swap them in. Empty before the first nightly run;
         the previous ones while the file is busy (a nightly run writing it: read again once it is
         written). Each state (no tables yet, busy, read) is logged once, not at every look."""
-        stamp = file_stamp(self.settings.duckdb_path)
+        stamp = self.rates_reader.tables.stamp(RATE_TABLES)
         if stamp == self.rates.read_at:
             return self.rates
         return self.take_rates(stamp, self.rates_reader.read(stamp))
 
     def take_rates(self, stamp: FileStamp, read: dict[str, Rates] | Exception | None) -> Rates:
         """Swap in this site's part of one read of the tables (`RatesReader.read`) and say what it was."""
-        path = self.settings.duckdb_path
+        path = self.rates_reader.tables.location
         site = self.warehouse_id
         if read is None:
             self.rates = replace(Rates.none(), read_at=stamp)
-            self._say_once(f"{site}: no warehouse tables at {path} yet: no expected pick rates or demand ranges until the first nightly run")
+            self._say_once(f"{site}: no warehouse tables in {path} yet: no expected pick rates or demand ranges until the first nightly run")
             return self.rates
         if isinstance(read, Exception):
             kept = self.rates.velocity.height
             self._say_once(
-                f"{site}: expected pick rates and demand ranges not read ({type(read).__name__}: the file is busy?); "
+                f"{site}: expected pick rates and demand ranges not read ({type(read).__name__}: the tables are being written?); "
                 f"{kept} rates kept until it is written"
             )
             return self.rates
@@ -842,7 +831,7 @@ def network_services(
     metrics, reporter = metrics or DeltaMetrics(), reporter or DagsterReporter()
     registered: list[Warehouse | None] = list(store.registered_warehouses()) or [None]
     ids = [site.warehouse_id if site else DEFAULT_WAREHOUSE_ID for site in registered]
-    rates = RatesReader(settings.duckdb_path, ids)
+    rates = RatesReader(WarehouseTables.of_settings(settings), ids)
     return [
         DeltaService(settings, config, erp, wms, store, metrics=metrics, reporter=reporter, site=site, rates_reader=rates)
         for site in registered

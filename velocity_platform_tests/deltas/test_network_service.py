@@ -15,7 +15,6 @@ import threading
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-import duckdb
 import httpx
 import polars as pl
 import pytest
@@ -31,6 +30,7 @@ from velocity_platform.simulators.serve import free_port
 from velocity_platform.simulators.wms import WmsConfig
 from velocity_platform_tests.conftest import ERP_TOKEN, WMS_TOKEN, WORLD, platform_environment
 from velocity_platform_tests.deltas.helpers import FAST_HTTP, FAST_HTTP_ENV, service_settings, wait_until
+from velocity_platform_tests.warehouse import tables_at
 
 pytestmark = pytest.mark.integration
 
@@ -94,10 +94,8 @@ def _rates_of_each_site(root) -> pl.DataFrame:
             "expected_pick_lines_per_day": [1.0] * 100 + [40.0] * 100,
         }
     )
-    with duckdb.connect(str(root / "velocity.duckdb")) as con:
-        con.execute("CREATE SCHEMA warehouse")
-        con.register("velocity", velocity.to_arrow())
-        con.execute("CREATE TABLE warehouse.sku_velocity AS SELECT * FROM velocity")
+    with tables_at(root).session() as tables:
+        tables.replace("sku_velocity", velocity, {"WH-01": [dt.date(2026, 2, 9)], "WH-02": [dt.date(2026, 2, 9)]})
     return velocity
 
 

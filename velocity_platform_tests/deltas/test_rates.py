@@ -13,6 +13,7 @@ import pytest
 
 from velocity_platform.connectors.state import OperationalStore
 from velocity_platform.defs.resources import ErpResource, WmsResource
+from velocity_platform.defs.tables import WarehouseTables
 from velocity_platform.deltas.service import DeltaService
 from velocity_platform.settings import Settings
 from velocity_platform_tests.deltas.helpers import service_settings
@@ -22,29 +23,30 @@ from velocity_platform_tests.deltas.helpers import service_settings
 def service(tmp_path) -> DeltaService:
     # Every path named: a VELOCITY_* variable another test's environment left set must not win.
     settings = Settings(
-        state_dir=tmp_path, duckdb_path=str(tmp_path / "velocity.duckdb"), store_url=f"sqlite:///{tmp_path / 'operational.sqlite'}"
+        state_dir=tmp_path,
+        table_store="lake",
+        lake_path=str(tmp_path / "lake"),
+        duckdb_path=str(tmp_path / "velocity.duckdb"),
+        store_url=f"sqlite:///{tmp_path / 'operational.sqlite'}",
     )
-    # Never reached: the rates come from the DuckDB file only.
+    # Never reached: the rates come from the warehouse tables only.
     erp = ErpResource(base_url="http://127.0.0.1:9", token="unused")
     wms = WmsResource(base_url="http://127.0.0.1:9", token="unused")
     return DeltaService(settings, service_settings(), erp, wms, OperationalStore(settings.store_url))
 
 
-def nightly_writes(path: str, rate: float) -> None:
-    """What a nightly materialization of sku_velocity and daily_sku_demand leaves in the file."""
+def nightly_writes(settings: Settings, rate: float) -> None:
+    """What a nightly materialization of sku_velocity and daily_sku_demand leaves in the tables
+    (without the site column: the one default site's)."""
     velocity = pl.DataFrame({"business_date": [dt.date(2026, 2, 9)] * 3, "sku_id": ["A", "B", "C"], "expected_pick_lines_per_day": [rate] * 3})
     demand = pl.DataFrame({"business_date": [dt.date(2026, 2, 1) + dt.timedelta(days=d) for d in range(6)], "sku_id": ["A"] * 6, "units": [4.0] * 6})
-    with duckdb.connect(path) as con:
-        con.execute("CREATE SCHEMA IF NOT EXISTS warehouse")
-        con.register("velocity", velocity.to_arrow())
-        con.execute("CREATE OR REPLACE TABLE warehouse.sku_velocity AS SELECT * FROM velocity")
-        con.register("demand", demand.to_arrow())
-        con.execute("CREATE OR REPLACE TABLE warehouse.daily_sku_demand AS SELECT * FROM demand")
+    with WarehouseTables.of_settings(settings).session() as tables:
+        tables.replace("sku_velocity", velocity, None)
+        tables.replace("daily_sku_demand", demand, None)
 
 
 def test_rates_are_read_once_per_state_of_the_nightly_tables_and_swapped_whole(service, monkeypatch):
-    path = service.settings.duckdb_path
-    nightly_writes(path, 2.0)
+    nightly_writes(service.settings, 2.0)
     first = service.refresh_rates()
     assert first.velocity["expected_pick_lines_per_day"].to_list() == [2.0] * 3 and first.spike_baseline.height == 1
     # Commit after commit, nothing written: the same rates, and no DuckDB opened to find that out.
@@ -54,7 +56,7 @@ def test_rates_are_read_once_per_state_of_the_nightly_tables_and_swapped_whole(s
         assert service.refresh_rates() is first
     monkeypatch.undo()
     # The next nightly run writes new rates: read once, swapped in as a new object; the old one is intact.
-    nightly_writes(path, 7.0)
+    nightly_writes(service.settings, 7.0)
     assert service.rates_changed()
     second = service.refresh_rates()
     assert second is not first and service.rates is second
@@ -70,24 +72,28 @@ def test_before_the_first_nightly_run_the_service_says_once_that_there_are_no_ra
     assert rates.velocity.is_empty() and rates.spike_baseline.is_empty()
     lines = [r for r in caplog.records if r.name == "velocity_platform.deltas"]
     assert len(lines) == 1 and "no warehouse tables" in lines[0].getMessage(), [r.getMessage() for r in lines]
-    nightly_writes(service.settings.duckdb_path, 3.0)
+    nightly_writes(service.settings, 3.0)
     assert service.refresh_rates().velocity.height == 3
 
 
-def test_each_site_reads_its_own_rows_and_the_file_is_opened_once_for_all_sites(tmp_path, monkeypatch):
+def test_each_site_reads_its_own_rows_and_the_tables_are_opened_once_for_all_sites(tmp_path, monkeypatch):
     """A network: one sku_velocity for every site (its `warehouse_id` column); each site's rates are
-    its own rows, from one open of the file per nightly state for the whole process."""
+    its own rows, from one open of the tables per nightly state for the whole process."""
     from velocity_platform.deltas.service import RatesReader
     from velocity_platform.domain.network import Warehouse
 
     settings = Settings(
-        state_dir=tmp_path, duckdb_path=str(tmp_path / "velocity.duckdb"), store_url=f"sqlite:///{tmp_path / 'operational.sqlite'}"
+        state_dir=tmp_path,
+        table_store="lake",
+        lake_path=str(tmp_path / "lake"),
+        duckdb_path=str(tmp_path / "velocity.duckdb"),
+        store_url=f"sqlite:///{tmp_path / 'operational.sqlite'}",
     )
     erp = ErpResource(base_url="http://127.0.0.1:9", token="unused")
     wms = WmsResource(base_url="http://127.0.0.1:9", token="unused")
     store = OperationalStore(settings.store_url)
     zones = {"WH-01": "Europe/London", "WH-02": "America/Chicago"}
-    reader = RatesReader(settings.duckdb_path, list(zones))
+    reader = RatesReader(WarehouseTables.of_settings(settings), list(zones))
     sites = {
         wid: DeltaService(settings, service_settings(), erp, wms, store, site=Warehouse(warehouse_id=wid, timezone=zone), rates_reader=reader)
         for wid, zone in zones.items()
@@ -100,10 +106,8 @@ def test_each_site_reads_its_own_rows_and_the_file_is_opened_once_for_all_sites(
             "expected_pick_lines_per_day": [1.0, 2.0, 30.0, 40.0],
         }
     )
-    with duckdb.connect(settings.duckdb_path) as con:
-        con.execute("CREATE SCHEMA warehouse")
-        con.register("velocity", velocity.to_arrow())
-        con.execute("CREATE TABLE warehouse.sku_velocity AS SELECT * FROM velocity")
+    with WarehouseTables.of_settings(settings).session() as tables:
+        tables.replace("sku_velocity", velocity, {"WH-01": [dt.date(2026, 2, 9)], "WH-02": [dt.date(2026, 2, 9)]})
     opened = []
     connect = duckdb.connect
     monkeypatch.setattr(duckdb, "connect", lambda *a, **k: opened.append(a) or connect(*a, **k))
@@ -114,7 +118,7 @@ def test_each_site_reads_its_own_rows_and_the_file_is_opened_once_for_all_sites(
     monkeypatch.undo()
 
     # A table written before the network (no site column) is the default site's, never another's.
-    nightly_writes(settings.duckdb_path, 5.0)
+    nightly_writes(settings, 5.0)
     assert sites["WH-01"].refresh_rates().velocity["expected_pick_lines_per_day"].to_list() == [5.0] * 3
     assert sites["WH-02"].refresh_rates().velocity.is_empty()
     store.dispose()

@@ -8,7 +8,6 @@ from __future__ import annotations
 import datetime as dt
 
 import dagster as dg
-import duckdb
 import httpx
 import polars as pl
 import pytest
@@ -23,6 +22,7 @@ from velocity_platform.connectors.wms import WmsClient
 from velocity_platform_tests.conftest import ERP_TOKEN, WMS_TOKEN, WORLD, platform_environment
 from velocity_platform_tests.deltas.helpers import ServiceThread, Upstreams, service_settings, wait_until
 from velocity_platform.simulators.serve import free_port
+from velocity_platform_tests.warehouse import tables_at
 
 pytestmark = pytest.mark.integration
 
@@ -53,12 +53,10 @@ def world(tmp_path_factory):
                 "units": [2.0 if i <= 100 else 100.0 for _ in days for i in range(1, 301)],
             }
         )
-        with duckdb.connect(str(root / "velocity.duckdb")) as con:
-            con.execute("CREATE SCHEMA warehouse")
-            con.register("rates", rates.to_arrow())
-            con.execute("CREATE TABLE warehouse.sku_velocity AS SELECT * FROM rates")
-            con.register("demand", demand.to_arrow())
-            con.execute("CREATE TABLE warehouse.daily_sku_demand AS SELECT * FROM demand")
+        # Tables without the site column: the one default site's, as before the network.
+        with tables_at(root).session() as tables:
+            tables.replace("sku_velocity", rates, None)
+            tables.replace("daily_sku_demand", demand, None)
         upstreams = Upstreams(platform.erp_url, platform.wms_url, ERP_TOKEN, WMS_TOKEN)
         yield platform, upstreams
         upstreams.close()

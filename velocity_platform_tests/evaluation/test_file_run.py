@@ -16,10 +16,10 @@ import subprocess
 import sys
 
 import dagster as dg
-import duckdb
 import pytest
 
 from velocity_platform_tests.evaluation.conftest import PROJECT
+from velocity_platform_tests.warehouse import open_tables
 
 pytestmark = [pytest.mark.realdata, pytest.mark.integration]
 
@@ -61,7 +61,7 @@ def test_the_run_succeeds_on_2010_dates_and_every_line_is_accounted_for(file_run
     assert summary["validated_lines"] + summary["dead_letter_lines"] == summary["raw_lines"]
     assert re.search(rf"File lines\s+{file_lines:,}\s+= {summary['validated_lines']:,} validated \+ {excluded:,} excluded", stdout)
     assert summary["directives"] == summary["directives_acked"] > 0
-    with duckdb.connect(str(root / "velocity.duckdb"), read_only=True) as con:
+    with open_tables(state_dir=root) as con:
         master = con.execute("SELECT count(*), bool_and(cube_is_default) FROM warehouse.sku_master").fetchone()
         shadow = con.execute("SELECT count(*), count(DISTINCT business_date) FROM warehouse.slotting_shadow_report").fetchone()
     assert master == (online_retail.sku_master().height, True)

@@ -8,11 +8,11 @@ import shutil
 import subprocess
 import sys
 
-import duckdb
 import pytest
 
 from velocity_platform.connectors.files import preset, read_export
 from velocity_platform_tests.evaluation.conftest import PROJECT
+from velocity_platform_tests.warehouse import open_tables
 
 pytestmark = [pytest.mark.realdata, pytest.mark.integration]
 
@@ -47,7 +47,7 @@ def test_each_site_of_the_export_runs_from_its_own_lines_and_reconciles(online_r
         assert figures["reconciled"] and figures["partitions_succeeded"] == len(DATES), site
         assert figures["directives"] == figures["directives_acked"], site
     assert summary["raw_lines"] == sum(f["raw_lines"] for f in sites.values())
-    with duckdb.connect(str(tmp_path / "velocity.duckdb"), read_only=True) as con:
+    with open_tables(state_dir=tmp_path) as con:
         by_site = dict(con.execute("SELECT warehouse_id, count(*) FROM warehouse.raw_transactions GROUP BY 1").fetchall())
         moved_elsewhere = con.execute(
             "SELECT count(*) FROM warehouse.slotting_directives WHERE split_part(to_location, '/', 1) <> warehouse_id"

@@ -2,19 +2,19 @@
 
 import datetime as dt
 
-import duckdb
 import pytest
 
 from velocity_platform.batch import business_dates, run_range, summarize
 from velocity_platform.connectors.erp import ErpClient
+from velocity_platform_tests.warehouse import open_tables
 
 pytestmark = pytest.mark.integration
 
 DATES = business_dates(dt.date(2026, 2, 5), dt.date(2026, 2, 7))
 
 
-def table_counts(duckdb_path: str) -> dict[str, dict[dt.date, int]]:
-    with duckdb.connect(duckdb_path, read_only=True) as con:
+def table_counts(settings) -> dict[str, dict[dt.date, int]]:
+    with open_tables(settings) as con:
         counts = {}
         for table in (
             "raw_transactions",
@@ -51,14 +51,14 @@ def test_every_partition_succeeds_and_every_check_passes(three_days):
 
 def test_every_erp_line_is_counted_exactly_once(three_days):
     platform, _ = three_days
-    counts = table_counts(platform.settings.duckdb_path)
+    counts = table_counts(platform.settings)
     with ErpClient(platform.erp_url, "erp-test-token") as erp:
         for day in DATES:
             erp_lines = erp.count_lines(day)
             raw = counts["raw_transactions"][day]
             assert raw == erp_lines
             assert raw == counts["validated_transactions"][day] + counts["dead_letter_transactions"].get(day, 0)
-    with duckdb.connect(platform.settings.duckdb_path, read_only=True) as con:
+    with open_tables(platform.settings) as con:
         duplicates = con.execute(
             "SELECT count(*) FROM (SELECT txn_id, line_no FROM warehouse.validated_transactions GROUP BY 1, 2 HAVING count(*) > 1)"
         ).fetchone()[0]
@@ -70,7 +70,7 @@ def test_every_erp_line_is_counted_exactly_once(three_days):
 
 def test_the_wms_received_each_directive_once(three_days):
     platform, _ = three_days
-    with duckdb.connect(platform.settings.duckdb_path, read_only=True) as con:
+    with open_tables(platform.settings) as con:
         acked = {r[0] for r in con.execute("SELECT directive_id FROM warehouse.wms_directive_acks WHERE status = 'acked'").fetchall()}
         planned = {r[0] for r in con.execute("SELECT directive_id FROM warehouse.slotting_directives").fetchall()}
     stats = platform.wms_stats()
@@ -82,19 +82,19 @@ def test_the_wms_received_each_directive_once(three_days):
 
 def test_rematerializing_a_partition_changes_no_count_and_sends_nothing(three_days):
     platform, _ = three_days
-    before_counts = table_counts(platform.settings.duckdb_path)
+    before_counts = table_counts(platform.settings)
     before_wms = platform.wms_stats()
-    with duckdb.connect(platform.settings.duckdb_path, read_only=True) as con:
+    with open_tables(platform.settings) as con:
         ids_before = sorted(r[0] for r in con.execute(
             "SELECT directive_id FROM warehouse.slotting_directives WHERE business_date = ?", [DATES[1]]
         ).fetchall())
     [again] = run_range([DATES[1]])
     assert again.success and not again.checks_failed
-    assert table_counts(platform.settings.duckdb_path) == before_counts
+    assert table_counts(platform.settings) == before_counts
     after_wms = platform.wms_stats()
     assert after_wms["applied_per_key"] == before_wms["applied_per_key"]
     assert after_wms["received"] == before_wms["received"]
-    with duckdb.connect(platform.settings.duckdb_path, read_only=True) as con:
+    with open_tables(platform.settings) as con:
         ids_after = sorted(r[0] for r in con.execute(
             "SELECT directive_id FROM warehouse.slotting_directives WHERE business_date = ?", [DATES[1]]
         ).fetchall())
@@ -116,5 +116,5 @@ def test_summary_reconciles(three_days):
 
 def test_the_dead_letter_path_ran(three_days):
     platform, _ = three_days
-    counts = table_counts(platform.settings.duckdb_path)
+    counts = table_counts(platform.settings)
     assert sum(counts["dead_letter_transactions"].values()) > 0

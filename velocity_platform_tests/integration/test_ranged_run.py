@@ -37,7 +37,7 @@ def build(root, together: bool):
                 statuses == {str(SiteDay(DEFAULT_WAREHOUSE_ID, d).key): "SUCCEEDED" for d in DATES} for statuses in checks_by_date.values()
             ), checks_by_date
         sim = platform.wms_app.state.simulator
-        return warehouse_tables(platform.settings.duckdb_path, WHEN), sim.loc_of_sku.tolist(), platform.wms_stats()["applied_per_key"]
+        return warehouse_tables(platform.settings, WHEN), sim.loc_of_sku.tolist(), platform.wms_stats()["applied_per_key"]
 
 
 def evaluated_per_date() -> dict[str, dict[str, str]]:

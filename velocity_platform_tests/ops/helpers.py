@@ -3,9 +3,9 @@
 import datetime as dt
 
 import dagster as dg
-import duckdb
 import httpx
 
+from velocity_platform_tests.warehouse import open_tables
 from velocity_platform_tests.conftest import ERP_TOKEN, Platform
 
 DOWNSTREAM_OF_THE_GATES = ("sales_history", "daily_sku_demand", "sku_velocity", "slotting_directives", "wms_directive_acks")
@@ -32,7 +32,7 @@ def erp_lines(platform: Platform, day: dt.date) -> int:
 
 
 def raw_lines(platform: Platform, day: dt.date) -> int:
-    with duckdb.connect(platform.settings.duckdb_path, read_only=True) as con:
+    with open_tables(platform.settings) as con:
         return con.execute("SELECT count(*) FROM warehouse.raw_transactions WHERE business_date = ?", [day]).fetchone()[0]
 
 

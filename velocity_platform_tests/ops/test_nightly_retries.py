@@ -22,13 +22,12 @@ import time
 from zoneinfo import ZoneInfo
 
 import dagster as dg
-import duckdb
 import pytest
 
 from velocity_platform.definitions import defs
 from velocity_platform.defs.ops.retries import SCHEDULED_AT_TAG, WINDOW_MISSED
 from velocity_platform.simulators.erp import ErpConfig
-from velocity_platform_tests.warehouse import day_key, day_key_str
+from velocity_platform_tests.warehouse import day_key, day_key_str, open_tables
 from velocity_platform.simulators.serve import BackgroundServer
 from velocity_platform.simulators.wms import WmsConfig
 from velocity_platform_tests.conftest import ERP_TOKEN, WMS_TOKEN, WORLD, Platform, platform_environment
@@ -262,7 +261,7 @@ def test_the_waits_between_retries_grow(nights):
 def test_each_directive_is_applied_once_and_none_is_sent_twice(nights):
     platform = nights["platform"]
     nights_built = [HEALED, CRASHED]
-    with duckdb.connect(platform.settings.duckdb_path, read_only=True) as con:
+    with open_tables(platform.settings) as con:
         planned = {r[0] for r in con.execute(
             "SELECT directive_id FROM warehouse.slotting_directives WHERE business_date IN (?, ?)", nights_built
         ).fetchall()}

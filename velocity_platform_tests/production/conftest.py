@@ -73,7 +73,7 @@ class Stack:
     wms_url: str
     malformed_erp_url: str
     store_url: str
-    duckdb_path: Path
+    state_dir: Path
     env: dict[str, str]
     prod: ModuleType = field(repr=False)
 
@@ -148,7 +148,7 @@ def production_stack(tmp_path_factory) -> Iterator[Stack]:
                     "--dagster-db", dagster_db.database,
                     "--store-db", store_db.database,
                     "--home", str(root / "dagster_home"),
-                    "--duckdb-path", str(root / "velocity.duckdb"),
+                    "--lake-path", str(root / "lake"),
                     "--code-server-port", str(code_port),
                     "--ui-port", str(ui_port),
                     "--deltas-metrics-port", str(free_port()),
@@ -166,7 +166,7 @@ def production_stack(tmp_path_factory) -> Iterator[Stack]:
             wms_url=wms_server.url,
             malformed_erp_url=malformed_server.url,
             store_url=store_db.render_as_string(hide_password=False),
-            duckdb_path=root / "velocity.duckdb",
+            state_dir=root,
             env=env,
             prod=load_prod(),
         )

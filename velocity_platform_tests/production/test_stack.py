@@ -2,13 +2,13 @@
 
 import itertools
 
-import duckdb
 import pytest
 
 from velocity_platform.connectors.dagster_webserver import nightly_assets
 from velocity_platform.connectors.erp import ErpClient
 from velocity_platform.connectors.state import OperationalStore
 from velocity_platform_tests.production.conftest import (
+from velocity_platform_tests.warehouse import open_tables
     BACKFILL_DATES,
     ERP_TOKEN,
     FAILING_DATE,
@@ -108,7 +108,7 @@ def test_every_check_passed_on_every_date(production_stack, nightly_history, ass
 
 
 def test_the_warehouse_tables_reconcile_with_the_erp(production_stack, nightly_history):
-    with duckdb.connect(str(production_stack.duckdb_path), read_only=True) as con:
+    with open_tables(state_dir=production_stack.state_dir) as con:
         raw = dict(con.execute("SELECT business_date, count(*) FROM warehouse.raw_transactions GROUP BY 1").fetchall())
         valid = dict(con.execute("SELECT business_date, count(*) FROM warehouse.validated_transactions GROUP BY 1").fetchall())
         dead = dict(con.execute("SELECT business_date, count(*) FROM warehouse.dead_letter_transactions GROUP BY 1").fetchall())
@@ -151,7 +151,7 @@ def test_a_night_that_fails_its_dead_letter_gate_stops_before_the_wms(production
         partitions = {m["partition"] for m in materializations["assetOrError"]["assetMaterializations"]}
         assert f"{FAILING_DATE.isoformat()}|WH-01" not in partitions, downstream
     assert FAILING_DATE.isoformat() not in production_stack.wms_stats()["by_business_date"]
-    with duckdb.connect(str(production_stack.duckdb_path), read_only=True) as con:
+    with open_tables(state_dir=production_stack.state_dir) as con:
         dead = con.execute(
             "SELECT count(*) FROM warehouse.dead_letter_transactions WHERE business_date = ?", [FAILING_DATE]
         ).fetchone()[0]

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
-import duckdb
 import pytest
 
 from velocity_platform.batch import DayOutcome, run_range
@@ -31,7 +30,7 @@ from velocity_platform_tests.conftest import (
     Platform,
     platform_environment,
 )
-from velocity_platform_tests.warehouse import day_key
+from velocity_platform_tests.warehouse import day_key, open_tables
 
 WORLD = {"seed": 5, "skus": 300, "start": dt.date(2026, 1, 1), "days": 40}
 # 2,000 lines a day: the default 0.05% malformed lines give about one dead letter a day (the DLQ
@@ -123,7 +122,7 @@ def erp_truth(platform: Platform, day: dt.date) -> Counter:
 
 
 def table(platform: Platform, sql: str, params: list | None = None) -> list[tuple]:
-    with duckdb.connect(platform.settings.duckdb_path, read_only=True) as con:
+    with open_tables(platform.settings) as con:
         return con.execute(sql, params or []).fetchall()
 
 

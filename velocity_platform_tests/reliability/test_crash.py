@@ -25,8 +25,8 @@ pytestmark = pytest.mark.reliability
 WHEN = {"first_seen_at", "last_seen_at", "attempt_count", "acked_at", "http_status", "attempts", "detail"}
 
 
-def warehouse_tables(duckdb_path: str) -> dict[str, pl.DataFrame]:
-    return read_tables(duckdb_path, WHEN)
+def warehouse_tables(settings) -> dict[str, pl.DataFrame]:
+    return read_tables(settings, WHEN)
 
 
 def wms_state(platform) -> tuple[list[int], dict[str, int]]:
@@ -39,7 +39,7 @@ def uninterrupted(tmp_path_factory):
     with faulty_world(tmp_path_factory.mktemp("reference")) as platform:
         outcomes = run(DATES)
         assert all(o.success for o in outcomes), [o.error for o in outcomes]
-        return warehouse_tables(platform.settings.duckdb_path), wms_state(platform)
+        return warehouse_tables(platform.settings), wms_state(platform)
 
 
 def start_cli_run(log_path) -> subprocess.Popen:
@@ -80,7 +80,7 @@ def rerun(log_path) -> None:
 
 def assert_same_as_uninterrupted(platform, uninterrupted) -> None:
     tables, (locations, applied) = uninterrupted
-    after = warehouse_tables(platform.settings.duckdb_path)
+    after = warehouse_tables(platform.settings)
     assert sorted(after) == sorted(tables)
     for name, frame in tables.items():
         assert after[name].equals(frame), f"table {name} differs from the uninterrupted run"

@@ -4,13 +4,13 @@ import logging
 import os
 from pathlib import Path
 
-import duckdb
 import pytest
 
 from velocity_platform.connectors.erp import ErpClient
 from velocity_platform.connectors.http import UpstreamError
 from velocity_platform.simulators.erp import ErpConfig
 from velocity_platform.simulators.wms import WmsConfig
+from velocity_platform_tests.warehouse import open_tables
 from velocity_platform_tests.conftest import platform_environment
 
 from .conftest import DATES, LINES_PER_DAY, WORLD, faulty_world, run
@@ -36,7 +36,7 @@ def test_a_run_leaves_no_token_in_events_tables_store_or_logs(tmp_path, caplog, 
         outcomes = run(DATES, warehouse={"dlq_rate_max": 0.5})
         assert all(o.success for o in outcomes), [o.error for o in outcomes]
         assert platform.wms_app.state.simulator.stats()["applied"] > 0
-        with duckdb.connect(platform.settings.duckdb_path, read_only=True) as con:
+        with open_tables(platform.settings) as con:
             tables = [r[0] for r in con.execute(
                 "SELECT table_name FROM information_schema.tables WHERE table_schema = 'warehouse'"
             ).fetchall()]

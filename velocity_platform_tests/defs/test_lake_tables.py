@@ -1,0 +1,178 @@
+"""The lake: Delta tables written by delta-rs, read by DuckDB, many writers at once.
+
+Each replace of a (date, site) partition is one commit by predicate: it touches no other partition,
+a reader never sees the partition empty in between, writers of different sites never conflict,
+and two writers of the same partition end with one writer's rows (never both, never none).
+Writers here are separate processes, as the runs of two sites are.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import multiprocessing
+import time
+
+import polars as pl
+import pytest
+
+from velocity_platform.defs.tables import LakeSession, WarehouseTables
+
+DAY = dt.date(2026, 3, 2)
+
+
+def lines(site: str, day: dt.date, n: int, writer: str = "w") -> pl.DataFrame:
+    return pl.DataFrame(
+        {
+            "warehouse_id": [site] * n,
+            "business_date": [day] * n,
+            "line_no": list(range(n)),
+            "writer": [writer] * n,
+        }
+    )
+
+
+def lake(tmp_path) -> WarehouseTables:
+    return WarehouseTables(database=str(tmp_path / "unused.duckdb"), lake_path=str(tmp_path / "lake"))
+
+
+def counts_by(tables: WarehouseTables, *columns: str) -> dict:
+    with tables.session() as session:
+        frame = session.read("raw_transactions")
+    return {tuple(key): n for *key, n in frame.group_by(list(columns)).len().iter_rows()} if frame.height else {}
+
+
+def test_a_replace_touches_only_the_site_days_it_names(tmp_path):
+    tables = lake(tmp_path)
+    with tables.session() as session:
+        assert isinstance(session, LakeSession)
+        session.replace("raw_transactions", pl.concat([lines("WH-01", DAY, 3), lines("WH-01", DAY + dt.timedelta(days=1), 4)]),
+                        {"WH-01": [DAY, DAY + dt.timedelta(days=1)]})
+        session.replace("raw_transactions", lines("WH-02", DAY, 5), {"WH-02": [DAY]})
+        # Day two of WH-01 again, with other rows: WH-01's day one and WH-02 keep theirs.
+        session.replace("raw_transactions", lines("WH-01", DAY + dt.timedelta(days=1), 2, "again"), {"WH-01": [DAY + dt.timedelta(days=1)]})
+        # An empty frame empties its partition (a day whose lines all moved elsewhere).
+        session.replace("raw_transactions", lines("WH-02", DAY, 0), {"WH-02": [DAY]})
+    found = {(site, day.isoformat(), writer): n for (site, day, writer), n in counts_by(tables, "warehouse_id", "business_date", "writer").items()}
+    assert found == {("WH-01", DAY.isoformat(), "w"): 3, ("WH-01", (DAY + dt.timedelta(days=1)).isoformat(), "again"): 2}
+    # Scoped to a site, a session reads that site's rows without the column, as on the file.
+    with tables.session(warehouse_id="WH-01") as session:
+        assert session.count("raw_transactions", DAY, DAY + dt.timedelta(days=1)) == 5
+        assert "warehouse_id" not in session.read("raw_transactions", DAY).columns
+
+
+def test_a_row_outside_the_partitions_named_is_refused_not_written(tmp_path):
+    tables = lake(tmp_path)
+    with tables.session() as session:
+        session.replace("raw_transactions", lines("WH-01", DAY, 3), {"WH-01": [DAY]})
+        with pytest.raises(Exception, match="failed validation"):
+            session.replace("raw_transactions", lines("WH-02", DAY, 3), {"WH-01": [DAY]})
+    assert counts_by(tables, "warehouse_id") == {("WH-01",): 3}
+
+
+def test_a_column_a_newer_version_adds_is_merged_into_the_table(tmp_path):
+    tables = lake(tmp_path)
+    with tables.session() as session:
+        session.replace("raw_transactions", lines("WH-01", DAY, 2), {"WH-01": [DAY]})
+        newer = lines("WH-02", DAY, 1).with_columns(pl.lit(7).alias("arrival_seq"))
+        session.replace("raw_transactions", newer, {"WH-02": [DAY]})
+        frame = session.read("raw_transactions").sort("warehouse_id")
+    assert frame["arrival_seq"].to_list() == [None, None, 7]
+
+
+def _replace_many(root: str, site: str, rows: int, times: int, start, spans) -> None:
+    tables = WarehouseTables(database=root + "/unused.duckdb", lake_path=root + "/lake")
+    start.wait()
+    with tables.session() as session:
+        for attempt in range(times):
+            began = time.monotonic()
+            retries = session.replace("raw_transactions", lines(site, DAY, rows, f"{site}#{attempt}"), {site: [DAY]})
+            spans.put((site, began, time.monotonic(), retries))
+
+
+def _writers(tmp_path, sites: list[str], rows: int, times: int) -> list[tuple]:
+    spawn = multiprocessing.get_context("spawn")
+    start, spans = spawn.Barrier(len(sites)), spawn.Queue()
+    workers = [spawn.Process(target=_replace_many, args=(str(tmp_path), site, rows, times, start, spans)) for site in sites]
+    for w in workers:
+        w.start()
+    done = [spans.get(timeout=120) for _ in range(len(sites) * times)]
+    for w in workers:
+        w.join(timeout=60)
+        assert w.exitcode == 0
+    return done
+
+
+def test_writers_of_different_sites_commit_at_the_same_time_without_a_conflict(tmp_path):
+    sites = ["WH-01", "WH-02", "WH-03", "WH-04"]
+    # The table exists (creating it is a race of its own: one creator wins, the others retry).
+    with lake(tmp_path).session() as session:
+        session.replace("raw_transactions", lines("WH-01", DAY, 1), {"WH-01": [DAY]})
+    spans = _writers(tmp_path, sites, rows=20_000, times=4)
+    # Exact counts: each site holds its last write, whole.
+    assert counts_by(lake(tmp_path), "warehouse_id", "writer") == {(site, f"{site}#3"): 20_000 for site in sites}
+    assert [retries for *_, retries in spans] == [0] * len(spans)  # disjoint partitions never conflict
+    # At the same time, not in turns: some write of one site ran while another site's did.
+    overlapping = [
+        (a, b) for a in spans for b in spans if a[0] < b[0] and a[1] < b[2] and b[1] < a[2]
+    ]
+    assert overlapping, spans
+
+
+def test_two_writers_of_the_same_partition_leave_one_writers_rows(tmp_path):
+    # Both are site WH-01: the same partition, a real conflict. Each commit is retried until it
+    # lands; the table ends with exactly one write's rows, never a mix and never both.
+    spans = _writers(tmp_path, ["WH-01", "WH-01"], rows=5_000, times=3)
+    found = counts_by(lake(tmp_path), "warehouse_id", "writer")
+    assert len(found) == 1 and list(found.values()) == [5_000], found
+    assert len(spans) == 6
+
+
+def _read_while_replaced(root: str, rows: int, reads: int, ready, out) -> None:
+    tables = WarehouseTables(database=root + "/unused.duckdb", lake_path=root + "/lake")
+    seen = []
+    with tables.session(warehouse_id="WH-01") as session:
+        ready.wait()
+        for _ in range(reads):
+            seen.append(session.count("raw_transactions", DAY))
+    out.put(seen)
+
+
+def test_a_reader_never_sees_a_partition_empty_while_it_is_replaced(tmp_path):
+    tables = lake(tmp_path)
+    with tables.session() as session:
+        session.replace("raw_transactions", lines("WH-01", DAY, 10_000), {"WH-01": [DAY]})
+    spawn = multiprocessing.get_context("spawn")
+    ready, out = spawn.Barrier(2), spawn.Queue()
+    reader = spawn.Process(target=_read_while_replaced, args=(str(tmp_path), 10_000, 200, ready, out))
+    reader.start()
+    ready.wait()
+    with tables.session() as session:
+        for attempt in range(10):
+            session.replace("raw_transactions", lines("WH-01", DAY, 10_000, f"#{attempt}"), {"WH-01": [DAY]})
+    seen = out.get(timeout=120)
+    reader.join(timeout=60)
+    assert set(seen) == {10_000}  # old rows or new ones, never none and never both
+
+
+def test_the_stamp_moves_when_a_table_is_written_and_only_then(tmp_path):
+    tables = lake(tmp_path)
+    before = tables.stamp(["sku_velocity"])
+    assert before == (None,)
+    with tables.session() as session:
+        session.replace("sku_velocity", lines("WH-01", DAY, 1), {"WH-01": [DAY]})
+        written = tables.stamp(["sku_velocity"])
+        assert written != before and tables.stamp(["sku_velocity"]) == written
+        session.read("sku_velocity")
+        assert tables.stamp(["sku_velocity"]) == written  # a read is not a write
+        session.replace("sku_velocity", lines("WH-01", DAY, 2), {"WH-01": [DAY]})
+    assert tables.stamp(["sku_velocity"]) != written
+    assert tables.versions(["sku_velocity", "raw_transactions"]) == {"sku_velocity": 1, "raw_transactions": None}
+
+
+def test_writers_racing_to_create_a_table_keep_every_sites_rows(tmp_path):
+    # No table yet: each writer's first commit may try to create it. The losers commit again on the
+    # table the winner made, by predicate, so no site's rows are overwritten by another's.
+    sites = ["WH-01", "WH-02", "WH-03"]
+    spans = _writers(tmp_path, sites, rows=1_000, times=1)
+    assert counts_by(lake(tmp_path), "warehouse_id", "writer") == {(site, f"{site}#0"): 1_000 for site in sites}
+    assert len(spans) == 3
