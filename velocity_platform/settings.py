@@ -306,6 +306,9 @@ class Settings(SettingsGroup):
         description="The lake: a folder holding one Delta table per asset; a shared directory every worker mounts in production",
     )
     duckdb_path: str | None = Field(None, description="DuckDB file holding the asset tables when VELOCITY_TABLE_STORE=duckdb-file")
+    lake_retain_days: int = Field(
+        30, ge=0, description="Days of table versions the weekly lake vacuum keeps (the versions directive batches record stay readable)"
+    )
     store_url: str | None = Field(
         None,
         description="SQLAlchemy URL of the operational store (watermarks, WMS outbox, push log); "

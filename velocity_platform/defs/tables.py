@@ -226,6 +226,17 @@ class TableSession:
 LAKE_COMMIT_ATTEMPTS = 8
 
 
+def _commit_retries() -> Retrying:
+    """A commit that lost a race with another writer of the same files, tried again after a random,
+    growing pause."""
+    return Retrying(
+        retry=retry_if_exception_type(CommitFailedError),
+        stop=stop_after_attempt(LAKE_COMMIT_ATTEMPTS),
+        wait=wait_random_exponential(multiplier=0.05, max=2.0),
+        reraise=True,
+    )
+
+
 def _lake_predicate(site_days: dict[str | None, list[dt.date]]) -> str:
     """The Delta predicate selecting exactly these sites' dates (delta-rs takes SQL text, not
     parameters: ids are checked against the id pattern and dates are ISO dates, so both are safe as
@@ -360,12 +371,7 @@ class LakeSession(TableSession):
             return 0  # no partitions and the table is there: nothing to replace
         frame = self._without_null_columns(table, frame)
         attempts = 0
-        for attempt in Retrying(
-            retry=retry_if_exception_type(CommitFailedError),
-            stop=stop_after_attempt(LAKE_COMMIT_ATTEMPTS),
-            wait=wait_random_exponential(multiplier=0.05, max=2.0),
-            reraise=True,
-        ):
+        for attempt in _commit_retries():
             with attempt:
                 attempts += 1
                 frame.write_delta(uri, mode="overwrite", storage_options=self.storage_options, delta_write_options=options)
@@ -392,7 +398,9 @@ class LakeSession(TableSession):
         delta = self._delta_table(table)
         if delta is None:
             return {"table": table, "exists": False}
-        compacted = delta.optimize.compact()
+        for attempt in _commit_retries():
+            with attempt:
+                compacted = delta.optimize.compact()
         removed = delta.vacuum(retention_hours=int(retain_hours), dry_run=False, enforce_retention_duration=False)
         return {
             "table": table,
@@ -422,6 +430,7 @@ class WarehouseTables(dg.ConfigurableResource):
 
     database: str = Field(description="The DuckDB file (VELOCITY_DUCKDB_PATH), when the tables are not in the lake")
     lake_path: str | None = Field(default=None, description="The lake's folder (VELOCITY_LAKE_PATH); None: the DuckDB file")
+    lake_retain_days: int = Field(default=30, description="Days of table versions the lake's vacuum keeps (VELOCITY_LAKE_RETAIN_DAYS)")
     schema_: str = Field(default=SCHEMA, alias="schema", description="The schema holding one table per asset")
     warehouse_id: str | None = Field(default=None, description="Read one site's rows only (None: every site's)")
 
@@ -429,7 +438,7 @@ class WarehouseTables(dg.ConfigurableResource):
     def of_settings(cls, settings, warehouse_id: str | None = None) -> "WarehouseTables":
         """The tables where the settings keep them (VELOCITY_TABLE_STORE)."""
         lake = settings.lake_path if settings.table_store == "lake" else None
-        return cls(database=settings.duckdb_path, lake_path=lake, warehouse_id=warehouse_id)
+        return cls(database=settings.duckdb_path, lake_path=lake, lake_retain_days=settings.lake_retain_days, warehouse_id=warehouse_id)
 
     def for_site(self, warehouse_id: str) -> "WarehouseTables":
         """The same tables as one site sees them (what a stage's body is handed)."""

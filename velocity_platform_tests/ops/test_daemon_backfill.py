@@ -125,7 +125,10 @@ def test_the_days_are_built_in_ranges_one_run_at_a_time(backfilled):
 
 def test_the_schedule_and_sensors_run_by_default_and_freshness_is_live(backfilled):
     _, _, _, freshness, instigators, _ = backfilled
-    assert {s["name"]: s["scheduleState"]["status"] for s in instigators["schedules"]} == {"nightly_slotting_schedule": "RUNNING"}
+    assert {s["name"]: s["scheduleState"]["status"] for s in instigators["schedules"]} == {
+        "nightly_slotting_schedule": "RUNNING",
+        "lake_maintenance_schedule": "RUNNING",
+    }
     assert {s["name"]: s["sensorState"]["status"] for s in instigators["sensors"]} == {
         "erp_delta_sensor": "RUNNING",
         "failure_alert_sensor": "RUNNING",

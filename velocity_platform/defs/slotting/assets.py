@@ -22,6 +22,7 @@ from velocity_platform.defs.resources import (
     WarehouseResource,
     WmsResource,
 )
+from velocity_platform.defs.tables import WarehouseTables
 from velocity_platform.defs.wms.assets import latest_snapshot
 from velocity_platform.defs.slotting.plots import abc_pareto, cumulative_net_labor, heat_maps, markdown_image
 from velocity_platform.domain.faces import faces, faces_short_of_a_day, replenishment_trips
@@ -77,6 +78,9 @@ def _plain_md(value) -> str:
     return value.value if isinstance(value, dg.MarkdownMetadataValue) else str(value)
 
 
+PLANNED_ON_TABLES = ["sku_velocity", "sales_history", "wms_locations", "sku_master"]
+
+
 @daily_asset(
     group="slotting",
     ranged=True,  # each date is planned on the slotting the previous date's moves leave
@@ -117,9 +121,14 @@ def slotting_directives(
     sales_history: pl.DataFrame,
     wms_locations: pl.DataFrame,
     sku_master: pl.DataFrame,
+    warehouse_tables: WarehouseTables,
 ):
     wms_locations = latest_snapshot(wms_locations)
     start, earlier_moves = assignment_at_start_of(days[0], wms, state_store)
+    # The lake's versions of what the moves are planned on: `delta_scan(..., version => N)` (or
+    # DeltaTable(..., version=N)) shows the velocity a directive batch came from, after vacuums too
+    # (the maintenance job keeps the versions of its retention window).
+    planned_on = {table: version for table, version in warehouse_tables.versions(PLANNED_ON_TABLES).items() if version is not None}
     config = SlottingConfig(
         move_budget=warehouse.move_budget,
         hysteresis_days=warehouse.hysteresis_days,
@@ -164,6 +173,8 @@ def slotting_directives(
             "routing": slotting.routing,
             "skus_slotted_at_start": start.height,
         }
+        if planned_on:
+            figures["planned_on_table_versions"] = dg.MetadataValue.json(planned_on)
         check = DateVerdict(
             violations.is_empty(),
             {
