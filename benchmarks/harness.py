@@ -92,6 +92,13 @@ def tables_in(work: Path, warehouse_id: str | None = None):
     return WarehouseTables(database=paths["VELOCITY_DUCKDB_PATH"], lake_path=paths["VELOCITY_LAKE_PATH"] if lake else None, warehouse_id=warehouse_id)
 
 
+def tables_mb(work: Path) -> float:
+    """The size of a measured deployment's tables on disk, whichever store holds them."""
+    paths = [Path(p) for p in table_paths(work).values()]
+    files = [f for p in paths if p.exists() for f in ([p] if p.is_file() else p.rglob("*")) if f.is_file()]
+    return round(sum(f.stat().st_size for f in files) / 1e6, 1)
+
+
 def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 

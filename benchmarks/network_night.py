@@ -34,6 +34,7 @@ from benchmarks.harness import (
     materialize_in_subprocess,
     simulators,
     table_paths,
+    tables_mb,
     write_history,
 )
 
@@ -78,7 +79,6 @@ def night_of(history, sizes: list[int], erp: str, wms: str) -> list[dict]:
                 log(f"  {n} site(s): [{k}/{n}] {site} {run['total_s']:.1f}s, peak RSS {run['peak_rss_mb']:,.0f} MB, {run['raw_lines']:,} lines")
             nights_s = time.perf_counter() - started
             rollup_s = _rollup(env) if n > 1 else None
-            duckdb_mb = (work / "velocity.duckdb").stat().st_size / 1e6
             times = [s["total_s"] for s in per_site.values()]
             results.append(
                 {
@@ -87,7 +87,7 @@ def night_of(history, sizes: list[int], erp: str, wms: str) -> list[dict]:
                     "per_site_s": {"min": min(times), "median": sorted(times)[len(times) // 2], "max": max(times)},
                     "peak_rss_mb_max": max(s["peak_rss_mb"] for s in per_site.values()),
                     "rollup_s": rollup_s,
-                    "duckdb_file_mb": round(duckdb_mb, 1),
+                    "tables_mb": tables_mb(work),
                     "per_site": per_site,
                 }
             )
@@ -140,7 +140,7 @@ def main() -> int:
         t = r["per_site_s"]
         print(
             f"{r['sites']:>5} {r['nights_wall_s']:>9.1f} {t['min']:>10.1f} / {t['median']:>5.1f} / {t['max']:>5.1f}   "
-            f"{r['peak_rss_mb_max']:>12,.0f} {r['rollup_s'] if r['rollup_s'] is not None else '-':>10} {r['duckdb_file_mb']:>10.1f}"
+            f"{r['peak_rss_mb_max']:>12,.0f} {r['rollup_s'] if r['rollup_s'] is not None else '-':>10} {r['tables_mb']:>10.1f}"
         )
     return 0
 

@@ -885,11 +885,37 @@ def build_parser() -> argparse.ArgumentParser:
     listing = registry.add_parser("list", help="the registered warehouses")
     listing.add_argument("--json", action="store_true", help="as JSON, one object per site")
     warehouses.set_defaults(func=cmd_warehouses)
+
+    tables = commands.add_parser("tables", help="the warehouse tables' store: copy a DuckDB file's tables into the lake")
+    store_actions = tables.add_subparsers(dest="action", required=True, metavar="import-duckdb")
+    imported = store_actions.add_parser(
+        "import-duckdb", help="copy every table of a DuckDB file (VELOCITY_DUCKDB_PATH by default) into the lake (VELOCITY_LAKE_PATH)"
+    )
+    imported.add_argument("--path", type=Path, default=None, help="the DuckDB file (default: VELOCITY_DUCKDB_PATH)")
+    tables.set_defaults(func=cmd_tables)
     add_installed_commands(commands)
     return parser
 
 
 ROUTING_CHOICES = ["s-shape", "return", "largest-gap"]
+
+
+def cmd_tables(args: argparse.Namespace) -> int:
+    """`tables import-duckdb`: a deployment of the DuckDB file moves to the lake with its history."""
+    from velocity_platform.defs.tables import WarehouseTables, import_duckdb_file
+
+    settings = _settings()
+    path = args.path or Path(settings.duckdb_path)
+    if not path.is_file():
+        raise ConfigurationError(f"no DuckDB file at {path}; give --path or set VELOCITY_DUCKDB_PATH")
+    lake = WarehouseTables(database=str(path), lake_path=settings.lake_path)
+    Path(settings.lake_path).mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    copied = import_duckdb_file(str(path), lake, progress=lambda line: print(line, file=sys.stderr))
+    print(f"{sum(copied.values()):,} rows of {len(copied)} tables copied from {path} into {lake.location} in {time.perf_counter() - started:.1f} s")
+    if settings.table_store != "lake":
+        print("VELOCITY_TABLE_STORE is duckdb-file: unset it (the lake is the default) for the platform to use the lake")
+    return 0
 
 
 def cmd_warehouses(args: argparse.Namespace) -> int:

@@ -507,6 +507,44 @@ class WarehouseTables(dg.ConfigurableResource):
             return {table: session.version(table) for table in tables}
 
 
+def import_duckdb_file(database: str, lake: WarehouseTables, progress: Callable[[str], None] = print, days_per_commit: int = 31) -> dict[str, int]:
+    """Copy every table of a DuckDB file store into the lake (moving a deployment to the lake
+    without rebuilding its history): each site's dates in commits of `days_per_commit` dates, so
+    memory holds one such slice at a time; rows already in the lake for those site-days are
+    replaced, so an interrupted import is simply run again. The rows copied, by table."""
+    source = WarehouseTables(database=database)
+    copied: dict[str, int] = {}
+    with source.session(read_only=True) as old, lake.session() as new:
+        names = [r[0] for r in old.connection.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = ? ORDER BY 1", [old.schema]
+        ).fetchall()]
+        for table in names:
+            columns = old.columns(table)
+            copied[table] = 0
+            if PARTITION_COLUMN not in columns:
+                frame = old.read(table)
+                new.replace(table, frame, None)
+                copied[table] = frame.height
+            else:
+                sites = [r[0] for r in old.connection.execute(f"SELECT DISTINCT {WAREHOUSE_COLUMN} FROM {old.name(table)} ORDER BY 1").fetchall()] if WAREHOUSE_COLUMN in columns else [None]
+                for site in sites:
+                    scoped = old.scoped(site) if site is not None else old
+                    days = [r[0] for r in old.connection.execute(
+                        f"SELECT DISTINCT {PARTITION_COLUMN} FROM {old.name(table)}"
+                        + (f" WHERE {WAREHOUSE_COLUMN} = ?" if site is not None else "") + " ORDER BY 1",
+                        [site] if site is not None else [],
+                    ).fetchall()]
+                    for i in range(0, len(days), days_per_commit):
+                        chunk = days[i : i + days_per_commit]
+                        frame = scoped.read(table, chunk[0], chunk[-1])  # the dates held in between are the chunk's
+                        if site is not None:
+                            frame = frame.with_columns(pl.lit(site).alias(WAREHOUSE_COLUMN))
+                        new.replace(table, frame, {site: chunk})
+                        copied[table] += frame.height
+            progress(f"{table}: {copied[table]:,} rows into {lake.location}")
+    return copied
+
+
 # --- the I/O manager: every asset's output stored, every input loaded, through the owner above ---
 
 

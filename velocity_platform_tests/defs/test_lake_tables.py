@@ -176,3 +176,25 @@ def test_writers_racing_to_create_a_table_keep_every_sites_rows(tmp_path):
     spans = _writers(tmp_path, sites, rows=1_000, times=1)
     assert counts_by(lake(tmp_path), "warehouse_id", "writer") == {(site, f"{site}#0"): 1_000 for site in sites}
     assert len(spans) == 3
+
+
+def test_a_duckdb_file_store_is_copied_into_the_lake_table_by_table(tmp_path):
+    from velocity_platform.defs.tables import import_duckdb_file
+
+    old = WarehouseTables(database=str(tmp_path / "velocity.duckdb"))
+    days = [DAY + dt.timedelta(days=d) for d in (0, 1, 5)]  # a gap: the chunks hold only the dates held
+    with old.session() as session:
+        session.replace("raw_transactions", pl.concat([lines(s, d, 3) for s in ("WH-01", "WH-02") for d in days]),
+                        {"WH-01": days, "WH-02": days})
+        session.replace("network_daily_rollup", pl.DataFrame({"business_date": days, "sites": [2, 2, 2]}), {None: days})
+        session.replace("sku_master", pl.DataFrame({"sku_id": ["A", "B"]}), None)
+    lines_seen = []
+    copied = import_duckdb_file(old.database, lake(tmp_path), progress=lines_seen.append, days_per_commit=2)
+    assert copied == {"network_daily_rollup": 3, "raw_transactions": 18, "sku_master": 2}
+    assert len(lines_seen) == 3 and "raw_transactions: 18 rows" in lines_seen[1]
+    assert counts_by(lake(tmp_path), "warehouse_id", "business_date") == {(s, d): 3 for s in ("WH-01", "WH-02") for d in days}
+    # Run again (an import cut short is simply repeated): the same rows, not twice as many.
+    import_duckdb_file(old.database, lake(tmp_path), progress=lines_seen.append)
+    with lake(tmp_path).session() as session:
+        assert session.count("raw_transactions") == 18 and session.count("sku_master") == 2
+        assert session.count("network_daily_rollup", days[0], days[-1]) == 3

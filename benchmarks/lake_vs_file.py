@@ -1,0 +1,144 @@
+"""The lake against the DuckDB file, side by side in one run.
+
+1. Two sites' nights at the same time on one machine: two processes, each materializing its own
+   site's night (scenario S by default). On the file the second waits for the first's lock (they
+   take turns); on the lake both write at once. Reported: each process's time, the wall time of
+   the pair, the pair's wall against the sum of the two (1.0 = in turns), every site reconciled.
+2. One night of each scenario on each store (the timed run of `velocity-platform bench`), in
+   alternation: the night's time, the table writes' share of it, peak RSS.
+
+    .venv/bin/python -m benchmarks.lake_vs_file [--pair-scenario S] [--scenarios M L] [--json PATH]
+
+History is generated once per scenario and written to each store before its timed night, as the
+`bench` harness does; nothing of it is timed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from benchmarks.harness import (
+    ERP_TOKEN,
+    SCENARIOS,
+    TIMEZONE,
+    WMS_TOKEN,
+    build_history,
+    log,
+    materialize_in_subprocess,
+    simulators,
+    table_paths,
+    write_history,
+)
+
+STORES = ("duckdb-file", "lake")
+
+
+def deployment_env(work: Path, store: str, erp: str, wms: str) -> dict[str, str]:
+    home = work / "dagster_home"
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "dagster.yaml").write_text((Path(__file__).resolve().parents[1] / "dagster.yaml").read_text())
+    return {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        **table_paths(work),
+        "VELOCITY_TABLE_STORE": store,
+        "VELOCITY_STORE_URL": f"sqlite:///{work / 'operational.sqlite'}",
+        "VELOCITY_ERP_URL": erp,
+        "VELOCITY_WMS_URL": wms,
+        "VELOCITY_ERP_TOKEN": ERP_TOKEN,
+        "VELOCITY_WMS_TOKEN": WMS_TOKEN,
+        "VELOCITY_WAREHOUSE_TZ": TIMEZONE,
+        "VELOCITY_FIRST_PARTITION_DATE": "2025-01-01",
+    }
+
+
+def _written(env: dict[str, str], work: Path, history, sites: list[str]) -> None:
+    # write_history reads the store and the instance from this process's environment.
+    os.environ.update(env)
+    for site in sites:
+        write_history(history, work, site)
+
+
+def two_sites_at_once(scenario_name: str) -> dict:
+    scenario = SCENARIOS[scenario_name]
+    sites = ["WH-01", "WH-02"]
+    results = {}
+    with simulators(scenario, sites) as (erp, wms):
+        history = build_history(scenario, erp)
+        for store in STORES:
+            with tempfile.TemporaryDirectory(prefix=f"velocity-pair-{store}-") as tmp:
+                work = Path(tmp)
+                env = deployment_env(work, store, erp, wms)
+                _written(env, work, history, sites)
+                log(f"{store}: two nights of scenario {scenario_name} at the same time ({', '.join(sites)})")
+
+                def night(site: str, env=env) -> dict:
+                    began = time.perf_counter()
+                    figures = materialize_in_subprocess(env, site)
+                    return {"began_s": began, "elapsed_s": round(time.perf_counter() - began, 2), "figures": figures}
+
+                started = time.perf_counter()
+                with ThreadPoolExecutor(len(sites)) as pool:
+                    done = dict(zip(sites, pool.map(night, sites), strict=True))
+                wall = time.perf_counter() - started
+                results[store] = {
+                    "wall_s": round(wall, 2),
+                    "elapsed_s": {site: d["elapsed_s"] for site, d in done.items()},
+                    # 1.0: one after the other; 0.5: wholly at the same time
+                    "wall_over_sum": round(wall / sum(d["elapsed_s"] for d in done.values()), 2),
+                    "raw_lines": {site: d["figures"]["raw_lines"] for site, d in done.items()},
+                    "checks_failed": {site: d["figures"]["checks_failed"] for site, d in done.items()},
+                    "table_write_s": {site: round(sum(d["figures"]["table_write_s"].values()), 2) for site, d in done.items()},
+                }
+                log(f"  {store}: {results[store]}")
+    return results
+
+
+def one_night_each(scenario_names: list[str]) -> dict:
+    results = {}
+    for name in scenario_names:
+        scenario = SCENARIOS[name]
+        with simulators(scenario) as (erp, wms):
+            history = build_history(scenario, erp)
+            results[name] = {}
+            for store in STORES:
+                with tempfile.TemporaryDirectory(prefix=f"velocity-night-{name}-{store}-") as tmp:
+                    work = Path(tmp)
+                    env = deployment_env(work, store, erp, wms)
+                    _written(env, work, history, ["WH-01"])
+                    figures = materialize_in_subprocess(env)
+                    writes = round(sum(figures["table_write_s"].values()), 2)
+                    results[name][store] = {
+                        "total_s": figures["total_s"],
+                        "table_write_s": writes,
+                        "peak_rss_mb": figures["peak_rss_mb"],
+                        "raw_lines": figures["raw_lines"],
+                        "checks_failed": figures["checks_failed"],
+                    }
+                    log(f"{name} on {store}: {figures['total_s']:.1f} s, table writes {writes:.1f} s, {figures['peak_rss_mb']:.0f} MB")
+    return results
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--pair-scenario", default="S", choices=sorted(SCENARIOS))
+    parser.add_argument("--scenarios", nargs="*", default=["M", "L"], choices=sorted(SCENARIOS))
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    report = {"two_sites_at_once": two_sites_at_once(args.pair_scenario), "one_night": one_night_each(args.scenarios)}
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
