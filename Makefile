@@ -9,6 +9,7 @@ STATE_DIR := $(CURDIR)/.velocity
 export VELOCITY_STATE_DIR := $(STATE_DIR)
 export DAGSTER_HOME := $(STATE_DIR)/dagster_home
 export VELOCITY_DUCKDB_PATH ?= $(STATE_DIR)/velocity.duckdb
+export VELOCITY_LAKE_PATH ?= $(STATE_DIR)/lake
 export VELOCITY_STORE_URL ?= sqlite:///$(STATE_DIR)/operational.sqlite
 # Development tokens of the local simulators; real ones come from the environment.
 export VELOCITY_ERP_TOKEN ?= erp-dev-token
@@ -68,7 +69,7 @@ bench: $(STAMP)
 
 # Code server, webserver and daemon on PostgreSQL (SIMULATORS=1 adds the ERP and WMS simulators).
 prod: $(STAMP)
-	$(BIN)/python deploy/prod.py up --home $(PROD_DIR)/dagster_home --duckdb-path $(PROD_DIR)/velocity.duckdb \
+	$(BIN)/python deploy/prod.py up --home $(PROD_DIR)/dagster_home --lake-path $(PROD_DIR)/lake --duckdb-path $(PROD_DIR)/velocity.duckdb \
 	  --code-server-port $(CODE_SERVER_PORT) --ui-port $(UI_PORT) \
 	  $(if $(SIMULATORS),--simulators --erp-port $(ERP_PORT) --wms-port $(WMS_PORT))
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import re
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -269,12 +270,23 @@ def delta_extension() -> str:
     return str(binary)
 
 
-def lake_connection() -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB that reads Delta tables: nothing on disk is locked, so any number of
-    processes read and write the lake at once."""
-    con = duckdb.connect(":memory:", config={"autoinstall_known_extensions": "false", "autoload_known_extensions": "false"})
-    con.execute(f"LOAD '{delta_extension()}'")
-    return con
+_LAKE_DATABASES: dict[tuple[int, str], duckdb.DuckDBPyConnection] = {}
+_LAKE_DATABASES_LOCK = threading.Lock()
+
+
+def lake_connection(root: str) -> duckdb.DuckDBPyConnection:
+    """A connection to the process's in-memory DuckDB of the lake at `root`, which reads Delta
+    tables: nothing on disk is locked, so any number of processes read and write the lake at
+    once. Loading the extension costs about 0.2 s, so each lake's database is made once per
+    process (one per lake: its views name that lake's tables) and each session gets a cursor of
+    it, its own connection with the extension and the views shared."""
+    key = (os.getpid(), root)  # a forked child makes its own
+    with _LAKE_DATABASES_LOCK:
+        if key not in _LAKE_DATABASES:
+            con = duckdb.connect(":memory:", config={"autoinstall_known_extensions": "false", "autoload_known_extensions": "false"})
+            con.execute(f"LOAD '{delta_extension()}'")
+            _LAKE_DATABASES[key] = con
+        return _LAKE_DATABASES[key].cursor()
 
 
 def _is_remote(uri: str) -> bool:
@@ -454,7 +466,7 @@ class WarehouseTables(dg.ConfigurableResource):
         site = warehouse_id or self.warehouse_id
         if self.lake_path:
             Path(self.lake_path).mkdir(parents=True, exist_ok=True)
-            with lake_connection() as con:
+            with lake_connection(self.lake_path) as con:
                 yield LakeSession(con, self.schema_, self.lake_path, site)
             return
         if read_only:

@@ -7,12 +7,12 @@ from __future__ import annotations
 import datetime as dt
 import logging
 
-import duckdb
 import polars as pl
 import pytest
 
 from velocity_platform.connectors.state import OperationalStore
 from velocity_platform.defs.resources import ErpResource, WmsResource
+from velocity_platform.defs import tables as tables_module
 from velocity_platform.defs.tables import WarehouseTables
 from velocity_platform.deltas.service import DeltaService
 from velocity_platform.settings import Settings
@@ -50,7 +50,7 @@ def test_rates_are_read_once_per_state_of_the_nightly_tables_and_swapped_whole(s
     first = service.refresh_rates()
     assert first.velocity["expected_pick_lines_per_day"].to_list() == [2.0] * 3 and first.spike_baseline.height == 1
     # Commit after commit, nothing written: the same rates, and no DuckDB opened to find that out.
-    monkeypatch.setattr(duckdb, "connect", lambda *a, **k: pytest.fail("the rates were read again"))
+    monkeypatch.setattr(tables_module, "lake_connection", lambda *a, **k: pytest.fail("the rates were read again"))
     for _ in range(50):
         assert not service.rates_changed()
         assert service.refresh_rates() is first
@@ -109,8 +109,8 @@ def test_each_site_reads_its_own_rows_and_the_tables_are_opened_once_for_all_sit
     with WarehouseTables.of_settings(settings).session() as tables:
         tables.replace("sku_velocity", velocity, {"WH-01": [dt.date(2026, 2, 9)], "WH-02": [dt.date(2026, 2, 9)]})
     opened = []
-    connect = duckdb.connect
-    monkeypatch.setattr(duckdb, "connect", lambda *a, **k: opened.append(a) or connect(*a, **k))
+    connect = tables_module.lake_connection
+    monkeypatch.setattr(tables_module, "lake_connection", lambda *a, **k: opened.append(a) or connect(*a, **k))
     for wid, service in sites.items():
         own = velocity.filter(pl.col("warehouse_id") == wid).select("sku_id", "expected_pick_lines_per_day")
         assert service.refresh_rates().velocity.sort("sku_id").equals(own.sort("sku_id"))
