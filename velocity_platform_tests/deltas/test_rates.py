@@ -122,3 +122,49 @@ def test_each_site_reads_its_own_rows_and_the_tables_are_opened_once_for_all_sit
     assert sites["WH-01"].refresh_rates().velocity["expected_pick_lines_per_day"].to_list() == [5.0] * 3
     assert sites["WH-02"].refresh_rates().velocity.is_empty()
     store.dispose()
+
+
+def _nightly_writer(state: str, times: int, started) -> None:
+    settings = Settings(state_dir=state, table_store="lake", lake_path=f"{state}/lake", duckdb_path=f"{state}/unused.duckdb")
+    skus = [f"SKU-{i:06d}" for i in range(5_000)]
+    with WarehouseTables.of_settings(settings).session() as tables:
+        started.set()
+        for attempt in range(times):
+            velocity = pl.DataFrame(
+                {
+                    "business_date": [dt.date(2026, 2, 9)] * len(skus),
+                    "warehouse_id": ["WH-01"] * len(skus),
+                    "sku_id": skus,
+                    "expected_pick_lines_per_day": [float(attempt + 1)] * len(skus),
+                }
+            )
+            tables.replace("sku_velocity", velocity, {"WH-01": [dt.date(2026, 2, 9)]})
+
+
+def test_the_rates_are_read_while_a_night_writes_them(tmp_path):
+    """On the lake the service never waits for a run to finish writing: every read while another
+    process replaces the rates gets one whole version of them (on the file it got 'busy')."""
+    import multiprocessing
+
+    from velocity_platform.deltas.service import RATE_TABLES, RatesReader
+
+    settings = Settings(state_dir=tmp_path, table_store="lake", lake_path=str(tmp_path / "lake"), duckdb_path=str(tmp_path / "unused.duckdb"))
+    _nightly_writer(str(tmp_path), 1, multiprocessing.Event())  # the first night's rates exist
+    tables = WarehouseTables.of_settings(settings)
+    reader = RatesReader(tables, ["WH-01"])
+    spawn = multiprocessing.get_context("spawn")
+    started = spawn.Event()
+    writer = spawn.Process(target=_nightly_writer, args=(str(tmp_path), 8, started))
+    writer.start()
+    assert started.wait(60)
+    reads = []
+    while writer.is_alive() or not reads:
+        read = reader.read(tables.stamp(RATE_TABLES))
+        assert not isinstance(read, Exception), read
+        reads.append(read["WH-01"].velocity)
+    writer.join(timeout=60)
+    assert writer.exitcode == 0
+    assert {frame.height for frame in reads} == {5_000}  # whole versions only
+    assert all(frame["expected_pick_lines_per_day"].n_unique() == 1 for frame in reads)  # never a mix of two
+    # and read while the writes went on: more than one night's version was seen
+    assert len({frame["expected_pick_lines_per_day"][0] for frame in reads}) >= 2
