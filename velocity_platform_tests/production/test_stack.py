@@ -8,13 +8,13 @@ from velocity_platform.connectors.dagster_webserver import nightly_assets
 from velocity_platform.connectors.erp import ErpClient
 from velocity_platform.connectors.state import OperationalStore
 from velocity_platform_tests.production.conftest import (
-from velocity_platform_tests.warehouse import open_tables
     BACKFILL_DATES,
     ERP_TOKEN,
     FAILING_DATE,
     GOOD_DATES,
     TICK_DATE,
 )
+from velocity_platform_tests.warehouse import open_tables
 
 pytestmark = [pytest.mark.postgres, pytest.mark.production, pytest.mark.integration]
 
