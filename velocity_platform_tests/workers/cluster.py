@@ -168,9 +168,10 @@ class NightlyRun:
     own (the orchestrator, as a run worker is) with the deployment's executor: its steps go to the
     workers. A process, not a thread of the test's: each deployment's definitions are loaded anew."""
 
-    def __init__(self, site_day: SiteDay, log: Path) -> None:
+    def __init__(self, site_day: SiteDay, log: Path, run_config: dict | None = None) -> None:
         self.site_day = site_day
         self.log = log
+        self.run_config = run_config
         self.token = uuid.uuid4().hex
         self.process: subprocess.Popen | None = None
         self.run_id: str | None = None
@@ -185,6 +186,10 @@ class NightlyRun:
             str(BIN / "dagster"), "job", "execute", "-m", "velocity_platform.definitions", "-a", "defs",
             "-j", JOB_NAME, "--tags", json.dumps(tags),
         ]
+        if self.run_config:
+            config = self.log.with_suffix(".run_config.json")  # JSON is YAML
+            config.write_text(json.dumps(self.run_config))
+            argv += ["--config", str(config)]
         with open(self.log, "wb") as out:
             self.process = subprocess.Popen(argv, cwd=PROJECT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         with dg.DagsterInstance.get() as instance:
