@@ -413,6 +413,9 @@ class Settings(SettingsGroup):
             # Without it both dagster-celery ends fall back to a guest broker on localhost, which on
             # a worker host is not the deployment's broker: the steps would wait on a queue nobody reads.
             raise ValueError(f"VELOCITY_EXECUTOR=celery needs {CELERY_BROKER_ENV} (the RabbitMQ broker the workers read)")
+        if self.executor == "celery" and self.table_store != "lake":
+            # Steps of one run on several workers write at once; a DuckDB file has one writer.
+            raise ValueError("VELOCITY_EXECUTOR=celery needs VELOCITY_TABLE_STORE=lake (a DuckDB file has one writer)")
         return self
 
     def replace(self, **changes: Any) -> Settings:

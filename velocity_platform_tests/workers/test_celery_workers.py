@@ -3,7 +3,9 @@ worker` processes (RabbitMQ, PostgreSQL, the simulators, all real), and a worker
 kill -9 in the middle of the WMS push."""
 
 import datetime as dt
+import os
 import statistics
+import subprocess
 import time
 
 import dagster as dg
@@ -12,6 +14,7 @@ import pytest
 from velocity_platform.connectors.state import OperationalStore
 from velocity_platform.defs.tables import WarehouseTables
 from velocity_platform_tests.workers.cluster import (
+    BIN,
     NightlyRun,
     celery_deployment,
     partition,
@@ -74,6 +77,9 @@ def test_a_night_runs_on_two_workers_and_reconciles(deployment):
     assert acked and stats["by_business_date"][day.isoformat()]["applied"] == len(acked)
     assert set(stats["applied_per_key"].values()) == {1}
 
+    # The worker said what it serves, the broker's password masked (Celery's banner masks it too).
+    assert f"Celery worker {a.node}: steps of velocity_platform from queue {deployment.queue!r}" in a.text()
+    assert "guest:***@127.0.0.1" in a.text() and ":guest@" not in a.text()
     # SIGTERM is a clean stop: each worker exits 0, nothing running.
     assert [a.stop(), b.stop()] == [0, 0]
     print(f"{len(acked)} directives acknowledged")
@@ -124,3 +130,13 @@ def test_a_worker_killed_mid_push_leaves_the_step_to_the_other_and_the_wms_appli
     tables = WarehouseTables.of_settings(deployment.platform.settings)
     assert tables.read(PUSH_STEP, day, day).height == len(acked)
     assert survivor.stop() == 0
+
+
+def test_a_worker_without_its_broker_is_one_line_and_exit_2(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "VELOCITY_CELERY_BROKER_URL"} | {"VELOCITY_STATE_DIR": str(tmp_path)}
+    result = subprocess.run([str(BIN / "velocity-platform"), "worker"], env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "velocity-platform worker: VELOCITY_CELERY_BROKER_URL is not set: export the RabbitMQ broker the runs use, "
+        "e.g. VELOCITY_CELERY_BROKER_URL=amqp://USER:PASSWORD@HOST:5672//"
+    ]
