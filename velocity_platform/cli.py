@@ -311,6 +311,42 @@ def cmd_deltas(args: argparse.Namespace) -> int:
     return serve_forever()
 
 
+def cmd_worker(args: argparse.Namespace) -> int:
+    """A Celery worker for this code: takes the steps of runs on VELOCITY_EXECUTOR=celery from the queue."""
+    import socket
+
+    from velocity_platform.settings import CELERY_BROKER_ENV
+    from velocity_platform.workers import masked
+
+    settings = _settings()
+    broker = os.environ.get(CELERY_BROKER_ENV, "").strip()
+    if not broker:
+        raise ConfigurationError(
+            f"{CELERY_BROKER_ENV} is not set: export the RabbitMQ broker the runs use, e.g. "
+            f"{CELERY_BROKER_ENV}=amqp://USER:PASSWORD@HOST:5672//"
+        )
+    _check_state_writable(settings)
+    queue = args.queue or settings.celery_queue
+    # The process id keeps two unnamed workers of one host apart (the exec keeps it).
+    name = args.name or f"velocity-{os.getpid()}"
+    node = name if "@" in name else f"{name}@{socket.gethostname()}"
+    print(
+        f"Celery worker {node}: steps of velocity_platform from queue {queue!r}, {args.concurrency} at a time; "
+        f"broker {masked(broker)}, lake {settings.lake_path}",
+        flush=True,
+    )
+    # Celery in this process (exec): SIGTERM reaches it directly and is its warm shutdown (the steps
+    # running finish and are acknowledged, then it exits 0). Not `dagster-celery worker start`: it
+    # writes the broker URL, password included, into a file under DAGSTER_HOME.
+    argv = [
+        sys.executable, "-m", "celery", "-A", "velocity_platform.worker_app", "worker",
+        "--queues", queue, "--concurrency", str(args.concurrency), "--hostname", node,
+        "--prefetch-multiplier", "1", "--loglevel", args.loglevel, "--without-gossip", "--without-mingle",
+    ]
+    os.execv(sys.executable, argv)
+    return 0  # not reached: the process is now the worker
+
+
 def _check_port_free(host: str, port: int) -> None:
     """uvicorn would log a bind error and exit 1; say which port and what to do instead."""
     import socket
@@ -746,6 +782,13 @@ def _positive(kind: type):
     return parse
 
 
+def _at_least_one(value: str) -> int:
+    number = _positive(int)(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{value!r} must be 1 or more")
+    return number
+
+
 def _add_labor_options(parser: argparse.ArgumentParser) -> None:
     from velocity_platform.settings import SlottingSettings, SettingsError
 
@@ -871,6 +914,17 @@ def build_parser() -> argparse.ArgumentParser:
         "(settings: VELOCITY_DELTAS_*; docs/deltas.md)",
     )
     deltas.set_defaults(func=cmd_deltas)
+
+    worker = commands.add_parser(
+        "worker",
+        help="a Celery worker for this code: runs the steps of runs on VELOCITY_EXECUTOR=celery "
+        "(needs VELOCITY_CELERY_BROKER_URL; docs/operations.md)",
+    )
+    worker.add_argument("--queue", default=None, help="the Celery queue to take steps from (default: VELOCITY_CELERY_QUEUE)")
+    worker.add_argument("--concurrency", type=_at_least_one, default=1, help="steps at once (default 1)")
+    worker.add_argument("--name", default=None, help="the worker's name, shown on each step it runs (default velocity-PID@host)")
+    worker.add_argument("--loglevel", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="Celery's log level")
+    worker.set_defaults(func=cmd_worker)
 
     warehouses = commands.add_parser("warehouses", help="the network's registry: add a warehouse, list them")
     registry = warehouses.add_subparsers(dest="action", required=True, metavar="add|list")

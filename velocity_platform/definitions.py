@@ -14,6 +14,7 @@ from velocity_platform.defs.ops.freshness import with_nightly_freshness
 from velocity_platform.defs.partitions import with_business_days
 from velocity_platform.defs.resources import build_resources
 from velocity_platform.settings import Settings
+from velocity_platform.workers import executor_of
 
 
 def build_definitions(settings: Settings) -> dg.Definitions:
@@ -23,7 +24,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     daily = with_business_days(loaded, settings)
     fresh = with_nightly_freshness(daily, settings.timezone, settings.operations.batch_window_hours)
     return dg.Definitions.merge(
-        fresh, dg.Definitions(resources=build_resources(settings), executor=dg.in_process_executor)
+        fresh, dg.Definitions(resources=build_resources(settings), executor=executor_of(settings))
     )
 
 

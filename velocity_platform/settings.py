@@ -48,8 +48,11 @@ SECRETS = {
     "VELOCITY_WMS_TOKEN": "WMS bearer token, a secret: read through `dg.EnvVar` (`wms-dev-token` under make)",
     "VELOCITY_ALERT_WEBHOOK_URL": "where failed gates and failed runs are posted as JSON; a secret (it may embed a "
     "token): read through `dg.EnvVar`",
+    "VELOCITY_CELERY_BROKER_URL": "the Celery workers' RabbitMQ broker when VELOCITY_EXECUTOR=celery, "
+    "`amqp://USER:PASSWORD@HOST:5672//`; a secret (it holds the password): read from the environment by the "
+    "executor (config `env:`) and by `velocity-platform worker`, printed masked",
 }
-ERP_TOKEN_ENV, WMS_TOKEN_ENV, ALERT_WEBHOOK_ENV = SECRETS
+ERP_TOKEN_ENV, WMS_TOKEN_ENV, ALERT_WEBHOOK_ENV, CELERY_BROKER_ENV = SECRETS
 
 
 class SettingsError(ValueError):
@@ -342,8 +345,21 @@ class Settings(SettingsGroup):
     run_memo_mb: float = Field(
         512.0, ge=0, description="Small frames a run hands from step to step in memory, in MB (the rest is read back)"
     )
+    executor: Literal["in-process", "celery"] = Field(
+        "in-process",
+        description="How a run executes its steps: `in-process` (one process, one machine, nothing to start) or "
+        "`celery` (each step a task on the Celery workers `velocity-platform worker` starts; needs "
+        "VELOCITY_CELERY_BROKER_URL and Dagster's storage on PostgreSQL)",
+    )
+    celery_queue: str = Field(
+        "dagster",
+        description="The Celery queue the runs' steps are sent to and `velocity-platform worker` listens on "
+        "(VELOCITY_EXECUTOR=celery; `dagster` is dagster-celery's own default)",
+    )
     # Whether VELOCITY_ALERT_WEBHOOK_URL is set; its value (a secret) is dropped as it is read.
     alert_webhook_set: bool = Field(False, validation_alias=env(ALERT_WEBHOOK_ENV), exclude=True)
+    # The same for the broker URL (it holds the broker's password).
+    celery_broker_set: bool = Field(False, validation_alias=env(CELERY_BROKER_ENV), exclude=True)
 
     # The groups, each read from the environment with the rest (no variable holds a group itself).
     operations: OperationsSettings = Field(default_factory=OperationsSettings.from_env)
@@ -361,7 +377,7 @@ class Settings(SettingsGroup):
     # tokens, not secrets, used instead of the token variables. Never read from the environment.
     _stand_in_tokens: dict[str, str] = PrivateAttr(default_factory=dict)
 
-    @field_validator("alert_webhook_set", mode="before")
+    @field_validator("alert_webhook_set", "celery_broker_set", mode="before")
     @classmethod
     def _only_whether_set(cls, value: Any) -> bool:
         return bool(value.strip()) if isinstance(value, str) else bool(value)
@@ -393,6 +409,13 @@ class Settings(SettingsGroup):
             )
         if self.store_url is None:
             object.__setattr__(self, "store_url", f"sqlite:///{state / 'operational.sqlite'}")
+        if self.executor == "celery" and not self.celery_broker_set:
+            # Without it both dagster-celery ends fall back to a guest broker on localhost, which on
+            # a worker host is not the deployment's broker: the steps would wait on a queue nobody reads.
+            raise ValueError(f"VELOCITY_EXECUTOR=celery needs {CELERY_BROKER_ENV} (the RabbitMQ broker the workers read)")
+        if self.executor == "celery" and self.table_store != "lake":
+            # Steps of one run on several workers write at once; a DuckDB file has one writer.
+            raise ValueError("VELOCITY_EXECUTOR=celery needs VELOCITY_TABLE_STORE=lake (a DuckDB file has one writer)")
         return self
 
     def replace(self, **changes: Any) -> Settings:

@@ -162,3 +162,24 @@ def test_the_definitions_are_built_from_the_settings_object(tmp_path):
     resources = definitions.resources or {}
     assert (resources["warehouse"].timezone, resources["warehouse"].move_budget) == ("America/Chicago", 12)
     assert (resources["slotting"].routing, resources["slotting"].move_minutes) == ("largest-gap", 4.0)
+
+
+def test_the_executor_is_in_process_unless_celery_is_asked_for_with_its_broker(monkeypatch, tmp_path):
+    from velocity_platform.definitions import build_definitions
+    from velocity_platform.settings import CELERY_BROKER_ENV
+
+    def executor_of_the_nightly_job(settings: Settings) -> str:
+        definitions = build_definitions(settings.replace(duckdb_path=str(tmp_path / "velocity.duckdb")))
+        return definitions.resolve_job_def("nightly_slotting_batch").executor_def.name
+
+    monkeypatch.delenv("VELOCITY_EXECUTOR", raising=False)
+    monkeypatch.delenv(CELERY_BROKER_ENV, raising=False)
+    assert executor_of_the_nightly_job(Settings.from_env()) == "in_process"  # one machine, as before
+    monkeypatch.setenv("VELOCITY_EXECUTOR", "celery")
+    with pytest.raises(SettingsError, match=f"VELOCITY_EXECUTOR=celery needs {CELERY_BROKER_ENV}"):
+        Settings.from_env()
+    monkeypatch.setenv(CELERY_BROKER_ENV, "amqp://velocity:broker-secret-4321@mq.internal:5672//")
+    settings = Settings.from_env()
+    held = repr(settings) + str(settings.model_dump()) + settings.model_dump_json()
+    assert "broker-secret-4321" not in held and settings.celery_broker_set
+    assert executor_of_the_nightly_job(settings) == "celery"
