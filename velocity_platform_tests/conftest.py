@@ -92,7 +92,7 @@ def small_platform(tmp_path_factory) -> Iterator[Platform]:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
-    """Under pytest-xdist (`make test` runs `-n 2 --dist loadgroup`) a test module stays on one
+    """Under pytest-xdist (`make test` runs `-n 4 --dist loadgroup`) a test module stays on one
     worker, so its module-scoped simulators and Dagster homes are built once; the production
     tests share one stack (webserver, daemon, code server), so they stay together too.
 
