@@ -124,12 +124,15 @@ def test_each_site_reads_its_own_rows_and_the_tables_are_opened_once_for_all_sit
     store.dispose()
 
 
-def _nightly_writer(state: str, times: int, started) -> None:
+def _nightly_writer(state: str, times: int, started, stop=None) -> None:
+    """Rewrite WH-01's rates `times` times, or until `stop` is set (each version its own rate)."""
     settings = Settings(state_dir=state, table_store="lake", lake_path=f"{state}/lake", duckdb_path=f"{state}/unused.duckdb")
     skus = [f"SKU-{i:06d}" for i in range(5_000)]
     with WarehouseTables.of_settings(settings).session() as tables:
         started.set()
         for attempt in range(times):
+            if stop is not None and stop.is_set():
+                return
             velocity = pl.DataFrame(
                 {
                     "business_date": [dt.date(2026, 2, 9)] * len(skus),
@@ -145,6 +148,7 @@ def test_the_rates_are_read_while_a_night_writes_them(tmp_path):
     """On the lake the service never waits for a run to finish writing: every read while another
     process replaces the rates gets one whole version of them (on the file it got 'busy')."""
     import multiprocessing
+    import time
 
     from velocity_platform.deltas.service import RATE_TABLES, RatesReader
 
@@ -153,18 +157,22 @@ def test_the_rates_are_read_while_a_night_writes_them(tmp_path):
     tables = WarehouseTables.of_settings(settings)
     reader = RatesReader(tables, ["WH-01"])
     spawn = multiprocessing.get_context("spawn")
-    started = spawn.Event()
-    writer = spawn.Process(target=_nightly_writer, args=(str(tmp_path), 8, started))
+    started, stop = spawn.Event(), spawn.Event()
+    # The writer goes on rewriting until the reader has seen it write (bounded either way).
+    writer = spawn.Process(target=_nightly_writer, args=(str(tmp_path), 500, started, stop))
     writer.start()
     assert started.wait(60)
-    reads = []
-    while writer.is_alive() or not reads:
+    reads, versions = [], set()
+    deadline = time.monotonic() + 120
+    while len(versions) < 3 and writer.is_alive() and time.monotonic() < deadline:
         read = reader.read(tables.stamp(RATE_TABLES))
         assert not isinstance(read, Exception), read
         reads.append(read["WH-01"].velocity)
+        versions.add(reads[-1]["expected_pick_lines_per_day"][0])
+    stop.set()
     writer.join(timeout=60)
     assert writer.exitcode == 0
     assert {frame.height for frame in reads} == {5_000}  # whole versions only
     assert all(frame["expected_pick_lines_per_day"].n_unique() == 1 for frame in reads)  # never a mix of two
-    # and read while the writes went on: more than one night's version was seen
-    assert len({frame["expected_pick_lines_per_day"][0] for frame in reads}) >= 2
+    # and read while the writes went on: the writer's versions were seen as they landed
+    assert len(versions) >= 3, versions
