@@ -7,7 +7,7 @@
 2. One night of each scenario on each store (the timed run of `velocity-platform bench`), in
    alternation: the night's time, the table writes' share of it, peak RSS.
 
-    .venv/bin/python -m benchmarks.lake_vs_file [--pair-scenario S] [--scenarios M L] [--json PATH]
+    .venv/bin/python -m benchmarks.lake_vs_file [--pair-scenario S|none] [--scenarios M L] [--json PATH]
 
 History is generated once per scenario and written to each store before its timed night, as the
 `bench` harness does; nothing of it is timed.
@@ -120,6 +120,11 @@ def one_night_each(scenario_names: list[str]) -> dict:
                         "peak_rss_mb": figures["peak_rss_mb"],
                         "raw_lines": figures["raw_lines"],
                         "checks_failed": figures["checks_failed"],
+                        # Where the time and the memory go, step by step (the lake's peak is one step's).
+                        "steps": {
+                            step: {"wall_s": timing["wall_s"], "peak_rss_mb": timing.get("peak_rss_mb")}
+                            for step, timing in figures["steps"].items()
+                        },
                     }
                     log(f"{name} on {store}: {figures['total_s']:.1f} s, table writes {writes:.1f} s, {figures['peak_rss_mb']:.0f} MB")
     return results
@@ -127,11 +132,12 @@ def one_night_each(scenario_names: list[str]) -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--pair-scenario", default="S", choices=sorted(SCENARIOS))
+    parser.add_argument("--pair-scenario", default="S", choices=[*sorted(SCENARIOS), "none"], help="none: skip the pair")
     parser.add_argument("--scenarios", nargs="*", default=["M", "L"], choices=sorted(SCENARIOS))
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    report = {"two_sites_at_once": two_sites_at_once(args.pair_scenario), "one_night": one_night_each(args.scenarios)}
+    pair = {} if args.pair_scenario == "none" else two_sites_at_once(args.pair_scenario)
+    report = {"two_sites_at_once": pair, "one_night": one_night_each(args.scenarios)}
     text = json.dumps(report, indent=2)
     print(text)
     if args.json:

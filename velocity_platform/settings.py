@@ -284,7 +284,12 @@ class HttpSettings(SettingsGroup):
     breaker_reset_s: float = Field(30.0, description="HTTP: cool-down before the breaker lets a trial request through")
     max_response_bytes: int = Field(64 * 1024 * 1024, description="HTTP: cap on one response body, in bytes")
     page_limit: int = Field(
-        250, description="HTTP: records asked for per page (a day is ~1,500 ERP documents: a sixth of a day per page; docs/reliability.md)"
+        250,
+        description="HTTP: records asked for on a listing's first pages (a demo day is ~1,500 ERP documents: a sixth of a day per page; docs/reliability.md)",
+    )
+    page_limit_max: int = Field(
+        5000,
+        description="HTTP: the page size a long listing grows to (doubling every 8 pages from page_limit), so a large day is not held at the request ceiling",
     )
 
 

@@ -90,10 +90,11 @@ class ErpClient(UpstreamApiClient):
                     jobs[page_no + 1] = prefetch.submit(fetch, page_no + 1, next_page)
 
             source_batch = f"{batch_prefix}:page-{page_no:04d}"
-            page, next_page = self._fetch_page(path, params, cursor, self.page_limit, source_batch, reader, go_on)
+            limit = self.page_size(page_no)
+            page, next_page = self._fetch_page(path, params, cursor, limit, source_batch, reader, go_on)
             if page.error is None:
                 return [page]
-            return self._narrowed(path, params, page, self.page_limit, next_page, reader)
+            return self._narrowed(path, params, page, limit, next_page, reader)
 
         try:
             jobs[1] = prefetch.submit(fetch, 1, None)

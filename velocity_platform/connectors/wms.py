@@ -8,6 +8,7 @@ acknowledges the same key again and applies nothing twice.
 from __future__ import annotations
 
 import hashlib
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -58,8 +59,8 @@ class WmsClient(UpstreamApiClient):
 
         parsed: list = []
         cursor: str | None = None
-        while True:
-            params: dict[str, str | int] = {"limit": self.page_limit}
+        for page_no in itertools.count(1):
+            params: dict[str, str | int] = {"limit": self.page_size(page_no)}
             if warehouse_id:
                 params["warehouse_id"] = warehouse_id
             if cursor:

@@ -53,6 +53,7 @@ class _UpstreamResource(dg.ConfigurableResource):
     breaker_fail_max: int = resource_field(HttpSettings, "breaker_fail_max")
     breaker_reset_s: float = resource_field(HttpSettings, "breaker_reset_s")
     page_limit: int = resource_field(HttpSettings, "page_limit")
+    page_limit_max: int = resource_field(HttpSettings, "page_limit_max")
 
     def _retry(self) -> RetryPolicy:
         return RetryPolicy(
@@ -71,6 +72,7 @@ class _UpstreamResource(dg.ConfigurableResource):
             self.token,
             timeout_s=self.timeout_s,
             page_limit=self.page_limit,
+            page_limit_max=self.page_limit_max,
             max_response_bytes=self.max_response_bytes,
             verify_tls=self.verify_tls,
             allow_plain_http=self.allow_plain_http,

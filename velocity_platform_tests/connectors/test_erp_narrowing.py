@@ -54,3 +54,25 @@ def test_the_default_page_limit_splits_a_day_into_several_pages():
         pages = list(client.transaction_pages(DAYS[0], "Europe/London", reader=read_erp_page))
         documents = sum(p.parsed.documents.height for p in pages)
         assert len(pages) >= 4 and max(p.parsed.documents.height for p in pages) <= documents / 4
+
+
+def test_a_long_listing_asks_for_larger_pages_as_it_goes():
+    """Pages start at page_limit and double every PAGES_PER_DOUBLING pages up to page_limit_max,
+    so a large day is not held at the request ceiling; every document still arrives once."""
+    from velocity_platform.connectors.http import PAGES_PER_DOUBLING
+
+    with erp_client(lines_per_day=3000) as raw:
+        client = ErpClient(
+            str(raw.base_url), raw.app.state.simulator.config.token, retry=FAST,
+            limits=UpstreamLimits(requests_per_second=0), page_limit=5, page_limit_max=20,
+        )
+        pages = list(client.transaction_pages(DAYS[0], "Europe/London", reader=read_erp_page))
+        asked = [p.limit for p in pages]
+        assert len(pages) > 2 * PAGES_PER_DOUBLING, "the day should outlast two doublings"
+        assert asked[:PAGES_PER_DOUBLING] == [5] * PAGES_PER_DOUBLING
+        assert asked[PAGES_PER_DOUBLING : 2 * PAGES_PER_DOUBLING] == [10] * PAGES_PER_DOUBLING
+        assert set(asked[2 * PAGES_PER_DOUBLING :]) == {20}, "never past page_limit_max"
+        received = [ReceivedPage(p.source_batch, p.body, p.parsed, p.error, p.fetches, p.cursor, p.limit) for p in pages]
+        ingested = raw_lines_from_received(received, DAYS[0])
+        assert ingested.lines_received == client.count_lines(DAYS[0]), "every line once, none twice"
+        assert ingested.lines["txn_id"].n_unique() == ingested.documents
