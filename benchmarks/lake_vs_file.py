@@ -118,6 +118,7 @@ def one_night_each(scenario_names: list[str]) -> dict:
                         "total_s": figures["total_s"],
                         "table_write_s": writes,
                         "peak_rss_mb": figures["peak_rss_mb"],
+                        "peak_rss_sampled": figures["peak_rss_sampled"],
                         "raw_lines": figures["raw_lines"],
                         "checks_failed": figures["checks_failed"],
                         # Where the time and the memory go, step by step (the lake's peak is one step's).

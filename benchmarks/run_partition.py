@@ -43,11 +43,21 @@ class RssSampler(threading.Thread):
         self._done.set()
         self.join()
 
+    def where_peak(self, windows: dict[str, tuple[float, float]]) -> dict:
+        """The highest sample and the step whose window holds it ("between steps" if none)."""
+        if not self.samples:
+            return {"mb": 0.0, "during": None}
+        at, mb = max(self.samples, key=lambda sample: sample[1])
+        during = next((step for step, (start, end) in windows.items() if start <= at <= end), "between steps")
+        return {"mb": round(mb, 1), "during": during}
+
     def peak_between(self, start: float, end: float) -> float:
         return max((mb for t, mb in self.samples if start <= t <= end), default=0.0)
 
 
-def step_timings(instance, run_id: str, rss: RssSampler | None = None) -> dict[str, dict[str, float]]:
+def step_timings(
+    instance, run_id: str, rss: RssSampler | None = None, windows: dict[str, tuple[float, float]] | None = None
+) -> dict[str, dict[str, float]]:
     """Per step: wall (start..success), load (start..last input loaded), store (output..handled)."""
     marks: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for entry in instance.all_logs(run_id):
@@ -67,6 +77,8 @@ def step_timings(instance, run_id: str, rss: RssSampler | None = None) -> dict[s
             "compute_s": round(first_output - loaded, 3),
             "store_s": round(max(0.0, handled - first_output), 3),
         }
+        if windows is not None:
+            windows[step] = (start, end)
         if rss is not None:
             timings[step]["peak_rss_mb"] = round(rss.peak_between(start, end), 1)
     return timings
@@ -95,7 +107,8 @@ def main(business_date: str, warehouse_id: str = "WH-01") -> int:
         if not result.success:
             print(f"run failed: {[e.message for e in result.all_events if e.is_failure]}", file=sys.stderr)
             return 1
-        stages = step_timings(instance, result.run_id, rss)
+        stages_at: dict[str, tuple[float, float]] = {}
+        stages = step_timings(instance, result.run_id, rss, stages_at)
         raw_lines = next(
             e.event_specific_data.materialization.metadata["dagster/row_count"].value
             for e in result.get_asset_materialization_events()
@@ -118,6 +131,8 @@ def main(business_date: str, warehouse_id: str = "WH-01") -> int:
                 "raw_lines": raw_lines,
                 "rows_per_second": round(raw_lines / total, 1),
                 "peak_rss_mb": round(peak_kb / 1024, 1),
+                # The sampled peak of the run and where it fell: a step's name, or "between steps".
+                "peak_rss_sampled": rss.where_peak(stages_at),
                 "rss_before_run_mb": round(rss_before_run, 1),
                 "table_write_s": table_writes,
                 "checks_failed": [
