@@ -33,7 +33,7 @@ import httpx
 import polars as pl
 
 from benchmarks.deployment import PROJECT, LocalDeployment, wait_until
-from benchmarks.harness import table_paths, tables_in
+from benchmarks.harness import deployment_env, tables_in
 from velocity_platform.simulators.serve import free_port
 from velocity_platform.settings import Settings
 
@@ -54,13 +54,15 @@ def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def start_simulators(work: Path) -> tuple[list[subprocess.Popen], dict[str, str]]:
+def start_simulators(work: Path, warehouses: list[str] | None = None) -> tuple[list[subprocess.Popen], dict[str, str]]:
+    """The ERP and WMS of WORLD as processes; with `warehouses`, a network of those sites."""
     env = {**os.environ, **TOKENS}
+    world = [*WORLD, "--warehouses", ",".join(warehouses)] if warehouses else WORLD
     ports = {"erp": free_port(), "wms": free_port()}
     processes = [
-        subprocess.Popen([EXE, "simulate", "erp", "--port", str(ports["erp"]), *WORLD], env=env),
+        subprocess.Popen([EXE, "simulate", "erp", "--port", str(ports["erp"]), *world], env=env),
         subprocess.Popen(
-            [EXE, "simulate", "wms", "--port", str(ports["wms"]), "--wms-state", str(work / "wms_state.jsonl"), *WORLD],
+            [EXE, "simulate", "wms", "--port", str(ports["wms"]), "--wms-state", str(work / "wms_state.jsonl"), *world],
             env=env,
         ),
     ]
@@ -79,17 +81,7 @@ def start_simulators(work: Path) -> tuple[list[subprocess.Popen], dict[str, str]
 
 
 def platform_env(work: Path, urls: dict[str, str]) -> dict[str, str]:
-    home = work / "dagster_home"
-    home.mkdir(parents=True)
-    (home / "dagster.yaml").write_text((PROJECT / "dagster.yaml").read_text())
-    return {
-        **os.environ,
-        **TOKENS,
-        **urls,
-        "DAGSTER_HOME": str(home),
-        **table_paths(work),
-        "VELOCITY_STORE_URL": f"sqlite:///{work / 'operational.sqlite'}",
-    }
+    return deployment_env(work, urls, TOKENS)
 
 
 def velocity_reads_its_window(work: Path, day: dt.date) -> dict:

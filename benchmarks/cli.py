@@ -40,6 +40,14 @@ def _deltas(json_path: Path | None, args: argparse.Namespace) -> object:
     return run_deltas_benchmark(json_path, duration_s=args.duration, burst=args.burst, soak_s=args.soak)
 
 
+def _network(json_path: Path | None, args: argparse.Namespace) -> object:
+    from benchmarks.network_backfill import run_network_backfill
+
+    return run_network_backfill(
+        json_path, workers=args.workers, warehouses=args.warehouses, days=args.days, world=args.world, days_per_run=args.days_per_run
+    )
+
+
 SCENARIOS: dict[str, BenchScenario] = {
     "S": BenchScenario("one business day, 5,000 SKUs, 50,000 lines, through Dagster", _business_day("S")),
     "M": BenchScenario("one business day, 20,000 SKUs, 300,000 lines, through Dagster", _business_day("M")),
@@ -49,6 +57,11 @@ SCENARIOS: dict[str, BenchScenario] = {
         "and 500/s with 5%% transport faults",
         _deltas,
     ),
+    "network": BenchScenario(
+        "a backfill of W warehouses x D days (world M or demo) through dagster-daemon, its steps on N Celery workers "
+        "(PostgreSQL and RabbitMQ on this machine)",
+        _network,
+    ),
 }
 
 
@@ -56,7 +69,7 @@ def add_bench_command(commands: argparse._SubParsersAction) -> None:
     """Add `bench` to the product's subcommands (the `velocity_platform.commands` entry point)."""
     listing = "; ".join(f"{name}: {scenario.help}" for name, scenario in SCENARIOS.items())
     bench = commands.add_parser(
-        "bench", help="measure a scenario (S, M, L: one business day through Dagster; deltas: the exception service)"
+        "bench", help="measure a scenario (S, M, L: one business day through Dagster; deltas: the exception service; network: a backfill on Celery workers)"
     )
     bench.add_argument("--scenario", nargs="+", choices=list(SCENARIOS), default=["S"], help=listing)
     bench.add_argument("--json", type=Path, default=None, help="write the figures as JSON here")
@@ -65,6 +78,12 @@ def add_bench_command(commands: argparse._SubParsersAction) -> None:
     deltas.add_argument("--duration", type=float, default=60.0, help="seconds of each fixed-rate phase (default 60)")
     deltas.add_argument("--burst", type=int, default=5000, help="documents committed at once in the burst (default 5,000)")
     deltas.add_argument("--soak", type=float, default=None, help="instead: one 500/s phase of this many seconds (RSS sampled)")
+    network = bench.add_argument_group("--scenario network")
+    network.add_argument("--workers", type=int, default=2, help="Celery workers, each one step at a time (default 2)")
+    network.add_argument("--warehouses", type=int, default=2, help="sites, each its own backfill (default 2)")
+    network.add_argument("--days", type=int, default=3, help="business dates from 2026-01-01 (default 3)")
+    network.add_argument("--world", choices=["M", "demo"], default="M", help="M: 20,000 SKUs, 300,000 lines a day; demo: 2,000 and 4,000")
+    network.add_argument("--days-per-run", type=int, default=None, help="dates a backfill run builds together (default: the setting's)")
     bench.set_defaults(func=run_bench)
 
 

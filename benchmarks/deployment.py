@@ -39,8 +39,9 @@ def wait_until(what: str, ready: Callable[[], object], deadline_s: float, poll_s
 
 
 class LocalDeployment:
-    def __init__(self, env: dict[str, str], logs: Path) -> None:
+    def __init__(self, env: dict[str, str], logs: Path, pool_slots: int = 1) -> None:
         self.env = env
+        self.pool_slots = pool_slots  # runs the duckdb pool admits at once
         self.logs = logs
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -60,7 +61,7 @@ class LocalDeployment:
         # As `make dev` does: the pool exists before the daemon's first pass, which would otherwise
         # take it as unlimited and start the first queued runs together.
         with dg.DagsterInstance.from_config(self.env["DAGSTER_HOME"]) as instance:
-            instance.event_log_storage.set_concurrency_slots(DUCKDB_POOL, 1)
+            instance.event_log_storage.set_concurrency_slots(DUCKDB_POOL, self.pool_slots)
         self._spawn("webserver", [str(BIN / "dagster-webserver"), "-w", self.workspace, "-h", "127.0.0.1", "-p", str(self.port)])
         wait_until("the code location loaded in the webserver", self._location_loaded, deadline_s)
         return self

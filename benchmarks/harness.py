@@ -83,6 +83,27 @@ def table_paths(work: Path) -> dict[str, str]:
     return {"VELOCITY_LAKE_PATH": str(work / "lake"), "VELOCITY_DUCKDB_PATH": str(work / "velocity.duckdb")}
 
 
+def deployment_env(
+    work: Path, urls: dict[str, str], tokens: dict[str, str], dagster_yaml: str | None = None, **extra: str
+) -> dict[str, str]:
+    """The environment of a measured deployment: this process's, the simulators' URLs and tokens,
+    a fresh DAGSTER_HOME under `work` holding `dagster_yaml` (the repository's dagster.yaml unless
+    given), the tables under `work` (table_paths), an SQLite operational store there, `extra` on top."""
+    home = work / "dagster_home"
+    home.mkdir(parents=True, exist_ok=True)
+    project = Path(__file__).resolve().parents[1]
+    (home / "dagster.yaml").write_text(dagster_yaml if dagster_yaml is not None else (project / "dagster.yaml").read_text())
+    return {
+        **os.environ,
+        **tokens,
+        **urls,
+        "DAGSTER_HOME": str(home),
+        **table_paths(work),
+        "VELOCITY_STORE_URL": f"sqlite:///{work / 'operational.sqlite'}",
+        **extra,
+    }
+
+
 def tables_in(work: Path, warehouse_id: str | None = None):
     """The warehouse tables of a measured deployment (see table_paths)."""
     from velocity_platform.defs.tables import WarehouseTables

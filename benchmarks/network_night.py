@@ -30,10 +30,10 @@ from benchmarks.harness import (
     TIMEZONE,
     WMS_TOKEN,
     build_history,
+    deployment_env,
     log,
     materialize_in_subprocess,
     simulators,
-    table_paths,
     tables_mb,
     write_history,
 )
@@ -48,21 +48,13 @@ def night_of(history, sizes: list[int], erp: str, wms: str) -> list[dict]:
     for n in sizes:
         with tempfile.TemporaryDirectory(prefix=f"velocity-network-{n}-") as tmp:
             work = Path(tmp)
-            home = work / "dagster_home"
-            home.mkdir()
-            (home / "dagster.yaml").write_text((Path(__file__).resolve().parents[1] / "dagster.yaml").read_text())
-            env = {
-                **os.environ,
-                "DAGSTER_HOME": str(home),
-                **table_paths(work),
-                "VELOCITY_STORE_URL": f"sqlite:///{work / 'operational.sqlite'}",
-                "VELOCITY_ERP_URL": erp,
-                "VELOCITY_WMS_URL": wms,
-                "VELOCITY_ERP_TOKEN": ERP_TOKEN,
-                "VELOCITY_WMS_TOKEN": WMS_TOKEN,
-                "VELOCITY_WAREHOUSE_TZ": TIMEZONE,
-                "VELOCITY_FIRST_PARTITION_DATE": (BUSINESS_DATE.replace(day=1)).isoformat(),
-            }
+            env = deployment_env(
+                work,
+                {"VELOCITY_ERP_URL": erp, "VELOCITY_WMS_URL": wms},
+                {"VELOCITY_ERP_TOKEN": ERP_TOKEN, "VELOCITY_WMS_TOKEN": WMS_TOKEN},
+                VELOCITY_WAREHOUSE_TZ=TIMEZONE,
+                VELOCITY_FIRST_PARTITION_DATE=BUSINESS_DATE.replace(day=1).isoformat(),
+            )
             os.environ.update(env)
             for site in site_ids(n):
                 write_history(history, work, site)

@@ -100,3 +100,18 @@ def masked(url: str | None) -> str:
     from kombu.utils.url import maybe_sanitize_url
 
     return maybe_sanitize_url(url, mask="***")
+
+
+CELERY_WORKER_KEY = "Celery worker"  # dagster-celery's engine event names the worker under this key
+
+
+def step_workers(instance: dg.DagsterInstance, run_id: str) -> dict[str, list[str]]:
+    """Each step's workers, in the order they took it up (from dagster-celery's engine events)."""
+    taken: dict[str, list[str]] = {}
+    for record in instance.all_logs(run_id):
+        event = record.dagster_event
+        if event and event.is_engine_event and record.step_key:
+            metadata = event.engine_event_data.metadata or {}
+            if CELERY_WORKER_KEY in metadata:
+                taken.setdefault(record.step_key, []).append(metadata[CELERY_WORKER_KEY].value)
+    return taken

@@ -6,55 +6,31 @@ the reason, so a laptop without PostgreSQL still runs the rest of the suite.
 """
 
 import os
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
 import sqlalchemy as sa
 
-# The maintenance database of the server the tests may create databases on.
-ADMIN_URL = os.environ.get("VELOCITY_TEST_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
-
-
-def _admin_engine() -> sa.Engine:
-    return sa.create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 5})
+from benchmarks import real_parts
+from benchmarks.real_parts import ADMIN_URL  # noqa: F401 (the tests import it from here)
 
 
 def require_postgres() -> None:
     """Skip (or, under CI, fail) when the test server cannot be reached."""
-    engine = _admin_engine()
-    try:
-        with engine.connect() as conn:
-            conn.execute(sa.text("SELECT 1"))
-    except sa.exc.OperationalError as exc:
-        reason = (
-            f"PostgreSQL at {sa.make_url(ADMIN_URL).render_as_string(hide_password=True)} is unreachable "
-            f"({str(exc.orig).strip().splitlines()[0]}); start it or set VELOCITY_TEST_PG_URL"
-        )
-        if os.environ.get("CI"):
-            pytest.fail(f"CI requires PostgreSQL: {reason}")
+    reason = real_parts.postgres_unreachable()
+    if reason and os.environ.get("CI"):
+        pytest.fail(f"CI requires PostgreSQL: {reason}")
+    if reason:
         pytest.skip(reason)
-    finally:
-        engine.dispose()
 
 
 @contextmanager
 def fresh_database(label: str) -> Iterator[sa.URL]:
-    """A new, empty database for the duration of the block; dropped (connections and all) after."""
+    """A new, empty database for the duration of the block (benchmarks/real_parts.py), after the skip."""
     require_postgres()
-    name = f"velocity_test_{label}_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-    engine = _admin_engine()
-    try:
-        with engine.connect() as conn:
-            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-        try:
-            yield sa.make_url(ADMIN_URL).set(database=name)
-        finally:
-            with engine.connect() as conn:
-                conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    finally:
-        engine.dispose()
+    with real_parts.fresh_database(label) as url:
+        yield url
 
 
 def libpq_url(url: sa.URL) -> str:

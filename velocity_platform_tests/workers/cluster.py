@@ -15,7 +15,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -26,38 +25,24 @@ import dagster as dg
 import pytest
 
 from benchmarks.deployment import wait_until
+from benchmarks.real_parts import BIN, BROKER_URL, Worker, broker_unreachable, delete_queue, wait_for_workers  # noqa: F401 (the tests import them from here)
 from velocity_platform.batch import JOB_NAME, ensure_warehouse_partitions
 from velocity_platform.defs.partitions import SiteDay
 from velocity_platform.simulators.erp import ErpConfig
 from velocity_platform.simulators.wms import WmsConfig
+from velocity_platform.workers import CELERY_WORKER_KEY, step_workers  # noqa: F401 (the tests import them from here)
 from velocity_platform_tests.conftest import ERP_TOKEN, PROJECT, WMS_TOKEN, WORLD, Platform, platform_environment
 from velocity_platform_tests.production.postgres import fresh_database
 
-BROKER_URL = os.environ.get("VELOCITY_TEST_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672//")
-BIN = Path(sys.prefix) / "bin"
-CELERY_WORKER_KEY = "Celery worker"  # dagster-celery's engine event names the worker under this key
 
 
 def require_broker() -> None:
     """Skip (or, under CI, fail) when RabbitMQ cannot be reached, as the PostgreSQL tests do."""
-    from kombu import Connection
-
-    try:
-        with Connection(BROKER_URL, connect_timeout=5) as connection:
-            connection.ensure_connection(max_retries=1)
-    except Exception as exc:  # kombu raises the transport's own errors
-        reason = f"RabbitMQ at {Connection(BROKER_URL).as_uri()} is unreachable ({exc}); start it or set VELOCITY_TEST_BROKER_URL"
-        if os.environ.get("CI"):
-            pytest.fail(f"CI requires RabbitMQ: {reason}")
+    reason = broker_unreachable(BROKER_URL)
+    if reason and os.environ.get("CI"):
+        pytest.fail(f"CI requires RabbitMQ: {reason}")
+    if reason:
         pytest.skip(reason)
-
-
-def delete_queue(queue: str) -> None:
-    """The test's queue, gone from the broker (a durable queue outlives its workers)."""
-    from kombu import Connection
-
-    with Connection(BROKER_URL, connect_timeout=5) as connection:
-        connection.default_channel.queue_delete(queue)
 
 
 @dataclass
@@ -115,54 +100,6 @@ def celery_deployment(root: Path, label: str) -> Iterator[Deployment]:
                 worker.stop()
 
 
-class Worker:
-    def __init__(self, name: str, queue: str, env: dict[str, str], log: Path, prefix: list[str]) -> None:
-        self.name, self.queue, self.env, self.log, self.prefix = name, queue, env, log, prefix
-        self.process: subprocess.Popen | None = None
-
-    @property
-    def node(self) -> str:
-        return self.log.read_text(errors="replace").split("Celery worker ", 1)[1].split(":", 1)[0]
-
-    def start(self) -> Worker:
-        argv = [*self.prefix, str(BIN / "velocity-platform"), "worker", "--queue", self.queue, "--name", self.name]
-        with open(self.log, "wb") as out:
-            # A session of its own: stop() reaches the pool processes too.
-            self.process = subprocess.Popen(
-                argv, cwd=PROJECT, env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-            )
-        return self
-
-    def ready(self) -> bool:
-        if self.process.poll() is not None:
-            raise AssertionError(f"worker {self.name} exited with {self.process.returncode}:\n{self.text()[-3000:]}")
-        return " ready." in self.text()
-
-    def text(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def kill_9(self) -> None:
-        """kill -9 of the worker process (its pool processes die with it)."""
-        os.kill(self.process.pid, signal.SIGKILL)
-        self.process.wait(10)
-
-    def stop(self, grace_s: float = 30.0) -> int | None:
-        """SIGTERM, as a service manager stops it; its exit code (None if it had to be killed)."""
-        if self.process is None or self.process.poll() is not None:
-            return self.process.returncode if self.process else None
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(grace_s)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(10)
-            return None
-
-
-def wait_for_workers(workers: list[Worker], deadline_s: float = 90.0) -> None:
-    wait_until("the workers ready", lambda: all(w.ready() for w in workers), deadline_s)
-
-
 class NightlyRun:
     """The nightly job for one partition, executed by `dagster job execute` in a process of its
     own (the orchestrator, as a run worker is) with the deployment's executor: its steps go to the
@@ -214,18 +151,6 @@ class NightlyRun:
             raise AssertionError(f"run {self.run_id} not finished within {deadline_s:.0f}s:\n{self.text()[-3000:]}") from None
         with dg.DagsterInstance.get() as instance:
             return instance.get_run_by_id(self.run_id).status
-
-
-def step_workers(instance: dg.DagsterInstance, run_id: str) -> dict[str, list[str]]:
-    """Each step's workers, in the order they took it up (from dagster-celery's engine events)."""
-    taken: dict[str, list[str]] = {}
-    for record in instance.all_logs(run_id):
-        event = record.dagster_event
-        if event and event.is_engine_event and record.step_key:
-            metadata = event.engine_event_data.metadata or {}
-            if CELERY_WORKER_KEY in metadata:
-                taken.setdefault(record.step_key, []).append(metadata[CELERY_WORKER_KEY].value)
-    return taken
 
 
 def step_waits(instance: dg.DagsterInstance, run_id: str) -> list[float]:
