@@ -2,8 +2,9 @@
 through dagster-webserver + dagster-daemon, the steps on 2 Celery workers (PostgreSQL, RabbitMQ,
 the simulators, all real). No timings asserted.
 
-Heavy (about four minutes on 2 cores): a daemon module, kept on one xdist worker by the module
-grouping in velocity_platform_tests/conftest.py, like the other daemon modules.
+Heavy (220 s on 2 cores): run only when asked, `VELOCITY_BENCH_TESTS=1`, because CI's whole run
+is already near its 15-minute budget (13.6 min). When it runs it is a daemon module, kept on one
+xdist worker by the module grouping in velocity_platform_tests/conftest.py.
 """
 
 import json
@@ -14,7 +15,14 @@ import pytest
 from benchmarks.cli import SCENARIOS
 from benchmarks.real_parts import BROKER_URL, broker_unreachable, postgres_unreachable
 
-pytestmark = [pytest.mark.postgres, pytest.mark.integration]
+pytestmark = [
+    pytest.mark.postgres,
+    pytest.mark.integration,
+    pytest.mark.skipif(
+        not os.environ.get("VELOCITY_BENCH_TESTS"),
+        reason="220 s through the daemon and two Celery workers: VELOCITY_BENCH_TESTS=1 runs it (kept out of CI's 15-minute budget)",
+    ),
+]
 
 
 @pytest.fixture
