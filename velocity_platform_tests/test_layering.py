@@ -53,6 +53,9 @@ def test_the_bench_command_comes_from_the_benchmarks_entry_point():
 
     args = build_parser().parse_args(["bench", "--scenario", "M", "L", "--no-compare"])
     assert args.func is run_bench and args.scenario == ["M", "L"]
-    assert set(SCENARIOS) - {"deltas"} <= set(MEASURED)  # deltas has its own runner (benchmarks/deltas.py)
+    # deltas and network have their own runners (benchmarks/deltas.py, benchmarks/network_backfill.py)
+    assert set(SCENARIOS) - {"deltas", "network"} <= set(MEASURED)
+    args = build_parser().parse_args(["bench", "--scenario", "network", "--workers", "2", "--warehouses", "4", "--days", "5"])
+    assert args.scenario == ["network"] and (args.workers, args.warehouses, args.days) == (2, 4, 5)
     args = build_parser().parse_args(["bench", "--scenario", "deltas", "--duration", "5", "--json", "x.json"])
     assert args.scenario == ["deltas"] and args.duration == 5.0
