@@ -124,6 +124,13 @@ def materialized_in(instance: dg.DagsterInstance, run_id: str) -> set[str]:
     return {key.to_user_string() for key in keys}
 
 
+def step_succeeded(instance: dg.DagsterInstance, run_id: str, step_key: str) -> bool:
+    """The step's STEP_SUCCESS is in the run's log: a re-execution from failure will not run it again
+    (its materialization alone is not enough: a kill between the two re-runs the step)."""
+    records = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.STEP_SUCCESS).records
+    return any(record.event_log_entry.step_key == step_key for record in records)
+
+
 def finished(instance: dg.DagsterInstance, run_id: str) -> dg.DagsterRun | None:
     run = instance.get_run_by_id(run_id)
     return run if run.is_finished else None
@@ -200,9 +207,9 @@ def nights(tmp_path_factory):
                     erp_switch.down()
                     crashed = launch_night(deployment, CRASHED, dt.datetime.now(dt.UTC))
                     wait_until(
-                        "the second night's ERP pull waiting to retry, its WMS locations read",
+                        "the second night's ERP pull waiting to retry, its WMS locations step done",
                         lambda: retries_of(instance, crashed, "raw_transactions")
-                        and "wms_locations" in materialized_in(instance, crashed),
+                        and step_succeeded(instance, crashed, "wms_locations"),
                         deadline_s=240,
                     )
                     os.kill(worker_pid(instance, crashed), signal.SIGKILL)
