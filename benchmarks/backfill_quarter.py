@@ -34,6 +34,7 @@ import polars as pl
 
 from benchmarks.deployment import PROJECT, LocalDeployment, wait_until
 from benchmarks.harness import deployment_env, tables_in
+from velocity_platform.defs.partitions import site_day_of
 from velocity_platform.simulators.serve import free_port
 from velocity_platform.settings import Settings
 
@@ -142,12 +143,15 @@ def through_the_ui(dates: list[dt.date], work: Path, urls: dict[str, str]) -> di
 
 
 def run_dates(tags) -> list[dt.date]:
-    """The business dates a run built: its partition, or every date of its range."""
+    """The business dates a run built: its partition, or every date of its range (site-day keys,
+    "2026-01-05|WH-01"); none for a run without partitions (the SKU master's)."""
     if "dagster/asset_partition_range_start" in tags:
-        first = dt.date.fromisoformat(tags["dagster/asset_partition_range_start"])
-        last = dt.date.fromisoformat(tags["dagster/asset_partition_range_end"])
+        first = site_day_of(tags["dagster/asset_partition_range_start"]).business_date
+        last = site_day_of(tags["dagster/asset_partition_range_end"]).business_date
         return [first + dt.timedelta(days=n) for n in range((last - first).days + 1)]
-    return [dt.date.fromisoformat(tags["dagster/partition"])]
+    if "dagster/partition" in tags:
+        return [site_day_of(tags["dagster/partition"]).business_date]
+    return []
 
 
 def through_the_cli(dates: list[dt.date], work: Path, urls: dict[str, str]) -> dict:

@@ -376,21 +376,13 @@ def run_benchmark(name: str, json_path: Path | None = None, compare: bool = True
     log(f"Scenario {name}: {scenario.skus:,} SKUs, {scenario.lines_per_day:,} order lines a day, day {BUSINESS_DATE}")
     with tempfile.TemporaryDirectory(prefix=f"velocity-bench-{name}-") as tmp, simulators(scenario) as (erp, wms):
         work = Path(tmp)
-        home = work / "dagster_home"
-        home.mkdir()
-        (home / "dagster.yaml").write_text((Path(__file__).resolve().parents[1] / "dagster.yaml").read_text())
-        env = {
-            **os.environ,
-            "DAGSTER_HOME": str(home),
-            **table_paths(work),
-            "VELOCITY_STORE_URL": f"sqlite:///{work / 'operational.sqlite'}",
-            "VELOCITY_ERP_URL": erp,
-            "VELOCITY_WMS_URL": wms,
-            "VELOCITY_ERP_TOKEN": ERP_TOKEN,
-            "VELOCITY_WMS_TOKEN": WMS_TOKEN,
-            "VELOCITY_WAREHOUSE_TZ": TIMEZONE,
-            "VELOCITY_FIRST_PARTITION_DATE": (BUSINESS_DATE - dt.timedelta(days=120)).isoformat(),
-        }
+        env = deployment_env(
+            work,
+            {"VELOCITY_ERP_URL": erp, "VELOCITY_WMS_URL": wms},
+            {"VELOCITY_ERP_TOKEN": ERP_TOKEN, "VELOCITY_WMS_TOKEN": WMS_TOKEN},
+            VELOCITY_WAREHOUSE_TZ=TIMEZONE,
+            VELOCITY_FIRST_PARTITION_DATE=(BUSINESS_DATE - dt.timedelta(days=120)).isoformat(),
+        )
         os.environ.update(env)
         log("Preparing 89 days of history as daily demand (not timed)...")
         master = prepare_history(scenario, erp, work)

@@ -29,33 +29,26 @@ from benchmarks.harness import (
     TIMEZONE,
     WMS_TOKEN,
     build_history,
+    deployment_env,
     log,
     materialize_in_subprocess,
     simulators,
-    table_paths,
     write_history,
 )
 
 STORES = ("duckdb-file", "lake")
 
 
-def deployment_env(work: Path, store: str, erp: str, wms: str) -> dict[str, str]:
-    home = work / "dagster_home"
-    home.mkdir(parents=True, exist_ok=True)
-    (home / "dagster.yaml").write_text((Path(__file__).resolve().parents[1] / "dagster.yaml").read_text())
-    return {
-        **os.environ,
-        "DAGSTER_HOME": str(home),
-        **table_paths(work),
-        "VELOCITY_TABLE_STORE": store,
-        "VELOCITY_STORE_URL": f"sqlite:///{work / 'operational.sqlite'}",
-        "VELOCITY_ERP_URL": erp,
-        "VELOCITY_WMS_URL": wms,
-        "VELOCITY_ERP_TOKEN": ERP_TOKEN,
-        "VELOCITY_WMS_TOKEN": WMS_TOKEN,
-        "VELOCITY_WAREHOUSE_TZ": TIMEZONE,
-        "VELOCITY_FIRST_PARTITION_DATE": "2025-01-01",
-    }
+def store_env(work: Path, store: str, erp: str, wms: str) -> dict[str, str]:
+    """A measured deployment (harness.deployment_env) on `store`."""
+    return deployment_env(
+        work,
+        {"VELOCITY_ERP_URL": erp, "VELOCITY_WMS_URL": wms},
+        {"VELOCITY_ERP_TOKEN": ERP_TOKEN, "VELOCITY_WMS_TOKEN": WMS_TOKEN},
+        VELOCITY_TABLE_STORE=store,
+        VELOCITY_WAREHOUSE_TZ=TIMEZONE,
+        VELOCITY_FIRST_PARTITION_DATE="2025-01-01",
+    )
 
 
 def _written(env: dict[str, str], work: Path, history, sites: list[str]) -> None:
@@ -74,7 +67,7 @@ def two_sites_at_once(scenario_name: str) -> dict:
         for store in STORES:
             with tempfile.TemporaryDirectory(prefix=f"velocity-pair-{store}-") as tmp:
                 work = Path(tmp)
-                env = deployment_env(work, store, erp, wms)
+                env = store_env(work, store, erp, wms)
                 _written(env, work, history, sites)
                 log(f"{store}: two nights of scenario {scenario_name} at the same time ({', '.join(sites)})")
 
@@ -110,7 +103,7 @@ def one_night_each(scenario_names: list[str]) -> dict:
             for store in STORES:
                 with tempfile.TemporaryDirectory(prefix=f"velocity-night-{name}-{store}-") as tmp:
                     work = Path(tmp)
-                    env = deployment_env(work, store, erp, wms)
+                    env = store_env(work, store, erp, wms)
                     _written(env, work, history, ["WH-01"])
                     figures = materialize_in_subprocess(env)
                     writes = round(sum(figures["table_write_s"].values()), 2)

@@ -72,19 +72,6 @@ def bench_dagster_yaml(warehouses: int) -> str:
     return yaml.safe_dump(config, sort_keys=False)
 
 
-def _site_dates(run) -> list[dt.date]:
-    """The business dates of a run (its partition or range; site-day keys "2026-01-05|WH-01"); none
-    for the SKU master's run."""
-    tags = run.tags
-    if "dagster/asset_partition_range_start" in tags:
-        first = dt.date.fromisoformat(tags["dagster/asset_partition_range_start"].split("|")[0])
-        last = dt.date.fromisoformat(tags["dagster/asset_partition_range_end"].split("|")[0])
-        return [first + dt.timedelta(days=n) for n in range((last - first).days + 1)]
-    if "dagster/partition" in tags:
-        return [dt.date.fromisoformat(tags["dagster/partition"].split("|")[0])]
-    return []
-
-
 def order_by_site(records) -> dict:
     """Per site: runs that overlapped another run of the site, and whether its dates went oldest first."""
     by_site: dict[str, list] = {}
@@ -96,7 +83,7 @@ def order_by_site(records) -> dict:
         overlaps += sum(b.start_time < a.end_time for a, b in zip(runs, runs[1:]))
         # An asset backfill runs a range in steps of the graph (roots, then the rest), each its
         # own run over the same dates: in order is each run's first date no earlier than the last's.
-        firsts = [min(dates) for dates in (_site_dates(r.dagster_run) for r in runs) if dates]
+        firsts = [min(dates) for dates in (quarter.run_dates(r.dagster_run.tags) for r in runs) if dates]
         in_order[site] = firsts == sorted(firsts)
     return {"same_site_overlaps": overlaps, "sites_in_date_order": in_order}
 
