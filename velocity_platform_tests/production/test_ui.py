@@ -57,6 +57,11 @@ def browser() -> Iterator[object]:
         _unavailable("playwright is not installed (pip install -e '.[dev]')")
     if not (Path(CHROMIUM).exists() or shutil.which(CHROMIUM)):
         _unavailable(f"no Chromium at {CHROMIUM} (apt-get install -y chromium, or set VELOCITY_CHROMIUM)")
+    from playwright.sync_api import expect
+
+    # expect() keeps its own 5 s default apart from the context's; a loaded CI machine renders a
+    # page's checks tab slower than that.
+    expect.set_options(timeout=UI_TIMEOUT_MS)
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as playwright:
         chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
