@@ -62,7 +62,7 @@ dev: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
 # Four workers on two cores: most of the suite's wall time is waiting (daemon ticks, retry
 # delays, simulated outages), not computing, so two more workers overlap the waits.
 test: $(STAMP)
-	$(BIN)/pytest -q -n 4 --dist loadgroup --durations=15
+	$(BIN)/pytest -q -n 4 --dist loadgroup --no-loadscope-reorder --durations=15
 
 # One business day of each scenario through Dagster, against the per-record way, the engine
 # floor and the parse ceiling (docs/performance.md).

@@ -90,16 +90,46 @@ def small_platform(tmp_path_factory) -> Iterator[Platform]:
         yield platform
 
 
+def _shares_a_module_fixture(item: pytest.Item) -> bool:
+    """Whether the test uses a fixture built once for its module (or class), which its module's
+    other tests share; a session fixture is built once per worker anyway."""
+    info = getattr(item, "_fixtureinfo", None)
+    if info is None:
+        return True
+    return any(
+        definition.scope in ("module", "class", "package")
+        for definitions in info.name2fixturedefs.values()
+        for definition in definitions
+    )
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
-    """Under pytest-xdist (`make test` runs `-n 4 --dist loadgroup`) a test module stays on one
-    worker, so its module-scoped simulators and Dagster homes are built once; the production
+    """Under pytest-xdist (`make test` runs `-n 4 --dist loadgroup`) a test module that shares a
+    module-scoped fixture stays on one worker, so its simulators and Dagster homes are built once
+    (the tests of any other module go to whichever worker is free); the production
     tests share one stack (webserver, daemon, code server), so they stay together too.
 
     First among the hooks: xdist turns the marks into groups in its own hook of the same name,
     and without `tryfirst` it ran before these marks existed (each test its own group, and a
-    module's two-minute deployment built once on each worker)."""
+    module's two-minute deployment built once on each worker).
+
+    The groups with a `slow(minutes=N)` mark go first, the slowest first (with
+    `--no-loadscope-reorder` xdist hands the groups out in this order): a seven-minute module
+    that started last would end the session minutes after every other worker had finished."""
+    groups = {}
     for item in items:
         module = item.nodeid.split("::")[0]
-        group = "production-stack" if "/production/" in module else module
+        if "/production/" in module:
+            group = "production-stack"
+        elif _shares_a_module_fixture(item):
+            group = module
+        else:  # each test builds its own world: any worker may take it
+            group = item.nodeid
+        groups[item] = group
         item.add_marker(pytest.mark.xdist_group(group))
+    minutes: dict[str, float] = {}
+    for item, group in groups.items():
+        if (slow := item.get_closest_marker("slow")) is not None:
+            minutes[group] = max(minutes.get(group, 0.0), slow.kwargs["minutes"])
+    items.sort(key=lambda item: -minutes.get(groups[item], 0.0))

@@ -112,6 +112,7 @@ def test_run_over_a_bad_date_range(tmp_path, first, last, said):
     assert said in line
 
 
+@pytest.mark.slow(minutes=0.9)
 def test_run_builds_the_range_when_everything_is_set(tmp_path, simulators):
     first = YESTERDAY - dt.timedelta(days=1)
     summary = tmp_path / "out" / "summary.json"
@@ -131,6 +132,7 @@ def test_run_builds_the_range_when_everything_is_set(tmp_path, simulators):
 # --- velocity-platform demo -------------------------------------------------------------------------
 
 
+@pytest.mark.slow(minutes=0.9)
 def test_demo_builds_history_in_one_run_then_the_nights_one_by_one(tmp_path):
     result = cli(["demo", "--days", "2", "--history-days", "14", "--skus", "100", "--lines-per-day", "2500"], tmp_path)
     assert result.returncode == 0, result.stderr
@@ -149,6 +151,7 @@ def test_demo_builds_history_in_one_run_then_the_nights_one_by_one(tmp_path):
     assert (demand_days, velocity_days, before_history) == (16, 2, 0)
 
 
+@pytest.mark.slow(minutes=0.9)
 def test_a_demo_of_three_warehouses_reconciles_each_site_and_their_mixes_differ(tmp_path):
     summary_path = tmp_path / "summary.json"
     args = ["demo", "--warehouses", "3", "--days", "1", "--history-days", "7", "--skus", "150", "--lines-per-day", "2500"]
@@ -244,6 +247,7 @@ def export(tmp_path_factory) -> tuple[Path, int]:
     return path, len(lines)
 
 
+@pytest.mark.slow(minutes=0.9)
 def test_run_from_a_file_accounts_for_every_line_and_dead_letters_the_broken_one(tmp_path, export):
     path, lines_in_file = export
     result = cli(

@@ -109,6 +109,7 @@ def test_a_four_level_rack_counts_handling_and_replenishment_and_prices_what_the
     assert s["realised_saving_hours"] > 0
 
 
+@pytest.mark.slow(minutes=1.5)
 def test_the_moves_pay_for_their_labor_on_the_goal_setting(online_retail):
     """The issue's setting: 2011-06-01 .. 2011-12-09, history from 2010-12-01, 40 x 50 x 1,
     S-shape, random start, 200 moves a day at most, 10 min a relocation, 1.0 m/s."""
@@ -130,6 +131,7 @@ def test_the_moves_pay_for_their_labor_on_the_goal_setting(online_retail):
     assert sum(s["file_lines"].values()) == 541_909  # the whole file is the history here
 
 
+@pytest.mark.slow(minutes=1.5)
 def test_a_warehouse_slotted_by_turnover_still_gains_from_the_nightly_run(online_retail):
     """From the one-shot slotting an analyst makes before go-live, the moves must still pay."""
     result = evaluate(

@@ -35,7 +35,7 @@ from benchmarks.deployment import LocalDeployment, wait_until
 from velocity_platform.connectors.dagster_webserver import JOB, LOCATION, REPOSITORY
 from velocity_platform_tests.ops.test_alerts import Receiver
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow(minutes=4)]
 
 LONDON = ZoneInfo("Europe/London")
 WINDOW_HOURS = 0.25  # fifteen minutes: room for a night on a busy machine

@@ -16,7 +16,7 @@ from velocity_platform_tests.production.conftest import (
 )
 from velocity_platform_tests.warehouse import open_tables
 
-pytestmark = [pytest.mark.postgres, pytest.mark.production, pytest.mark.integration]
+pytestmark = [pytest.mark.postgres, pytest.mark.production, pytest.mark.integration, pytest.mark.slow(minutes=3)]
 
 ASSET_NODES = """
 {

@@ -18,7 +18,7 @@ from velocity_platform_tests.warehouse import warehouse_tables as read_tables
 
 from .conftest import DATES, faulty_world, run
 
-pytestmark = pytest.mark.reliability
+pytestmark = [pytest.mark.reliability, pytest.mark.slow(minutes=1.5)]
 
 # Columns that say when or how often something happened, not what: a re-run after a crash sees a
 # dead letter a second time and may get a replayed (200) instead of a first (201) acknowledgement.

@@ -16,7 +16,7 @@ from .conftest import (
     table,
 )
 
-pytestmark = pytest.mark.reliability
+pytestmark = [pytest.mark.reliability, pytest.mark.slow(minutes=0.7)]
 
 
 def assert_all_succeeded(outcomes):

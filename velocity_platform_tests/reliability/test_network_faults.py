@@ -12,7 +12,7 @@ from velocity_platform.connectors.state import ACKED, OperationalStore
 from velocity_platform.domain.network import Warehouse
 from velocity_platform_tests.reliability.conftest import DATES, faulty_world, run, table
 
-pytestmark = [pytest.mark.integration, pytest.mark.reliability]
+pytestmark = [pytest.mark.integration, pytest.mark.reliability, pytest.mark.slow(minutes=1)]
 
 SITES = [
     Warehouse(warehouse_id="WH-01", timezone="Europe/London", aisles=10, bays=20, levels=1),

@@ -25,7 +25,7 @@ from velocity_platform_tests.workers.cluster import (
 )
 from benchmarks.deployment import wait_until
 
-pytestmark = [pytest.mark.postgres, pytest.mark.integration]
+pytestmark = [pytest.mark.postgres, pytest.mark.integration, pytest.mark.slow(minutes=0.8)]
 
 RUN_DEADLINE_S = 240.0
 PUSH_STEP = "wms_directive_acks"
