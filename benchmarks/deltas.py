@@ -128,11 +128,12 @@ class Stack:
     def batch_figures(self) -> tuple[int, float | None]:
         """(batches, mean processing ms) from the service's own histogram."""
         text = httpx.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10).text
-        values = {
-            line.split()[0]: float(line.split()[1])
-            for line in text.splitlines()
-            if line.startswith(("batch_processing_duration_seconds_sum", "batch_processing_duration_seconds_count"))
-        }
+        values: dict[str, float] = {}
+        for line in text.splitlines():
+            if line.startswith(("batch_processing_duration_seconds_sum", "batch_processing_duration_seconds_count")):
+                # one series per site ({site="WH-01"}): summed over the sites
+                name = line.split()[0].split("{")[0]
+                values[name] = values.get(name, 0.0) + float(line.split()[-1])
         count = int(values.get("batch_processing_duration_seconds_count", 0))
         total = values.get("batch_processing_duration_seconds_sum", 0.0)
         return count, round(total / count * 1000, 1) if count else None
