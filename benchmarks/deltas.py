@@ -126,14 +126,13 @@ class Stack:
         self.metrics_port = free_port()
 
     def batch_figures(self) -> tuple[int, float | None]:
-        """(batches, mean processing ms) from the service's own histogram."""
+        """(batches, mean processing ms) from the service's own histogram, summed over its sites."""
         text = httpx.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10).text
         values: dict[str, float] = {}
-        for line in text.splitlines():
-            if line.startswith(("batch_processing_duration_seconds_sum", "batch_processing_duration_seconds_count")):
-                # one series per site ({site="WH-01"}): summed over the sites
-                name = line.split()[0].split("{")[0]
-                values[name] = values.get(name, 0.0) + float(line.split()[-1])
+        for family in text_string_to_metric_families(text):
+            if family.name == "batch_processing_duration_seconds":
+                for sample in family.samples:
+                    values[sample.name] = values.get(sample.name, 0.0) + sample.value
         count = int(values.get("batch_processing_duration_seconds_count", 0))
         total = values.get("batch_processing_duration_seconds_sum", 0.0)
         return count, round(total / count * 1000, 1) if count else None

@@ -4,7 +4,7 @@ The deployment is the one `make dev` runs (the repository's workspace.yaml and d
 backfill is launched the way the UI's "Launch backfill" launches it, and the assertions read
 the instance: every partition of every asset materialized, every check evaluated in every run,
 the days built in ranges of consecutive dates (the backfill policy, here three dates a run and the one left over), one
-run at a time in date order, and the freshness of the nightly outputs evaluated.
+run at a time, and the freshness of the nightly outputs evaluated.
 """
 
 import datetime as dt
