@@ -176,8 +176,13 @@ def _check_state_writable(settings) -> None:
     """Dagster's home, the tables' and the store's directories exist and take a file."""
     import tempfile
 
-    tables = (Path(settings.lake_path), "VELOCITY_LAKE_PATH") if settings.table_store == "lake" else (Path(settings.duckdb_path).parent, "VELOCITY_DUCKDB_PATH")
-    directories = {settings.dagster_home: "DAGSTER_HOME", tables[0]: tables[1]}
+    from velocity_platform.connectors.object_store import is_remote
+
+    directories = {settings.dagster_home: "DAGSTER_HOME"}
+    if settings.table_store != "lake":
+        directories[Path(settings.duckdb_path).parent] = "VELOCITY_DUCKDB_PATH"
+    elif not is_remote(settings.lake_path):  # a bucket is checked by its first write
+        directories[Path(settings.lake_path)] = "VELOCITY_LAKE_PATH"
     store = _sqlite_file(settings.store_url)
     if store:
         directories.setdefault(store.parent, "VELOCITY_STORE_URL")
@@ -430,9 +435,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     for leftover in (Path(settings.duckdb_path), Path(args.wms_state), _sqlite_file(settings.store_url)):
         if leftover and leftover.exists():
             leftover.unlink()
-    # Only the lake's tables (folders with a Delta log), never whatever else the folder holds.
-    for table in Path(settings.lake_path).glob("*/_delta_log"):
-        shutil.rmtree(table.parent)
+    _remove_lake_tables(settings.lake_path)
     started = time.perf_counter()
     last = _yesterday()
     nights = business_dates(last - dt.timedelta(days=args.days - 1), last)
@@ -954,6 +957,19 @@ def build_parser() -> argparse.ArgumentParser:
 ROUTING_CHOICES = ["s-shape", "return", "largest-gap"]
 
 
+def _remove_lake_tables(lake_path: str) -> None:
+    """Only the lake's tables (folders with a Delta log), never whatever else the folder or bucket holds."""
+    from velocity_platform.connectors.object_store import S3Lake, is_remote
+
+    if is_remote(lake_path):
+        bucket = S3Lake(lake_path)
+        for table in bucket.table_folders():
+            bucket.remove_table(table)
+        return
+    for table in Path(lake_path).glob("*/_delta_log"):
+        shutil.rmtree(table.parent)
+
+
 def cmd_tables(args: argparse.Namespace) -> int:
     """`tables import-duckdb`: a deployment of the DuckDB file moves to the lake with its history."""
     from velocity_platform.defs.tables import WarehouseTables, import_duckdb_file
@@ -963,7 +979,6 @@ def cmd_tables(args: argparse.Namespace) -> int:
     if not path.is_file():
         raise ConfigurationError(f"no DuckDB file at {path}; give --path or set VELOCITY_DUCKDB_PATH")
     lake = WarehouseTables(database=str(path), lake_path=settings.lake_path)
-    Path(settings.lake_path).mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     copied = import_duckdb_file(str(path), lake, progress=lambda line: print(line, file=sys.stderr))
     print(f"{sum(copied.values()):,} rows of {len(copied)} tables copied from {path} into {lake.location} in {time.perf_counter() - started:.1f} s")

@@ -24,6 +24,8 @@ from pydantic import AliasChoices, Field, PrivateAttr, ValidationError, field_va
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from velocity_platform.connectors.object_store import VARIABLES as LAKE_BUCKET_VARIABLES
+from velocity_platform.connectors.object_store import check_lake_uri
 from velocity_platform.domain.labor import LaborModel
 from velocity_platform.domain.policies import HYSTERESIS_DAYS, SpikePolicy
 
@@ -311,7 +313,8 @@ class Settings(SettingsGroup):
     )
     lake_path: str | None = Field(
         None,
-        description="The lake: a folder holding one Delta table per asset; a shared directory every worker mounts in production",
+        description="The lake: a folder holding one Delta table per asset, or an S3-compatible bucket every worker reaches "
+        "(`s3://BUCKET/PREFIX`, endpoint and keys from the AWS_* variables)",
     )
     duckdb_path: str | None = Field(None, description="DuckDB file holding the asset tables when VELOCITY_TABLE_STORE=duckdb-file")
     lake_retain_days: int = Field(
@@ -407,11 +410,8 @@ class Settings(SettingsGroup):
             object.__setattr__(self, "duckdb_path", str(state / "velocity.duckdb"))
         if self.lake_path is None:
             object.__setattr__(self, "lake_path", str(state / "lake"))
-        elif "://" in self.lake_path and not self.lake_path.startswith("file://"):
-            raise ValueError(
-                f"VELOCITY_LAKE_PATH={self.lake_path.split('://')[0]}://...: only a folder (local or a shared mount) "
-                "is supported; an object store is not yet"
-            )
+        else:
+            check_lake_uri(self.lake_path)
         if self.store_url is None:
             object.__setattr__(self, "store_url", f"sqlite:///{state / 'operational.sqlite'}")
         if self.executor == "celery" and not self.celery_broker_set:
@@ -540,6 +540,7 @@ def configuration_rows() -> list[tuple[str, str, str]]:
                 continue
             rows.append((group.variable(name), _shown_default(group, name, info), info.description or ""))
     rows += [(variable, "none", meaning) for variable, meaning in SECRETS.items()]
+    rows += [(variable, default, meaning) for variable, (default, meaning) in LAKE_BUCKET_VARIABLES.items()]
     return rows
 
 

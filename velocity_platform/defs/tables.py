@@ -38,6 +38,7 @@ from deltalake.exceptions import CommitFailedError
 from pydantic import Field
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
+from velocity_platform.connectors.object_store import S3Lake, is_remote
 from velocity_platform.domain.network import DEFAULT_WAREHOUSE_ID, check_warehouse_id
 
 SCHEMA = "warehouse"
@@ -255,19 +256,30 @@ def _lake_predicate(site_days: dict[str | None, list[dt.date]]) -> str:
 
 
 @cache
-def delta_extension() -> str:
-    """The delta extension's binary shipped by the `duckdb-extension-delta` wheel (an extension
-    download at run time fails offline, and would fetch whatever version the server has)."""
-    import duckdb_extension_delta
+def duckdb_extension(name: str) -> str:
+    """An extension's binary shipped by its `duckdb-extension-NAME` wheel (delta; httpfs for an
+    S3 lake): an extension download at run time fails offline, and would fetch whatever version
+    the server has."""
+    import importlib
 
-    folder = Path(duckdb_extension_delta.__file__).parent / "extensions" / f"v{duckdb.__version__}"
-    binary = folder / "delta.duckdb_extension"
+    package = importlib.import_module(f"duckdb_extension_{name}")
+    folder = Path(package.__file__).parent / "extensions" / f"v{duckdb.__version__}"
+    binary = folder / f"{name}.duckdb_extension"
     if not binary.exists():
         raise RuntimeError(
-            f"duckdb {duckdb.__version__} has no delta extension in {folder.parent}: install the "
-            f"duckdb-extension-delta release matching duckdb (pyproject.toml pins both)"
+            f"duckdb {duckdb.__version__} has no {name} extension in {folder.parent}: install the "
+            f"duckdb-extension-{name} release matching duckdb (pyproject.toml pins both)"
         )
     return str(binary)
+
+
+def delta_extension() -> str:
+    return duckdb_extension("delta")
+
+
+def storage_options(root: str) -> dict[str, str] | None:
+    """delta-rs's options for the lake at `root`: None for a folder, the bucket's way in for s3://."""
+    return S3Lake(root).storage_options() if is_remote(root) else None
 
 
 _LAKE_DATABASES: dict[tuple[int, str], duckdb.DuckDBPyConnection] = {}
@@ -285,12 +297,12 @@ def lake_connection(root: str) -> duckdb.DuckDBPyConnection:
         if key not in _LAKE_DATABASES:
             con = duckdb.connect(":memory:", config={"autoinstall_known_extensions": "false", "autoload_known_extensions": "false"})
             con.execute(f"LOAD '{delta_extension()}'")
+            if is_remote(root):
+                # delta_scan reads a bucket through httpfs, with the secret scoped to that bucket.
+                con.execute(f"LOAD '{duckdb_extension('httpfs')}'")
+                con.execute(S3Lake(root).duckdb_secret_sql())
             _LAKE_DATABASES[key] = con
         return _LAKE_DATABASES[key].cursor()
-
-
-def _is_remote(uri: str) -> bool:
-    return "://" in uri and not uri.startswith("file://")
 
 
 class LakeSession(TableSession):
@@ -324,7 +336,7 @@ class LakeSession(TableSession):
 
     def _delta_table(self, table: str) -> DeltaTable | None:
         uri = self.uri(table)
-        if not _is_remote(uri) and not os.path.isdir(os.path.join(uri, "_delta_log")):
+        if not is_remote(uri) and not os.path.isdir(os.path.join(uri, "_delta_log")):
             return None  # cheaper than asking delta-rs, and what most first looks find
         if not DeltaTable.is_deltatable(uri, storage_options=self.storage_options):
             return None
@@ -429,8 +441,8 @@ class LakeSession(TableSession):
 
     def tables(self) -> list[str]:
         """The lake's tables (a folder per table on a local path)."""
-        if _is_remote(self.root):
-            return sorted(t for t, exists in self._views.items() if exists)
+        if is_remote(self.root):
+            return S3Lake(self.root).table_folders()
         root = Path(self.root)
         return sorted(p.name for p in root.iterdir() if (p / "_delta_log").is_dir()) if root.is_dir() else []
 
@@ -465,9 +477,10 @@ class WarehouseTables(dg.ConfigurableResource):
     def session(self, read_only: bool = False, warehouse_id: str | None = None) -> Iterator[TableSession]:
         site = warehouse_id or self.warehouse_id
         if self.lake_path:
-            Path(self.lake_path).mkdir(parents=True, exist_ok=True)
+            if not is_remote(self.lake_path):
+                Path(self.lake_path).mkdir(parents=True, exist_ok=True)
             with lake_connection(self.lake_path) as con:
-                yield LakeSession(con, self.schema_, self.lake_path, site)
+                yield LakeSession(con, self.schema_, self.lake_path, site, storage_options(self.lake_path))
             return
         if read_only:
             with duckdb.connect(self.database, read_only=True) as con:
@@ -480,7 +493,8 @@ class WarehouseTables(dg.ConfigurableResource):
     def stamp(self, tables: list[str]) -> tuple:
         """What changes when any of `tables` is written, cheap enough to look at before every read
         of the ERP (the exception service reads its rates again only then); all None: no tables
-        yet. The lake: each table's log folder (a commit adds a file to it); the file: it and its WAL."""
+        yet. The lake: each table's log folder (a commit adds a file to it), or on a bucket each
+        table's version, looked up at most every REMOTE_STAMP_EVERY_S; the file: it and its WAL."""
 
         def stat(path: str) -> tuple[int, int] | None:
             try:
@@ -489,6 +503,8 @@ class WarehouseTables(dg.ConfigurableResource):
                 return None
             return found.st_size, found.st_mtime_ns
 
+        if self.lake_path and is_remote(self.lake_path):
+            return _remote_versions(self.lake_path, tuple(tables))
         if self.lake_path:
             return tuple(stat(os.path.join(self.lake_path, _checked(t), "_delta_log")) for t in tables)
         return stat(self.database), stat(self.database + ".wal")
@@ -517,6 +533,27 @@ class WarehouseTables(dg.ConfigurableResource):
             return {}
         with self.session() as session:
             return {table: session.version(table) for table in tables}
+
+
+# A bucket has no cheap stat: a table's version costs a listing of its log. The exception service
+# looks before every ERP read; new rates come once a night, so a few seconds late is no loss.
+REMOTE_STAMP_EVERY_S = 5.0
+_REMOTE_STAMPS: dict[tuple[str, tuple[str, ...]], tuple[float, tuple]] = {}
+
+
+def _remote_versions(root: str, tables: tuple[str, ...]) -> tuple:
+    now = time.monotonic()
+    looked = _REMOTE_STAMPS.get((root, tables))
+    if looked is None or now - looked[0] >= REMOTE_STAMP_EVERY_S:
+        options = storage_options(root)
+        versions = tuple(
+            DeltaTable(f"{root.rstrip('/')}/{_checked(t)}", storage_options=options).version()
+            if DeltaTable.is_deltatable(f"{root.rstrip('/')}/{_checked(t)}", storage_options=options)
+            else None
+            for t in tables
+        )
+        looked = _REMOTE_STAMPS[(root, tables)] = (now, versions)
+    return looked[1]
 
 
 def import_duckdb_file(database: str, lake: WarehouseTables, progress: Callable[[str], None] = print, days_per_commit: int = 31) -> dict[str, int]:

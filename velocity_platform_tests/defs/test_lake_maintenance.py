@@ -48,3 +48,32 @@ def test_on_the_duckdb_file_there_is_nothing_to_maintain(tmp_path):
     tables = WarehouseTables(database=str(tmp_path / "velocity.duckdb"))
     result = lake_maintenance.execute_in_process(resources={"warehouse_tables": tables})
     assert result.success and result.output_for_node("compact_and_vacuum_the_lake") == {}
+
+
+def test_on_a_bucket_the_tables_are_listed_and_vacuumed_the_same_way(s3_lake):
+    from pyarrow import fs
+
+    from velocity_platform.connectors.object_store import S3Lake
+
+    tables = WarehouseTables(database="/nonexistent/unused.duckdb", lake_path=s3_lake, lake_retain_days=0)
+    with tables.session() as session:
+        for table in ("sku_velocity", "daily_sku_demand"):
+            for n in (3, 4, 5):
+                frame = pl.DataFrame({"warehouse_id": ["WH-01"] * n, "business_date": [DAY] * n, "units": list(range(n))})
+                session.replace(table, frame, {"WH-01": [DAY]})
+    bucket = S3Lake(s3_lake)
+    store = bucket.filesystem()
+
+    def parquet_files(table: str) -> int:
+        found = store.get_file_info(fs.FileSelector(f"{bucket.bucket}/{bucket.prefix}/{table}", recursive=True))
+        return sum(1 for f in found if f.path.endswith(".parquet"))
+
+    assert bucket.table_folders() == ["daily_sku_demand", "sku_velocity"]
+    assert parquet_files("sku_velocity") == 3
+    result = lake_maintenance.execute_in_process(resources={"warehouse_tables": tables})
+    assert result.success
+    done = result.output_for_node("compact_and_vacuum_the_lake")
+    assert sorted(done) == ["daily_sku_demand", "sku_velocity"]
+    assert [parquet_files(t) for t in ("sku_velocity", "daily_sku_demand")] == [1, 1]
+    with tables.session() as session:
+        assert session.count("sku_velocity", DAY) == 5 and session.count("daily_sku_demand", DAY) == 5

@@ -3,7 +3,8 @@
 Each replace of a (date, site) partition is one commit by predicate: it touches no other partition,
 a reader never sees the partition empty in between, writers of different sites never conflict,
 and two writers of the same partition end with one writer's rows (never both, never none).
-Writers here are separate processes, as the runs of two sites are.
+Writers here are separate processes, as the runs of two sites are. Every test runs on a folder
+and again on an S3 bucket (moto's S3 server on loopback), where commits are conditional puts.
 """
 
 from __future__ import annotations
@@ -31,8 +32,13 @@ def lines(site: str, day: dt.date, n: int, writer: str = "w") -> pl.DataFrame:
     )
 
 
-def lake(tmp_path) -> WarehouseTables:
-    return WarehouseTables(database=str(tmp_path / "unused.duckdb"), lake_path=str(tmp_path / "lake"))
+@pytest.fixture(params=["folder", "bucket"])
+def lake_uri(request, tmp_path) -> str:
+    return str(tmp_path / "lake") if request.param == "folder" else request.getfixturevalue("s3_lake")
+
+
+def lake(uri: str) -> WarehouseTables:
+    return WarehouseTables(database="/nonexistent/unused.duckdb", lake_path=uri)
 
 
 def counts_by(tables: WarehouseTables, *columns: str) -> dict:
@@ -41,8 +47,8 @@ def counts_by(tables: WarehouseTables, *columns: str) -> dict:
     return {tuple(key): n for *key, n in frame.group_by(list(columns)).len().iter_rows()} if frame.height else {}
 
 
-def test_a_replace_touches_only_the_site_days_it_names(tmp_path):
-    tables = lake(tmp_path)
+def test_a_replace_touches_only_the_site_days_it_names(lake_uri):
+    tables = lake(lake_uri)
     with tables.session() as session:
         assert isinstance(session, LakeSession)
         session.replace("raw_transactions", pl.concat([lines("WH-01", DAY, 3), lines("WH-01", DAY + dt.timedelta(days=1), 4)]),
@@ -60,8 +66,8 @@ def test_a_replace_touches_only_the_site_days_it_names(tmp_path):
         assert "warehouse_id" not in session.read("raw_transactions", DAY).columns
 
 
-def test_a_row_outside_the_partitions_named_is_refused_not_written(tmp_path):
-    tables = lake(tmp_path)
+def test_a_row_outside_the_partitions_named_is_refused_not_written(lake_uri):
+    tables = lake(lake_uri)
     with tables.session() as session:
         session.replace("raw_transactions", lines("WH-01", DAY, 3), {"WH-01": [DAY]})
         with pytest.raises(Exception, match="failed validation"):
@@ -69,8 +75,8 @@ def test_a_row_outside_the_partitions_named_is_refused_not_written(tmp_path):
     assert counts_by(tables, "warehouse_id") == {("WH-01",): 3}
 
 
-def test_a_column_a_newer_version_adds_is_merged_into_the_table(tmp_path):
-    tables = lake(tmp_path)
+def test_a_column_a_newer_version_adds_is_merged_into_the_table(lake_uri):
+    tables = lake(lake_uri)
     with tables.session() as session:
         session.replace("raw_transactions", lines("WH-01", DAY, 2), {"WH-01": [DAY]})
         newer = lines("WH-02", DAY, 1).with_columns(pl.lit(7).alias("arrival_seq"))
@@ -79,8 +85,8 @@ def test_a_column_a_newer_version_adds_is_merged_into_the_table(tmp_path):
     assert frame["arrival_seq"].to_list() == [None, None, 7]
 
 
-def _replace_many(root: str, site: str, rows: int, times: int, start, spans) -> None:
-    tables = WarehouseTables(database=root + "/unused.duckdb", lake_path=root + "/lake")
+def _replace_many(uri: str, site: str, rows: int, times: int, start, spans) -> None:
+    tables = lake(uri)
     start.wait()
     with tables.session() as session:
         for attempt in range(times):
@@ -89,10 +95,10 @@ def _replace_many(root: str, site: str, rows: int, times: int, start, spans) -> 
             spans.put((site, began, time.monotonic(), retries))
 
 
-def _writers(tmp_path, sites: list[str], rows: int, times: int) -> list[tuple]:
+def _writers(uri: str, sites: list[str], rows: int, times: int) -> list[tuple]:
     spawn = multiprocessing.get_context("spawn")
     start, spans = spawn.Barrier(len(sites)), spawn.Queue()
-    workers = [spawn.Process(target=_replace_many, args=(str(tmp_path), site, rows, times, start, spans)) for site in sites]
+    workers = [spawn.Process(target=_replace_many, args=(uri, site, rows, times, start, spans)) for site in sites]
     for w in workers:
         w.start()
     done = [spans.get(timeout=120) for _ in range(len(sites) * times)]
@@ -102,14 +108,14 @@ def _writers(tmp_path, sites: list[str], rows: int, times: int) -> list[tuple]:
     return done
 
 
-def test_writers_of_different_sites_commit_at_the_same_time_without_a_conflict(tmp_path):
+def test_writers_of_different_sites_commit_at_the_same_time_without_a_conflict(lake_uri):
     sites = ["WH-01", "WH-02", "WH-03", "WH-04"]
     # The table exists (creating it is a race of its own: one creator wins, the others retry).
-    with lake(tmp_path).session() as session:
+    with lake(lake_uri).session() as session:
         session.replace("raw_transactions", lines("WH-01", DAY, 1), {"WH-01": [DAY]})
-    spans = _writers(tmp_path, sites, rows=20_000, times=4)
+    spans = _writers(lake_uri, sites, rows=20_000, times=4)
     # Exact counts: each site holds its last write, whole.
-    assert counts_by(lake(tmp_path), "warehouse_id", "writer") == {(site, f"{site}#3"): 20_000 for site in sites}
+    assert counts_by(lake(lake_uri), "warehouse_id", "writer") == {(site, f"{site}#3"): 20_000 for site in sites}
     assert [retries for *_, retries in spans] == [0] * len(spans)  # disjoint partitions never conflict
     # At the same time, not in turns: some write of one site ran while another site's did.
     overlapping = [
@@ -118,17 +124,17 @@ def test_writers_of_different_sites_commit_at_the_same_time_without_a_conflict(t
     assert overlapping, spans
 
 
-def test_two_writers_of_the_same_partition_leave_one_writers_rows(tmp_path):
+def test_two_writers_of_the_same_partition_leave_one_writers_rows(lake_uri):
     # Both are site WH-01: the same partition, a real conflict. Each commit is retried until it
     # lands; the table ends with exactly one write's rows, never a mix and never both.
-    spans = _writers(tmp_path, ["WH-01", "WH-01"], rows=5_000, times=3)
-    found = counts_by(lake(tmp_path), "warehouse_id", "writer")
+    spans = _writers(lake_uri, ["WH-01", "WH-01"], rows=5_000, times=3)
+    found = counts_by(lake(lake_uri), "warehouse_id", "writer")
     assert len(found) == 1 and list(found.values()) == [5_000], found
     assert len(spans) == 6
 
 
-def _read_while_replaced(root: str, rows: int, reads: int, ready, out) -> None:
-    tables = WarehouseTables(database=root + "/unused.duckdb", lake_path=root + "/lake")
+def _read_while_replaced(uri: str, rows: int, reads: int, ready, out) -> None:
+    tables = lake(uri)
     seen = []
     with tables.session(warehouse_id="WH-01") as session:
         ready.wait()
@@ -137,13 +143,14 @@ def _read_while_replaced(root: str, rows: int, reads: int, ready, out) -> None:
     out.put(seen)
 
 
-def test_a_reader_never_sees_a_partition_empty_while_it_is_replaced(tmp_path):
-    tables = lake(tmp_path)
+def test_a_reader_never_sees_a_partition_empty_while_it_is_replaced(lake_uri):
+    tables = lake(lake_uri)
     with tables.session() as session:
         session.replace("raw_transactions", lines("WH-01", DAY, 10_000), {"WH-01": [DAY]})
     spawn = multiprocessing.get_context("spawn")
     ready, out = spawn.Barrier(2), spawn.Queue()
-    reader = spawn.Process(target=_read_while_replaced, args=(str(tmp_path), 10_000, 200, ready, out))
+    reads = 200 if "://" not in lake_uri else 60  # a bucket's read is slower: fewer still span the replaces
+    reader = spawn.Process(target=_read_while_replaced, args=(lake_uri, 10_000, reads, ready, out))
     reader.start()
     ready.wait()
     with tables.session() as session:
@@ -154,8 +161,10 @@ def test_a_reader_never_sees_a_partition_empty_while_it_is_replaced(tmp_path):
     assert set(seen) == {10_000}  # old rows or new ones, never none and never both
 
 
-def test_the_stamp_moves_when_a_table_is_written_and_only_then(tmp_path):
-    tables = lake(tmp_path)
+def test_the_stamp_moves_when_a_table_is_written_and_only_then(lake_uri, monkeypatch):
+    # On a bucket the stamp is looked up every few seconds; here at every look.
+    monkeypatch.setattr("velocity_platform.defs.tables.REMOTE_STAMP_EVERY_S", 0.0)
+    tables = lake(lake_uri)
     before = tables.stamp(["sku_velocity"])
     assert before == (None,)
     with tables.session() as session:
@@ -169,16 +178,16 @@ def test_the_stamp_moves_when_a_table_is_written_and_only_then(tmp_path):
     assert tables.versions(["sku_velocity", "raw_transactions"]) == {"sku_velocity": 1, "raw_transactions": None}
 
 
-def test_writers_racing_to_create_a_table_keep_every_sites_rows(tmp_path):
+def test_writers_racing_to_create_a_table_keep_every_sites_rows(lake_uri):
     # No table yet: each writer's first commit may try to create it. The losers commit again on the
     # table the winner made, by predicate, so no site's rows are overwritten by another's.
     sites = ["WH-01", "WH-02", "WH-03"]
-    spans = _writers(tmp_path, sites, rows=1_000, times=1)
-    assert counts_by(lake(tmp_path), "warehouse_id", "writer") == {(site, f"{site}#0"): 1_000 for site in sites}
+    spans = _writers(lake_uri, sites, rows=1_000, times=1)
+    assert counts_by(lake(lake_uri), "warehouse_id", "writer") == {(site, f"{site}#0"): 1_000 for site in sites}
     assert len(spans) == 3
 
 
-def test_a_duckdb_file_store_is_copied_into_the_lake_table_by_table(tmp_path):
+def test_a_duckdb_file_store_is_copied_into_the_lake_table_by_table(lake_uri, tmp_path):
     from velocity_platform.defs.tables import import_duckdb_file
 
     old = WarehouseTables(database=str(tmp_path / "velocity.duckdb"))
@@ -189,12 +198,12 @@ def test_a_duckdb_file_store_is_copied_into_the_lake_table_by_table(tmp_path):
         session.replace("network_daily_rollup", pl.DataFrame({"business_date": days, "sites": [2, 2, 2]}), {None: days})
         session.replace("sku_master", pl.DataFrame({"sku_id": ["A", "B"]}), None)
     lines_seen = []
-    copied = import_duckdb_file(old.database, lake(tmp_path), progress=lines_seen.append, days_per_commit=2)
+    copied = import_duckdb_file(old.database, lake(lake_uri), progress=lines_seen.append, days_per_commit=2)
     assert copied == {"network_daily_rollup": 3, "raw_transactions": 18, "sku_master": 2}
     assert len(lines_seen) == 3 and "raw_transactions: 18 rows" in lines_seen[1]
-    assert counts_by(lake(tmp_path), "warehouse_id", "business_date") == {(s, d): 3 for s in ("WH-01", "WH-02") for d in days}
+    assert counts_by(lake(lake_uri), "warehouse_id", "business_date") == {(s, d): 3 for s in ("WH-01", "WH-02") for d in days}
     # Run again (an import cut short is simply repeated): the same rows, not twice as many.
-    import_duckdb_file(old.database, lake(tmp_path), progress=lines_seen.append)
-    with lake(tmp_path).session() as session:
+    import_duckdb_file(old.database, lake(lake_uri), progress=lines_seen.append)
+    with lake(lake_uri).session() as session:
         assert session.count("raw_transactions") == 18 and session.count("sku_master") == 2
         assert session.count("network_daily_rollup", days[0], days[-1]) == 3
