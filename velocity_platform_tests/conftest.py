@@ -16,6 +16,7 @@ from velocity_platform.batch import ensure_warehouse_partitions
 from velocity_platform.domain.network import DEFAULT_WAREHOUSE_ID
 from velocity_platform.settings import Settings
 from velocity_platform.simulators.erp import ErpConfig, create_erp_app
+from velocity_platform.simulators.object_store import S3Server
 from velocity_platform.simulators.serve import BackgroundServer
 from velocity_platform.simulators.wms import WmsConfig, create_wms_app
 
@@ -137,63 +138,17 @@ def pytest_collection_modifyitems(config, items):
 
 # --- an S3-compatible store on loopback (moto's server), for the lake on a bucket ---
 
-S3_KEYS = {"AWS_ACCESS_KEY_ID": "velocity-test-key", "AWS_SECRET_ACCESS_KEY": "velocity-test-secret", "AWS_REGION": "eu-west-2"}
-
 
 @pytest.fixture(scope="session")
-def s3_endpoint(tmp_path_factory) -> Iterator[str]:
-    """moto's S3 server in its own process on a free loopback port: the same wire protocol as
-    MinIO or AWS, conditional puts included (a second If-None-Match create is refused). Its own
-    process, not a thread: delta-rs holds the GIL through some calls, which would stall a server
-    thread of the same interpreter."""
-    import subprocess
-    import sys
-
-    from velocity_platform.simulators.serve import free_port
-
-    port = free_port()
-    log = tmp_path_factory.mktemp("s3") / "moto.log"
-    with log.open("wb") as out:
-        server = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)], stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(300):  # bounded: up to about 30 s for the server to answer
-            if server.poll() is not None:
-                raise RuntimeError(f"moto_server exited with {server.returncode}: {log.read_text()[-2000:]}")
-            try:
-                httpx.get(f"{url}/moto-api/", timeout=0.1)
-                break
-            except httpx.TransportError:
-                try:
-                    server.wait(timeout=0.1)
-                except subprocess.TimeoutExpired:
-                    pass
-        else:
-            raise RuntimeError(f"moto_server did not answer on {url}")
-        yield url
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-
-
-def new_s3_lake(endpoint: str) -> tuple[str, dict[str, str]]:
-    """A fresh bucket on `endpoint`: its lake URI, and the environment a deployment would set for it."""
-    import uuid
-
-    import boto3
-
-    bucket = f"lake-{uuid.uuid4().hex[:12]}"
-    boto3.client("s3", endpoint_url=endpoint, region_name=S3_KEYS["AWS_REGION"],
-                 aws_access_key_id=S3_KEYS["AWS_ACCESS_KEY_ID"], aws_secret_access_key=S3_KEYS["AWS_SECRET_ACCESS_KEY"]
-                 ).create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": S3_KEYS["AWS_REGION"]})
-    return f"s3://{bucket}/warehouse", {**S3_KEYS, "AWS_ENDPOINT_URL": endpoint}
+def s3_server(tmp_path_factory) -> Iterator[S3Server]:
+    with S3Server(tmp_path_factory.mktemp("s3") / "moto.log") as server:
+        yield server
 
 
 @pytest.fixture
-def s3_lake(s3_endpoint, monkeypatch) -> str:
+def s3_lake(s3_server, monkeypatch) -> str:
     """A fresh bucket's lake URI, with the endpoint and keys in the environment (processes the
     test spawns inherit them)."""
-    uri, environment = new_s3_lake(s3_endpoint)
-    for variable, value in environment.items():
+    for variable, value in s3_server.environment.items():
         monkeypatch.setenv(variable, value)
-    return uri
+    return s3_server.new_lake()

@@ -12,7 +12,7 @@ from velocity_platform.connectors.erp import ErpClient
 from velocity_platform.connectors.object_store import S3Lake
 from velocity_platform.simulators.erp import ErpConfig
 from velocity_platform.simulators.wms import WmsConfig
-from velocity_platform_tests.conftest import ERP_TOKEN, WMS_TOKEN, WORLD, new_s3_lake, platform_environment
+from velocity_platform_tests.conftest import ERP_TOKEN, WMS_TOKEN, WORLD, platform_environment
 from velocity_platform_tests.warehouse import open_tables
 
 pytestmark = pytest.mark.integration
@@ -21,13 +21,13 @@ DATES = business_dates(dt.date(2026, 2, 5), dt.date(2026, 2, 6))
 
 
 @pytest.fixture(scope="module")
-def two_nights_on_a_bucket(tmp_path_factory, s3_endpoint):
+def two_nights_on_a_bucket(tmp_path_factory, s3_server):
     root = tmp_path_factory.mktemp("bucket-platform")
     erp = ErpConfig(**WORLD, lines_per_day=2500, token=ERP_TOKEN)
     wms = WmsConfig(**WORLD, token=WMS_TOKEN)
     with platform_environment(root, erp, wms) as platform:
-        uri, environment = new_s3_lake(s3_endpoint)
-        os.environ.update({**environment, "VELOCITY_LAKE_PATH": uri})  # restored by platform_environment
+        uri = s3_server.new_lake()
+        os.environ.update({**s3_server.environment, "VELOCITY_LAKE_PATH": uri})  # restored by platform_environment
         yield platform, uri, run_range(DATES)
 
 
