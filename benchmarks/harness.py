@@ -108,9 +108,14 @@ def tables_in(work: Path, warehouse_id: str | None = None):
     """The warehouse tables of a measured deployment (see table_paths)."""
     from velocity_platform.defs.tables import WarehouseTables
 
+    from velocity_platform.connectors.object_store import is_remote
+
     lake = os.environ.get("VELOCITY_TABLE_STORE", "lake") == "lake"
     paths = table_paths(work)
-    return WarehouseTables(database=paths["VELOCITY_DUCKDB_PATH"], lake_path=paths["VELOCITY_LAKE_PATH"] if lake else None, warehouse_id=warehouse_id)
+    # A deployment measured on a bucket (lake_vs_file --bucket) names it; a folder lake is under `work`.
+    bucket = os.environ.get("VELOCITY_LAKE_PATH", "")
+    lake_path = bucket if is_remote(bucket) else paths["VELOCITY_LAKE_PATH"]
+    return WarehouseTables(database=paths["VELOCITY_DUCKDB_PATH"], lake_path=lake_path if lake else None, warehouse_id=warehouse_id)
 
 
 def tables_mb(work: Path) -> float:

@@ -5,9 +5,11 @@
    take turns); on the lake both write at once. Reported: each process's time, the wall time of
    the pair, the pair's wall against the sum of the two (1.0 = in turns), every site reconciled.
 2. One night of each scenario on each store (the timed run of `velocity-platform bench`), in
-   alternation: the night's time, the table writes' share of it, peak RSS.
+   alternation: the night's time, the table writes' share of it, peak RSS. With `--bucket`, a
+   third store: the lake in a bucket of moto's S3 server on loopback (a Python server: an upper
+   bound on what the object-store protocol costs, not a figure for MinIO or AWS).
 
-    .venv/bin/python -m benchmarks.lake_vs_file [--pair-scenario S|none] [--scenarios M L] [--json PATH]
+    .venv/bin/python -m benchmarks.lake_vs_file [--pair-scenario S|none] [--scenarios M L] [--bucket] [--json PATH]
 
 History is generated once per scenario and written to each store before its timed night, as the
 `bench` harness does; nothing of it is timed.
@@ -21,6 +23,7 @@ import os
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from pathlib import Path
 
 from benchmarks.harness import (
@@ -35,8 +38,10 @@ from benchmarks.harness import (
     simulators,
     write_history,
 )
+from velocity_platform.simulators.object_store import S3Server
 
 STORES = ("duckdb-file", "lake")
+BUCKET = "lake-bucket"  # the lake, in an S3 bucket (--bucket)
 
 
 def store_env(work: Path, store: str, erp: str, wms: str) -> dict[str, str]:
@@ -93,34 +98,48 @@ def two_sites_at_once(scenario_name: str) -> dict:
     return results
 
 
-def one_night_each(scenario_names: list[str]) -> dict:
+def _store_env(work: Path, store: str, erp: str, wms: str, s3: S3Server | None) -> dict[str, str]:
+    if store != BUCKET:
+        return store_env(work, store, erp, wms)
+    assert s3 is not None
+    return {**store_env(work, "lake", erp, wms), **s3.environment, "VELOCITY_LAKE_PATH": s3.new_lake()}
+
+
+def one_night_each(scenario_names: list[str], bucket: bool = False) -> dict:
     results = {}
-    for name in scenario_names:
-        scenario = SCENARIOS[name]
-        with simulators(scenario) as (erp, wms):
-            history = build_history(scenario, erp)
-            results[name] = {}
-            for store in STORES:
-                with tempfile.TemporaryDirectory(prefix=f"velocity-night-{name}-{store}-") as tmp:
-                    work = Path(tmp)
-                    env = store_env(work, store, erp, wms)
-                    _written(env, work, history, ["WH-01"])
-                    figures = materialize_in_subprocess(env)
-                    writes = round(sum(figures["table_write_s"].values()), 2)
-                    results[name][store] = {
-                        "total_s": figures["total_s"],
-                        "table_write_s": writes,
-                        "peak_rss_mb": figures["peak_rss_mb"],
-                        "peak_rss_sampled": figures["peak_rss_sampled"],
-                        "raw_lines": figures["raw_lines"],
-                        "checks_failed": figures["checks_failed"],
-                        # Where the time and the memory go, step by step (the lake's peak is one step's).
-                        "steps": {
-                            step: {"wall_s": timing["wall_s"], "peak_rss_mb": timing.get("peak_rss_mb")}
-                            for step, timing in figures["steps"].items()
-                        },
-                    }
-                    log(f"{name} on {store}: {figures['total_s']:.1f} s, table writes {writes:.1f} s, {figures['peak_rss_mb']:.0f} MB")
+    stores = (*STORES, BUCKET) if bucket else STORES
+    with tempfile.TemporaryDirectory(prefix="velocity-s3-") as s3_dir, (S3Server(Path(s3_dir) / "moto.log") if bucket else nullcontext()) as s3:
+        for name in scenario_names:
+            results[name] = _nights_of(name, stores, s3)
+    return results
+
+
+def _nights_of(name: str, stores: tuple[str, ...], s3: S3Server | None) -> dict:
+    """One night of scenario `name` on each store, on the same generated history."""
+    results = {}
+    with simulators(SCENARIOS[name]) as (erp, wms):
+        history = build_history(SCENARIOS[name], erp)
+        for store in stores:
+            with tempfile.TemporaryDirectory(prefix=f"velocity-night-{name}-{store}-") as tmp:
+                work = Path(tmp)
+                env = _store_env(work, store, erp, wms, s3)
+                _written(env, work, history, ["WH-01"])
+                figures = materialize_in_subprocess(env)
+                writes = round(sum(figures["table_write_s"].values()), 2)
+                results[store] = {
+                    "total_s": figures["total_s"],
+                    "table_write_s": writes,
+                    "peak_rss_mb": figures["peak_rss_mb"],
+                    "peak_rss_sampled": figures["peak_rss_sampled"],
+                    "raw_lines": figures["raw_lines"],
+                    "checks_failed": figures["checks_failed"],
+                    # Where the time and the memory go, step by step (the lake's peak is one step's).
+                    "steps": {
+                        step: {"wall_s": timing["wall_s"], "peak_rss_mb": timing.get("peak_rss_mb")}
+                        for step, timing in figures["steps"].items()
+                    },
+                }
+                log(f"{name} on {store}: {figures['total_s']:.1f} s, table writes {writes:.1f} s, {figures['peak_rss_mb']:.0f} MB")
     return results
 
 
@@ -128,10 +147,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pair-scenario", default="S", choices=[*sorted(SCENARIOS), "none"], help="none: skip the pair")
     parser.add_argument("--scenarios", nargs="*", default=["M", "L"], choices=sorted(SCENARIOS))
+    parser.add_argument("--bucket", action="store_true", help="also on a lake in an S3 bucket (moto's server on loopback)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     pair = {} if args.pair_scenario == "none" else two_sites_at_once(args.pair_scenario)
-    report = {"two_sites_at_once": pair, "one_night": one_night_each(args.scenarios)}
+    report = {"two_sites_at_once": pair, "one_night": one_night_each(args.scenarios, bucket=args.bucket)}
     text = json.dumps(report, indent=2)
     print(text)
     if args.json:

@@ -1,6 +1,9 @@
 """Workers on hosts of their own: each `velocity-platform worker` in a network namespace of its
-own, with its own state directory, reaching PostgreSQL, RabbitMQ and the simulators only over its
-veth pair (velocity_platform_tests/workers/netns.py); the night still runs, on both."""
+own, with its own state directory, reaching PostgreSQL, RabbitMQ, the lake's S3 server and the
+simulators only over its veth pair (velocity_platform_tests/workers/netns.py); the night still
+runs, on both, and nothing of the lake is on any host's disk."""
+
+import os
 
 import datetime as dt
 from contextlib import ExitStack
@@ -36,7 +39,7 @@ def _port(url: str) -> int:
     return int(url.rsplit(":", 1)[1].split("/")[0])
 
 
-def test_a_night_runs_on_workers_that_reach_everything_over_their_own_network(tmp_path):
+def test_a_night_runs_on_workers_that_reach_everything_over_their_own_network(tmp_path, s3_server):
     reason = why_no_namespaces()
     if reason:
         pytest.skip(f"no separate hosts here: {reason}")
@@ -49,7 +52,11 @@ def test_a_night_runs_on_workers_that_reach_everything_over_their_own_network(tm
             "rabbitmq": broker.port or 5672,
             "erp": _port(platform.erp_url),
             "wms": _port(platform.wms_url),
+            "s3": _port(s3_server.url),
         }
+        # The lake is a bucket: the orchestrator reaches it on loopback, each host over its pair.
+        lake = s3_server.new_lake()
+        os.environ.update({**s3_server.environment, "VELOCITY_LAKE_PATH": lake})  # restored with the deployment
         erp_url, wms_url = f"http://{HUB}:{ports['erp']}", f"http://{HUB}:{ports['wms']}"
         same_environment = {
             "DAGSTER_PG_URL": _on_hub(deployment.dagster_url),
@@ -57,6 +64,7 @@ def test_a_night_runs_on_workers_that_reach_everything_over_their_own_network(tm
             "VELOCITY_CELERY_BROKER_URL": f"amqp://{broker.username}:{broker.password}@{HUB}:{ports['rabbitmq']}//",
             "VELOCITY_ERP_URL": erp_url,
             "VELOCITY_WMS_URL": wms_url,
+            "AWS_ENDPOINT_URL": f"http://{HUB}:{ports['s3']}",
         }
         relays, workers = {}, []
         for index, name in enumerate(("dock", "mezzanine"), start=1):
@@ -85,6 +93,8 @@ def test_a_night_runs_on_workers_that_reach_everything_over_their_own_network(tm
         # reached over the pairs too (by whichever host ran the steps that call them).
         for host, by_port in relays.items():
             assert by_port[ports["postgres"]].connections and by_port[ports["rabbitmq"]].connections, host
+            assert by_port[ports["s3"]].connections, f"{host} wrote no table to the lake's server"
+            assert not (deployment.root / f"worker-{host}" / "lake").exists()
         assert sum(r[ports["erp"]].connections for r in relays.values()) and sum(r[ports["wms"]].connections for r in relays.values())
         stats = platform.wms_stats()
         assert stats["by_business_date"][day.isoformat()]["applied"] > 0 and set(stats["applied_per_key"].values()) == {1}
