@@ -5,7 +5,7 @@
 Writes each input into a temporary directory (streamed: a gzip bomb is a few MB on disk), then
 runs `read_export` on it with the default limits (VELOCITY_FILE_MAX_*) in a child process and
 prints the outcome (lines read and dead-lettered, or the one-line refusal) and the child's own
-peak RSS (ru_maxrss). The goal is <= 2 GiB on every input.
+peak RSS (VmHWM, benchmarks/memory.py). The goal is <= 2 GiB on every input.
 """
 
 from __future__ import annotations
@@ -27,14 +27,15 @@ HEADER = b"InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,Custom
 LINE = b"536365,85123A,WHITE HANGING HEART,6,2011-06-01 08:26:00,2.55,17850.0,United Kingdom\n"
 
 CHILD = r"""
-import json, resource, sys
+import json, sys
+from benchmarks.memory import own_peak_rss_mb
 from velocity_platform.connectors.files import FileSourceError, preset, read_export
 try:
     export = read_export(sys.argv[1], preset("online-retail"))
     outcome = f"read: {export.total_lines:,} lines, {export.unparsed_lines.height:,} dead-lettered as unreadable"
 except FileSourceError as exc:
     outcome = f"refused: {exc}"
-print(json.dumps({"outcome": outcome, "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}))
+print(json.dumps({"outcome": outcome, "peak_rss_mb": round(own_peak_rss_mb())}))
 """
 
 

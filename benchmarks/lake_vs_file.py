@@ -131,6 +131,7 @@ def _nights_of(name: str, stores: tuple[str, ...], s3: S3Server | None) -> dict:
                     "table_write_s": writes,
                     "peak_rss_mb": figures["peak_rss_mb"],
                     "peak_rss_sampled": figures["peak_rss_sampled"],
+                    "peak_rss_outside": figures["peak_rss_outside"],
                     "raw_lines": figures["raw_lines"],
                     "checks_failed": figures["checks_failed"],
                     # Where the time and the memory go, step by step (the lake's peak is one step's).
