@@ -34,7 +34,7 @@ import duckdb
 import polars as pl
 from dagster_duckdb import DuckDBResource
 from deltalake import DeltaTable
-from deltalake.exceptions import CommitFailedError
+from deltalake.exceptions import CommitFailedError, TableNotFoundError
 from pydantic import Field
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
@@ -282,6 +282,11 @@ def storage_options(root: str) -> dict[str, str] | None:
     return S3Lake(root).storage_options() if is_remote(root) else None
 
 
+def table_uri(root: str, table: str) -> str:
+    """Where a table of the lake at `root` lives (a folder of its own, on disk or under the bucket's prefix)."""
+    return f"{root.rstrip('/')}/{_checked(table)}"
+
+
 _LAKE_DATABASES: dict[tuple[int, str], duckdb.DuckDBPyConnection] = {}
 _LAKE_DATABASES_LOCK = threading.Lock()
 
@@ -332,7 +337,7 @@ class LakeSession(TableSession):
         return LakeSession(self.connection, self.schema, self.root, warehouse_id, self.storage_options, self._views)
 
     def uri(self, table: str) -> str:
-        return f"{self.root}/{_checked(table)}"
+        return table_uri(self.root, table)
 
     def _delta_table(self, table: str) -> DeltaTable | None:
         uri = self.uri(table)
@@ -546,12 +551,14 @@ def _remote_versions(root: str, tables: tuple[str, ...]) -> tuple:
     looked = _REMOTE_STAMPS.get((root, tables))
     if looked is None or now - looked[0] >= REMOTE_STAMP_EVERY_S:
         options = storage_options(root)
-        versions = tuple(
-            DeltaTable(f"{root.rstrip('/')}/{_checked(t)}", storage_options=options).version()
-            if DeltaTable.is_deltatable(f"{root.rstrip('/')}/{_checked(t)}", storage_options=options)
-            else None
-            for t in tables
-        )
+
+        def version(table: str) -> int | None:
+            try:
+                return DeltaTable(table_uri(root, table), storage_options=options).version()
+            except TableNotFoundError:
+                return None
+
+        versions = tuple(version(t) for t in tables)
         looked = _REMOTE_STAMPS[(root, tables)] = (now, versions)
     return looked[1]
 
