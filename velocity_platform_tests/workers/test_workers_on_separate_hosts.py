@@ -3,9 +3,8 @@ own, with its own state directory, reaching PostgreSQL, RabbitMQ, the lake's S3 
 simulators only over its veth pair (velocity_platform_tests/workers/netns.py); the night still
 runs, on both, and nothing of the lake is on any host's disk."""
 
-import os
-
 import datetime as dt
+import os
 from contextlib import ExitStack
 
 import dagster as dg
@@ -13,6 +12,7 @@ import pytest
 import sqlalchemy as sa
 from kombu.utils.url import url_to_parts
 
+from velocity_platform.connectors.object_store import S3Lake
 from velocity_platform_tests.conftest import ERP_TOKEN
 from velocity_platform_tests.production.postgres import ADMIN_URL
 from velocity_platform_tests.workers.cluster import (
@@ -99,4 +99,8 @@ def test_a_night_runs_on_workers_that_reach_everything_over_their_own_network(tm
         stats = platform.wms_stats()
         assert stats["by_business_date"][day.isoformat()]["applied"] > 0 and set(stats["applied_per_key"].values()) == {1}
         assert ERP_TOKEN not in run.text()
+        # Every table of the night is in the bucket, and no host (the orchestrator's included) has a lake folder.
+        held = set(S3Lake(lake).table_folders())
+        assert {"raw_transactions", "validated_transactions", "sku_velocity", "slotting_directives", "wms_directive_acks"} <= held
+        assert not (deployment.root / "lake").exists()
         assert [w.stop() for w in workers] == [0, 0]
