@@ -24,7 +24,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -107,9 +106,8 @@ def deployment_env(
 
 def tables_in(work: Path, warehouse_id: str | None = None):
     """The warehouse tables of a measured deployment (see table_paths)."""
-    from velocity_platform.defs.tables import WarehouseTables
-
     from velocity_platform.connectors.object_store import is_remote
+    from velocity_platform.defs.tables import WarehouseTables
 
     lake = os.environ.get("VELOCITY_TABLE_STORE", "lake") == "lake"
     paths = table_paths(work)
@@ -277,6 +275,8 @@ def materialize_in_subprocess(env: dict[str, str], warehouse_id: str = "WH-01") 
     memory as seen from outside (`peak_rss_outside`): this process reads the child's RSS every
     5 ms, which no lock inside the child can hold up (the child's own sampler is a Python thread,
     blind while a call holds the GIL), and names the step whose window holds the peak."""
+    from benchmarks.run_partition import RssSampler
+
     process = subprocess.Popen(
         [sys.executable, "-m", "benchmarks.run_partition", BUSINESS_DATE.isoformat(), warehouse_id],
         env=env,
@@ -285,41 +285,15 @@ def materialize_in_subprocess(env: dict[str, str], warehouse_id: str = "WH-01") 
         text=True,
         cwd=Path(__file__).resolve().parents[1],
     )
-    samples: list[tuple[float, float]] = []
-    sampler = threading.Thread(target=_sample_rss, args=(process, samples), daemon=True)
-    sampler.start()
+    outside = RssSampler(pid=process.pid)
+    outside.start()
     stdout, stderr = process.communicate()
-    sampler.join()
+    outside.stop()
     if process.returncode != 0:
         raise RuntimeError(f"the timed run failed:\n{stderr[-3000:]}")
     figures = json.loads(stdout.strip().splitlines()[-1])
-    figures["peak_rss_outside"] = _place_peak(samples, figures)
+    figures["peak_rss_outside"] = outside.where_peak({step: tuple(window) for step, window in figures["step_windows"].items()})
     return figures
-
-
-def _sample_rss(process: subprocess.Popen, samples: list[tuple[float, float]], interval_s: float = 0.005) -> None:
-    page_mb = os.sysconf("SC_PAGE_SIZE") / 1e6
-    path = f"/proc/{process.pid}/statm"
-    while process.poll() is None:
-        try:
-            with open(path) as statm:
-                samples.append((time.time(), int(statm.read().split()[1]) * page_mb))
-        except (OSError, IndexError, ValueError):  # the process is going
-            return
-        time.sleep(interval_s)  # a pace, not a synchronisation: the loop ends with the process
-
-
-def _place_peak(samples: list[tuple[float, float]], figures: dict) -> dict:
-    """The highest outside sample, and where it fell: a step, before or after the run, or between steps."""
-    if not samples:
-        return {"mb": None, "during": None}
-    at, mb = max(samples, key=lambda sample: sample[1])
-    began, ended = figures.get("run_window", (at, at))
-    during = next((step for step, (a, b) in figures.get("step_windows", {}).items() if a <= at <= b), None)
-    if during is None:
-        during = "before the run (code load)" if at < began else "after the run" if at > ended else "between steps"
-    in_run = [m for t, m in samples if began <= t <= ended]
-    return {"mb": round(mb, 1), "during": during, "peak_in_run_mb": round(max(in_run), 1) if in_run else None}
 
 
 # --- comparisons on the same rows ----------------------------------------------------------------

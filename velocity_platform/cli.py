@@ -962,9 +962,7 @@ def _remove_lake_tables(lake_path: str) -> None:
     from velocity_platform.connectors.object_store import S3Lake, is_remote
 
     if is_remote(lake_path):
-        bucket = S3Lake(lake_path)
-        for table in bucket.table_folders():
-            bucket.remove_table(table)
+        S3Lake(lake_path).remove_tables()
         return
     for table in Path(lake_path).glob("*/_delta_log"):
         shutil.rmtree(table.parent)

@@ -149,6 +149,8 @@ class S3Lake:
         logs = store.get_file_info([self._path(name, "_delta_log") for name in names])
         return sorted(name for name, log in zip(names, logs) if log.type == fs.FileType.Directory)
 
-    def remove_table(self, name: str) -> None:
-        """Delete one table's folder (its log and its data files)."""
-        self.filesystem().delete_dir(self._path(name))
+    def remove_tables(self) -> None:
+        """Delete every table's folder (its log and its data files), nothing else under the prefix."""
+        store = self.filesystem()
+        for name in self.table_folders():
+            store.delete_dir(self._path(name))
