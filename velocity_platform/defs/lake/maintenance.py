@@ -4,7 +4,9 @@ Every replace of a (date, site) partition leaves the partition's previous files 
 readers of the past may still ask for), and a backfill's ranges write many small files. Once a
 week the job folds small files together and removes the files only versions older than the
 retention (`VELOCITY_LAKE_RETAIN_DAYS`) read, so the versions a directive batch records
-(`planned_on_table_versions`) stay readable for that long. The DuckDB file store has nothing to do.
+(`planned_on_table_versions`) stay readable for that long. It then checkpoints each table's log,
+dropping the log entries older than that retention, and sets the lake's table properties
+(`tables.table_properties`) on a table made before them. The DuckDB file store has nothing to do.
 """
 
 import dagster as dg
@@ -21,11 +23,12 @@ def compact_and_vacuum_the_lake(context: dg.OpExecutionContext, warehouse_tables
     with warehouse_tables.session() as session:
         assert isinstance(session, LakeSession)
         for table in session.tables():
-            result = session.maintain(table, retain_hours=warehouse_tables.lake_retain_days * 24)
+            result = session.maintain(table)
             done[table] = result
             context.log.info(
                 f"{table}: version {result['version']}, {result['files_removed']} small files compacted into "
-                f"{result['files_added']}, {result['files_vacuumed']} old files vacuumed"
+                f"{result['files_added']}, {result['files_vacuumed']} old files vacuumed, log checkpointed"
+                + (f", properties set: {result['properties_set']}" if result.get("properties_set") else "")
             )
     context.add_output_metadata(
         {
