@@ -229,9 +229,9 @@ LAKE_COMMIT_ATTEMPTS = 8
 
 
 # Every tenth commit of a table writes a checkpoint of its log, so a reader replays at most ten
-# JSON commits after it, each a GET in a bucket. Delta's default, 100, had a 90-day table's readers
-# replay up to a hundred: opening it took 0.52 s from moto's S3 against 0.04 s from a checkpoint
-# (docs/performance.md, "The lake in an S3 bucket").
+# JSON commits after it, each a GET in a bucket. Delta's default, 100, had a 90-commit table's
+# readers replay all 90: opening it took 0.45 s from moto's S3 against 0.04 s from a checkpoint
+# (benchmarks/lake_checkpoints.py; docs/performance.md, "A table's log").
 CHECKPOINT_EVERY_COMMITS = 10
 
 
@@ -348,13 +348,16 @@ class LakeSession(TableSession):
         super().__init__(connection, schema, warehouse_id)
         self.root = root.rstrip("/")
         self.storage_options = storage_options or None
-        self.properties = table_properties(retain_days)
         self.retain_days = retain_days
         self._views = views if views is not None else {}  # table -> whether it exists (shared by scoped copies)
         connection.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
 
     def scoped(self, warehouse_id: str | None) -> "LakeSession":
         return LakeSession(self.connection, self.schema, self.root, warehouse_id, self.storage_options, self._views, self.retain_days)
+
+    @property
+    def properties(self) -> dict[str, str]:
+        return table_properties(self.retain_days)
 
     def uri(self, table: str) -> str:
         return table_uri(self.root, table)
