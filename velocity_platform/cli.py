@@ -1066,19 +1066,7 @@ def add_installed_commands(commands: argparse._SubParsersAction) -> None:
         add_commands(commands)
 
 
-def polars_threads_for(argv: list[str]) -> None:
-    """One polars thread for the exception service, unless POLARS_MAX_THREADS says otherwise.
-
-    Its frames are a read's few lines, so polars' pool only hands them from thread to thread: one
-    thread took 9% less of its CPU at 50 documents/s, latency no worse (docs/deltas.md). Polars
-    reads the variable once, on import, so this runs before anything imports it.
-    """
-    if argv[:1] == ["deltas"]:
-        os.environ.setdefault("POLARS_MAX_THREADS", "1")
-
-
 def main(argv: list[str] | None = None) -> int:
-    polars_threads_for(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

@@ -344,20 +344,3 @@ def test_registered_warehouses_are_listed_with_their_facts_and_become_partitions
 
     with dg.DagsterInstance.from_config(str(tmp_path / ".velocity" / "dagster_home")) as instance:
         assert set(instance.get_dynamic_partitions("warehouses")) == {"BER", "CHI"}
-
-
-# --- velocity-platform deltas: polars' threads --------------------------------------------------
-
-POLARS_THREADS = "import sys; from velocity_platform import cli; {call}import polars; print(polars.thread_pool_size())"
-
-
-def _polars_threads(command: str, preset: str | None, call: bool = True) -> int:
-    env = {k: v for k, v in os.environ.items() if k != "POLARS_MAX_THREADS"} | ({"POLARS_MAX_THREADS": preset} if preset else {})
-    code = POLARS_THREADS.format(call="cli.polars_threads_for(sys.argv[1:]); " if call else "")
-    return int(subprocess.run([sys.executable, "-c", code, command], env=env, capture_output=True, text=True, check=True).stdout)
-
-
-@pytest.mark.parametrize(("command", "preset", "expected"), [("deltas", None, 1), ("deltas", "2", 2), ("run", None, "default")])
-def test_the_exception_service_runs_polars_on_one_thread_unless_told_otherwise(command, preset, expected):
-    default = _polars_threads(command, None, call=False)  # what polars takes on this machine
-    assert _polars_threads(command, preset) == (default if expected == "default" else expected)
