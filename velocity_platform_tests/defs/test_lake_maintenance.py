@@ -5,10 +5,9 @@ import json
 from pathlib import Path
 
 import polars as pl
-
-from velocity_platform.defs.lake.maintenance import lake_maintenance
 from deltalake import DeltaTable
 
+from velocity_platform.defs.lake.maintenance import lake_maintenance
 from velocity_platform.defs.tables import CHECKPOINT_EVERY_COMMITS, WarehouseTables, table_properties
 
 DAY = dt.date(2026, 3, 2)
@@ -19,11 +18,14 @@ def _files(root: Path) -> int:
     return sum(1 for f in root.glob("**/*.parquet") if "_delta_log" not in f.parts)
 
 
+def _rows(n: int) -> pl.DataFrame:
+    return pl.DataFrame({"warehouse_id": ["WH-01"] * n, "business_date": [DAY] * n, "units": list(range(n))})
+
+
 def _replace(tables: WarehouseTables, table: str, sizes) -> None:
     with tables.session() as session:
         for n in sizes:  # the same site-day replaced: each write one commit
-            frame = pl.DataFrame({"warehouse_id": ["WH-01"] * n, "business_date": [DAY] * n, "units": list(range(n))})
-            session.replace(table, frame, {"WH-01": [DAY]})
+            session.replace(table, _rows(n), {"WH-01": [DAY]})
 
 
 def _last_checkpoint(root: Path) -> int | None:
@@ -33,10 +35,7 @@ def _last_checkpoint(root: Path) -> int | None:
 
 def test_the_vacuum_removes_the_files_of_replaced_versions_and_keeps_the_rows(tmp_path):
     tables = WarehouseTables(database=str(tmp_path / "unused.duckdb"), lake_path=str(tmp_path / "lake"), lake_retain_days=0)
-    with tables.session() as session:
-        for n in (3, 4, 5):  # the same site-day replaced twice: two files only old versions read
-            frame = pl.DataFrame({"warehouse_id": ["WH-01"] * n, "business_date": [DAY] * n, "units": list(range(n))})
-            session.replace("sku_velocity", frame, {"WH-01": [DAY]})
+    _replace(tables, "sku_velocity", (3, 4, 5))  # replaced twice: two files only old versions read
     assert _files(tmp_path / "lake" / "sku_velocity") == 3
     result = lake_maintenance.execute_in_process(resources={"warehouse_tables": tables})
     assert result.success
@@ -49,10 +48,7 @@ def test_the_vacuum_removes_the_files_of_replaced_versions_and_keeps_the_rows(tm
 
 def test_a_week_of_retention_keeps_the_versions_a_directive_batch_names(tmp_path):
     tables = WarehouseTables(database=str(tmp_path / "unused.duckdb"), lake_path=str(tmp_path / "lake"), lake_retain_days=7)
-    with tables.session() as session:
-        for n in (3, 4):
-            frame = pl.DataFrame({"warehouse_id": ["WH-01"] * n, "business_date": [DAY] * n, "units": list(range(n))})
-            session.replace("sku_velocity", frame, {"WH-01": [DAY]})
+    _replace(tables, "sku_velocity", (3, 4))
     assert lake_maintenance.execute_in_process(resources={"warehouse_tables": tables}).success
     # Version 0 (3 rows) is still readable: what a batch planned on it recorded stays answerable.
     assert DeltaTable(str(tmp_path / "lake" / "sku_velocity"), version=0).to_pyarrow_table().num_rows == 3
@@ -70,11 +66,8 @@ def test_on_a_bucket_the_tables_are_listed_and_vacuumed_the_same_way(s3_lake):
     from velocity_platform.connectors.object_store import S3Lake
 
     tables = WarehouseTables(database="/nonexistent/unused.duckdb", lake_path=s3_lake, lake_retain_days=0)
-    with tables.session() as session:
-        for table in ("sku_velocity", "daily_sku_demand"):
-            for n in (3, 4, 5):
-                frame = pl.DataFrame({"warehouse_id": ["WH-01"] * n, "business_date": [DAY] * n, "units": list(range(n))})
-                session.replace(table, frame, {"WH-01": [DAY]})
+    for table in ("sku_velocity", "daily_sku_demand"):
+        _replace(tables, table, (3, 4, 5))
     bucket = S3Lake(s3_lake)
     store = bucket.filesystem()
 
@@ -111,8 +104,7 @@ def test_every_tenth_commit_checkpoints_the_log_and_a_reader_starts_from_it(tmp_
 def test_a_table_made_before_the_properties_gets_them_and_a_checkpoint_from_the_maintenance(tmp_path):
     table = tmp_path / "lake" / "sku_velocity"
     for n in (3, 4):  # written as the lake's tables were before they had properties
-        frame = pl.DataFrame({"warehouse_id": ["WH-01"] * n, "business_date": [DAY] * n, "units": list(range(n))})
-        frame.write_delta(str(table), mode="overwrite", delta_write_options={"partition_by": ["warehouse_id", "business_date"]})
+        _rows(n).write_delta(str(table), mode="overwrite", delta_write_options={"partition_by": ["warehouse_id", "business_date"]})
     assert DeltaTable(str(table)).metadata().configuration == {}
     tables = WarehouseTables(database=str(tmp_path / "unused.duckdb"), lake_path=str(tmp_path / "lake"), lake_retain_days=14)
     result = lake_maintenance.execute_in_process(resources={"warehouse_tables": tables})
